@@ -126,7 +126,9 @@ def model_status(settings: Settings, as_json: bool) -> None:
 def model_stop(settings: Settings) -> None:
     """Stop the managed server and every process it started."""
     record = stop_server(settings)
-    click.echo(f"stopped vLLM (pid {record.pid})" if record else "no managed vLLM server was running")
+    click.echo(
+        f"stopped vLLM (pid {record.pid})" if record else "no managed vLLM server was running"
+    )
 
 
 @cli.command()
@@ -135,7 +137,9 @@ def model_stop(settings: Settings) -> None:
 @click.option("--max-tokens", type=click.IntRange(1, 4096), default=256, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_obj
-def ask(settings: Settings, prompt: str, adapter: str | None, max_tokens: int, as_json: bool) -> None:
+def ask(
+    settings: Settings, prompt: str, adapter: str | None, max_tokens: int, as_json: bool
+) -> None:
     """Answer one prompt."""
     if not prompt.strip():
         raise ReflexaError("the prompt is empty")

@@ -71,7 +71,9 @@ class ModelClient:
 
     def models(self) -> list[ServedModel]:
         data = self._request("GET", "/v1/models").json()["data"]
-        return [ServedModel(id=m["id"], parent=m.get("parent"), root=m.get("root", "")) for m in data]
+        return [
+            ServedModel(id=m["id"], parent=m.get("parent"), root=m.get("root", "")) for m in data
+        ]
 
     def adapters(self) -> list[str]:
         return [m.id for m in self.models() if m.parent is not None]
@@ -87,7 +89,9 @@ class ModelClient:
         name = adapter_name(adapter_dir)
         if name not in self.adapters():
             self._request(
-                "POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(adapter_dir)}
+                "POST",
+                "/v1/load_lora_adapter",
+                json={"lora_name": name, "lora_path": str(adapter_dir)},
             )
         return name
 

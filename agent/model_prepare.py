@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 from agent.errors import ReflexaError
 
@@ -114,7 +115,7 @@ def prepare_model(
 def _convert(gguf: Path, out: Path) -> float:
     """Save a plain float32 copy of the GGUF model in `out`; return the max logit difference."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     packed = AutoModelForCausalLM.from_pretrained(
@@ -129,12 +130,16 @@ def _convert(gguf: Path, out: Path) -> float:
     tokenizer.save_pretrained(out)
 
     saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
-    probe = tokenizer.apply_chat_template(
-        [{"role": "user", "content": PROBE}], add_generation_prompt=True, return_tensors="pt"
+    encoded = tokenizer.apply_chat_template(
+        [{"role": "user", "content": PROBE}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
+    input_ids = cast(BatchEncoding, encoded)["input_ids"]
     with torch.no_grad():
-        expected = packed(**probe).logits
-        actual = saved(**probe).logits
+        expected = packed(input_ids).logits
+        actual = saved(input_ids).logits
     return float((expected - actual).abs().max())
 
 

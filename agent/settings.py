@@ -47,7 +47,9 @@ class ServerSettings(BaseModel):
         "vLLM's own choice on a GPU.",
     )
     max_model_len: int = Field(default=2048, ge=128, description="Context length in tokens.")
-    max_lora_rank: int = Field(default=16, ge=8, description="Largest LoRA rank the server accepts.")
+    max_lora_rank: int = Field(
+        default=16, ge=8, description="Largest LoRA rank the server accepts."
+    )
     max_loras: int = Field(default=2, ge=1, description="Adapters resident in one batch.")
     cpu_kv_cache_gib: int = Field(default=1, ge=1, description="KV-cache space on the CPU (GiB).")
     start_timeout_s: float = Field(default=300.0, gt=0, description="Seconds to wait for /health.")
@@ -69,7 +71,8 @@ class Settings(BaseSettings):
     )
     vllm_url: str | None = Field(
         default=None,
-        description="An external vLLM server (e.g. http://gpu-box:8000). Unset: a managed local one.",
+        description="An external vLLM server (e.g. http://gpu-box:8000). "
+        "Unset: the managed local one.",
     )
     api_key: str = Field(default="EMPTY", description="Bearer token for the vLLM server.")
     request_timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
@@ -110,7 +113,8 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: Path | None = None) -> Settings:
-    """Read `config_file` (default: $REFLEXA_CONFIG, else ./reflexa.toml if present), then the env."""
+    """Settings from `config_file` (default: $REFLEXA_CONFIG, else ./reflexa.toml if present),
+    overridden by REFLEXA_* environment variables."""
     if config_file is None and os.environ.get("REFLEXA_CONFIG"):
         config_file = Path(os.environ["REFLEXA_CONFIG"])
     explicit = config_file is not None

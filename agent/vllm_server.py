@@ -101,7 +101,10 @@ def local_url(settings: Settings) -> str:
 
 
 def port_in_use(host: str, port: int) -> bool:
+    """True if something listens there. Connections left in TIME_WAIT by a stopped server do
+    not count: vLLM binds with SO_REUSEADDR too, and Linux still refuses a live listener."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as e:
@@ -140,7 +143,9 @@ def read_record(settings: Settings) -> ServerRecord | None:
     return record
 
 
-def start_server(settings: Settings, on_wait: Callable[[float], None] | None = None) -> ServerRecord:
+def start_server(
+    settings: Settings, on_wait: Callable[[float], None] | None = None
+) -> ServerRecord:
     """Start the managed server (or reuse the running one) and wait until it is healthy."""
     running = read_record(settings)
     if running is not None:

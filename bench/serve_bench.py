@@ -1,0 +1,149 @@
+"""Serving benchmark for the bundled model on the managed vLLM server.
+
+    .venv/bin/python bench/serve_bench.py [--requests 6] [--max-tokens 128] [--out bench/results]
+
+Measures: seconds from `reflexa model serve` to healthy, resident memory of the server's
+process group (RSS and PSS), and output tokens/s single-stream and with 8 concurrent
+requests, on the base model and through a rank-8 LoRA adapter. Each request generates
+exactly --max-tokens tokens (ignore_eos), so tokens/s do not depend on what the model says.
+Uses a fresh REFLEXA_HOME under /tmp with the model prepared in it (about 30 s, not timed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from openai import OpenAI
+
+REFLEXA = str(Path(sys.executable).parent / "reflexa")
+PROMPT = "Write a short story about a lighthouse keeper who learns from his mistakes."
+
+
+def reflexa(*args: str, env: dict[str, str]) -> str:
+    return subprocess.run(
+        [REFLEXA, *args], env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def group_memory_mib(pgid: int) -> dict[str, float]:
+    rss = pss = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            rollup = (proc / "smaps_rollup").read_text().splitlines()
+        except (OSError, IndexError, ValueError):
+            continue
+        fields = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:]}
+        rss += fields.get("Rss", 0)
+        pss += fields.get("Pss", 0)
+    return {"rss_mib": round(rss / 1024), "pss_mib": round(pss / 1024)}
+
+
+def tokens_per_s(
+    client: OpenAI, model: str, concurrency: int, requests: int, max_tokens: int
+) -> dict:
+    def one(_: int) -> tuple[int, float]:
+        started = time.perf_counter()
+        reply = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": PROMPT}],
+            max_tokens=max_tokens,
+            temperature=0.7,
+            extra_body={"ignore_eos": True},
+        )
+        return reply.usage.completion_tokens, time.perf_counter() - started  # type: ignore[union-attr]
+
+    one(0)  # warm-up
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, range(requests * concurrency)))
+    wall = time.perf_counter() - started
+    tokens = sum(t for t, _ in results)
+    per_stream = [t / s for t, s in results]
+    return {
+        "concurrency": concurrency,
+        "requests": len(results),
+        "output_tokens": tokens,
+        "aggregate_tok_s": round(tokens / wall, 1),
+        "per_request_tok_s_median": round(statistics.median(per_stream), 1),
+    }
+
+
+def machine() -> dict[str, object]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line]
+    cpu = names[0] if names else platform.processor()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "avx512": "avx512f" in cpuinfo,
+        "python": platform.python_version(),
+    }
+
+
+def main(args: argparse.Namespace) -> None:
+    home = Path(tempfile.mkdtemp(prefix="reflexa-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFLEXA_")}
+    env |= {"REFLEXA_HOME": str(home), "REFLEXA_SERVER__PORT": str(args.port)}
+    reflexa("model", "prepare", env=env)
+    try:
+        started = time.perf_counter()
+        reflexa("model", "serve", env=env)
+        startup_s = time.perf_counter() - started
+        status = json.loads(reflexa("model", "status", "--json", env=env))
+        idle_memory = group_memory_mib(status["pid"])
+        client = OpenAI(base_url=f"{status['url']}/v1", api_key="EMPTY", timeout=600)
+
+        sys.path.insert(0, str(Path(__file__).parent.parent))
+        from agent.model_client import ModelClient
+        from tests.helpers import make_lora
+
+        adapter_dir = make_lora(home / "models" / "SmolLM2-135M-Instruct", home / "bench-lora")
+        adapter = ModelClient(status["url"], status["model"]).load_adapter(adapter_dir)
+
+        runs = []
+        for model, label in ((status["model"], "base"), (adapter, "lora-r8")):
+            for concurrency in (1, 8):
+                result = tokens_per_s(client, model, concurrency, args.requests, args.max_tokens)
+                runs.append({"model": label, **result})
+                print(json.dumps(runs[-1]), file=sys.stderr)
+        loaded_memory = group_memory_mib(status["pid"])
+    finally:
+        reflexa("model", "stop", env=env)
+    report = {
+        "bench": "serve",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "startup_to_healthy_s": round(startup_s, 1),
+        "memory_idle": idle_memory,
+        "memory_after_load": loaded_memory,
+        "max_tokens": args.max_tokens,
+        "runs": runs,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"serve-{report['date'][:10]}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    print(f"written to {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=4, help="Requests per stream.")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--port", type=int, default=8077)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    main(parser.parse_args())

@@ -1,0 +1,37 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+
+def make_model_dir(path: Path) -> Path:
+    """A tiny folder that passes `validate_model_dir` (not a loadable model)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(path / "model.safetensors"))
+    (path / "tokenizer.json").write_text("{}")
+    return path
+
+
+def make_lora(model_dir: Path, out: Path, rank: int = 8, seed: int = 0) -> Path:
+    """A PEFT LoRA adapter for `model_dir` with random (non-zero) weights, so it changes answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=4 * rank,
+        target_modules=["q_proj", "v_proj"],
+        init_lora_weights=False,  # default init is a no-op adapter (B = 0)
+        task_type="CAUSAL_LM",
+    )
+    get_peft_model(base, config).save_pretrained(out)
+    return out

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from agent.cli import cli
+from agent.errors import ReflexaError
+from agent.settings import BUNDLED_MODEL, load_settings
+
+
+def test_defaults(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REFLEXA_HOME")
+    settings = load_settings()
+    assert settings.home_dir == Path("~/.reflexa").expanduser().resolve()
+    assert settings.model_dir == settings.home_dir / "models" / BUNDLED_MODEL
+    assert settings.run_dir == settings.home_dir / "run"
+    assert settings.vllm_url is None
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 8000)
+    assert settings.server.max_lora_rank >= 16
+
+
+def test_toml_file_is_read_and_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "reflexa.toml").write_text(
+        'vllm_url = "http://gpu-box:8000"\n[server]\nport = 9000\nhost = "127.0.0.2"\n'
+    )
+    monkeypatch.setenv("REFLEXA_SERVER__PORT", "9001")
+    settings = load_settings()
+    assert settings.vllm_url == "http://gpu-box:8000"
+    assert settings.server.port == 9001  # env beats the file
+    assert settings.server.host == "127.0.0.2"  # the file's other keys survive the merge
+
+
+def test_config_from_env_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "elsewhere.toml"
+    config.write_text('[model]\nname = "mine"\npath = "/srv/models/mine"\n')
+    monkeypatch.setenv("REFLEXA_CONFIG", str(config))
+    settings = load_settings()
+    assert settings.model.name == "mine"
+    assert settings.model_dir == Path("/srv/models/mine")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server\nport = 1", "not valid TOML"),
+        ("[server]\nport = 70000\n", "server.port"),
+        ("[server]\nport = 'eighty'\n", "server.port"),
+        ("no_such_key = 1\n", "no_such_key"),
+    ],
+)
+def test_bad_config_names_the_file(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(ReflexaError, match=message) as e:
+        load_settings(config)
+    assert str(config) in str(e.value)
+
+
+def test_missing_explicit_config(tmp_path: Path) -> None:
+    with pytest.raises(ReflexaError, match="config file not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_bad_env_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFLEXA_SERVER__PORT", "zero")
+    with pytest.raises(ReflexaError, match=r"server\.port"):
+        load_settings()
+
+
+def test_cli_reports_bad_config_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text("[server\n")
+    result = CliRunner().invoke(cli, ["--config", "bad.toml", "model", "status"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: bad.toml: not valid TOML")
+    assert "Traceback" not in result.output

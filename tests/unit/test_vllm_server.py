@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent import vllm_server
+from agent.errors import ReflexaError
+from agent.settings import Settings, load_settings
+from agent.vllm_server import (
+    PID_FILE,
+    group_members,
+    log_tail,
+    port_in_use,
+    read_record,
+    server_command,
+    server_env,
+    start_server,
+    stop_server,
+)
+from tests.helpers import make_model_dir
+
+FAKE = Path(__file__).parent.parent / "fake_vllm_server.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def settings_with(**server: object) -> Settings:
+    settings = load_settings()
+    return settings.model_copy(update={"server": settings.server.model_copy(update=server)})
+
+
+def test_cpu_command_and_env(tmp_path: Path) -> None:
+    settings = settings_with(device="cpu", port=8123, extra_args=["--seed", "1"])
+    cmd = server_command(settings, python="py")
+    assert cmd[:3] == ["py", "-m", "vllm.entrypoints.openai.api_server"]
+
+    def flag(name: str) -> str:
+        return cmd[cmd.index(name) + 1]
+
+    assert flag("--dtype") == "float32"
+    assert flag("--port") == "8123"
+    assert flag("--model") == str(settings.model_dir)
+    assert flag("--served-model-name") == settings.model.name
+    assert int(flag("--max-lora-rank")) >= 16
+    assert "--enable-lora" in cmd
+    assert cmd[-2:] == ["--seed", "1"]
+    env = server_env(settings, {"PATH": "/bin"}, tmp_path)
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "auto"
+    assert env["TMPDIR"] == str(tmp_path)
+    assert env["PATH"] == "/bin"
+
+
+def test_gpu_command_and_env(tmp_path: Path) -> None:
+    settings = settings_with(device="cuda")
+    cmd = server_command(settings)
+    assert cmd[cmd.index("--dtype") + 1] == "auto"
+    env = server_env(settings, {}, tmp_path)
+    assert "VLLM_CPU_KVCACHE_SPACE" not in env
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+
+
+def test_port_in_use() -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        assert port_in_use("127.0.0.1", held.getsockname()[1])
+    assert not port_in_use("127.0.0.1", free_port())
+
+
+def test_log_tail(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert log_tail(log, 3).splitlines() == ["  line 97", "  line 98", "  line 99"]
+    assert log_tail(tmp_path / "absent") == "(no log)"
+
+
+def test_stale_or_corrupt_pid_file_is_dropped() -> None:
+    settings = load_settings()
+    settings.run_dir.mkdir(parents=True)
+    pid_file = settings.run_dir / PID_FILE
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = {"pid": dead.pid, "url": "u", "model": "m", "model_dir": "d", "log": "l",
+              "tmp_dir": "t", "started_at": 0.0}  # fmt: skip
+    pid_file.write_text(json.dumps(record))
+    assert read_record(settings) is None
+    assert not pid_file.exists()
+    pid_file.write_text("{garbage")
+    assert read_record(settings) is None
+    assert not pid_file.exists()
+
+
+@pytest.fixture
+def fake_server(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Settings whose server is tests/fake_vllm_server.py in the given mode."""
+
+    def make(mode: str, **server: object) -> Settings:
+        settings = settings_with(port=free_port(), **server)
+        make_model_dir(settings.model_dir)
+        monkeypatch.setattr(
+            vllm_server,
+            "server_command",
+            lambda s: [sys.executable, str(FAKE), mode, str(s.server.port)],
+        )
+        return settings
+
+    return make
+
+
+def test_start_reuse_and_stop_leave_nothing(fake_server) -> None:  # type: ignore[no-untyped-def]
+    settings = fake_server("healthy")
+    record = start_server(settings)
+    try:
+        assert len(group_members(record.pid)) == 2  # the server and its worker
+        assert Path(record.tmp_dir).is_dir()
+        assert read_record(settings) == record
+        assert start_server(settings) == record  # reused, not started twice
+    finally:
+        assert stop_server(settings) == record
+    assert group_members(record.pid) == []
+    assert not Path(record.tmp_dir).exists()
+    assert read_record(settings) is None
+    assert stop_server(settings) is None
+
+
+def test_death_during_startup_shows_the_log(fake_server) -> None:  # type: ignore[no-untyped-def]
+    settings = fake_server("die")
+    with pytest.raises(ReflexaError, match="exited with code 3 during start-up") as e:
+        start_server(settings)
+    assert "boom: model architecture not supported" in str(e.value)
+    assert not (settings.run_dir / PID_FILE).exists()
+    assert list(Path(settings.run_dir).glob("*.json")) == []
+
+
+def test_startup_timeout_kills_the_group(fake_server) -> None:  # type: ignore[no-untyped-def]
+    settings = fake_server("hang", start_timeout_s=1.0)
+    waits: list[float] = []
+    with pytest.raises(ReflexaError, match="not healthy after 1 s"):
+        start_server(settings, on_wait=waits.append)
+    assert waits, "progress callback never called"
+    assert read_record(settings) is None
+    assert not [p for p in _all_fake_servers() if "hang" in p]
+
+
+def _all_fake_servers() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "stat,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(FAKE) in line and not line.startswith("Z")]
+
+
+def test_port_in_use_is_refused_before_starting(fake_server) -> None:  # type: ignore[no-untyped-def]
+    settings = fake_server("healthy")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", settings.server.port))
+        held.listen()
+        with pytest.raises(ReflexaError, match=f"port {settings.server.port} .* already in use"):
+            start_server(settings)
+    assert read_record(settings) is None
+
+
+def test_missing_model_folder_is_refused() -> None:
+    with pytest.raises(ReflexaError, match="model folder not found"):
+        start_server(load_settings())
