@@ -1,0 +1,22 @@
+"""Verifiers, suites, runner, metrics and reports. Imports neither `graphs` nor `agent`."""
+
+from evals.checks import Check, CheckSpecError, checks_for, parse_checks, run_checks
+from evals.judge import make_judge
+from evals.sandbox import SandboxLimits, SandboxResult, run_python
+from evals.verdict import JudgeFn, JudgeResult, Verdict, VerifyContext
+
+__all__ = [
+    "Check",
+    "CheckSpecError",
+    "JudgeFn",
+    "JudgeResult",
+    "SandboxLimits",
+    "SandboxResult",
+    "Verdict",
+    "VerifyContext",
+    "checks_for",
+    "make_judge",
+    "parse_checks",
+    "run_checks",
+    "run_python",
+]

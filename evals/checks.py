@@ -1,0 +1,67 @@
+"""Check specs (as written in suites and task requests) and running them on an answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from evals.intrinsic import JsonParsesCheck, PythonCompilesCheck, intrinsic_checks
+from evals.json_check import JsonCheck
+from evals.judge import JudgeCheck
+from evals.match_checks import ExactCheck, NumericCheck, RegexCheck
+from evals.python_check import PythonTestsCheck
+from evals.verdict import Kind, Verdict, VerifyContext
+
+Check = Annotated[
+    ExactCheck
+    | NumericCheck
+    | RegexCheck
+    | JsonCheck
+    | PythonTestsCheck
+    | JudgeCheck
+    | JsonParsesCheck
+    | PythonCompilesCheck,
+    Field(discriminator="type"),
+]
+CHECKS: TypeAdapter[list[Check]] = TypeAdapter(list[Check])
+CHECK_TYPES = ("exact", "numeric", "regex", "json", "python_tests", "judge")
+
+
+class CheckSpecError(ValueError):
+    """A check spec that does not validate; the message names the check and field."""
+
+
+def parse_checks(specs: Sequence[dict[str, Any]]) -> list[Check]:
+    try:
+        return CHECKS.validate_python(list(specs))
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "union_tag_invalid":
+            msg = f"unknown check type; known: {', '.join(CHECK_TYPES)}"
+        else:
+            msg = err["msg"]
+        raise CheckSpecError(f"checks.{where}: {msg}") from None
+
+
+def checks_for(prompt: str, answer: str, task_checks: Sequence[Check]) -> list[Check]:
+    """The task's own checks; with none, the judge plus the intrinsic checks that apply."""
+    if task_checks:
+        return list(task_checks)
+    return [JudgeCheck(), *intrinsic_checks(prompt, answer)]
+
+
+async def run_checks(checks: Sequence[Check], answer: str, ctx: VerifyContext) -> list[Verdict]:
+    """Every check's verdict. A check that raises gives a verdict with `error` set."""
+    return list(await asyncio.gather(*(_safe(check, answer, ctx) for check in checks)))
+
+
+async def _safe(check: Check, answer: str, ctx: VerifyContext) -> Verdict:
+    kind: Kind = "judge" if check.type == "judge" else "grounded"
+    try:
+        return await check.verify(answer, ctx)
+    except Exception as e:
+        return Verdict(check.type, False, 0.0, kind=kind, error=f"{type(e).__name__}: {e}")

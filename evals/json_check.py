@@ -1,0 +1,92 @@
+"""JSON answers: parse (from a bare reply or a fenced block), then check a JSON Schema."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from evals.verdict import Verdict, VerifyContext
+
+FENCE = re.compile(r"```(?:json)?\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+class NoJson(ValueError):
+    pass
+
+
+def extract_json(text: str, strict: bool = False) -> Any:
+    """The JSON value in `text`: the whole reply, a fenced block, or (unless strict) the first
+    object or array inside other text."""
+    text = text.strip()
+    if fenced := FENCE.search(text):
+        text = fenced.group(1).strip()
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        if strict:
+            raise NoJson(f"the reply is not valid JSON ({e})") from None
+    decoder = json.JSONDecoder()
+    for start in (i for i, c in enumerate(text) if c in "{["):
+        try:
+            return decoder.raw_decode(text, start)[0]
+        except ValueError:
+            continue
+    raise NoJson("the reply contains no valid JSON object or array")
+
+
+def schema_errors(value: Any, schema: dict[str, Any], limit: int = 3) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    return [f"at {e.json_path}: {e.message}" for e in errors[:limit]]
+
+
+class JsonCheck(BaseModel):
+    """The answer is JSON, valid against `schema` and, if given, equal to `expected`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    type: Literal["json"] = "json"
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    expected: Any = None
+    strict: bool = False
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        if schema is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(schema)
+            except jsonschema.SchemaError as e:
+                raise ValueError(f"invalid JSON Schema: {e.message}") from None
+        return schema
+
+    async def verify(self, answer: str, ctx: VerifyContext) -> Verdict:
+        try:
+            value = extract_json(answer, self.strict)
+        except NoJson as e:
+            return Verdict("json", False, 0.0, f"Reply with valid JSON: {e}.")
+        if self.json_schema is not None and (errors := schema_errors(value, self.json_schema)):
+            return Verdict(
+                "json", False, 0.3, "The JSON does not fit the schema: " + "; ".join(errors)
+            )
+        if self.expected is not None and value != self.expected:
+            return Verdict("json", False, 0.5, _difference(value, self.expected))
+        return Verdict("json", True, 1.0)
+
+
+def _difference(value: Any, expected: Any) -> str:
+    """Where the JSON is wrong, without giving the right values away."""
+    if isinstance(value, dict) and isinstance(expected, dict):
+        wrong = [k for k in expected if k in value and value[k] != expected[k]]
+        missing = [k for k in expected if k not in value]
+        extra = [k for k in value if k not in expected]
+        parts = [
+            f"wrong value for {', '.join(map(repr, wrong))}" if wrong else "",
+            f"missing {', '.join(map(repr, missing))}" if missing else "",
+            f"unexpected {', '.join(map(repr, extra))}" if extra else "",
+        ]
+        return "The JSON is not right: " + "; ".join(p for p in parts if p) + "."
+    return "The JSON value is not right."

@@ -1,0 +1,109 @@
+"""Deterministic answer checks: exact or normalised match, numbers with a tolerance, regex."""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from evals.verdict import Verdict, VerifyContext
+
+NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def normalize(text: str) -> str:
+    """Case, surrounding punctuation and quotes, and runs of whitespace do not matter."""
+    text = " ".join(text.lower().split())
+    return text.strip(string.punctuation + " \u201c\u201d\u2018\u2019")  # and curly quotes
+
+
+def numbers_in(text: str) -> list[float]:
+    return [float(m.replace(",", "")) for m in NUMBER.findall(text)]
+
+
+class ExactCheck(BaseModel):
+    """The answer equals `expected` (after normalisation unless `normalize` is false)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["exact"] = "exact"
+    expected: str
+    normalize: bool = True
+
+    async def verify(self, answer: str, ctx: VerifyContext) -> Verdict:
+        got, want = (normalize(answer), normalize(self.expected)) if self.normalize else (
+            answer.strip(), self.expected.strip())  # fmt: skip
+        if got == want:
+            return Verdict("exact", True, 1.0)
+        if want and want in got:
+            feedback = "The right answer is in there, but the reply must be only the answer."
+        else:
+            feedback = "The answer is not correct."
+        return Verdict("exact", False, 0.0, feedback)
+
+
+class NumericCheck(BaseModel):
+    """The answer's number equals `expected` within `tolerance`.
+
+    strict: the whole answer must be the number; otherwise its last number counts.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["numeric"] = "numeric"
+    expected: float
+    tolerance: float = Field(default=0.0, ge=0)
+    strict: bool = False
+
+    async def verify(self, answer: str, ctx: VerifyContext) -> Verdict:
+        found = numbers_in(answer)
+        if not found:
+            return Verdict(
+                "numeric", False, 0.0, "The answer contains no number; reply with a number."
+            )
+        value = found[-1]
+        right = abs(value - self.expected) <= self.tolerance
+        only_number = NUMBER.fullmatch(answer.strip().rstrip(".")) is not None
+        if right and (only_number or not self.strict):
+            return Verdict("numeric", True, 1.0)
+        if right:
+            return Verdict(
+                "numeric", False, 0.5, "The number is right, but reply with only the number."
+            )
+        return Verdict("numeric", False, 0.0, f"{_fmt(value)} is not the correct number.")
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if value.is_integer() else str(value)
+
+
+class RegexCheck(BaseModel):
+    """The answer matches (or, with `must_match` false, does not match) `pattern`."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["regex"] = "regex"
+    pattern: str
+    must_match: bool = True
+    full: bool = False
+    ignore_case: bool = False
+    description: str | None = Field(default=None, description="Shown to the model on failure.")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"invalid regular expression: {e}") from None
+        return pattern
+
+    async def verify(self, answer: str, ctx: VerifyContext) -> Verdict:
+        flags = re.IGNORECASE if self.ignore_case else 0
+        text = answer.strip()
+        match = (re.fullmatch if self.full else re.search)(self.pattern, text, flags)
+        if (match is not None) == self.must_match:
+            return Verdict("regex", True, 1.0)
+        rule = self.description or (
+            f"{'match' if self.must_match else 'not match'} the pattern {self.pattern!r}"
+        )
+        return Verdict("regex", False, 0.0, f"The answer must {rule}.")

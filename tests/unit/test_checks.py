@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from evals import CheckSpecError, JudgeResult, VerifyContext, checks_for, parse_checks, run_checks
+from evals.json_check import extract_json
+
+CTX = VerifyContext(prompt="a prompt")
+
+
+def verdict(spec: dict, answer: str, ctx: VerifyContext = CTX):  # type: ignore[no-untyped-def]
+    (check,) = parse_checks([spec])
+    return asyncio.run(check.verify(answer, ctx))
+
+
+@pytest.mark.parametrize(
+    ("spec", "answer", "passed"),
+    [
+        ({"type": "exact", "expected": "Paris"}, "  paris. ", True),
+        ({"type": "exact", "expected": "Paris"}, "Berlin", False),
+        ({"type": "exact", "expected": "Paris", "normalize": False}, "paris", False),
+        ({"type": "numeric", "expected": 42}, "The answer is 42.", True),
+        ({"type": "numeric", "expected": 42}, "42", True),
+        ({"type": "numeric", "expected": 42}, "17 + 25 = 52", False),
+        ({"type": "numeric", "expected": 42, "strict": True}, "The answer is 42.", False),
+        ({"type": "numeric", "expected": 42, "strict": True}, "42.", True),
+        ({"type": "numeric", "expected": 1234}, "1,234", True),
+        ({"type": "numeric", "expected": 3.14, "tolerance": 0.01}, "about 3.141", True),
+        ({"type": "numeric", "expected": 3.14, "tolerance": 0.001}, "3.15", False),
+        ({"type": "numeric", "expected": 1}, "no digits here", False),
+        ({"type": "regex", "pattern": r"^\d{3}$"}, "123", True),
+        ({"type": "regex", "pattern": r"^\d{3}$"}, "1234", False),
+        ({"type": "regex", "pattern": "sorry", "must_match": False}, "Sure!", True),
+        ({"type": "regex", "pattern": "YES", "ignore_case": True, "full": True}, "yes", True),
+    ],
+)
+def test_match_checks(spec: dict, answer: str, passed: bool) -> None:
+    v = verdict(spec, answer)
+    assert v.passed is passed
+    assert v.kind == "grounded"
+    assert (v.score == 1.0) is passed
+    assert bool(v.feedback) is not passed
+
+
+def test_feedback_never_gives_the_gold_answer_away() -> None:
+    for spec, answer in [
+        ({"type": "exact", "expected": "Canberra"}, "Sydney"),
+        ({"type": "numeric", "expected": 42}, "52"),
+        ({"type": "json", "expected": {"name": "Ada", "age": 36}}, '{"name": "Ada", "age": 35}'),
+    ]:
+        feedback = verdict(spec, answer).feedback
+        assert "Canberra" not in feedback and "42" not in feedback and "36" not in feedback
+    assert "'age'" in verdict(*_json_age_case()).feedback  # but it says where the error is
+
+
+def _json_age_case() -> tuple[dict, str]:
+    return {"type": "json", "expected": {"name": "Ada", "age": 36}}, '{"name": "Ada", "age": 35}'
+
+
+def test_numeric_feedback_says_what_form_is_wanted() -> None:
+    v = verdict({"type": "numeric", "expected": 42, "strict": True}, "The sum is 42")
+    assert not v.passed and "only the number" in v.feedback
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("answer", "passed", "hint"),
+    [
+        ('{"name": "Ada", "age": 36}', True, ""),
+        ('Here you go:\n```json\n{"name": "Ada", "age": 36}\n```', True, ""),
+        ('Sure! {"name": "Ada", "age": 36} Hope it helps', True, ""),
+        ('{"name": "Ada"}', False, "'age' is a required property"),
+        ('{"name": "Ada", "age": "36"}', False, "at $.age"),
+        ('{"name": "Ada", "age": 36, "city": "London"}', False, "'city' was unexpected"),
+        ("def f(): return {'name': 'Ada'}", False, "valid JSON"),
+    ],
+)
+def test_json_check(answer: str, passed: bool, hint: str) -> None:
+    v = verdict({"type": "json", "schema": SCHEMA}, answer)
+    assert v.passed is passed
+    assert hint in v.feedback
+
+
+def test_strict_json_refuses_surrounding_text() -> None:
+    v = verdict({"type": "json", "strict": True}, 'Sure! {"a": 1}')
+    assert not v.passed
+    assert extract_json("```\n[1, 2]\n```", strict=True) == [1, 2]
+
+
+def test_python_tests_pass_and_fail_with_the_error() -> None:
+    spec = {"type": "python_tests", "tests": "assert add(2, 3) == 5"}
+    good = verdict(spec, "Here:\n```python\ndef add(a, b):\n    return a + b\n```")
+    bad = verdict(spec, "```python\ndef add(a, b):\n    return a - b\n```")
+    assert good.passed and not bad.passed
+    assert "AssertionError" in bad.feedback
+    assert "runpy" not in bad.feedback  # the sandbox's own frames are trimmed
+
+
+def test_python_tests_report_a_loop_as_a_timeout() -> None:
+    spec = {"type": "python_tests", "tests": "f()", "timeout_s": 1}
+    v = verdict(spec, "def f():\n    while True:\n        pass")
+    assert not v.passed and "did not finish within 1 s" in v.feedback
+
+
+def test_judge_verdicts_are_marked_judge() -> None:
+    async def judge(prompt: str, answer: str, rubric: str) -> JudgeResult:
+        return JudgeResult(passed=answer == "good", score=0.9, feedback="too short")
+
+    ctx = VerifyContext(prompt="p", judge=judge)
+    v = verdict({"type": "judge", "rubric": "be good"}, "bad", ctx)
+    assert (v.passed, v.kind, v.feedback) == (False, "judge", "too short")
+    assert verdict({"type": "judge"}, "good", ctx).passed
+
+
+def test_without_task_checks_the_judge_and_the_intrinsic_checks_apply() -> None:
+    kinds = [c.type for c in checks_for("Tell me a joke", "A joke.", [])]
+    assert kinds == ["judge"]
+    kinds = [c.type for c in checks_for("Give JSON for Ada", "```python\nx = (\n```", [])]
+    assert kinds == ["judge", "json_parses", "python_compiles"]
+    task = parse_checks([{"type": "exact", "expected": "x"}])
+    assert checks_for("Give JSON", "y", task) == task
+
+
+def test_intrinsic_checks() -> None:
+    ctx = VerifyContext(prompt="Return JSON with a name")
+    checks = checks_for(ctx.prompt, "name: Ada\n```python\ndef f(:\n```", [])[1:]
+    verdicts = asyncio.run(run_checks(checks, "name: Ada\n```python\ndef f(:\n```", ctx))
+    assert [(v.verifier, v.passed) for v in verdicts] == [
+        ("json_parses", False),
+        ("python_compiles", False),
+    ]
+    assert "line 1" in verdicts[1].feedback
+
+
+def test_a_crashing_verifier_gives_an_error_verdict() -> None:
+    async def broken(prompt: str, answer: str, rubric: str) -> JudgeResult:
+        raise ConnectionError("judge model down")
+
+    checks = parse_checks([{"type": "judge"}, {"type": "exact", "expected": "a"}])
+    verdicts = asyncio.run(run_checks(checks, "a", VerifyContext("p", judge=broken)))
+    assert verdicts[0].error == "ConnectionError: judge model down"
+    assert verdicts[0].kind == "judge" and not verdicts[0].passed
+    assert verdicts[1].passed and verdicts[1].error is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "nope"}, "checks.0: unknown check type; known: exact, numeric"),
+        ({"type": "exact"}, "checks.0.exact.expected: Field required"),
+        ({"type": "regex", "pattern": "("}, "invalid regular expression"),
+        ({"type": "json", "schema": {"type": "nonsense"}}, "invalid JSON Schema"),
+        ({"type": "numeric", "expected": 1, "tolerance": -1}, "tolerance"),
+        ({"type": "exact", "expected": "a", "extra": 1}, "extra"),
+    ],
+)
+def test_bad_specs_are_refused_clearly(spec: dict, message: str) -> None:
+    with pytest.raises(CheckSpecError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        parse_checks([spec])
