@@ -1,0 +1,5 @@
+"""The store: episodes, attempts and corrections in SQLite or PostgreSQL."""
+
+from agent.store.store import Store, prompt_hash
+
+__all__ = ["Store", "prompt_hash"]

@@ -1,0 +1,62 @@
+"""Opening the store: SQLite (WAL) at $REFLEXA_HOME/reflexa.db by default, PostgreSQL by URL,
+migrated to the newest schema on open."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import SQLAlchemyError
+
+from agent.errors import ReflexaError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Alembic keeps its migration context in a process-global proxy: one migration at a time per
+# process. (Processes are kept apart by the database's own lock.)
+_MIGRATION_LOCK = threading.Lock()
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def make_engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=5, max_overflow=64, pool_timeout=60)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # BEGIN is ours, below
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        # IMMEDIATE takes the write lock up front, so concurrent writers wait (busy_timeout)
+        # instead of failing when a read transaction tries to become a write.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration (safe to run from several processes)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with _MIGRATION_LOCK, engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+            conn.commit()
+    except SQLAlchemyError as e:
+        raise ReflexaError(f"database {engine.url!r}: cannot migrate ({e.__class__.__name__}: "
+                           f"{str(e).splitlines()[0]})") from None  # fmt: skip

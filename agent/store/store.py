@@ -1,0 +1,173 @@
+"""Reading and writing episodes, attempts and corrections."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import sessionmaker
+
+from agent.store.db import make_engine, migrate
+from agent.store.tables import Attempt, Correction, Episode, utcnow
+
+
+def prompt_hash(prompt: str) -> str:
+    """Same prompt up to case and whitespace, same hash: the key for dedup and contamination."""
+    return hashlib.sha256(" ".join(prompt.lower().split()).encode()).hexdigest()
+
+
+class Store:
+    """The database of everything Reflexa did. Each method is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._session = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        engine = make_engine(url)
+        migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def start_episode(
+        self,
+        *,
+        id: str,
+        thread_id: str,
+        prompt: str,
+        messages: list[dict[str, Any]],
+        checks: list[dict[str, Any]],
+        model: str,
+        adapter: str | None = None,
+        suite: str | None = None,
+        split: str | None = None,
+        item_id: str | None = None,
+    ) -> None:
+        """Record that an episode began (status `running`), so even a crash leaves a trace."""
+        with self._session.begin() as s:
+            s.add(
+                Episode(
+                    id=id, thread_id=thread_id, prompt=prompt, messages=messages, checks=checks,
+                    status="running", model=model, adapter=adapter, suite=suite, split=split,
+                    item_id=item_id, judge_only=False, n_attempts=0, prompt_tokens=0,
+                    completion_tokens=0,
+                )
+            )  # fmt: skip
+
+    def finish_episode(
+        self,
+        id: str,
+        *,
+        status: str,
+        answer: str | None,
+        error: str | None,
+        attempts: Sequence[dict[str, Any]],
+        latency_s: float,
+        final_index: int | None = None,
+        corrections: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """Write the outcome, its attempts and its corrections in one transaction.
+
+        `final_index` is the attempt whose answer was returned."""
+        with self._session.begin() as s:
+            episode = s.get_one(Episode, id)
+            episode.status, episode.answer, episode.error = status, answer, error
+            episode.finished_at = utcnow()
+            episode.latency_s = latency_s
+            episode.n_attempts = len(attempts)
+            episode.prompt_tokens = sum(a.get("prompt_tokens", 0) for a in attempts)
+            episode.completion_tokens = sum(a.get("completion_tokens", 0) for a in attempts)
+            if attempts:
+                episode.first_passed = bool(attempts[0]["passed"])
+                episode.final_passed = status in ("passed", "repaired")
+                episode.judge_only = all(
+                    v["kind"] == "judge" for a in attempts for v in a["verdicts"] if not v["error"]
+                )
+                first, final = attempts[0], attempts[final_index if final_index is not None else -1]
+                if first.get("gold_passed") is not None:
+                    episode.right_to_wrong = bool(first["gold_passed"] and not final["gold_passed"])
+            episode.attempts = [_attempt(i, a) for i, a in enumerate(attempts)]
+            for c in corrections:
+                s.add(_correction(id, c))
+
+    def add_correction(self, episode_id: str | None, **fields: Any) -> int:
+        with self._session.begin() as s:
+            row = _correction(episode_id, fields)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def episode(self, id: str) -> dict[str, Any] | None:
+        with self._session() as s:
+            row = s.get(Episode, id)
+            return None if row is None else episode_dict(row, with_attempts=True)
+
+    def last_episode(self, thread_id: str) -> dict[str, Any] | None:
+        with self._session() as s:
+            row = s.scalars(
+                select(Episode)
+                .where(Episode.thread_id == thread_id)
+                .order_by(Episode.created_at.desc())
+                .limit(1)
+            ).first()
+            return None if row is None else episode_dict(row, with_attempts=True)
+
+    def failures(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Episodes whose first answer failed, or that ended in an error, newest first."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(Episode)
+                .where((Episode.first_passed.is_(False)) | (Episode.status == "error"))
+                .order_by(Episode.created_at.desc())
+                .limit(limit)
+            )
+            return [episode_dict(r) for r in rows]
+
+    def count(self, table: type[Episode] | type[Attempt] | type[Correction]) -> int:
+        with self._session() as s:
+            return int(s.scalar(select(func.count()).select_from(table)) or 0)
+
+    def corrections(self) -> list[dict[str, Any]]:
+        with self._session() as s:
+            rows = s.scalars(select(Correction).order_by(Correction.id))
+            return [_columns(r) for r in rows]
+
+
+def _attempt(index: int, a: dict[str, Any]) -> Attempt:
+    return Attempt(
+        index=index, kind=a["kind"], answer=a["answer"], verdicts=a["verdicts"],
+        passed=a["passed"], score=a["score"], gold_passed=a.get("gold_passed"),
+        diagnosis=a.get("diagnosis"), prompt_tokens=a.get("prompt_tokens", 0),
+        completion_tokens=a.get("completion_tokens", 0), latency_s=a.get("latency_s", 0.0),
+        model=a["model"],
+    )  # fmt: skip
+
+
+def _correction(episode_id: str | None, c: dict[str, Any]) -> Correction:
+    return Correction(
+        episode_id=episode_id, prompt=c["prompt"], prompt_hash=prompt_hash(c["prompt"]),
+        messages=c.get("messages") or [{"role": "user", "content": c["prompt"]}],
+        rejected=c.get("rejected"), chosen=c.get("chosen"), source=c["source"],
+        verified=c["verified"],
+    )  # fmt: skip
+
+
+def _columns(row: Any) -> dict[str, Any]:
+    out = {}
+    for column in row.__table__.columns:
+        value = getattr(row, column.key)
+        out[column.key] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def episode_dict(row: Episode, with_attempts: bool = False) -> dict[str, Any]:
+    out = _columns(row)
+    if with_attempts:
+        out["attempts"] = [_columns(a) for a in row.attempts]
+    return out

@@ -1,0 +1,95 @@
+"""The store's tables. Changes go through a new migration in `migrations/versions/`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class Episode(Base):
+    """One request through the reflection graph, whatever its outcome."""
+
+    __tablename__ = "episodes"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    thread_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]
+    prompt: Mapped[str] = mapped_column(Text)
+    messages: Mapped[list[Any]]
+    checks: Mapped[list[Any]]
+    # running | passed | repaired | unresolved | verifier_error | error
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    answer: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    first_passed: Mapped[bool | None]
+    final_passed: Mapped[bool | None]
+    judge_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    right_to_wrong: Mapped[bool | None]
+    n_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_s: Mapped[float | None] = mapped_column(Float)
+    model: Mapped[str] = mapped_column(String(200))
+    adapter: Mapped[str | None] = mapped_column(String(200))
+    suite: Mapped[str | None] = mapped_column(String(200), index=True)
+    split: Mapped[str | None] = mapped_column(String(50))
+    item_id: Mapped[str | None] = mapped_column(String(200))
+    attempts: Mapped[list[Attempt]] = relationship(
+        back_populates="episode", order_by="Attempt.index", cascade="all, delete-orphan"
+    )
+
+
+class Attempt(Base):
+    """One answer within an episode: the first generation or a repair."""
+
+    __tablename__ = "attempts"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    episode_id: Mapped[str] = mapped_column(
+        ForeignKey("episodes.id", ondelete="CASCADE"), index=True
+    )
+    index: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16))  # generate | repair
+    answer: Mapped[str] = mapped_column(Text)
+    verdicts: Mapped[list[Any]]
+    passed: Mapped[bool]
+    score: Mapped[float]
+    gold_passed: Mapped[bool | None]
+    diagnosis: Mapped[dict[str, Any] | None]
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_s: Mapped[float] = mapped_column(Float, default=0.0)
+    model: Mapped[str] = mapped_column(String(200))
+    episode: Mapped[Episode] = relationship(back_populates="attempts")
+
+
+class Correction(Base):
+    """A better answer for a prompt: a verified repair, a gold answer, or a user's."""
+
+    __tablename__ = "corrections"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    episode_id: Mapped[str | None] = mapped_column(
+        ForeignKey("episodes.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    prompt: Mapped[str] = mapped_column(Text)
+    prompt_hash: Mapped[str] = mapped_column(String(64), index=True)
+    messages: Mapped[list[Any]]
+    rejected: Mapped[str | None] = mapped_column(Text)
+    chosen: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))  # repair | gold | user | sampled
+    verified: Mapped[bool]

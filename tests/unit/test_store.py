@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from agent.store import Store, prompt_hash
+from agent.store.db import sqlite_url
+from agent.store.tables import Attempt, Correction, Episode
+
+
+def attempt(answer: str, passed: bool, kind: str = "generate", gold: bool | None = None) -> dict:
+    verdict = {
+        "verifier": "exact",
+        "passed": passed,
+        "score": float(passed),
+        "feedback": "",
+        "kind": "grounded",
+        "error": None,
+    }
+    return {
+        "kind": kind,
+        "answer": answer,
+        "verdicts": [verdict],
+        "passed": passed,
+        "score": float(passed),
+        "gold_passed": gold,
+        "model": "m",
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "latency_s": 0.1,
+    }
+
+
+def start(store: Store, id: str, prompt: str = "2+2?") -> None:
+    store.start_episode(
+        id=id,
+        thread_id=f"t-{id}",
+        prompt=prompt,
+        messages=[{"role": "user", "content": prompt}],
+        checks=[],
+        model="m",
+    )
+
+
+def test_migrations_from_empty(tmp_path: Path) -> None:
+    path = tmp_path / "reflexa.db"
+    store = Store.open(sqlite_url(path))
+    tables = set(inspect(store.engine).get_table_names())
+    assert {"episodes", "attempts", "corrections", "alembic_version"} <= tables
+    store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("select version_num from alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("pragma journal_mode").fetchone() == ("wal",)
+    Store.open(sqlite_url(path)).close()  # opening again is a no-op
+
+
+def test_episode_is_recorded_once_with_its_attempts(tmp_path: Path) -> None:
+    store = Store.open(sqlite_url(tmp_path / "db"))
+    start(store, "e1")
+    assert store.episode("e1")["status"] == "running"  # type: ignore[index]
+    store.finish_episode(
+        "e1",
+        status="repaired",
+        answer="4",
+        error=None,
+        attempts=[attempt("5", False, gold=False), attempt("4", True, "repair", gold=True)],
+        latency_s=1.5,
+        final_index=1,
+        corrections=[
+            {"prompt": "2+2?", "rejected": "5", "chosen": "4", "source": "repair", "verified": True}
+        ],
+    )
+    episode = store.episode("e1")
+    assert episode is not None
+    assert (episode["status"], episode["first_passed"], episode["final_passed"]) == (
+        "repaired",
+        False,
+        True,
+    )
+    assert (episode["n_attempts"], episode["prompt_tokens"], episode["completion_tokens"]) == (
+        2,
+        20,
+        10,
+    )
+    assert episode["right_to_wrong"] is False
+    assert [a["answer"] for a in episode["attempts"]] == ["5", "4"]
+    assert store.count(Episode) == 1 and store.count(Attempt) == 2
+    (correction,) = store.corrections()
+    assert correction["prompt_hash"] == prompt_hash("  2+2? ")
+    assert store.failures()[0]["id"] == "e1"
+
+
+def test_right_to_wrong_flip_is_counted(tmp_path: Path) -> None:
+    store = Store.open(sqlite_url(tmp_path / "db"))
+    start(store, "e2")
+    store.finish_episode(
+        "e2",
+        status="repaired",
+        answer="5",
+        error=None,
+        latency_s=1.0,
+        final_index=1,
+        attempts=[attempt("4", False, gold=True), attempt("5", True, "repair", gold=False)],
+    )
+    assert store.episode("e2")["right_to_wrong"] is True  # type: ignore[index]
+
+
+def test_errors_are_recorded_and_listed(tmp_path: Path) -> None:
+    store = Store.open(sqlite_url(tmp_path / "db"))
+    start(store, "e3")
+    store.finish_episode(
+        "e3",
+        status="error",
+        answer=None,
+        error="model timed out after 5 s",
+        attempts=[],
+        latency_s=5.0,
+    )
+    (failure,) = store.failures()
+    assert (failure["status"], failure["error"]) == ("error", "model timed out after 5 s")
+
+
+def test_32_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "db")
+    Store.open(url).close()
+    barrier = threading.Barrier(32)
+
+    def writer(n: int) -> None:
+        store = Store.open(url)  # each writer its own engine, as separate processes would
+        barrier.wait(timeout=60)
+        for i in range(10):
+            id = f"w{n}-{i}"
+            start(store, id, prompt=f"prompt {n} {i}")
+            store.finish_episode(
+                id,
+                status="passed",
+                answer="a",
+                error=None,
+                latency_s=0.1,
+                attempts=[attempt("a", True)],
+            )
+            store.add_correction(
+                id,
+                prompt=f"prompt {n} {i}",
+                rejected=None,
+                chosen="a",
+                source="user",
+                verified=True,
+            )
+        store.close()
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(writer, range(32)))
+    store = Store.open(url)
+    assert store.count(Episode) == 320
+    assert store.count(Attempt) == 320
+    assert store.count(Correction) == 320
+    assert all(e["status"] == "passed" for e in [store.episode(f"w{n}-9") for n in range(32)])  # type: ignore[index]
+
+
+def test_unusable_database_is_a_clear_error(tmp_path: Path) -> None:
+    from agent.errors import ReflexaError
+
+    bad = tmp_path / "not-a-db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ReflexaError, match="cannot migrate"):
+        Store.open(sqlite_url(bad))
