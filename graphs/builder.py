@@ -1,0 +1,34 @@
+"""Wiring the reflection graph:
+
+generate → evaluate ─pass / budget spent / verifiers broken→ finish
+              └fail→ diagnose → repair → evaluate …
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from graphs.nodes import after_evaluate, diagnose, evaluate, finish, generate, repair
+from graphs.state import ReflectionContext, ReflectionState
+
+
+def build_reflection_graph(
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+) -> CompiledStateGraph[ReflectionState, ReflectionContext, ReflectionState, ReflectionState]:
+    graph = StateGraph(ReflectionState, context_schema=ReflectionContext)
+    graph.add_node("generate", generate)
+    graph.add_node("evaluate", evaluate)
+    graph.add_node("diagnose", diagnose)
+    graph.add_node("repair", repair)
+    graph.add_node("finish", finish)
+    graph.add_edge(START, "generate")
+    graph.add_edge("generate", "evaluate")
+    graph.add_conditional_edges("evaluate", after_evaluate, ["diagnose", "finish"])
+    graph.add_edge("diagnose", "repair")
+    graph.add_edge("repair", "evaluate")
+    graph.add_edge("finish", END)
+    return graph.compile(checkpointer=checkpointer)

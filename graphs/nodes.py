@@ -1,0 +1,150 @@
+"""The graph's nodes: generate, evaluate, diagnose, repair, finish. Each is
+`(state, runtime) -> partial state`; the model and judge come from the run's context."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.runtime import Runtime
+from pydantic import BaseModel, Field
+
+from evals import JudgeResult, VerifyContext, checks_for, parse_checks, run_checks
+from graphs.prompts import DIAGNOSE, REPAIR, SYSTEM
+from graphs.state import Attempt, ReflectionContext, ReflectionState, Status
+
+
+async def generate(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
+    messages = [{"role": "system", "content": SYSTEM}, *state["messages"]]
+    return await _answer(state, runtime.context, messages, "generate")
+
+
+async def repair(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
+    last = state["attempts"][-1]
+    diagnosis = last["diagnosis"] or {}
+    instruction = REPAIR.format(
+        feedback=failure_feedback(last["verdicts"]),
+        cause=diagnosis.get("cause") or "see the problems above",
+        fix=diagnosis.get("fix") or "correct those problems",
+    )
+    messages = [
+        {"role": "system", "content": SYSTEM},
+        *state["messages"],
+        {"role": "assistant", "content": last["answer"]},
+        {"role": "user", "content": instruction},
+    ]
+    return await _answer(state, runtime.context, messages, "repair")
+
+
+async def _answer(
+    state: ReflectionState, ctx: ReflectionContext, messages: list[dict[str, str]], kind: str
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    reply = await ctx.llm.ainvoke(messages)
+    seconds = time.perf_counter() - started
+    usage = reply.usage_metadata
+    attempt: Attempt = {
+        "kind": "generate" if kind == "generate" else "repair",
+        "answer": reply.text,
+        "verdicts": [],
+        "passed": False,
+        "score": 0.0,
+        "gold_passed": None,
+        "diagnosis": None,
+        "prompt_tokens": usage["input_tokens"] if usage else 0,
+        "completion_tokens": usage["output_tokens"] if usage else 0,
+        "latency_s": round(seconds, 3),
+        "model": ctx.model_name,
+    }
+    return {"attempts": [*state["attempts"], attempt], "model_s": state["model_s"] + seconds}
+
+
+async def evaluate(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
+    prompt = state["messages"][-1]["content"]
+    last = state["attempts"][-1].copy()
+    judge_s = [0.0]
+
+    async def timed_judge(prompt: str, answer: str, rubric: str) -> JudgeResult:
+        assert runtime.context.judge is not None
+        started = time.perf_counter()
+        try:
+            return await runtime.context.judge(prompt, answer, rubric)
+        finally:
+            judge_s[0] += time.perf_counter() - started
+
+    ctx = VerifyContext(prompt, timed_judge if runtime.context.judge else None)
+    checks = checks_for(prompt, last["answer"], parse_checks(state["checks"]))
+    verdicts = await run_checks(checks, last["answer"], ctx)
+    counted = [v for v in verdicts if v.error is None]
+    last["verdicts"] = [v.to_dict() for v in verdicts]
+    last["passed"] = bool(counted) and all(v.passed for v in counted)
+    last["score"] = sum(v.score for v in counted) / len(counted) if counted else 0.0
+    if state["gold"]:
+        gold = await run_checks(parse_checks(state["gold"]), last["answer"], ctx)
+        last["gold_passed"] = all(v.passed for v in gold if v.error is None)
+    attempts = [*state["attempts"][:-1], last]
+    return {"attempts": attempts, "model_s": state["model_s"] + judge_s[0]}
+
+
+def after_evaluate(state: ReflectionState) -> str:
+    last = state["attempts"][-1]
+    failed = [v for v in last["verdicts"] if v["error"] is None and not v["passed"]]
+    repairs_done = len(state["attempts"]) - 1
+    if last["passed"] or not failed or repairs_done >= state["max_repairs"]:
+        return "finish"
+    return "diagnose"
+
+
+class Diagnosis(BaseModel):
+    cause: str = Field(max_length=300, description="Why the answer failed.")
+    fix: str = Field(max_length=300, description="How to fix it.")
+
+
+async def diagnose(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
+    last = state["attempts"][-1].copy()
+    llm: BaseChatModel = runtime.context.diagnose_llm or runtime.context.llm
+    started = time.perf_counter()
+    try:
+        out = await llm.with_structured_output(Diagnosis, method="json_schema").ainvoke(
+            DIAGNOSE.format(
+                request=state["messages"][-1]["content"],
+                answer=last["answer"],
+                feedback=failure_feedback(last["verdicts"]),
+            )
+        )
+        assert isinstance(out, Diagnosis)
+        last["diagnosis"] = out.model_dump()
+    except Exception as e:  # advisory: a repair can still go on the verifiers' feedback
+        last["diagnosis"] = {"cause": "", "fix": "", "error": f"{type(e).__name__}: {e}"}
+    seconds = time.perf_counter() - started
+    attempts = [*state["attempts"][:-1], last]
+    return {"attempts": attempts, "model_s": state["model_s"] + seconds}
+
+
+def finish(state: ReflectionState) -> dict[str, Any]:
+    attempts = state["attempts"]
+    last = attempts[-1]
+    if last["passed"]:
+        index = len(attempts) - 1
+        status: Status = "passed" if index == 0 else "repaired"
+    else:
+        index = max(range(len(attempts)), key=lambda i: (attempts[i]["score"], -i))
+        counted = [v for v in last["verdicts"] if v["error"] is None]
+        status = "unresolved" if counted else "verifier_error"
+    answer = attempts[index]["answer"]
+    return {
+        "status": status,
+        "answer": answer,
+        "final_index": index,
+        "messages": [{"role": "assistant", "content": answer}],
+    }
+
+
+def failure_feedback(verdicts: list[dict[str, Any]]) -> str:
+    lines = [
+        f"- {v['feedback'] or v['verifier'] + ' check failed'}"
+        for v in verdicts
+        if v["error"] is None and not v["passed"]
+    ]
+    return "\n".join(lines) or "- (no details)"

@@ -1,0 +1,56 @@
+"""A scripted chat model: it replies with the given texts, in order, and remembers the
+messages it was sent. An Exception in the script is raised instead of replying."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable, RunnableLambda
+from pydantic import PrivateAttr
+
+
+class ScriptedChatModel(BaseChatModel):
+    script: list[str | Exception]
+    _calls: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    @property
+    def calls(self) -> list[list[BaseMessage]]:
+        return self._calls
+
+    def _next(self, messages: Sequence[BaseMessage]) -> str:
+        self._calls.append(list(messages))
+        if not self.script:
+            raise AssertionError("the scripted model ran out of replies")
+        reply = self.script.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = self._next(messages)
+        usage = {"input_tokens": 10, "output_tokens": len(text.split()), "total_tokens": 0}
+        message = AIMessage(content=text, usage_metadata=usage)  # type: ignore[arg-type]
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> Runnable[Any, Any]:
+        def parse(prompt: Any) -> Any:
+            messages = self._convert_input(prompt).to_messages()
+            return schema(**json.loads(self._next(messages)))
+
+        return RunnableLambda(parse)

@@ -1,0 +1,152 @@
+"""The reflection graph with a scripted model: each path through it, compared whole."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from evals import JudgeResult
+from graphs import ReflectionContext, build_reflection_graph, turn_input
+from tests.fakes import ScriptedChatModel
+
+DIAGNOSIS = '{"cause": "the sum is wrong", "fix": "add the numbers again"}'
+NUMBER = [{"type": "numeric", "expected": 4, "strict": True}]
+
+
+def run(script: list, checks: list | None = None, **kw: Any) -> tuple[dict, ScriptedChatModel]:
+    llm = ScriptedChatModel(script=script)
+    judge = kw.pop("judge", None)
+    graph = build_reflection_graph()
+    ctx = ReflectionContext(llm=llm, model_name="fake", judge=judge)
+    state = asyncio.run(graph.ainvoke(turn_input("What is 2 + 2?", checks, **kw), context=ctx))
+    return state, llm
+
+
+def summary(state: dict) -> tuple:
+    return (
+        state["status"],
+        state["answer"],
+        state["final_index"],
+        [(a["kind"], a["answer"], a["passed"]) for a in state["attempts"]],
+    )
+
+
+def test_passes_first_time() -> None:
+    state, llm = run(["4"], NUMBER)
+    assert summary(state) == ("passed", "4", 0, [("generate", "4", True)])
+    assert len(llm.calls) == 1  # no diagnosis, no repair
+    assert state["messages"][-1] == {"role": "assistant", "content": "4"}
+    assert state["attempts"][0]["prompt_tokens"] == 10
+
+
+def test_fails_then_is_repaired() -> None:
+    state, llm = run(["5", DIAGNOSIS, "4"], NUMBER)
+    assert summary(state) == ("repaired", "4", 1, [("generate", "5", False), ("repair", "4", True)])
+    assert state["attempts"][0]["diagnosis"] == {
+        "cause": "the sum is wrong",
+        "fix": "add the numbers again",
+    }
+    repair_request = llm.calls[2][-1].content
+    assert "5 is not the correct number." in repair_request  # grounded feedback, verbatim
+    assert "add the numbers again" in repair_request
+    assert llm.calls[2][-2].content == "5"  # the failed answer, as the model's own turn
+
+
+def test_budget_exhausted_returns_the_best_attempt() -> None:
+    script = ["5", DIAGNOSIS, "The answer is 4", DIAGNOSIS, "7"]
+    state, _ = run(script, NUMBER, max_repairs=2)
+    assert summary(state) == (
+        "unresolved",
+        "The answer is 4",  # scored 0.5: right number, wrong form
+        1,
+        [("generate", "5", False), ("repair", "The answer is 4", False), ("repair", "7", False)],
+    )
+
+
+def test_zero_repairs_allowed() -> None:
+    state, llm = run(["5"], NUMBER, max_repairs=0)
+    assert summary(state) == ("unresolved", "5", 0, [("generate", "5", False)])
+    assert len(llm.calls) == 1
+
+
+def test_a_broken_diagnosis_does_not_stop_the_repair() -> None:
+    state, _ = run(["5", "not json at all", "4"], NUMBER)
+    assert state["status"] == "repaired"
+    assert "JSONDecodeError" in state["attempts"][0]["diagnosis"]["error"]
+
+
+def test_a_verifier_that_errors_is_not_the_answers_fault() -> None:
+    async def judge(prompt: str, answer: str, rubric: str) -> JudgeResult:
+        raise RuntimeError("judge crashed")
+
+    state, llm = run(["4"], [], judge=judge)
+    assert state["status"] == "verifier_error"
+    (verdict,) = state["attempts"][0]["verdicts"]
+    assert verdict["error"] == "RuntimeError: judge crashed"
+    assert len(llm.calls) == 1  # no repair of an answer nobody could check
+
+
+def test_judge_only_verdicts_are_marked_and_can_trigger_repair() -> None:
+    async def judge(prompt: str, answer: str, rubric: str) -> JudgeResult:
+        return JudgeResult(answer == "4", 1.0 if answer == "4" else 0.0, "should be a number")
+
+    state, _ = run(["four", DIAGNOSIS, "4"], [], judge=judge)
+    assert state["status"] == "repaired"
+    assert {v["kind"] for a in state["attempts"] for v in a["verdicts"]} == {"judge"}
+
+
+def test_gold_is_scored_but_never_shown_and_flips_are_visible() -> None:
+    async def judge(prompt: str, answer: str, rubric: str) -> JudgeResult:
+        return JudgeResult(answer != "4", 0.5, "looks too short")  # a wrong judge
+
+    state, llm = run(["4", DIAGNOSIS, "5"], [], judge=judge, gold=NUMBER)
+    assert [a["gold_passed"] for a in state["attempts"]] == [True, False]  # right → wrong
+    assert state["answer"] == "5"
+    repair_request = str(llm.calls[2][-1].content)
+    assert "looks too short" in repair_request  # the judge's feedback is shown …
+    assert "correct number" not in repair_request  # … the gold check's never is
+
+
+def test_threads_accumulate_turns_and_reset_attempts() -> None:
+    llm = ScriptedChatModel(script=["4", "6"])
+    graph = build_reflection_graph(InMemorySaver())
+    ctx = ReflectionContext(llm=llm, model_name="fake")
+    config = {"configurable": {"thread_id": "t1"}}
+    asyncio.run(graph.ainvoke(turn_input("2 + 2?", NUMBER), config, context=ctx))
+    six = [{"type": "numeric", "expected": 6}]
+    state = asyncio.run(graph.ainvoke(turn_input("3 + 3?", six), config, context=ctx))
+    assert [m["content"] for m in state["messages"]] == ["2 + 2?", "4", "3 + 3?", "6"]
+    assert [a["answer"] for a in state["attempts"]] == ["6"]
+    assert [m.content for m in llm.calls[1]][1:] == ["2 + 2?", "4", "3 + 3?"]  # it saw the thread
+
+
+def test_node_events_stream_in_order() -> None:
+    llm = ScriptedChatModel(script=["5", DIAGNOSIS, "4"])
+    graph = build_reflection_graph()
+    ctx = ReflectionContext(llm=llm, model_name="fake")
+
+    async def nodes() -> list[str]:
+        return [
+            next(iter(chunk))
+            async for chunk in graph.astream(turn_input("2+2?", NUMBER), context=ctx)
+        ]
+
+    assert asyncio.run(nodes()) == [
+        "generate", "evaluate", "diagnose", "repair", "evaluate", "finish",
+    ]  # fmt: skip
+
+
+def test_an_interrupted_episode_resumes_where_it_stopped() -> None:
+    llm = ScriptedChatModel(script=["5", DIAGNOSIS, ConnectionError("server went away"), "4"])
+    graph = build_reflection_graph(InMemorySaver())
+    ctx = ReflectionContext(llm=llm, model_name="fake")
+    config = {"configurable": {"thread_id": "t"}}
+    with pytest.raises(ConnectionError):
+        asyncio.run(graph.ainvoke(turn_input("2+2?", NUMBER), config, context=ctx))
+    assert asyncio.run(graph.aget_state(config)).next == ("repair",)
+    state = asyncio.run(graph.ainvoke(None, config, context=ctx))  # resume
+    assert summary(state)[:2] == ("repaired", "4")
+    assert len(llm.calls) == 4  # generate and diagnose were not run again
