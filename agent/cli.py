@@ -6,17 +6,32 @@ to stderr. A `ReflexaError` anywhere becomes one `Error: …` line and exit stat
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.table import Table
 
+from agent.chat import chat_loop, verdict_line
+from agent.episodes import (
+    BadRequest,
+    EpisodeRequest,
+    EpisodeResult,
+    open_agent,
+    record_refusal,
+    validate_request,
+)
 from agent.errors import ReflexaError
+from agent.model_client import ModelClient
 from agent.model_prepare import prepare_model, validate_model_dir
 from agent.runtime import connect, describe
 from agent.settings import Settings, load_settings
+from agent.store import Store
 from agent.vllm_server import stop_server
 
 err = Console(stderr=True, highlight=False)
@@ -131,27 +146,157 @@ def model_stop(settings: Settings) -> None:
     )
 
 
+def _client(settings: Settings) -> ModelClient:
+    with err.status("connecting to vLLM") as status:
+        return connect(
+            settings,
+            log=err.print,
+            on_wait=lambda s: status.update(f"starting vLLM: waiting for /health ({s:.0f} s)"),
+        )
+
+
+def _parse_check(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list:
+    checks = []
+    for value in values:
+        try:
+            check = json.loads(value)
+        except ValueError as e:
+            raise click.BadParameter(f"not JSON: {e}") from None
+        if not isinstance(check, dict):
+            raise click.BadParameter('a check is a JSON object, e.g. {"type": "numeric", ...}')
+        checks.append(check)
+    return checks
+
+
 @cli.command()
 @click.argument("prompt")
-@click.option("--adapter", default=None, help="Answer through this served LoRA adapter.")
-@click.option("--max-tokens", type=click.IntRange(1, 4096), default=256, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--max-repairs", type=click.IntRange(0, 10), default=None, help="Repair budget.")
+@click.option("--adapter", default=None, help="Answer through this served LoRA adapter.")
+@click.option(
+    "--check",
+    "checks",
+    multiple=True,
+    callback=_parse_check,
+    help='A check the answer must pass, as JSON: \'{"type": "numeric", "expected": 42}\'. '
+    "Repeatable. Without one, the model reviews its own answer.",
+)
+@click.option("--thread", "thread_id", default=None, help="Continue this chat thread.")
 @click.pass_obj
 def ask(
-    settings: Settings, prompt: str, adapter: str | None, max_tokens: int, as_json: bool
+    settings: Settings,
+    prompt: str,
+    as_json: bool,
+    max_repairs: int | None,
+    adapter: str | None,
+    checks: list[dict[str, Any]],
+    thread_id: str | None,
 ) -> None:
-    """Answer one prompt."""
-    if not prompt.strip():
-        raise ReflexaError("the prompt is empty")
-    with err.status("starting vLLM"):
-        client = connect(settings, log=err.print)
-    llm = client.chat_model(adapter, temperature=0, max_tokens=max_tokens)
-    answer = str(llm.invoke(prompt).content)
+    """Answer one prompt: generate, check, and repair if a check fails."""
+    request = EpisodeRequest(prompt, checks, thread_id=thread_id, max_repairs=max_repairs)
+    try:  # bad input is refused (and recorded) before any model is started
+        validate_request(request, settings.reflect)
+    except BadRequest as e:
+        store = Store.open(settings.database)
+        try:
+            refused = record_refusal(
+                store, request, str(e), adapter or settings.model.name, settings.reflect
+            )
+        finally:
+            store.close()
+        raise ReflexaError(f"{e} (recorded as episode {refused.episode_id})") from None
+    client = _client(settings)
+
+    async def run() -> EpisodeResult:
+        async with open_agent(settings, client, adapter) as agent:
+            with err.status("answering"):
+                return await agent.run(request)
+
+    result = asyncio.run(run())
     if as_json:
-        _print_json({"prompt": prompt, "answer": answer, "model": adapter or client.model})
-    else:
-        click.echo(answer)
+        _print_json(result.to_dict())
+        if result.error:
+            raise SystemExit(1)
+        return
+    if result.error:
+        raise ReflexaError(f"{result.error} (episode {result.episode_id})")
+    click.echo(result.answer)
+    err.print(f"[dim]{_status_note(result)} · episode {result.episode_id}[/]", soft_wrap=True)
+
+
+def _status_note(result: EpisodeResult) -> str:
+    repairs = len(result.attempts) - 1
+    return {
+        "passed": verdict_line(result.attempts[-1]),
+        "repaired": f"✓ repaired after {repairs} repair{'s' * (repairs != 1)}",
+        "unresolved": f"✗ no attempt passed its checks after {repairs} repairs; best shown",
+        "verifier_error": verdict_line(result.attempts[-1]),
+    }.get(result.status, result.status)
+
+
+@cli.command()
+@click.option("--thread", "thread_id", default=None, help="Resume this thread.")
+@click.option("--adapter", default=None, help="Answer through this served LoRA adapter.")
+@click.pass_obj
+def chat(settings: Settings, thread_id: str | None, adapter: str | None) -> None:
+    """Chat in the terminal (works with piped input too). /help lists the commands."""
+    client = _client(settings)
+    console = Console(highlight=False)
+    interactive = sys.stdin.isatty()
+
+    def read_line() -> str | None:
+        try:
+            return console.input("[bold cyan]you>[/] ") if interactive else _stdin_line()
+        except EOFError:
+            return None
+
+    async def run() -> None:
+        async with open_agent(settings, client, adapter) as agent:
+            await chat_loop(agent, console, read_line, thread_id)
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        console.print("\n[dim]bye[/]")
+
+
+def _stdin_line() -> str | None:
+    line = sys.stdin.readline()
+    return line if line else None
+
+
+@cli.group()
+def failures() -> None:
+    """Episodes whose first answer failed its checks."""
+
+
+@failures.command("list")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def failures_list(settings: Settings, limit: int, as_json: bool) -> None:
+    """The newest failures, with how they ended."""
+    store = Store.open(settings.database)
+    try:
+        rows = store.failures(limit)
+    finally:
+        store.close()
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no failures recorded")
+        return
+    table = Table("episode", "when", "status", "attempts", "prompt", "error")
+    for r in rows:
+        table.add_row(
+            r["id"][:12], r["created_at"][:19], r["status"], str(r["n_attempts"]),
+            r["prompt"][:60], (r["error"] or "")[:60],
+        )  # fmt: skip
+    Console().print(table)
 
 
 def main() -> None:
+    # LangChain's structured output trips a harmless pydantic serializer warning per call.
+    warnings.filterwarnings("ignore", message="Pydantic serializer warnings")
     cli(prog_name="reflexa")

@@ -66,6 +66,7 @@ class ModelClient:
             model=model or self.model,
             timeout=self.timeout_s,
             max_retries=1,
+            stream_usage=True,  # token counts also when LangGraph streams the reply
             **kwargs,
         )
 

@@ -58,6 +58,20 @@ class ServerSettings(BaseModel):
     )
 
 
+class ReflectSettings(BaseModel):
+    """How each request is answered, checked and repaired."""
+
+    max_repairs: int = Field(default=2, ge=0, le=10, description="Repairs after a failed check.")
+    max_tokens: int = Field(default=512, ge=1, description="Tokens per answer.")
+    temperature: float = Field(default=0.0, ge=0, le=2, description="Sampling temperature.")
+    judge: bool = Field(
+        default=True, description="With no task checks, let the model judge its own answer."
+    )
+    max_prompt_chars: int = Field(
+        default=16_000, ge=1, description="Longer prompts are refused (and recorded as errors)."
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable. Nested groups map to TOML tables and `REFLEXA_GROUP__FIELD`."""
 
@@ -76,8 +90,14 @@ class Settings(BaseSettings):
     )
     api_key: str = Field(default="EMPTY", description="Bearer token for the vLLM server.")
     request_timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store. Unset: SQLite at $REFLEXA_HOME/reflexa.db. "
+        "postgresql+psycopg://… also moves LangGraph's checkpoints to PostgreSQL.",
+    )
     model: ModelSettings = Field(default_factory=ModelSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    reflect: ReflectSettings = Field(default_factory=ReflectSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -95,6 +115,10 @@ class Settings(BaseSettings):
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_dir / 'reflexa.db'}"
 
     @property
     def run_dir(self) -> Path:

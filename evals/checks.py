@@ -47,11 +47,14 @@ def parse_checks(specs: Sequence[dict[str, Any]]) -> list[Check]:
         raise CheckSpecError(f"checks.{where}: {msg}") from None
 
 
-def checks_for(prompt: str, answer: str, task_checks: Sequence[Check]) -> list[Check]:
-    """The task's own checks; with none, the judge plus the intrinsic checks that apply."""
+def checks_for(
+    prompt: str, answer: str, task_checks: Sequence[Check], judge: bool = True
+) -> list[Check]:
+    """The task's own checks; with none, the judge (if there is one) plus the intrinsic
+    checks that apply. May be empty: then nothing checks the answer."""
     if task_checks:
         return list(task_checks)
-    return [JudgeCheck(), *intrinsic_checks(prompt, answer)]
+    return [*([JudgeCheck()] if judge else []), *intrinsic_checks(prompt, answer)]
 
 
 async def run_checks(checks: Sequence[Check], answer: str, ctx: VerifyContext) -> list[Verdict]:

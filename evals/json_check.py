@@ -20,22 +20,27 @@ class NoJson(ValueError):
 
 def extract_json(text: str, strict: bool = False) -> Any:
     """The JSON value in `text`: the whole reply, a fenced block, or (unless strict) the first
-    object or array inside other text."""
+    object or array inside other text. Fails with the parser's own complaint, which says
+    exactly where the JSON breaks."""
     text = text.strip()
     if fenced := FENCE.search(text):
         text = fenced.group(1).strip()
     try:
         return json.loads(text)
     except ValueError as e:
-        if strict:
-            raise NoJson(f"the reply is not valid JSON ({e})") from None
-    decoder = json.JSONDecoder()
-    for start in (i for i, c in enumerate(text) if c in "{["):
-        try:
-            return decoder.raw_decode(text, start)[0]
-        except ValueError:
-            continue
-    raise NoJson("the reply contains no valid JSON object or array")
+        first_error = e
+    if not strict:
+        decoder = json.JSONDecoder()
+        starts = [i for i, c in enumerate(text) if c in "{["]
+        for n, start in enumerate(starts):
+            try:
+                return decoder.raw_decode(text, start)[0]
+            except ValueError as e:
+                if n == 0 and start > 0:
+                    first_error = e
+        if not starts:
+            raise NoJson("the reply contains no JSON object or array")
+    raise NoJson(f"the JSON is invalid: {first_error}")
 
 
 def schema_errors(value: Any, schema: dict[str, Any], limit: int = 3) -> list[str]:

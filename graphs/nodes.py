@@ -74,12 +74,16 @@ async def evaluate(state: ReflectionState, runtime: Runtime[ReflectionContext]) 
             judge_s[0] += time.perf_counter() - started
 
     ctx = VerifyContext(prompt, timed_judge if runtime.context.judge else None)
-    checks = checks_for(prompt, last["answer"], parse_checks(state["checks"]))
+    task_checks = parse_checks(state["checks"])
+    checks = checks_for(prompt, last["answer"], task_checks, judge=ctx.judge is not None)
     verdicts = await run_checks(checks, last["answer"], ctx)
     counted = [v for v in verdicts if v.error is None]
     last["verdicts"] = [v.to_dict() for v in verdicts]
-    last["passed"] = bool(counted) and all(v.passed for v in counted)
-    last["score"] = sum(v.score for v in counted) / len(counted) if counted else 0.0
+    if checks:
+        last["passed"] = bool(counted) and all(v.passed for v in counted)
+        last["score"] = sum(v.score for v in counted) / len(counted) if counted else 0.0
+    else:  # nothing applies (no task checks, judge off): accepted unchecked
+        last["passed"], last["score"] = True, 1.0
     if state["gold"]:
         gold = await run_checks(parse_checks(state["gold"]), last["answer"], ctx)
         last["gold_passed"] = all(v.passed for v in gold if v.error is None)
@@ -97,8 +101,8 @@ def after_evaluate(state: ReflectionState) -> str:
 
 
 class Diagnosis(BaseModel):
-    cause: str = Field(max_length=300, description="Why the answer failed.")
-    fix: str = Field(max_length=300, description="How to fix it.")
+    cause: str = Field(max_length=160, description="Why the answer failed.")
+    fix: str = Field(max_length=160, description="How to fix it.")
 
 
 async def diagnose(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from langchain_core.language_models import BaseChatModel
 
 from evals import JudgeFn
 
+# passed: the first answer passed every check (or nothing applied: see its empty verdicts)
 Status = Literal["running", "passed", "repaired", "unresolved", "verifier_error"]
 
 
@@ -32,6 +33,7 @@ class ReflectionState(TypedDict, total=False):
     and is reset by each turn's input."""
 
     messages: Annotated[list[dict[str, str]], operator.add]
+    episode_id: str  # the store's record of this turn, finished even after a resume
     checks: list[dict[str, Any]]  # the task's checks; with none, judge + intrinsic checks
     gold: list[dict[str, Any]]  # scoring-only checks, never shown to the model
     attempts: list[Attempt]
@@ -57,10 +59,12 @@ def turn_input(
     checks: list[dict[str, Any]] | None = None,
     gold: list[dict[str, Any]] | None = None,
     max_repairs: int = 2,
+    episode_id: str = "",
 ) -> ReflectionState:
     """The input that starts a new turn of a thread."""
     return {
         "messages": [{"role": "user", "content": prompt}],
+        "episode_id": episode_id,
         "checks": checks or [],
         "gold": gold or [],
         "attempts": [],

@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent.errors import ReflexaError
@@ -27,6 +27,9 @@ def sqlite_url(path: Path) -> str:
 def make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, pool_size=5, max_overflow=64, pool_timeout=60)
 
     @event.listens_for(engine, "connect")
@@ -58,5 +61,5 @@ def migrate(engine: Engine) -> None:
             command.upgrade(config, "head")
             conn.commit()
     except SQLAlchemyError as e:
-        raise ReflexaError(f"database {engine.url!r}: cannot migrate ({e.__class__.__name__}: "
-                           f"{str(e).splitlines()[0]})") from None  # fmt: skip
+        first_line = str(e).splitlines()[0]
+        raise ReflexaError(f"database {engine.url!r}: cannot migrate ({first_line})") from None

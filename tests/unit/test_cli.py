@@ -53,9 +53,27 @@ def test_external_url_must_be_http(monkeypatch: pytest.MonkeyPatch) -> None:
     assert_one_line_error(code, stderr, "REFLEXA_VLLM_URL='gpu-box:8000' is not an http(s) URL")
 
 
-def test_empty_prompt() -> None:
+def test_empty_prompt_is_refused_before_any_model_starts_and_recorded(clean_env: Path) -> None:
     code, _, stderr = invoke("ask", "   ")
-    assert_one_line_error(code, stderr, "the prompt is empty")
+    assert_one_line_error(code, stderr, "the prompt is empty (recorded as episode ")
+    assert not (clean_env / "models").exists()  # nothing was prepared or started
+    code, stdout, _ = invoke("failures", "list", "--json")
+    assert code == 0
+    assert [(f["status"], f["error"]) for f in json.loads(stdout)] == [
+        ("error", "the prompt is empty")
+    ]
+
+
+def test_malformed_check_is_refused(tmp_path: Path) -> None:
+    code, _, stderr = invoke("ask", "hi", "--check", "{not json")
+    assert code == 2 and "not JSON" in stderr
+    code, _, stderr = invoke("ask", "hi", "--check", '{"type": "psychic"}')
+    assert_one_line_error(code, stderr, "checks.0: unknown check type")
+
+
+def test_failures_list_on_a_fresh_home() -> None:
+    code, stdout, _ = invoke("failures", "list")
+    assert (code, stdout) == (0, "no failures recorded\n")
 
 
 def test_status_with_nothing_running() -> None:

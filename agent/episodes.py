@@ -1,0 +1,255 @@
+"""Running one request through the reflection graph and recording it, exactly once.
+
+The episode row is written when the request starts (status `running`) and completed when it
+ends, whatever the ending: answered, unresolved, refused as bad input, or failed because the
+model timed out or returned an error.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import openai
+from langchain_core.messages import AIMessageChunk
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StreamMode
+
+from agent.checkpointer import open_checkpointer
+from agent.model_client import ModelClient
+from agent.settings import ReflectSettings, Settings
+from agent.store import Store
+from evals import CheckSpecError, make_judge, parse_checks
+from graphs import ReflectionContext, ReflectionState, build_reflection_graph, turn_input
+
+# (event, payload): ("token", {"node", "text"}) while an answer streams, ("node", {"node",
+# "update"}) after each node, ("resumed", {...}) when an interrupted turn is taken up again.
+EventFn = Callable[[str, dict[str, Any]], Awaitable[None]]
+STREAMED_NODES = ("generate", "repair")
+STREAM_MODES: list[StreamMode] = ["updates", "messages"]
+
+
+@dataclass(frozen=True)
+class EpisodeRequest:
+    prompt: str
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    gold: list[dict[str, Any]] = field(default_factory=list)
+    thread_id: str | None = None
+    max_repairs: int | None = None
+    suite: str | None = None
+    split: str | None = None
+    item_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    episode_id: str
+    thread_id: str
+    status: str  # passed | repaired | unresolved | verifier_error | error
+    answer: str | None
+    error: str | None
+    attempts: list[dict[str, Any]]
+    latency_s: float
+    model_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "error"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "episode_id": self.episode_id,
+            "thread_id": self.thread_id,
+            "status": self.status,
+            "answer": self.answer,
+            "error": self.error,
+            "latency_s": round(self.latency_s, 3),
+            "attempts": self.attempts,
+        }
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def validate_request(request: EpisodeRequest, reflect: ReflectSettings) -> None:
+    """Refuse, with one clear line, what no model should be asked."""
+    if not request.prompt.strip():
+        raise BadRequest("the prompt is empty")
+    if len(request.prompt) > reflect.max_prompt_chars:
+        raise BadRequest(
+            f"the prompt has {len(request.prompt):,} characters; the limit is "
+            f"{reflect.max_prompt_chars:,} (reflect.max_prompt_chars)"
+        )
+    try:
+        parse_checks(request.checks)
+        parse_checks(request.gold)
+    except CheckSpecError as e:
+        raise BadRequest(str(e)) from None
+
+
+def start_record(
+    store: Store, request: EpisodeRequest, thread_id: str, model: str, reflect: ReflectSettings
+) -> str:
+    """Write the episode's row (status `running`) before anything can go wrong."""
+    episode_id = uuid.uuid4().hex
+    kept = request.prompt[: reflect.max_prompt_chars]  # an oversized prompt is cut
+    store.start_episode(
+        id=episode_id, thread_id=thread_id, prompt=kept,
+        messages=[{"role": "user", "content": kept}], checks=request.checks, model=model,
+        suite=request.suite, split=request.split, item_id=request.item_id,
+    )  # fmt: skip
+    return episode_id
+
+
+def record_refusal(
+    store: Store, request: EpisodeRequest, error: str, model: str, reflect: ReflectSettings
+) -> EpisodeResult:
+    """Record a request refused before any model was involved (the episode exists anyway)."""
+    thread_id = request.thread_id or uuid.uuid4().hex
+    episode_id = start_record(store, request, thread_id, model, reflect)
+    store.finish_episode(episode_id, status="error", answer=None, error=error, attempts=[],
+                         latency_s=0.0)  # fmt: skip
+    return EpisodeResult(episode_id, thread_id, "error", None, error, [], 0.0, 0.0)
+
+
+class Agent:
+    """The reflection graph bound to a model, a store and a checkpointer."""
+
+    def __init__(
+        self,
+        graph: CompiledStateGraph[Any, Any, Any, Any],
+        store: Store,
+        context: ReflectionContext,
+        reflect: ReflectSettings,
+    ) -> None:
+        self.graph, self.store, self.context, self.reflect = graph, store, context, reflect
+
+    async def run(self, request: EpisodeRequest, on_event: EventFn | None = None) -> EpisodeResult:
+        thread_id = request.thread_id or uuid.uuid4().hex
+        config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+        pending = await self.graph.aget_state(config)
+        if pending.next:  # a turn of this thread was interrupted: finish it first
+            episode_id = pending.values.get("episode_id") or uuid.uuid4().hex
+            if on_event:
+                await on_event("resumed", {"episode_id": episode_id})
+            return await self._drive(None, episode_id, thread_id, config, on_event)
+        model = self.context.model_name
+        try:
+            validate_request(request, self.reflect)
+        except BadRequest as e:
+            return record_refusal(self.store, request, str(e), model, self.reflect)
+        episode_id = start_record(self.store, request, thread_id, model, self.reflect)
+        max_repairs = (
+            self.reflect.max_repairs if request.max_repairs is None else request.max_repairs
+        )
+        turn = turn_input(request.prompt, request.checks, request.gold, max_repairs, episode_id)
+        return await self._drive(turn, episode_id, thread_id, config, on_event)
+
+    async def _drive(
+        self,
+        turn: ReflectionState | None,
+        episode_id: str,
+        thread_id: str,
+        config: RunnableConfig,
+        on_event: EventFn | None,
+    ) -> EpisodeResult:
+        started = time.perf_counter()
+        try:
+            async for part in self.graph.astream(
+                turn, config, context=self.context, stream_mode=STREAM_MODES
+            ):
+                mode, chunk = cast(tuple[str, Any], part)  # a list of modes yields pairs
+                if on_event is None:
+                    continue
+                if mode == "messages":
+                    message, meta = chunk
+                    node = meta.get("langgraph_node")
+                    if isinstance(message, AIMessageChunk) and node in STREAMED_NODES:
+                        await on_event("token", {"node": node, "text": message.text})
+                else:
+                    for node, update in chunk.items():
+                        await on_event("node", {"node": node, "update": update})
+        except Exception as e:
+            return self._finish_error(episode_id, thread_id, describe_model_error(e), started)
+        state = (await self.graph.aget_state(config)).values
+        result = EpisodeResult(
+            episode_id=episode_id,
+            thread_id=thread_id,
+            status=state["status"],
+            answer=state["answer"],
+            error=None,
+            attempts=state["attempts"],
+            latency_s=time.perf_counter() - started,
+            model_s=state["model_s"],
+        )
+        self.store.finish_episode(
+            episode_id, status=result.status, answer=result.answer, error=None,
+            attempts=result.attempts, latency_s=result.latency_s,
+            final_index=state["final_index"], corrections=corrections_from(state),
+        )  # fmt: skip
+        return result
+
+    def _finish_error(
+        self, episode_id: str, thread_id: str, error: str, started: float
+    ) -> EpisodeResult:
+        latency = time.perf_counter() - started
+        self.store.finish_episode(
+            episode_id, status="error", answer=None, error=error, attempts=[], latency_s=latency
+        )
+        return EpisodeResult(episode_id, thread_id, "error", None, error, [], latency, 0.0)
+
+
+def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """A failed first answer and the answer that fixed it. Verified only when grounded
+    checks (not the judge alone) passed the fix."""
+    attempts = state["attempts"]
+    prompt = state["messages"][-2]["content"]  # the user's turn; the last is our answer
+    if attempts[0]["passed"] or state["status"] != "repaired":
+        return []
+    fix = attempts[state["final_index"]]
+    grounded = any(v["kind"] == "grounded" and v["error"] is None for v in fix["verdicts"])
+    return [{
+        "prompt": prompt, "rejected": attempts[0]["answer"], "chosen": fix["answer"],
+        "source": "repair", "verified": grounded,
+    }]  # fmt: skip
+
+
+def describe_model_error(e: Exception) -> str:
+    """One line a user can act on, for the ways a model request fails."""
+    if isinstance(e, openai.APITimeoutError):
+        return "the model did not answer in time (request_timeout_s)"
+    if isinstance(e, openai.APIConnectionError):
+        return f"cannot reach the model server: {e}"
+    if isinstance(e, openai.APIStatusError):
+        detail = e.body.get("message", e.message) if isinstance(e.body, dict) else e.message
+        return f"the model server refused the request ({e.status_code}): {detail}"
+    return f"{type(e).__name__}: {e}"
+
+
+@asynccontextmanager
+async def open_agent(
+    settings: Settings, client: ModelClient, adapter: str | None = None
+) -> AsyncIterator[Agent]:
+    """An Agent on `client`'s server (answering through `adapter` if given), with the store
+    and the thread checkpointer open for its lifetime."""
+    r = settings.reflect
+    answerer = client.chat_model(adapter, temperature=r.temperature, max_tokens=r.max_tokens)
+    helper = client.chat_model(adapter, temperature=0, max_tokens=200)
+    context = ReflectionContext(
+        llm=answerer,
+        model_name=adapter or client.model,
+        judge=make_judge(helper) if r.judge else None,
+        diagnose_llm=helper,
+    )
+    store = Store.open(settings.database)
+    try:
+        async with open_checkpointer(settings) as saver:
+            yield Agent(build_reflection_graph(saver), store, context, r)
+    finally:
+        store.close()

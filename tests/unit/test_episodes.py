@@ -1,0 +1,148 @@
+"""The Agent with a scripted model, the real store and the real SQLite checkpointer."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+from rich.console import Console
+
+from agent.chat import chat_loop
+from agent.checkpointer import open_checkpointer
+from agent.episodes import Agent, EpisodeRequest, EpisodeResult
+from agent.settings import load_settings
+from agent.store import Store
+from evals import JudgeFn, JudgeResult
+from graphs import ReflectionContext, build_reflection_graph
+from tests.fakes import ScriptedChatModel
+
+NUMBER = [{"type": "numeric", "expected": 4, "strict": True}]
+DIAGNOSIS = '{"cause": "wrong sum", "fix": "add again"}'
+
+
+async def with_agent(script: list, body: Any, judge: JudgeFn | None = None) -> Any:
+    settings = load_settings()
+    store = Store.open(settings.database)
+    llm = ScriptedChatModel(script=script)
+    async with open_checkpointer(settings) as saver:
+        agent = Agent(
+            build_reflection_graph(saver),
+            store,
+            ReflectionContext(llm=llm, model_name="fake", judge=judge),
+            settings.reflect,
+        )
+        return await body(agent)
+
+
+def run(script: list, *requests: EpisodeRequest) -> tuple[list[EpisodeResult], Store]:
+    async def body(agent: Agent) -> tuple[list[EpisodeResult], Store]:
+        return [await agent.run(r) for r in requests], agent.store
+
+    return asyncio.run(with_agent(script, body))
+
+
+def test_a_repaired_episode_is_recorded_with_a_verified_correction() -> None:
+    (result,), store = run(["5", DIAGNOSIS, "4"], EpisodeRequest("2+2?", NUMBER))
+    assert (result.status, result.answer) == ("repaired", "4")
+    episode = store.episode(result.episode_id)
+    assert episode is not None
+    assert (episode["status"], episode["first_passed"], episode["n_attempts"]) == (
+        "repaired",
+        False,
+        2,
+    )
+    (correction,) = store.corrections()
+    assert (correction["rejected"], correction["chosen"]) == ("5", "4")
+    assert (correction["source"], correction["verified"]) == ("repair", True)
+    assert [f["id"] for f in store.failures()] == [result.episode_id]
+
+
+def test_bad_input_is_refused_and_still_recorded() -> None:
+    results, store = run(
+        [],
+        EpisodeRequest("   "),
+        EpisodeRequest("x" * 20_000),
+        EpisodeRequest("2+2?", [{"type": "no-such-check"}]),
+    )
+    assert [r.status for r in results] == ["error"] * 3
+    assert results[0].error == "the prompt is empty"
+    assert "20,000 characters; the limit is 16,000" in str(results[1].error)
+    assert "unknown check type" in str(results[2].error)
+    for r in results:
+        assert store.episode(r.episode_id)["status"] == "error"  # type: ignore[index]
+    assert len(store.episode(results[1].episode_id)["prompt"]) == 16_000  # type: ignore[index]
+
+
+def test_model_failures_become_recorded_errors() -> None:
+    request = httpx.Request("POST", "http://vllm/v1/chat/completions")
+    timeout = openai.APITimeoutError(request)
+    refused = openai.BadRequestError(
+        "too long",
+        response=httpx.Response(400, request=request),
+        body={"message": "This model's maximum context length is 2048 tokens"},
+    )
+    results, store = run([timeout, refused], EpisodeRequest("a"), EpisodeRequest("b"))
+    assert results[0].error == "the model did not answer in time (request_timeout_s)"
+    assert results[1].error == (
+        "the model server refused the request (400): "
+        "This model's maximum context length is 2048 tokens"
+    )
+    assert {f["status"] for f in store.failures()} == {"error"}
+
+
+def test_an_interrupted_turn_is_finished_on_the_next_call() -> None:
+    async def body(agent: Agent) -> tuple[EpisodeResult, EpisodeResult]:
+        first = await agent.run(EpisodeRequest("2+2?", NUMBER, thread_id="t"))
+        second = await agent.run(EpisodeRequest("ignored: the old turn comes first", thread_id="t"))
+        return first, second
+
+    script = ["5", DIAGNOSIS, ConnectionError("server went away"), "4"]
+    first, second = asyncio.run(with_agent(script, body))
+    assert first.status == "error"
+    assert (second.episode_id, second.status, second.answer) == (first.episode_id, "repaired", "4")
+
+
+def lines(*texts: str) -> Iterator[str | None]:
+    yield from texts
+    while True:
+        yield None
+
+
+def test_chat_loop_streams_traces_and_records_corrections() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=120, color_system=None)
+    inputs = lines("2+2?", "/trace", "/bad 4", "/nope", "3+3?", "/quit", "never read")
+
+    async def body(agent: Agent) -> Store:
+        await chat_loop(agent, console, lambda: next(inputs), thread_id="chat1")
+        return agent.store
+
+    async def judge(prompt: str, answer: str, rubric: str) -> JudgeResult:
+        return JudgeResult(answer in ("4", "6"), 1.0, "that sum is wrong")
+
+    store = asyncio.run(with_agent(["5", "{}", "4", "6"], body, judge))
+    text = out.getvalue()
+    assert "thread chat1" in text
+    assert "✗ judge: that sum is wrong" in text
+    assert "↻ repaired answer:\n4" in text
+    assert "✓ passed the model's own review (judge only)" in text
+    assert "episode" in text and "generate" in text  # the /trace table
+    assert "unknown command /nope" in text
+    assert text.rstrip().endswith("bye")
+    assert [c["verified"] for c in store.corrections() if c["source"] == "repair"] == [False]
+    user = [c for c in store.corrections() if c["source"] == "user"]
+    assert [(c["prompt"], c["chosen"], c["verified"]) for c in user] == [("2+2?", "4", True)]
+    assert store.last_episode("chat1")["prompt"] == "3+3?"  # type: ignore[index]
+
+
+def test_with_the_judge_off_an_unchecked_answer_is_accepted() -> None:
+    (result,), _ = run(["Hello!"], EpisodeRequest("Say hello"))
+    assert (result.status, result.answer, result.attempts[0]["verdicts"]) == (
+        "passed",
+        "Hello!",
+        [],
+    )
