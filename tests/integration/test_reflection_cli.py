@@ -1,0 +1,135 @@
+"""`reflexa ask`, `chat` and `failures` against the real vLLM server on the bundled model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agent.checkpointer import open_checkpointer
+from agent.model_client import ModelClient
+from agent.settings import load_settings
+from graphs import build_reflection_graph
+from tests.integration.conftest import REFLEXA, Session
+
+pytestmark = pytest.mark.integration
+SUM = "What is 17 + 25? Reply with only the number."
+
+
+def db_rows(session: Session, sql: str, *args: object) -> list[tuple]:
+    with sqlite3.connect(session.home / "reflexa.db") as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def test_ask_json_records_the_episode(vllm_session: Session, server: ModelClient) -> None:
+    doc = json.loads(vllm_session.run("ask", SUM, "--json").stdout)
+    assert doc["answer"] and doc["status"] in ("passed", "repaired", "unresolved", "verifier_error")
+    assert doc["attempts"], "no attempts"
+    first = doc["attempts"][0]
+    assert first["kind"] == "generate" and first["verdicts"]
+    assert first["completion_tokens"] > 0
+    assert {v["kind"] for v in first["verdicts"]} <= {"judge", "grounded"}
+    rows = db_rows(
+        vllm_session, "select status, n_attempts from episodes where id = ?", doc["episode_id"]
+    )
+    assert rows == [(doc["status"], len(doc["attempts"]))]
+
+
+def test_grounded_check_drives_diagnosis_and_repair(
+    vllm_session: Session, server: ModelClient
+) -> None:
+    check = json.dumps({"type": "numeric", "expected": 42, "strict": True})
+    doc = json.loads(
+        vllm_session.run("ask", SUM, "--check", check, "--max-repairs", "1", "--json").stdout
+    )
+    attempts = doc["attempts"]
+    assert all(v["kind"] == "grounded" for a in attempts for v in a["verdicts"])
+    if attempts[0]["passed"]:
+        assert (doc["status"], len(attempts)) == ("passed", 1)
+    else:  # the base model usually fails this one: one diagnosis, one repair
+        assert len(attempts) == 2 and attempts[1]["kind"] == "repair"
+        assert attempts[0]["diagnosis"] is not None
+        assert doc["status"] in ("repaired", "unresolved")
+        failures = json.loads(vllm_session.run("failures", "list", "--json").stdout)
+        assert doc["episode_id"] in [f["id"] for f in failures]
+
+
+def test_model_written_code_is_run_in_the_sandbox(
+    vllm_session: Session, server: ModelClient
+) -> None:
+    check = json.dumps({"type": "python_tests", "tests": "assert add(2, 3) == 5", "timeout_s": 5})
+    prompt = "Write a Python function add(a, b) that returns the sum of a and b."
+    doc = json.loads(vllm_session.run("ask", prompt, "--check", check, "--json").stdout)
+    verdict = doc["attempts"][0]["verdicts"][0]
+    assert verdict["verifier"] == "python_tests" and verdict["error"] is None
+    assert verdict["passed"] or verdict["feedback"].startswith(("The tests failed", "The code"))
+
+
+def test_chat_with_piped_input_then_resume(vllm_session: Session, server: ModelClient) -> None:
+    script = "What is the capital of France?\n/trace\n/bad Paris\n/quit\n"
+    first = subprocess.run(
+        [REFLEXA, "chat"], input=script, env=vllm_session.env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert "Traceback" not in first.stdout + first.stderr
+    assert "Paris" in first.stdout
+    assert "recorded: thank you" in first.stdout
+    thread = first.stdout.split("thread ", 1)[1].split()[0]
+    (episode_id,) = [
+        r[0] for r in db_rows(vllm_session, "select id from episodes where thread_id = ?", thread)
+    ]
+    assert f"episode {episode_id}" in first.stdout  # the /trace table
+    corrections = db_rows(
+        vllm_session,
+        "select chosen, source, verified from corrections where episode_id = ?",
+        episode_id,
+    )
+    assert corrections == [("Paris", "user", 1)]
+
+    again = subprocess.run(
+        [REFLEXA, "chat", "--thread", thread], input="And of Italy?\n", env=vllm_session.env,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert len(db_rows(vllm_session, "select id from episodes where thread_id = ?", thread)) == 2
+    assert [m["content"] for m in _thread_messages(vllm_session, thread)][::2] == [
+        "What is the capital of France?",
+        "And of Italy?",
+    ]
+
+
+def _thread_messages(session: Session, thread: str) -> list[dict]:
+    async def read() -> list[dict]:
+        settings = load_settings().model_copy(update={"home": session.home})
+        async with open_checkpointer(settings) as saver:
+            graph = build_reflection_graph(saver)
+            state = await graph.aget_state({"configurable": {"thread_id": thread}})
+            return list(state.values["messages"])
+
+    return asyncio.run(read())
+
+
+def test_model_timeout_and_oversized_context_are_recorded_errors(
+    vllm_session: Session, server: ModelClient, tmp_path: Path
+) -> None:
+    env = vllm_session.env | {"REFLEXA_REQUEST_TIMEOUT_S": "0.01"}
+    slow = subprocess.run(
+        [REFLEXA, "ask", SUM], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert slow.returncode == 1
+    assert slow.stderr.startswith("Error: the model did not answer in time"), slow.stderr
+    assert "Traceback" not in slow.stderr
+
+    too_long = "word " * 3000  # under the character limit, over the model's 2048 tokens
+    result = vllm_session.run("ask", too_long, "--json", check=False)
+    assert result.returncode == 1
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "error"
+    assert doc["error"].startswith("the model server refused the request (400)")
+    rows = db_rows(vllm_session, "select status from episodes where id = ?", doc["episode_id"])
+    assert rows == [("error",)]
