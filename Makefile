@@ -38,7 +38,10 @@ $(VENV)/.installed-gpu: pyproject.toml
 demo: install
 	$(BIN)/reflexa model prepare
 	$(BIN)/reflexa model serve
-	$(BIN)/reflexa ask "In one sentence: why should a model check its own answers?"
+	$(BIN)/reflexa ask "What is 17 + 25? Reply with only the number." \
+	  --check '{"type": "numeric", "expected": 42, "strict": true}'
+	$(BIN)/reflexa ask "Return a JSON object with keys name and age for: Ada Lovelace, 36."
+	$(BIN)/reflexa failures list
 	@echo "The server keeps running for further commands; stop it with: $(BIN)/reflexa model stop"
 
 # pytest exits 5 when it collects no test (e.g. a -k filter matching nothing): say so, pass.
@@ -51,6 +54,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/serve_bench.py
+	$(BIN)/python bench/reflect_bench.py
 
 # Re-resolve from scratch (slow: minutes) and rewrite constraints.txt.
 lock:

@@ -28,7 +28,7 @@ class ChatView:
 
     async def __call__(self, event: str, payload: dict[str, Any]) -> None:
         if event == "resumed":
-            self.console.print("[dim](finishing an interrupted turn first)[/]")
+            self.console.print("[dim](finished a turn of this thread that was interrupted)[/]")
         elif event == "token":
             if payload["node"] != self.node:
                 self.node = payload["node"]

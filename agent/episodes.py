@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import httpx
 import openai
 from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableConfig
@@ -131,14 +132,10 @@ class Agent:
         self.graph, self.store, self.context, self.reflect = graph, store, context, reflect
 
     async def run(self, request: EpisodeRequest, on_event: EventFn | None = None) -> EpisodeResult:
+        """Answer `request`; a turn of its thread that was interrupted is finished first."""
         thread_id = request.thread_id or uuid.uuid4().hex
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-        pending = await self.graph.aget_state(config)
-        if pending.next:  # a turn of this thread was interrupted: finish it first
-            episode_id = pending.values.get("episode_id") or uuid.uuid4().hex
-            if on_event:
-                await on_event("resumed", {"episode_id": episode_id})
-            return await self._drive(None, episode_id, thread_id, config, on_event)
+        await self.resume(thread_id, on_event)
         model = self.context.model_name
         try:
             validate_request(request, self.reflect)
@@ -150,6 +147,18 @@ class Agent:
         )
         turn = turn_input(request.prompt, request.checks, request.gold, max_repairs, episode_id)
         return await self._drive(turn, episode_id, thread_id, config, on_event)
+
+    async def resume(self, thread_id: str, on_event: EventFn | None = None) -> EpisodeResult | None:
+        """Finish the thread's interrupted turn (a crash, a model error) under its own
+        episode; None if nothing was interrupted."""
+        config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+        pending = await self.graph.aget_state(config)
+        if not pending.next:
+            return None
+        episode_id = pending.values.get("episode_id") or uuid.uuid4().hex
+        if on_event:
+            await on_event("resumed", {"episode_id": episode_id})
+        return await self._drive(None, episode_id, thread_id, config, None)
 
     async def _drive(
         self,
@@ -239,17 +248,22 @@ async def open_agent(
     """An Agent on `client`'s server (answering through `adapter` if given), with the store
     and the thread checkpointer open for its lifetime."""
     r = settings.reflect
-    answerer = client.chat_model(adapter, temperature=r.temperature, max_tokens=r.max_tokens)
-    helper = client.chat_model(adapter, temperature=0, max_tokens=200)
-    context = ReflectionContext(
-        llm=answerer,
-        model_name=adapter or client.model,
-        judge=make_judge(helper) if r.judge else None,
-        diagnose_llm=helper,
-    )
-    store = Store.open(settings.database)
-    try:
-        async with open_checkpointer(settings) as saver:
-            yield Agent(build_reflection_graph(saver), store, context, r)
-    finally:
-        store.close()
+    # The agent owns its HTTP client: langchain-openai's default one is cached per process
+    # and bound to the first event loop, which breaks the next asyncio.run().
+    async with httpx.AsyncClient(timeout=settings.request_timeout_s) as http:
+        answerer = client.chat_model(
+            adapter, temperature=r.temperature, max_tokens=r.max_tokens, http_async_client=http
+        )
+        helper = client.chat_model(adapter, temperature=0, max_tokens=200, http_async_client=http)
+        context = ReflectionContext(
+            llm=answerer,
+            model_name=adapter or client.model,
+            judge=make_judge(helper) if r.judge else None,
+            diagnose_llm=helper,
+        )
+        store = Store.open(settings.database)
+        try:
+            async with open_checkpointer(settings) as saver:
+                yield Agent(build_reflection_graph(saver), store, context, r)
+        finally:
+            store.close()

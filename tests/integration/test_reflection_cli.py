@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.checkpointer import open_checkpointer
+from agent.episodes import EpisodeRequest, EpisodeResult, open_agent
 from agent.model_client import ModelClient
 from agent.settings import load_settings
 from graphs import build_reflection_graph
@@ -133,3 +134,15 @@ def test_model_timeout_and_oversized_context_are_recorded_errors(
     assert doc["error"].startswith("the model server refused the request (400)")
     rows = db_rows(vllm_session, "select status from episodes where id = ?", doc["episode_id"])
     assert rows == [("error",)]
+
+
+def test_agents_in_consecutive_event_loops(vllm_session: Session, server: ModelClient) -> None:
+    """langchain-openai caches an HTTP client per process; each agent must bring its own."""
+    settings = load_settings()
+
+    async def once() -> EpisodeResult:
+        async with open_agent(settings, server) as agent:
+            return await agent.run(EpisodeRequest(SUM, [{"type": "numeric", "expected": 42}]))
+
+    results = [asyncio.run(once()) for _ in range(2)]
+    assert [r.error for r in results] == [None, None]

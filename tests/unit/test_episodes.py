@@ -94,16 +94,21 @@ def test_model_failures_become_recorded_errors() -> None:
     assert {f["status"] for f in store.failures()} == {"error"}
 
 
-def test_an_interrupted_turn_is_finished_on_the_next_call() -> None:
-    async def body(agent: Agent) -> tuple[EpisodeResult, EpisodeResult]:
+def test_an_interrupted_turn_is_finished_before_the_next_one() -> None:
+    async def body(agent: Agent) -> tuple[EpisodeResult, EpisodeResult, Store]:
         first = await agent.run(EpisodeRequest("2+2?", NUMBER, thread_id="t"))
-        second = await agent.run(EpisodeRequest("ignored: the old turn comes first", thread_id="t"))
-        return first, second
+        second = await agent.run(
+            EpisodeRequest("3+3?", [{"type": "numeric", "expected": 6}], thread_id="t")
+        )
+        return first, second, agent.store
 
-    script = ["5", DIAGNOSIS, ConnectionError("server went away"), "4"]
-    first, second = asyncio.run(with_agent(script, body))
-    assert first.status == "error"
-    assert (second.episode_id, second.status, second.answer) == (first.episode_id, "repaired", "4")
+    script = ["5", DIAGNOSIS, ConnectionError("server went away"), "4", "6"]
+    first, second, store = asyncio.run(with_agent(script, body))
+    assert (first.status, first.error) == ("error", "ConnectionError: server went away")
+    resumed = store.episode(first.episode_id)
+    assert resumed is not None
+    assert (resumed["status"], resumed["answer"], resumed["n_attempts"]) == ("repaired", "4", 2)
+    assert (second.status, second.answer) == ("passed", "6")  # the new message is answered
 
 
 def lines(*texts: str) -> Iterator[str | None]:
