@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +36,10 @@ def make_lora(model_dir: Path, out: Path, rank: int = 8, seed: int = 0) -> Path:
     )
     get_peft_model(base, config).save_pretrained(out)
     return out
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (right now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,14 +20,9 @@ import pytest
 from agent.model_client import ModelClient
 from agent.runtime import connect
 from agent.settings import load_settings
+from tests.helpers import free_port
 
 REFLEXA = str(Path(sys.executable).parent / "reflexa")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_reflexa(

@@ -16,8 +16,8 @@ from agent.errors import ReflexaError
 from agent.model_client import ModelClient
 from agent.model_prepare import LOGIT_TOLERANCE
 from agent.vllm_server import group_members, port_in_use
-from tests.helpers import make_lora
-from tests.integration.conftest import Session, free_port, run_reflexa
+from tests.helpers import free_port, make_lora
+from tests.integration.conftest import Session, run_reflexa
 
 pytestmark = pytest.mark.integration
 PROMPT = "What is the capital of France? Answer in one word."

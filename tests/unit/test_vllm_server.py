@@ -22,15 +22,9 @@ from agent.vllm_server import (
     start_server,
     stop_server,
 )
-from tests.helpers import make_model_dir
+from tests.helpers import free_port, make_model_dir
 
 FAKE = Path(__file__).parent.parent / "fake_vllm_server.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def settings_with(**server: object) -> Settings:
