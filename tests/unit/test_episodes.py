@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 from rich.console import Console
 
 from agent.chat import chat_loop
@@ -94,7 +95,11 @@ def test_model_failures_become_recorded_errors() -> None:
     assert {f["status"] for f in store.failures()} == {"error"}
 
 
-def test_an_interrupted_turn_is_finished_before_the_next_one() -> None:
+def test_an_interrupted_turn_is_finished_before_the_next_one(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REFLEXA_DATABASE_URL", database_url)  # store and checkpoints both
+
     async def body(agent: Agent) -> tuple[EpisodeResult, EpisodeResult, Store]:
         first = await agent.run(EpisodeRequest("2+2?", NUMBER, thread_id="t"))
         second = await agent.run(

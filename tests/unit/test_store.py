@@ -47,20 +47,25 @@ def start(store: Store, id: str, prompt: str = "2+2?") -> None:
     )
 
 
-def test_migrations_from_empty(tmp_path: Path) -> None:
-    path = tmp_path / "reflexa.db"
-    store = Store.open(sqlite_url(path))
-    tables = set(inspect(store.engine).get_table_names())
-    assert {"episodes", "attempts", "corrections", "alembic_version"} <= tables
-    store.close()
+def test_sqlite_file_is_migrated_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "reflexa.db"  # its folder is created too
+    Store.open(sqlite_url(path)).close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("select version_num from alembic_version").fetchall() == [("0001",)]
         assert conn.execute("pragma journal_mode").fetchone() == ("wal",)
-    Store.open(sqlite_url(path)).close()  # opening again is a no-op
 
 
-def test_episode_is_recorded_once_with_its_attempts(tmp_path: Path) -> None:
-    store = Store.open(sqlite_url(tmp_path / "db"))
+def test_migrations_from_empty_on_either_backend(database_url: str) -> None:
+    store = Store.open(database_url)
+    assert {"episodes", "attempts", "corrections", "alembic_version"} <= set(
+        inspect(store.engine).get_table_names()
+    )
+    store.close()
+    Store.open(database_url).close()  # opening again is a no-op
+
+
+def test_episode_is_recorded_once_with_its_attempts(database_url: str) -> None:
+    store = Store.open(database_url)
     start(store, "e1")
     assert store.episode("e1")["status"] == "running"  # type: ignore[index]
     store.finish_episode(
@@ -95,8 +100,8 @@ def test_episode_is_recorded_once_with_its_attempts(tmp_path: Path) -> None:
     assert store.failures()[0]["id"] == "e1"
 
 
-def test_right_to_wrong_flip_is_counted(tmp_path: Path) -> None:
-    store = Store.open(sqlite_url(tmp_path / "db"))
+def test_right_to_wrong_flip_is_counted(database_url: str) -> None:
+    store = Store.open(database_url)
     start(store, "e2")
     store.finish_episode(
         "e2",
@@ -110,8 +115,8 @@ def test_right_to_wrong_flip_is_counted(tmp_path: Path) -> None:
     assert store.episode("e2")["right_to_wrong"] is True  # type: ignore[index]
 
 
-def test_errors_are_recorded_and_listed(tmp_path: Path) -> None:
-    store = Store.open(sqlite_url(tmp_path / "db"))
+def test_errors_are_recorded_and_listed(database_url: str) -> None:
+    store = Store.open(database_url)
     start(store, "e3")
     store.finish_episode(
         "e3",
@@ -125,8 +130,8 @@ def test_errors_are_recorded_and_listed(tmp_path: Path) -> None:
     assert (failure["status"], failure["error"]) == ("error", "model timed out after 5 s")
 
 
-def test_32_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "db")
+def test_32_concurrent_writers_lose_nothing(database_url: str) -> None:
+    url = database_url
     Store.open(url).close()
     barrier = threading.Barrier(32)
 
