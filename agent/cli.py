@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress, TaskID
 from rich.table import Table
 
 from agent.chat import chat_loop, verdict_line
@@ -27,12 +28,15 @@ from agent.episodes import (
     validate_request,
 )
 from agent.errors import ReflexaError
+from agent.evaluation import EvalOptions, run_eval
 from agent.model_client import ModelClient
 from agent.model_prepare import prepare_model, validate_model_dir
 from agent.runtime import connect, describe
 from agent.settings import Settings, load_settings
 from agent.store import Store
 from agent.vllm_server import stop_server
+from evals.builtin import BUILTIN
+from evals.suite import SuiteError, resolve_suite
 
 err = Console(stderr=True, highlight=False)
 
@@ -294,6 +298,89 @@ def failures_list(settings: Settings, limit: int, as_json: bool) -> None:
             r["prompt"][:60], (r["error"] or "")[:60],
         )  # fmt: skip
     Console().print(table)
+
+
+@cli.group("eval")
+def eval_group() -> None:
+    """Run eval suites: built-in ones or your own YAML/JSONL files."""
+
+
+@eval_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def eval_list(as_json: bool) -> None:
+    """The built-in suites."""
+    suites = [factory() for factory in BUILTIN.values()]
+    doc = [{"name": s.name, "items": len(s.items), "splits": s.splits(),
+            "description": s.description} for s in suites]  # fmt: skip
+    if as_json:
+        _print_json(doc)
+        return
+    table = Table("suite", "items", "splits", "description")
+    for d in doc:
+        splits = ", ".join(f"{k} {v}" for k, v in d["splits"].items())  # type: ignore[attr-defined]
+        table.add_row(str(d["name"]), str(d["items"]), splits, str(d["description"]))
+    Console().print(table)
+
+
+@eval_group.command("run")
+@click.argument("suite_name", metavar="SUITE|FILE")
+@click.option("--split", default=None, help="Only this split (e.g. heldout).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N items.")
+@click.option("--no-reflect", is_flag=True, help="First answers only: no diagnosis or repair.")
+@click.option("--max-repairs", type=click.IntRange(0, 10), default=None, help="Repair budget.")
+@click.option("--adapter", default=None, help="Answer through this served LoRA adapter.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def eval_run(
+    settings: Settings,
+    suite_name: str,
+    split: str | None,
+    limit: int | None,
+    no_reflect: bool,
+    max_repairs: int | None,
+    adapter: str | None,
+    concurrency: int,
+    as_json: bool,
+) -> None:
+    """Run a suite; every item is a recorded episode. Re-running resumes an interrupted run."""
+    try:
+        suite = resolve_suite(suite_name)
+    except SuiteError as e:
+        raise ReflexaError(str(e)) from None
+    if split is not None and split not in suite.splits():
+        raise ReflexaError(f"{suite.name} has no split {split!r} (it has {sorted(suite.splits())})")
+    options = EvalOptions(split, limit, not no_reflect, max_repairs, adapter, concurrency)
+    client = _client(settings)
+
+    async def run(bar: Progress, task: TaskID) -> dict[str, Any]:
+        async with open_agent(settings, client, adapter) as agent:
+            return await run_eval(
+                agent, suite, options,
+                lambda done, total: bar.update(task, completed=done, total=total),
+            )  # fmt: skip
+
+    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as bar:
+        report = asyncio.run(run(bar, bar.add_task(suite.name, total=None)))
+    if as_json:
+        _print_json({k: v for k, v in report.items() if k != "items"})
+        return
+    overall = report["metrics"]["overall"]
+    if report["resumed"]:
+        err.print(f"[dim]resumed run {report['run_id']}[/]")
+    click.echo(f"{suite.name}: {overall['items']} items, run {report['run_id']}")
+    for label, key in (("first-attempt pass", "first_attempt_pass"), ("final pass", "final_pass")):
+        m = overall[key]
+        click.echo(
+            f"  {label:20s} {m['rate']:6.1%}  (95% CI {m['ci95'][0]:.1%}-{m['ci95'][1]:.1%})"
+        )
+    gain = overall["repair_gain"]
+    click.echo(
+        f"  {'repair gain':20s} {gain['gain']:+6.1%}  harm {overall['harm_rate']['rate']:.1%}"
+    )
+    latency = overall["latency_s"]
+    click.echo(f"  latency p50 {latency['p50']:.2f} s, p95 {latency['p95']:.2f} s; "
+               f"tokens {overall['tokens']}; errors {overall['errors']}")  # fmt: skip
 
 
 def main() -> None:

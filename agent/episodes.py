@@ -45,6 +45,8 @@ class EpisodeRequest:
     suite: str | None = None
     split: str | None = None
     item_id: str | None = None
+    history: list[dict[str, str]] = field(default_factory=list)
+    eval_run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ def start_record(
         id=episode_id, thread_id=thread_id, prompt=kept,
         messages=[{"role": "user", "content": kept}], checks=request.checks, model=model,
         suite=request.suite, split=request.split, item_id=request.item_id,
+        eval_run_id=request.eval_run_id,
     )  # fmt: skip
     return episode_id
 
@@ -145,7 +148,9 @@ class Agent:
         max_repairs = (
             self.reflect.max_repairs if request.max_repairs is None else request.max_repairs
         )
-        turn = turn_input(request.prompt, request.checks, request.gold, max_repairs, episode_id)
+        turn = turn_input(
+            request.prompt, request.checks, request.gold, max_repairs, episode_id, request.history
+        )
         return await self._drive(turn, episode_id, thread_id, config, on_event)
 
     async def resume(self, thread_id: str, on_event: EventFn | None = None) -> EpisodeResult | None:

@@ -38,13 +38,18 @@ def parse_checks(specs: Sequence[dict[str, Any]]) -> list[Check]:
     try:
         return CHECKS.validate_python(list(specs))
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "union_tag_invalid":
-            msg = f"unknown check type; known: {', '.join(CHECK_TYPES)}"
-        else:
-            msg = err["msg"]
-        raise CheckSpecError(f"checks.{where}: {msg}") from None
+        raise CheckSpecError(f"checks.{describe_validation_error(e)}") from None
+
+
+def describe_validation_error(e: ValidationError) -> str:
+    """`where: what` for the first error, in words a suite author can act on."""
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "union_tag_invalid":
+        msg = f"unknown check type; known: {', '.join(CHECK_TYPES)}"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
 
 
 def checks_for(

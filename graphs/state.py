@@ -60,10 +60,11 @@ def turn_input(
     gold: list[dict[str, Any]] | None = None,
     max_repairs: int = 2,
     episode_id: str = "",
+    history: list[dict[str, str]] | None = None,
 ) -> ReflectionState:
-    """The input that starts a new turn of a thread."""
+    """The input that starts a new turn of a thread (after `history`, in a new thread)."""
     return {
-        "messages": [{"role": "user", "content": prompt}],
+        "messages": [*(history or []), {"role": "user", "content": prompt}],
         "episode_id": episode_id,
         "checks": checks or [],
         "gold": gold or [],

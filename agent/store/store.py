@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -11,7 +13,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import sessionmaker
 
 from agent.store.db import make_engine, migrate
-from agent.store.tables import Attempt, Correction, Episode, utcnow
+from agent.store.tables import Attempt, Correction, Episode, EvalRun, utcnow
 
 
 def prompt_hash(prompt: str) -> str:
@@ -48,6 +50,7 @@ class Store:
         suite: str | None = None,
         split: str | None = None,
         item_id: str | None = None,
+        eval_run_id: str | None = None,
     ) -> None:
         """Record that an episode began (status `running`), so even a crash leaves a trace."""
         with self._session.begin() as s:
@@ -55,8 +58,8 @@ class Store:
                 Episode(
                     id=id, thread_id=thread_id, prompt=prompt, messages=messages, checks=checks,
                     status="running", model=model, adapter=adapter, suite=suite, split=split,
-                    item_id=item_id, judge_only=False, n_attempts=0, prompt_tokens=0,
-                    completion_tokens=0,
+                    item_id=item_id, eval_run_id=eval_run_id, judge_only=False, n_attempts=0,
+                    prompt_tokens=0, completion_tokens=0,
                 )
             )  # fmt: skip
 
@@ -132,6 +135,42 @@ class Store:
     def count(self, table: type[Episode] | type[Attempt] | type[Correction]) -> int:
         with self._session() as s:
             return int(s.scalar(select(func.count()).select_from(table)) or 0)
+
+    def open_eval_run(self, suite: str, source: str, config: dict[str, Any]) -> tuple[str, bool]:
+        """The unfinished run with this suite and config (resumed), or a new one."""
+        key = hashlib.sha256(json.dumps([suite, config], sort_keys=True).encode()).hexdigest()
+        with self._session.begin() as s:
+            run = s.scalars(
+                select(EvalRun)
+                .where(EvalRun.config_key == key, EvalRun.status == "running")
+                .order_by(EvalRun.created_at.desc())
+            ).first()
+            if run is not None:
+                return run.id, True
+            run_id = uuid.uuid4().hex
+            s.add(EvalRun(id=run_id, suite=suite, source=source, status="running",
+                          config=config, config_key=key))  # fmt: skip
+            return run_id, False
+
+    def run_episodes(self, run_id: str) -> list[dict[str, Any]]:
+        """The finished episodes of an eval run, one per item (the newest, if an item ran twice)."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(Episode)
+                .where(Episode.eval_run_id == run_id, Episode.status != "running")
+                .order_by(Episode.created_at)
+            )
+            return list({r.item_id: episode_dict(r) for r in rows}.values())
+
+    def finish_eval_run(self, run_id: str, metrics: dict[str, Any]) -> None:
+        with self._session.begin() as s:
+            run = s.get_one(EvalRun, run_id)
+            run.status, run.metrics, run.finished_at = "done", metrics, utcnow()
+
+    def eval_run(self, run_id: str) -> dict[str, Any] | None:
+        with self._session() as s:
+            row = s.get(EvalRun, run_id)
+            return None if row is None else _columns(row)
 
     def corrections(self) -> list[dict[str, Any]]:
         with self._session() as s:

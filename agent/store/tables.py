@@ -49,6 +49,7 @@ class Episode(Base):
     suite: Mapped[str | None] = mapped_column(String(200), index=True)
     split: Mapped[str | None] = mapped_column(String(50))
     item_id: Mapped[str | None] = mapped_column(String(200))
+    eval_run_id: Mapped[str | None] = mapped_column(String(32), index=True)
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="episode", order_by="Attempt.index", cascade="all, delete-orphan"
     )
@@ -93,3 +94,18 @@ class Correction(Base):
     chosen: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))  # repair | gold | user | sampled
     verified: Mapped[bool]
+
+
+class EvalRun(Base):
+    """One `reflexa eval run`: a suite, its options, and (when done) its metrics."""
+
+    __tablename__ = "eval_runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    suite: Mapped[str] = mapped_column(String(200), index=True)
+    source: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16))  # running | done
+    config: Mapped[dict[str, Any]]
+    config_key: Mapped[str] = mapped_column(String(64), index=True)  # suite + options, hashed
+    metrics: Mapped[dict[str, Any] | None]

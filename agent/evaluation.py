@@ -1,0 +1,111 @@
+"""`reflexa eval run`: a suite's items as recorded episodes, then the run's metrics.
+
+Every item is an episode tagged with its suite, split, item id and run, so eval failures feed
+the training data. A run interrupted half-way is resumed by running the same command again:
+the items it finished are not run twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from agent.episodes import Agent, EpisodeRequest
+from evals.metrics import summarize
+from evals.runner import ItemOutcome, run_items
+from evals.suite import Suite, SuiteItem
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    split: str | None = None
+    limit: int | None = None
+    reflect: bool = True
+    max_repairs: int | None = None
+    adapter: str | None = None
+    concurrency: int = 8
+
+    def config(self) -> dict[str, Any]:
+        """What makes two runs comparable (concurrency does not change results)."""
+        return {k: v for k, v in asdict(self).items() if k != "concurrency"}
+
+
+# (done, total) after each item; first called with the items a resumed run already had.
+ProgressFn = Callable[[int, int], None]
+
+
+def outcome(episode: dict[str, Any], item: SuiteItem) -> ItemOutcome:
+    """An item's outcome, read from its recorded episode."""
+    return ItemOutcome(
+        item_id=item.id,
+        split=item.split,
+        tags=item.tags,
+        episode_id=episode["id"],
+        status=episode["status"],
+        first_passed=bool(episode["first_passed"]),
+        final_passed=bool(episode["final_passed"]),
+        right_to_wrong=bool(episode["right_to_wrong"]),
+        repairs=max(episode["n_attempts"] - 1, 0),
+        tokens=episode["prompt_tokens"] + episode["completion_tokens"],
+        latency_s=episode["latency_s"] or 0.0,
+        error=episode["error"],
+    )
+
+
+def breakdown(outcomes: list[ItemOutcome]) -> dict[str, Any]:
+    by_split: dict[str, list[ItemOutcome]] = {}
+    by_tag: dict[str, list[ItemOutcome]] = {}
+    for o in outcomes:
+        by_split.setdefault(o.split, []).append(o)
+        for tag in o.tags:
+            by_tag.setdefault(tag, []).append(o)
+    return {
+        "overall": summarize(outcomes),
+        "by_split": {k: summarize(v) for k, v in sorted(by_split.items())},
+        "by_tag": {k: summarize(v) for k, v in sorted(by_tag.items())},
+    }
+
+
+async def run_eval(
+    agent: Agent, suite: Suite, options: EvalOptions, on_progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Run `suite` on `agent` (opened with `options.adapter`, if any)."""
+    items = suite.select(options.split, options.limit)
+    by_id = {i.id: i for i in items}
+    store = agent.store
+    run_id, resumed = store.open_eval_run(suite.name, suite.source, options.config())
+    done = {e["item_id"] for e in store.run_episodes(run_id)}
+    todo = [i for i in items if i.id not in done]
+    progress = [len(items) - len(todo)]
+    if on_progress:
+        on_progress(progress[0], len(items))
+
+    async def solve(item: SuiteItem) -> ItemOutcome:
+        result = await agent.run(
+            EpisodeRequest(
+                item.user_prompt, item.check_specs(), history=item.history,
+                max_repairs=options.max_repairs if options.reflect else 0,
+                suite=suite.name, split=item.split, item_id=item.id, eval_run_id=run_id,
+            )
+        )  # fmt: skip
+        return outcome(store.episode(result.episode_id) or {}, item)
+
+    def tick(_: ItemOutcome) -> None:
+        progress[0] += 1
+        if on_progress:
+            on_progress(progress[0], len(items))
+
+    await run_items(todo, solve, options.concurrency, tick)
+    episodes = store.run_episodes(run_id)
+    outcomes = [outcome(e, by_id[e["item_id"]]) for e in episodes if e["item_id"] in by_id]
+    metrics = breakdown(outcomes)
+    store.finish_eval_run(run_id, metrics)
+    return {
+        "run_id": run_id,
+        "suite": suite.name,
+        "resumed": resumed,
+        "config": options.config(),
+        "metrics": metrics,
+        "items": [o.to_dict() for o in outcomes],
+    }

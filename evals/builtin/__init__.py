@@ -1,0 +1,12 @@
+"""The built-in suites, by name."""
+
+from collections.abc import Callable
+
+from evals.builtin.arithmetic import arithmetic
+from evals.builtin.json_extract import json_extract
+from evals.suite import Suite
+
+BUILTIN: dict[str, Callable[[], Suite]] = {
+    "arithmetic": arithmetic,
+    "json-extract": json_extract,
+}

@@ -1,0 +1,41 @@
+"""`arithmetic`: two-digit sums, differences and products, generated from a seed.
+
+The base model answers "52 + 53 = 175"-style text: the checks want only the number, so they
+measure both the arithmetic and the instruction-following the fine-tune is meant to fix.
+"""
+
+from __future__ import annotations
+
+import operator
+import random
+
+from evals.suite import Suite, SuiteItem
+
+SPLITS = {"train": 200, "heldout": 100}
+OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+OPS_TAGS = {"+": "add", "-": "subtract", "*": "multiply"}
+PROMPT = "What is {a} {op} {b}? Reply with only the number."
+
+
+def arithmetic(seed: int = 0) -> Suite:
+    rng = random.Random(seed)
+    items: list[SuiteItem] = []
+    seen: set[tuple[int, str, int]] = set()
+    for split, count in SPLITS.items():
+        while sum(i.split == split for i in items) < count:
+            op = rng.choice(list(OPS))
+            a, b = rng.randint(10, 99), rng.randint(10, 99)
+            if (a, op, b) in seen:  # no question is in both splits
+                continue
+            seen.add((a, op, b))
+            n = sum(i.split == split for i in items)
+            items.append(
+                SuiteItem(
+                    id=f"{split}-{n:03d}",
+                    prompt=PROMPT.format(a=a, op=op, b=b),
+                    checks=[{"type": "numeric", "expected": OPS[op](a, b), "strict": True}],  # type: ignore[list-item]
+                    tags=[OPS_TAGS[op]],
+                    split=split,
+                )
+            )
+    return Suite("arithmetic", items, "built-in", "two-digit + - * with integer answers")

@@ -1,0 +1,70 @@
+"""A run's numbers: pass rates with Wilson 95 % intervals, repair gain and harm, cost."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from evals.runner import ItemOutcome
+
+Z95 = 1.959964
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion k/n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def rate(k: int, n: int) -> dict[str, Any]:
+    lo, hi = wilson(k, n)
+    return {"k": k, "n": n, "rate": k / n if n else 0.0, "ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def paired_gain(fixed: int, broken: int, n: int, z: float = Z95) -> dict[str, Any]:
+    """Difference of two paired proportions (final - first) with a Wald 95 % interval."""
+    if n == 0:
+        return {"gain": 0.0, "ci95": [0.0, 0.0]}
+    d = (fixed - broken) / n
+    var = (fixed + broken - (fixed - broken) ** 2 / n) / (n * n)
+    half = z * math.sqrt(max(var, 0.0))
+    return {"gain": d, "ci95": [round(d - half, 4), round(d + half, 4)]}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summarize(outcomes: Sequence[ItemOutcome]) -> dict[str, Any]:
+    """The metrics of one run (errors count as failures: an item never answered is not right)."""
+    n = len(outcomes)
+    first = sum(o.first_passed for o in outcomes)
+    final = sum(o.final_passed for o in outcomes)
+    fixed = sum(o.final_passed and not o.first_passed for o in outcomes)
+    broken = sum(o.first_passed and not o.final_passed for o in outcomes)
+    latencies = [o.latency_s for o in outcomes if o.error is None]
+    return {
+        "items": n,
+        "errors": sum(o.error is not None for o in outcomes),
+        "first_attempt_pass": rate(first, n),
+        "final_pass": rate(final, n),
+        "repair_gain": paired_gain(fixed, broken, n),
+        "harm_rate": rate(sum(o.right_to_wrong for o in outcomes), first),
+        "mean_repairs": round(statistics.mean(o.repairs for o in outcomes), 3) if n else 0.0,
+        "tokens": sum(o.tokens for o in outcomes),
+        "latency_s": {
+            "p50": round(percentile(latencies, 0.5), 3),
+            "p95": round(percentile(latencies, 0.95), 3),
+        },
+    }

@@ -1,0 +1,51 @@
+"""Running a suite's items with bounded concurrency. The caller says how to solve an item
+(the agent, with or without reflection); this module knows nothing of graphs or models."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+
+from evals.suite import SuiteItem
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    item_id: str
+    split: str
+    tags: list[str]
+    episode_id: str
+    status: str
+    first_passed: bool
+    final_passed: bool
+    right_to_wrong: bool
+    repairs: int
+    tokens: int
+    latency_s: float
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+SolveFn = Callable[[SuiteItem], Awaitable[ItemOutcome]]
+
+
+async def run_items(
+    items: Sequence[SuiteItem],
+    solve: SolveFn,
+    concurrency: int = 8,
+    on_done: Callable[[ItemOutcome], None] | None = None,
+) -> list[ItemOutcome]:
+    """Every item's outcome, in the items' order; at most `concurrency` at once."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(item: SuiteItem) -> ItemOutcome:
+        async with gate:
+            outcome = await solve(item)
+        if on_done is not None:
+            on_done(outcome)
+        return outcome
+
+    return list(await asyncio.gather(*(one(item) for item in items)))

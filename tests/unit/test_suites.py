@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.episodes import Agent, EpisodeRequest
+from agent.evaluation import EvalOptions, run_eval
+from evals.builtin import BUILTIN
+from evals.metrics import paired_gain, percentile, summarize, wilson
+from evals.runner import ItemOutcome
+from evals.suite import Suite, SuiteError, SuiteItem, load_suite, resolve_suite
+from tests.unit.test_episodes import with_agent
+
+GOOD_YAML = """\
+name: tiny
+description: a worked example
+items:
+  - id: sum
+    prompt: "What is 2 + 2? Reply with only the number."
+    checks: [{type: numeric, expected: 4, strict: true}]
+    tags: [add]
+    split: train
+  - id: chat
+    messages:
+      - {role: user, content: "My name is Ada."}
+      - {role: assistant, content: "Hello Ada."}
+      - {role: user, content: "What is my name?"}
+    checks: [{type: regex, pattern: Ada}]
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_yaml_suite_with_prompts_and_messages(tmp_path: Path) -> None:
+    suite = load_suite(write(tmp_path, "tiny.yaml", GOOD_YAML))
+    assert (suite.name, suite.description, suite.splits()) == ("tiny", "a worked example",
+                                                              {"train": 1, "test": 1})  # fmt: skip
+    chat = suite.items[1]
+    assert chat.user_prompt == "What is my name?"
+    assert chat.history == [{"role": "user", "content": "My name is Ada."},
+                            {"role": "assistant", "content": "Hello Ada."}]  # fmt: skip
+    assert suite.items[0].check_specs()[0]["expected"] == 4
+
+
+def test_jsonl_suite(tmp_path: Path) -> None:
+    rows = [{"id": "a", "prompt": "hi", "checks": [{"type": "exact", "expected": "hello"}]},
+            {"id": "b", "prompt": "bye", "split": "heldout"}]  # fmt: skip
+    path = write(tmp_path, "s.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n\n")
+    suite = load_suite(path)
+    assert [i.id for i in suite.items] == ["a", "b"]
+    assert suite.select(split="heldout")[0].id == "b"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("bad.yaml", "items:\n  - id: a\n    prompt: [unclosed\n", "bad.yaml:3: not valid YAML"),
+        ("bad.yaml", "- id: a\n  prompt: x\n- id: a\n  prompt: y\n",
+         "bad.yaml:3: duplicate id 'a' (first at line 1)"),
+        ("bad.yaml", "- id: a\n  prompt: x\n- id: b\n  prompt: y\n  checks: [{type: vibes}]\n",
+         "bad.yaml:3: checks.0: unknown check type"),
+        ("bad.yaml", "- id: a\n", "bad.yaml:1: give exactly one of `prompt` and `messages`"),
+        ("bad.yaml", "- id: a\n  prompt: x\n  colour: red\n", "bad.yaml:1: colour: Extra inputs"),
+        ("bad.yaml", "name: x\nitems: 3\n", "bad.yaml:1: a suite is a list of items"),
+        ("bad.yaml", "name: x\n", "bad.yaml:1: a suite mapping needs an `items` list"),
+        ("bad.yaml", "", "bad.yaml:1: a suite is a list"),
+        ("bad.jsonl", '{"id": "a", "prompt": "x"}\n{"id": oops}\n', "bad.jsonl:2: not valid JSON"),
+        ("bad.jsonl", '{"id": "a", "prompt": "x", "checks": [{"type": "regex", "pattern": "("}]}\n',
+         "bad.jsonl:1: checks.0.regex.pattern: invalid regular expression"),
+        ("bad.txt", "whatever", "bad.txt: a suite is a .yaml, .yml or .jsonl file"),
+    ],
+)  # fmt: skip
+def test_bad_suite_files_name_the_file_and_line(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    path = write(tmp_path, name, text)
+    with pytest.raises(SuiteError) as e:
+        load_suite(path)
+    assert str(e.value).startswith(f"{tmp_path}/{message}"), str(e.value)
+
+
+def test_unknown_suite_name() -> None:
+    with pytest.raises(SuiteError, match=r"no-such: no such suite \(built-in: arithmetic, json-"):
+        resolve_suite("no-such")
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_builtin_suites_are_deterministic_with_disjoint_splits(name: str) -> None:
+    a, b = BUILTIN[name](), BUILTIN[name]()
+    assert [i.model_dump() for i in a.items] == [i.model_dump() for i in b.items]
+    assert a.splits() == {"train": 200, "heldout": 100}
+    train = {i.prompt for i in a.items if i.split == "train"}
+    heldout = {i.prompt for i in a.items if i.split == "heldout"}
+    assert not train & heldout
+    assert len({i.id for i in a.items}) == len(a.items)
+
+
+def test_builtin_checks_accept_the_right_answer() -> None:
+    from evals import VerifyContext, run_checks
+
+    arithmetic = BUILTIN["arithmetic"]().items[0]
+    a, op, b = arithmetic.user_prompt.split("? ")[0].removeprefix("What is ").split()
+    right = str(eval(f"{a}{op}{b}"))  # the suite's own question, computed independently
+    (verdict,) = asyncio.run(run_checks(arithmetic.checks, right, VerifyContext("p")))
+    assert verdict.passed
+    person = BUILTIN["json-extract"]().items[0]
+    expected = person.check_specs()[0]["expected"]
+    (verdict,) = asyncio.run(run_checks(person.checks, json.dumps(expected), VerifyContext("p")))
+    assert verdict.passed
+
+
+def test_wilson_interval_known_values() -> None:
+    lo, hi = wilson(7, 10)
+    assert (round(lo, 4), round(hi, 4)) == (0.3968, 0.8922)
+    assert wilson(0, 10)[0] == 0.0 and round(wilson(0, 10)[1], 4) == 0.2775
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_paired_gain_and_percentiles() -> None:
+    assert paired_gain(0, 0, 10) == {"gain": 0.0, "ci95": [0.0, 0.0]}
+    gain = paired_gain(3, 1, 20)
+    assert gain["gain"] == pytest.approx(0.1)
+    assert gain["ci95"][0] < 0.1 < gain["ci95"][1]
+    assert percentile([1, 2, 3, 4], 0.5) == 2.5
+    assert percentile([5.0], 0.95) == 5.0
+
+
+def _o(first: bool, final: bool, flip: bool = False, repairs: int = 0) -> ItemOutcome:
+    return ItemOutcome("i", "s", [], "e", "x", first, final, flip, repairs, 10, 1.0)
+
+
+def test_summary_on_known_outcomes() -> None:
+    outcomes = [_o(True, True), _o(False, True, repairs=1), _o(False, False, repairs=2),
+                _o(True, False, flip=True, repairs=1)]  # fmt: skip
+    m = summarize(outcomes)
+    assert (m["first_attempt_pass"]["k"], m["final_pass"]["k"]) == (2, 2)
+    assert m["repair_gain"]["gain"] == 0.0  # one fixed, one broken
+    assert m["harm_rate"]["k"] == 1 and m["harm_rate"]["n"] == 2
+    assert m["mean_repairs"] == 1.0 and m["tokens"] == 40
+
+
+SUITE = Suite(
+    "sums",
+    [
+        SuiteItem.model_validate(
+            {
+                "id": f"q{n}",
+                "prompt": f"{n} + {n}?",
+                "tags": ["even" if n % 2 == 0 else "odd"],
+                "checks": [{"type": "numeric", "expected": 2 * n}],
+            }
+        )
+        for n in range(1, 5)
+    ],
+    "test",
+)
+
+
+def test_runner_end_to_end_then_resume() -> None:
+    async def body(agent: Agent) -> tuple[dict, dict]:
+        options = EvalOptions(reflect=False, concurrency=2)
+        run_id, _ = agent.store.open_eval_run(SUITE.name, SUITE.source, options.config())
+        # an earlier, interrupted run answered q1 before it stopped
+        await agent.run(EpisodeRequest("1 + 1?", SUITE.items[0].check_specs(), suite="sums",
+                                       split="test", item_id="q1", eval_run_id=run_id))  # fmt: skip
+        seen: list[tuple[int, int]] = []
+        resumed = await run_eval(agent, SUITE, options, lambda d, t: seen.append((d, t)))
+        fresh = await run_eval(agent, SUITE, options)
+        return resumed | {"progress": seen}, fresh
+
+    # q1 answered before the interruption; then q2..q4; then a fresh run of all four.
+    script = ["2", "4", "7", "8", "2", "4", "6", "8"]
+    resumed, fresh = asyncio.run(with_agent(script, body))
+    assert resumed["resumed"] is True
+    assert resumed["progress"][0] == (1, 4) and resumed["progress"][-1] == (4, 4)
+    overall = resumed["metrics"]["overall"]
+    assert (overall["items"], overall["first_attempt_pass"]["k"]) == (4, 3)  # q3 said 7
+    assert resumed["metrics"]["by_tag"]["odd"]["first_attempt_pass"]["k"] == 1
+    assert (fresh["resumed"], fresh["metrics"]["overall"]["final_pass"]["k"]) == (False, 4)
+    assert fresh["run_id"] != resumed["run_id"]
