@@ -28,7 +28,7 @@ from agent.episodes import (
     validate_request,
 )
 from agent.errors import ReflexaError
-from agent.evaluation import EvalOptions, run_eval
+from agent.evaluation import EvalOptions, compare_eval_runs, run_eval
 from agent.model_client import ModelClient
 from agent.model_prepare import prepare_model, validate_model_dir
 from agent.runtime import connect, describe
@@ -381,6 +381,33 @@ def eval_run(
     latency = overall["latency_s"]
     click.echo(f"  latency p50 {latency['p50']:.2f} s, p95 {latency['p95']:.2f} s; "
                f"tokens {overall['tokens']}; errors {overall['errors']}")  # fmt: skip
+
+
+@eval_group.command("compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def eval_compare(settings: Settings, run_a: str, run_b: str, as_json: bool) -> None:
+    """Compare two runs item by item (McNemar's exact test on the pairs that differ)."""
+    store = Store.open(settings.database)
+    try:
+        doc = compare_eval_runs(store, run_a, run_b)
+    finally:
+        store.close()
+    if as_json:
+        _print_json(doc)
+        return
+    click.echo(
+        f"{doc['suite']}: {doc['items']} items in both runs (A {run_a[:12]}, B {run_b[:12]})"
+    )
+    for metric in ("first_attempt", "final"):
+        m = doc[metric]
+        click.echo(
+            f"  {metric + ' pass':20s} A {m['a']:6.1%}  B {m['b']:6.1%}"
+            f"  B-A {m['difference']:+6.1%}  (only A {m['only_a_passed']},"
+            f" only B {m['only_b_passed']}, p = {m['p_value']:.3g})"
+        )
 
 
 def main() -> None:

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from agent.episodes import Agent, EpisodeRequest
+from agent.errors import ReflexaError
+from agent.store import Store
+from evals.compare import compare_runs
 from evals.metrics import summarize
 from evals.runner import ItemOutcome, run_items
 from evals.suite import Suite, SuiteItem
@@ -109,3 +112,29 @@ async def run_eval(
         "metrics": metrics,
         "items": [o.to_dict() for o in outcomes],
     }
+
+
+def compare_eval_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
+    """`reflexa eval compare`: two recorded runs, paired on the items they share."""
+    runs = []
+    for run_id in (run_a, run_b):
+        run = store.eval_run(run_id)
+        if run is None:
+            raise ReflexaError(f"no eval run {run_id!r} (see the run id printed by `eval run`)")
+        per_item = {
+            e["item_id"]: {
+                "first_attempt": bool(e["first_passed"]),
+                "final": bool(e["final_passed"]),
+            }
+            for e in store.run_episodes(run_id)
+        }
+        runs.append((run, per_item))
+    (a, items_a), (b, items_b) = runs
+    result = compare_runs(items_a, items_b)
+    if result["items"] == 0:
+        raise ReflexaError(f"runs {run_a} ({a['suite']}) and {run_b} ({b['suite']}) share no items")
+    return {"a": _run_summary(a), "b": _run_summary(b), "suite": a["suite"]} | result
+
+
+def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
+    return {k: run[k] for k in ("id", "suite", "created_at", "status", "config")}

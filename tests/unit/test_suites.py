@@ -185,3 +185,33 @@ def test_runner_end_to_end_then_resume() -> None:
     assert resumed["metrics"]["by_tag"]["odd"]["first_attempt_pass"]["k"] == 1
     assert (fresh["resumed"], fresh["metrics"]["overall"]["final_pass"]["k"]) == (False, 4)
     assert fresh["run_id"] != resumed["run_id"]
+
+
+def test_mcnemar_exact_p_values() -> None:
+    from evals.compare import mcnemar_p
+
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(5, 5) == 1.0
+    assert mcnemar_p(0, 6) == pytest.approx(2 / 64)  # 2 * (1/2)^6
+    assert mcnemar_p(1, 9) == pytest.approx(2 * 11 / 1024)
+    assert mcnemar_p(9, 1) == mcnemar_p(1, 9)
+
+
+def test_compare_two_recorded_runs() -> None:
+    from agent.errors import ReflexaError
+    from agent.evaluation import compare_eval_runs
+
+    async def body(agent: Agent) -> tuple[dict, dict, Agent]:
+        a = await run_eval(agent, SUITE, EvalOptions(reflect=False))
+        b = await run_eval(agent, SUITE, EvalOptions(reflect=False, max_repairs=1))
+        return a, b, agent
+
+    # run A: q1, q2 right; run B: all four right
+    a, b, agent = asyncio.run(with_agent(["2", "4", "0", "0", "2", "4", "6", "8"], body))
+    doc = compare_eval_runs(agent.store, a["run_id"], b["run_id"])
+    first = doc["first_attempt"]
+    assert (doc["items"], first["a"], first["b"]) == (4, 0.5, 1.0)
+    assert (first["only_a_passed"], first["only_b_passed"]) == (0, 2)
+    assert first["p_value"] == 0.5
+    with pytest.raises(ReflexaError, match="no eval run 'nope'"):
+        compare_eval_runs(agent.store, a["run_id"], "nope")
