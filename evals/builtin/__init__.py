@@ -3,10 +3,14 @@
 from collections.abc import Callable
 
 from evals.builtin.arithmetic import arithmetic
+from evals.builtin.capabilities import capabilities
+from evals.builtin.humaneval import humaneval
 from evals.builtin.json_extract import json_extract
 from evals.suite import Suite
 
 BUILTIN: dict[str, Callable[[], Suite]] = {
     "arithmetic": arithmetic,
     "json-extract": json_extract,
+    "humaneval": humaneval,
+    "capabilities": capabilities,
 }

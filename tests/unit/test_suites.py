@@ -87,12 +87,12 @@ def test_bad_suite_files_name_the_file_and_line(
 
 
 def test_unknown_suite_name() -> None:
-    with pytest.raises(SuiteError, match=r"no-such: no such suite \(built-in: arithmetic, json-"):
+    with pytest.raises(SuiteError, match=r"no-such: no such suite \(built-in: arithmetic, capab"):
         resolve_suite("no-such")
 
 
-@pytest.mark.parametrize("name", sorted(BUILTIN))
-def test_builtin_suites_are_deterministic_with_disjoint_splits(name: str) -> None:
+@pytest.mark.parametrize("name", ["arithmetic", "json-extract"])
+def test_seeded_suites_are_deterministic_with_disjoint_splits(name: str) -> None:
     a, b = BUILTIN[name](), BUILTIN[name]()
     assert [i.model_dump() for i in a.items] == [i.model_dump() for i in b.items]
     assert a.splits() == {"train": 200, "heldout": 100}
@@ -215,3 +215,53 @@ def test_compare_two_recorded_runs() -> None:
     assert first["p_value"] == 0.5
     with pytest.raises(ReflexaError, match="no eval run 'nope'"):
         compare_eval_runs(agent.store, a["run_id"], "nope")
+
+
+def _verdicts(item: SuiteItem, answer: str) -> list:
+    from evals import VerifyContext, run_checks
+
+    return asyncio.run(run_checks(item.checks, answer, VerifyContext(item.user_prompt)))
+
+
+def test_humaneval_canonical_solutions_pass_and_empty_bodies_fail() -> None:
+    from evals import VerifyContext, run_checks
+    from evals.builtin.humaneval import problems
+
+    suite, solutions = BUILTIN["humaneval"](), problems()
+    assert len(suite.items) == 164
+
+    async def all_of(answers: list[str]) -> list[bool]:
+        gate = asyncio.Semaphore(8)
+
+        async def one(item: SuiteItem, answer: str) -> bool:
+            async with gate:
+                (v,) = await run_checks(item.checks, answer, VerifyContext(item.user_prompt))
+                return v.passed
+
+        return list(
+            await asyncio.gather(*(one(i, a) for i, a in zip(suite.items, answers, strict=True)))
+        )
+
+    canonical = [f"```python\n{p['prompt']}{p['canonical_solution']}```" for p in solutions]
+    empty = [f"```python\n{p['prompt']}    pass\n```" for p in solutions]
+    assert sum(asyncio.run(all_of(canonical))) == 164
+    assert sum(asyncio.run(all_of(empty))) == 0
+
+
+REFERENCE = {
+    "say-ok": "OK", "capital-japan": "Tokyo", "capital-france": "Paris.", "colour-sky": "Blue",
+    "three-lines": "apple\nbanana\ncherry", "uppercase": "HELLO", "reverse-word": "god",
+    "count-list": "[1, 2, 3]", "json-object": '{"colour": "red"}', "small-sum": "5",
+    "python-is-even": "```python\ndef is_even(n):\n    return n % 2 == 0\n```",
+    "python-reverse": "```python\ndef reverse(s):\n    return s[::-1]\n```",
+    "no-apology": "Keep the same bedtime every night.",
+}  # fmt: skip
+
+
+def test_every_grounded_capability_item_can_be_passed_and_failed() -> None:
+    suite = BUILTIN["capabilities"]()
+    grounded = [i for i in suite.items if all(c.type != "judge" for c in i.checks)]
+    assert sorted(i.id for i in grounded) == sorted(REFERENCE)
+    for item in grounded:
+        assert all(v.passed for v in _verdicts(item, REFERENCE[item.id])), item.id
+        assert not all(v.passed for v in _verdicts(item, "I cannot help with that.")), item.id
