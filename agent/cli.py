@@ -36,6 +36,7 @@ from agent.settings import Settings, load_settings
 from agent.store import Store
 from agent.vllm_server import stop_server
 from evals.builtin import BUILTIN
+from evals.report import write_report
 from evals.suite import SuiteError, resolve_suite
 
 err = Console(stderr=True, highlight=False)
@@ -362,8 +363,9 @@ def eval_run(
 
     with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as bar:
         report = asyncio.run(run(bar, bar.add_task(suite.name, total=None)))
+    paths = write_report(report, settings.home_dir / "reports" / report["run_id"])
     if as_json:
-        _print_json({k: v for k, v in report.items() if k != "items"})
+        _print_json({k: v for k, v in report.items() if k != "items"} | {"report": paths})
         return
     overall = report["metrics"]["overall"]
     if report["resumed"]:
@@ -381,6 +383,7 @@ def eval_run(
     latency = overall["latency_s"]
     click.echo(f"  latency p50 {latency['p50']:.2f} s, p95 {latency['p95']:.2f} s; "
                f"tokens {overall['tokens']}; errors {overall['errors']}")  # fmt: skip
+    click.echo(f"  report: {paths['html']}")
 
 
 @eval_group.command("compare")

@@ -265,3 +265,25 @@ def test_every_grounded_capability_item_can_be_passed_and_failed() -> None:
     for item in grounded:
         assert all(v.passed for v in _verdicts(item, REFERENCE[item.id])), item.id
         assert not all(v.passed for v in _verdicts(item, "I cannot help with that.")), item.id
+
+
+def test_report_json_html_markdown(tmp_path: Path) -> None:
+    import base64
+
+    from evals.report import cumulative_pass, write_report
+
+    async def body(agent: Agent) -> dict:
+        return await run_eval(agent, SUITE, EvalOptions(max_repairs=1, concurrency=1))
+
+    # q1 right; q2 wrong then repaired; q3, q4 right
+    run = asyncio.run(with_agent(["2", "5", '{"cause": "c", "fix": "f"}', "4", "6", "8"], body))
+    assert cumulative_pass(run["items"], 1) == [0.75, 1.0]
+    paths = write_report(run, tmp_path / "r")
+    assert json.loads(paths["json"].read_text())["run_id"] == run["run_id"]
+    md = paths["md"].read_text()
+    assert "| first-attempt pass | 75.0% (95% CI" in md and "| final pass | 100.0%" in md
+    page = paths["html"].read_text()
+    images = page.split('src="data:image/png;base64,')[1:]
+    assert len(images) == 3  # by attempt, by tag, latency
+    assert all(base64.b64decode(i.split('"')[0])[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    assert "<script" not in page  # self-contained and static

@@ -1,0 +1,142 @@
+"""A run's report: JSON, a self-contained HTML page with plots, and a markdown summary."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+
+def write_report(run: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write report.json, report.html and report.md for `run` (what `run_eval` returns)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out_dir / f"report.{ext}" for ext in ("json", "html", "md")}
+    paths["json"].write_text(json.dumps(run, indent=2, default=str) + "\n")
+    paths["md"].write_text(markdown(run))
+    plots = [_png(f) for f in (pass_by_attempt(run), pass_by_tag(run), latency_histogram(run))]
+    paths["html"].write_text(page(run, plots))
+    return paths
+
+
+def cumulative_pass(items: list[dict[str, Any]], max_attempts: int) -> list[float]:
+    """Share of items passed by attempt k (0 = the first answer), for k up to max_attempts."""
+    n = len(items) or 1
+    return [
+        sum(i["final_passed"] and i["repairs"] <= k for i in items) / n
+        for k in range(max_attempts + 1)
+    ]
+
+
+def pass_by_attempt(run: dict[str, Any]) -> Figure:
+    items = run["items"]
+    most = max((i["repairs"] for i in items), default=0)
+    rates = cumulative_pass(items, most)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    labels = ["first" if k == 0 else f"repair {k}" for k in range(len(rates))]
+    ax.bar(labels, rates, color="#4c72b0")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("passed (cumulative)")
+    ax.set_title("Pass by attempt")
+    return fig
+
+
+def pass_by_tag(run: dict[str, Any]) -> Figure:
+    tags = run["metrics"]["by_tag"] or {"all": run["metrics"]["overall"]}
+    names = list(tags)
+    first = [tags[t]["first_attempt_pass"]["rate"] for t in names]
+    final = [tags[t]["final_pass"]["rate"] for t in names]
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(names) + 2), 3.2))
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], first, width=0.4, label="first attempt", color="#4c72b0")
+    ax.bar([i + 0.2 for i in x], final, width=0.4, label="final", color="#55a868")
+    ax.set_xticks(list(x), names, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_title("Pass by tag")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def latency_histogram(run: dict[str, Any]) -> Figure:
+    latencies = [i["latency_s"] for i in run["items"] if i["error"] is None]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.hist(
+        latencies or [0.0], bins=min(20, max(len(latencies), 1)), color="#8172b2", edgecolor="white"
+    )
+    ax.set_xlabel("seconds per item")
+    ax.set_ylabel("items")
+    ax.set_title("Latency")
+    return fig
+
+
+def _png(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _rows(run: dict[str, Any]) -> list[tuple[str, str]]:
+    m = run["metrics"]["overall"]
+
+    def pct(r: dict[str, Any]) -> str:
+        lo, hi = r["ci95"]
+        return f"{r['rate']:.1%} (95% CI {lo:.1%} to {hi:.1%}, {r['k']}/{r['n']})"
+
+    gain = m["repair_gain"]
+    return [
+        ("items", str(m["items"])),
+        ("first-attempt pass", pct(m["first_attempt_pass"])),
+        ("final pass", pct(m["final_pass"])),
+        (
+            "repair gain",
+            f"{gain['gain']:+.1%} (95% CI {gain['ci95'][0]:+.1%} to {gain['ci95'][1]:+.1%})",
+        ),
+        ("harm (right→wrong)", pct(m["harm_rate"])),
+        ("mean repairs", f"{m['mean_repairs']:.2f}"),
+        ("tokens", str(m["tokens"])),
+        ("latency p50 / p95", f"{m['latency_s']['p50']:.2f} s / {m['latency_s']['p95']:.2f} s"),
+        ("errors", str(m["errors"])),
+    ]
+
+
+def markdown(run: dict[str, Any]) -> str:
+    options = json.dumps(run["config"])
+    lines = [f"# {run['suite']}, run {run['run_id']}", "", f"Options: `{options}`", ""]
+    lines += ["| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in _rows(run)]
+    return "\n".join(lines) + "\n"
+
+
+def page(run: dict[str, Any], plots: list[str]) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _rows(run)
+    )
+    failed = [i for i in run["items"] if not i["final_passed"]][:50]
+    failures = "".join(
+        f"<tr><td>{html.escape(i['item_id'])}</td><td>{html.escape(i['status'])}</td>"
+        f"<td>{html.escape(i['error'] or '')}</td><td><code>{i['episode_id']}</code></td></tr>"
+        for i in failed
+    )
+    images = "".join(f'<img alt="plot" src="data:image/png;base64,{p}">' for p in plots)
+    title = html.escape(f"{run['suite']}, run {run['run_id']}")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;margin:1em 0}}th,td{{border:1px solid #ddd;padding:.3em .7em;
+text-align:left}}img{{max-width:100%;margin:.5em}}code{{font-size:.85em}}</style></head>
+<body><h1>{title}</h1><p>Options: <code>{html.escape(json.dumps(run["config"]))}</code></p>
+<table>{rows}</table><div>{images}</div>
+<h2>Items that did not pass ({len(failed)} shown)</h2>
+<table><tr><th>item</th><th>status</th><th>error</th><th>episode</th></tr>{failures}</table>
+</body></html>
+"""
