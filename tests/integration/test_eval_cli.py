@@ -28,6 +28,9 @@ def test_eval_run_records_episodes_and_metrics(vllm_session: Session, server: Mo
     assert 0 <= first["k"] <= 4 and first["ci95"][0] <= first["rate"] <= first["ci95"][1]
     assert overall["final_pass"] == first  # no reflection: nothing can change
     assert list(doc["metrics"]["by_split"]) == ["heldout"]
+    html = Path(doc["report"]["html"])
+    assert html.parent == vllm_session.home / "reports" / doc["run_id"]
+    assert html.read_text().count("data:image/png;base64,") == 3
     with sqlite3.connect(vllm_session.home / "reflexa.db") as conn:
         rows = conn.execute(
             "select suite, split, count(*) from episodes where eval_run_id = ? group by 1, 2",
