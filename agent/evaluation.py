@@ -92,7 +92,9 @@ async def run_eval(
                 suite=suite.name, split=item.split, item_id=item.id, eval_run_id=run_id,
             )
         )  # fmt: skip
-        return outcome(store.episode(result.episode_id) or {}, item)
+        episode = store.episode(result.episode_id)
+        assert episode is not None, "agent.run records every episode"
+        return outcome(episode, item)
 
     def tick(_: ItemOutcome) -> None:
         progress[0] += 1
