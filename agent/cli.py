@@ -101,6 +101,15 @@ def model_prepare(settings: Settings, as_json: bool) -> None:
         click.echo(message)
 
 
+def _client(settings: Settings) -> ModelClient:
+    with err.status("connecting to vLLM") as status:
+        return connect(
+            settings,
+            log=err.print,
+            on_wait=lambda s: status.update(f"starting vLLM: waiting for /health ({s:.0f} s)"),
+        )
+
+
 @model.command("serve")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Override the port.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -110,12 +119,7 @@ def model_serve(settings: Settings, port: int | None, as_json: bool) -> None:
     if port is not None:
         server = settings.server.model_copy(update={"port": port})
         settings = settings.model_copy(update={"server": server})
-    with err.status("starting vLLM") as status:
-        client = connect(
-            settings,
-            log=err.print,
-            on_wait=lambda s: status.update(f"starting vLLM: waiting for /health ({s:.0f} s)"),
-        )
+    client = _client(settings)
     if as_json:
         _print_json(describe(settings))
     else:
@@ -149,15 +153,6 @@ def model_stop(settings: Settings) -> None:
     click.echo(
         f"stopped vLLM (pid {record.pid})" if record else "no managed vLLM server was running"
     )
-
-
-def _client(settings: Settings) -> ModelClient:
-    with err.status("connecting to vLLM") as status:
-        return connect(
-            settings,
-            log=err.print,
-            on_wait=lambda s: status.update(f"starting vLLM: waiting for /health ({s:.0f} s)"),
-        )
 
 
 def _parse_check(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list:
@@ -202,13 +197,10 @@ def ask(
     try:  # bad input is refused (and recorded) before any model is started
         validate_request(request, settings.reflect)
     except BadRequest as e:
-        store = Store.open(settings.database)
-        try:
+        with Store.open(settings.database) as store:
             refused = record_refusal(
                 store, request, str(e), adapter or settings.model.name, settings.reflect
             )
-        finally:
-            store.close()
         raise ReflexaError(f"{e} (recorded as episode {refused.episode_id})") from None
     client = _client(settings)
 
@@ -281,11 +273,8 @@ def failures() -> None:
 @click.pass_obj
 def failures_list(settings: Settings, limit: int, as_json: bool) -> None:
     """The newest failures, with how they ended."""
-    store = Store.open(settings.database)
-    try:
+    with Store.open(settings.database) as store:
         rows = store.failures(limit)
-    finally:
-        store.close()
     if as_json:
         _print_json(rows)
         return
@@ -393,11 +382,8 @@ def eval_run(
 @click.pass_obj
 def eval_compare(settings: Settings, run_a: str, run_b: str, as_json: bool) -> None:
     """Compare two runs item by item (McNemar's exact test on the pairs that differ)."""
-    store = Store.open(settings.database)
-    try:
+    with Store.open(settings.database) as store:
         doc = compare_eval_runs(store, run_a, run_b)
-    finally:
-        store.close()
     if as_json:
         _print_json(doc)
         return

@@ -117,9 +117,17 @@ def record_refusal(
     """Record a request refused before any model was involved (the episode exists anyway)."""
     thread_id = request.thread_id or uuid.uuid4().hex
     episode_id = start_record(store, request, thread_id, model, reflect)
-    store.finish_episode(episode_id, status="error", answer=None, error=error, attempts=[],
-                         latency_s=0.0)  # fmt: skip
-    return EpisodeResult(episode_id, thread_id, "error", None, error, [], 0.0, 0.0)
+    return record_error(store, episode_id, thread_id, error, 0.0)
+
+
+def record_error(
+    store: Store, episode_id: str, thread_id: str, error: str, latency_s: float
+) -> EpisodeResult:
+    """Complete an episode that ended without an answer."""
+    store.finish_episode(
+        episode_id, status="error", answer=None, error=error, attempts=[], latency_s=latency_s
+    )
+    return EpisodeResult(episode_id, thread_id, "error", None, error, [], latency_s, 0.0)
 
 
 class Agent:
@@ -190,7 +198,8 @@ class Agent:
                     for node, update in chunk.items():
                         await on_event("node", {"node": node, "update": update})
         except Exception as e:
-            return self._finish_error(episode_id, thread_id, describe_model_error(e), started)
+            latency = time.perf_counter() - started
+            return record_error(self.store, episode_id, thread_id, describe_model_error(e), latency)
         state = (await self.graph.aget_state(config)).values
         result = EpisodeResult(
             episode_id=episode_id,
@@ -208,15 +217,6 @@ class Agent:
             final_index=state["final_index"], corrections=corrections_from(state),
         )  # fmt: skip
         return result
-
-    def _finish_error(
-        self, episode_id: str, thread_id: str, error: str, started: float
-    ) -> EpisodeResult:
-        latency = time.perf_counter() - started
-        self.store.finish_episode(
-            episode_id, status="error", answer=None, error=error, attempts=[], latency_s=latency
-        )
-        return EpisodeResult(episode_id, thread_id, "error", None, error, [], latency, 0.0)
 
 
 def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -266,9 +266,6 @@ async def open_agent(
             judge=make_judge(helper) if r.judge else None,
             diagnose_llm=helper,
         )
-        store = Store.open(settings.database)
-        try:
+        with Store.open(settings.database) as store:
             async with open_checkpointer(settings) as saver:
                 yield Agent(build_reflection_graph(saver), store, context, r)
-        finally:
-            store.close()

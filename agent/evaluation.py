@@ -80,9 +80,9 @@ async def run_eval(
     run_id, resumed = store.open_eval_run(suite.name, suite.source, options.config())
     done = {e["item_id"] for e in store.run_episodes(run_id)}
     todo = [i for i in items if i.id not in done]
-    progress = [len(items) - len(todo)]
+    done_count = len(items) - len(todo)
     if on_progress:
-        on_progress(progress[0], len(items))
+        on_progress(done_count, len(items))
 
     async def solve(item: SuiteItem) -> ItemOutcome:
         result = await agent.run(
@@ -97,9 +97,10 @@ async def run_eval(
         return outcome(episode, item)
 
     def tick(_: ItemOutcome) -> None:
-        progress[0] += 1
+        nonlocal done_count
+        done_count += 1
         if on_progress:
-            on_progress(progress[0], len(items))
+            on_progress(done_count, len(items))
 
     await run_items(todo, solve, options.concurrency, tick)
     episodes = store.run_episodes(run_id)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.runtime import Runtime
@@ -38,14 +38,17 @@ async def repair(state: ReflectionState, runtime: Runtime[ReflectionContext]) ->
 
 
 async def _answer(
-    state: ReflectionState, ctx: ReflectionContext, messages: list[dict[str, str]], kind: str
+    state: ReflectionState,
+    ctx: ReflectionContext,
+    messages: list[dict[str, str]],
+    kind: Literal["generate", "repair"],
 ) -> dict[str, Any]:
     started = time.perf_counter()
     reply = await ctx.llm.ainvoke(messages)
     seconds = time.perf_counter() - started
     usage = reply.usage_metadata
     attempt: Attempt = {
-        "kind": "generate" if kind == "generate" else "repair",
+        "kind": kind,
         "answer": reply.text,
         "verdicts": [],
         "passed": False,
@@ -63,15 +66,16 @@ async def _answer(
 async def evaluate(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
     prompt = state["messages"][-1]["content"]
     last = state["attempts"][-1].copy()
-    judge_s = [0.0]
+    judge_s = 0.0
 
     async def timed_judge(prompt: str, answer: str, rubric: str) -> JudgeResult:
+        nonlocal judge_s
         assert runtime.context.judge is not None
         started = time.perf_counter()
         try:
             return await runtime.context.judge(prompt, answer, rubric)
         finally:
-            judge_s[0] += time.perf_counter() - started
+            judge_s += time.perf_counter() - started
 
     ctx = VerifyContext(prompt, timed_judge if runtime.context.judge else None)
     task_checks = parse_checks(state["checks"])
@@ -88,7 +92,7 @@ async def evaluate(state: ReflectionState, runtime: Runtime[ReflectionContext]) 
         gold = await run_checks(parse_checks(state["gold"]), last["answer"], ctx)
         last["gold_passed"] = all(v.passed for v in gold if v.error is None)
     attempts = [*state["attempts"][:-1], last]
-    return {"attempts": attempts, "model_s": state["model_s"] + judge_s[0]}
+    return {"attempts": attempts, "model_s": state["model_s"] + judge_s}
 
 
 def after_evaluate(state: ReflectionState) -> str:
