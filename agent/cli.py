@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +20,8 @@ from rich.progress import MofNCompleteColumn, Progress, TaskID
 from rich.table import Table
 
 from agent.chat import chat_loop, verdict_line
+from agent.cli_common import adapter_for, client_for, err, print_json
+from agent.cli_learn import register
 from agent.episodes import (
     BadRequest,
     EpisodeRequest,
@@ -29,9 +32,8 @@ from agent.episodes import (
 )
 from agent.errors import ReflexaError
 from agent.evaluation import EvalOptions, compare_eval_runs, run_eval
-from agent.model_client import ModelClient
 from agent.model_prepare import prepare_model, validate_model_dir
-from agent.runtime import connect, describe
+from agent.runtime import describe
 from agent.settings import Settings, load_settings
 from agent.store import Store
 from agent.vllm_server import stop_server
@@ -39,7 +41,10 @@ from evals.builtin import BUILTIN
 from evals.report import write_report
 from evals.suite import SuiteError, resolve_suite
 
-err = Console(stderr=True, highlight=False)
+ADAPTER_HELP = (
+    "Answer through this adapter: a version (v3), a served name, or `base`. "
+    "Default: the promoted adapter, if any."
+)
 
 
 class _Group(click.Group):
@@ -48,10 +53,6 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ReflexaError as e:
             raise click.ClickException(str(e)) from None
-
-
-def _print_json(doc: object) -> None:
-    click.echo(json.dumps(doc, indent=2, default=str))
 
 
 @click.group(cls=_Group)
@@ -65,6 +66,8 @@ def _print_json(doc: object) -> None:
 def cli(ctx: click.Context, config: Path | None) -> None:
     """Reflexa: a model that checks its own answers and learns from its mistakes."""
     ctx.obj = load_settings(config)
+    if config is not None:  # child processes (training, scheduled cycles) read the same file
+        os.environ["REFLEXA_CONFIG"] = str(config.resolve())
 
 
 @cli.group()
@@ -96,18 +99,9 @@ def model_prepare(settings: Settings, as_json: bool) -> None:
             f"(logits match the GGUF load, max diff {prepared.max_logit_diff:.2g})"
         )
     if as_json:
-        _print_json(doc)
+        print_json(doc)
     else:
         click.echo(message)
-
-
-def _client(settings: Settings) -> ModelClient:
-    with err.status("connecting to vLLM") as status:
-        return connect(
-            settings,
-            log=err.print,
-            on_wait=lambda s: status.update(f"starting vLLM: waiting for /health ({s:.0f} s)"),
-        )
 
 
 @model.command("serve")
@@ -119,9 +113,9 @@ def model_serve(settings: Settings, port: int | None, as_json: bool) -> None:
     if port is not None:
         server = settings.server.model_copy(update={"port": port})
         settings = settings.model_copy(update={"server": server})
-    client = _client(settings)
+    client = client_for(settings)
     if as_json:
-        _print_json(describe(settings))
+        print_json(describe(settings))
     else:
         click.echo(f"serving {client.model} at {client.url}")
 
@@ -133,7 +127,7 @@ def model_status(settings: Settings, as_json: bool) -> None:
     """Show the server's url, model, pid, health and loaded adapters (exit 1 if not healthy)."""
     doc = describe(settings)
     if as_json:
-        _print_json(doc)
+        print_json(doc)
     elif doc["url"] is None:
         click.echo("no managed vLLM server is running")
     else:
@@ -172,7 +166,7 @@ def _parse_check(ctx: click.Context, param: click.Parameter, values: tuple[str, 
 @click.argument("prompt")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--max-repairs", type=click.IntRange(0, 10), default=None, help="Repair budget.")
-@click.option("--adapter", default=None, help="Answer through this served LoRA adapter.")
+@click.option("--adapter", default=None, help=ADAPTER_HELP)
 @click.option(
     "--check",
     "checks",
@@ -202,7 +196,8 @@ def ask(
                 store, request, str(e), adapter or settings.model.name, settings.reflect
             )
         raise ReflexaError(f"{e} (recorded as episode {refused.episode_id})") from None
-    client = _client(settings)
+    client = client_for(settings)
+    adapter = adapter_for(settings, client, adapter)
 
     async def run() -> EpisodeResult:
         async with open_agent(settings, client, adapter) as agent:
@@ -211,7 +206,7 @@ def ask(
 
     result = asyncio.run(run())
     if as_json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
         if result.error:
             raise SystemExit(1)
         return
@@ -233,11 +228,12 @@ def _status_note(result: EpisodeResult) -> str:
 
 @cli.command()
 @click.option("--thread", "thread_id", default=None, help="Resume this thread.")
-@click.option("--adapter", default=None, help="Answer through this served LoRA adapter.")
+@click.option("--adapter", default=None, help=ADAPTER_HELP)
 @click.pass_obj
 def chat(settings: Settings, thread_id: str | None, adapter: str | None) -> None:
     """Chat in the terminal (works with piped input too). /help lists the commands."""
-    client = _client(settings)
+    client = client_for(settings)
+    adapter = adapter_for(settings, client, adapter)
     console = Console(highlight=False)
     interactive = sys.stdin.isatty()
 
@@ -276,7 +272,7 @@ def failures_list(settings: Settings, limit: int, as_json: bool) -> None:
     with Store.open(settings.database) as store:
         rows = store.failures(limit)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         click.echo("no failures recorded")
@@ -303,7 +299,7 @@ def eval_list(as_json: bool) -> None:
     doc = [{"name": s.name, "items": len(s.items), "splits": s.splits(),
             "description": s.description} for s in suites]  # fmt: skip
     if as_json:
-        _print_json(doc)
+        print_json(doc)
         return
     table = Table("suite", "items", "splits", "description")
     for d in doc:
@@ -318,7 +314,7 @@ def eval_list(as_json: bool) -> None:
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N items.")
 @click.option("--no-reflect", is_flag=True, help="First answers only: no diagnosis or repair.")
 @click.option("--max-repairs", type=click.IntRange(0, 10), default=None, help="Repair budget.")
-@click.option("--adapter", default=None, help="Answer through this served LoRA adapter.")
+@click.option("--adapter", default=None, help=ADAPTER_HELP)
 @click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_obj
@@ -340,8 +336,9 @@ def eval_run(
         raise ReflexaError(str(e)) from None
     if split is not None and split not in suite.splits():
         raise ReflexaError(f"{suite.name} has no split {split!r} (it has {sorted(suite.splits())})")
+    client = client_for(settings)
+    adapter = adapter_for(settings, client, adapter)
     options = EvalOptions(split, limit, not no_reflect, max_repairs, adapter, concurrency)
-    client = _client(settings)
 
     async def run(bar: Progress, task: TaskID) -> dict[str, Any]:
         async with open_agent(settings, client, adapter) as agent:
@@ -354,7 +351,7 @@ def eval_run(
         report = asyncio.run(run(bar, bar.add_task(suite.name, total=None)))
     paths = write_report(report, settings.home_dir / "reports" / report["run_id"])
     if as_json:
-        _print_json({k: v for k, v in report.items() if k != "items"} | {"report": paths})
+        print_json({k: v for k, v in report.items() if k != "items"} | {"report": paths})
         return
     overall = report["metrics"]["overall"]
     if report["resumed"]:
@@ -385,7 +382,7 @@ def eval_compare(settings: Settings, run_a: str, run_b: str, as_json: bool) -> N
     with Store.open(settings.database) as store:
         doc = compare_eval_runs(store, run_a, run_b)
     if as_json:
-        _print_json(doc)
+        print_json(doc)
         return
     click.echo(
         f"{doc['suite']}: {doc['items']} items in both runs (A {run_a[:12]}, B {run_b[:12]})"
@@ -397,6 +394,9 @@ def eval_compare(settings: Settings, run_a: str, run_b: str, as_json: bool) -> N
             f"  B-A {m['difference']:+6.1%}  (only A {m['only_a_passed']},"
             f" only B {m['only_b_passed']}, p = {m['p_value']:.3g})"
         )
+
+
+register(cli, failures)
 
 
 def main() -> None:

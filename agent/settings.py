@@ -72,6 +72,35 @@ class ReflectSettings(BaseModel):
     )
 
 
+class CycleSettings(BaseModel):
+    """The self-repair cycle: what it trains on and when the gate promotes."""
+
+    train_config: Path | None = Field(
+        default=None, description="YAML training config (trainers/config.py); unset: defaults."
+    )
+    allow_gold: bool = Field(
+        default=True, description="Train on gold answers where the model's own repair failed."
+    )
+    sample_n: int = Field(
+        default=4, ge=0, le=16,
+        description="Samples per failed training prompt, kept if the checks pass (0: none).",
+    )  # fmt: skip
+    sample_temperature: float = Field(default=1.0, gt=0, le=2)
+    sample_max_tokens: int = Field(default=256, ge=1, description="Tokens per sample.")
+    sample_limit: int = Field(default=100, ge=0, description="Prompts sampled per cycle, at most.")
+    alpha: float = Field(
+        default=0.05, gt=0, lt=1, description="Held-out gain must have McNemar p below this."
+    )
+    max_drop: float = Field(
+        default=0.02, ge=0, le=1, description="No gate suite may drop by more than this."
+    )
+    concurrency: int = Field(default=8, ge=1, le=256, description="Gate requests in flight.")
+    misfire_grace_s: int = Field(
+        default=6 * 3600, ge=1,
+        description="A scheduled cycle missed (scheduler down) still runs if this late.",
+    )  # fmt: skip
+
+
 class Settings(BaseSettings):
     """Everything configurable. Nested groups map to TOML tables and `REFLEXA_GROUP__FIELD`."""
 
@@ -98,6 +127,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     reflect: ReflectSettings = Field(default_factory=ReflectSettings)
+    cycle: CycleSettings = Field(default_factory=CycleSettings)
 
     @classmethod
     def settings_customise_sources(

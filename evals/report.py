@@ -22,7 +22,9 @@ def write_report(run: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     paths = {ext: out_dir / f"report.{ext}" for ext in ("json", "html", "md")}
     paths["json"].write_text(json.dumps(run, indent=2, default=str) + "\n")
     paths["md"].write_text(markdown(run))
-    plots = [_png(f) for f in (pass_by_attempt(run), pass_by_tag(run), latency_histogram(run))]
+    plots = [
+        figure_png(f) for f in (pass_by_attempt(run), pass_by_tag(run), latency_histogram(run))
+    ]
     paths["html"].write_text(page(run, plots))
     return paths
 
@@ -77,7 +79,7 @@ def latency_histogram(run: dict[str, Any]) -> Figure:
     return fig
 
 
-def _png(fig: Figure) -> str:
+def figure_png(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)

@@ -10,10 +10,18 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import selectinload, sessionmaker
 
 from agent.store.db import make_engine, migrate
-from agent.store.tables import Attempt, Correction, Episode, EvalRun, utcnow
+from agent.store.tables import (
+    Adapter,
+    Attempt,
+    Correction,
+    Cycle,
+    Episode,
+    EvalRun,
+    utcnow,
+)
 
 
 def prompt_hash(prompt: str) -> str:
@@ -177,6 +185,118 @@ class Store:
         with self._session() as s:
             row = s.get(EvalRun, run_id)
             return None if row is None else _columns(row)
+
+    def training_episodes(self, split: str) -> list[dict[str, Any]]:
+        """Answered episodes of `split` or of no split (chat, `ask`), with their attempts."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(Episode)
+                .options(selectinload(Episode.attempts))
+                .where(
+                    Episode.status.in_(("passed", "repaired", "unresolved")),
+                    Episode.split.is_(None) | (Episode.split == split),
+                )
+                .order_by(Episode.created_at)
+            )
+            return [episode_dict(r, with_attempts=True) for r in rows if r.attempts]
+
+    def prompt_hashes_outside_split(self, split: str) -> set[str]:
+        """Prompts recorded under any split other than `split` (held-out, gate, test)."""
+        with self._session() as s:
+            prompts = s.scalars(
+                select(Episode.prompt)
+                .distinct()
+                .where(Episode.split.is_not(None), Episode.split != split)
+            )
+            return {prompt_hash(p) for p in prompts}
+
+    # The adapter registry.
+
+    def next_adapter_version(self) -> str:
+        with self._session() as s:
+            versions = s.scalars(select(Adapter.version))
+            return f"v{max((int(v[1:]) for v in versions), default=0) + 1}"
+
+    def add_adapter(self, **fields: Any) -> dict[str, Any]:
+        with self._session.begin() as s:
+            row = Adapter(status="candidate", **fields)
+            s.add(row)
+            s.flush()
+            return _columns(row)
+
+    def adapters(self) -> list[dict[str, Any]]:
+        with self._session() as s:
+            return [_columns(r) for r in s.scalars(select(Adapter).order_by(Adapter.created_at))]
+
+    def adapter(self, version: str) -> dict[str, Any] | None:
+        with self._session() as s:
+            row = s.get(Adapter, version)
+            return None if row is None else _columns(row)
+
+    def promoted_adapter(self) -> dict[str, Any] | None:
+        """The adapter that ask, chat, serve and eval use by default (None: the base model)."""
+        with self._session() as s:
+            row = s.scalars(select(Adapter).where(Adapter.status == "promoted")).first()
+            return None if row is None else _columns(row)
+
+    def update_adapter(self, version: str, *, metrics: dict[str, Any] | None = None,
+                       **fields: Any) -> None:  # fmt: skip
+        """Set columns; `metrics` entries are merged into the adapter's metrics."""
+        with self._session.begin() as s:
+            row = s.get_one(Adapter, version)
+            for key, value in fields.items():
+                setattr(row, key, value)
+            if metrics:
+                row.metrics = {**row.metrics, **metrics}
+
+    def set_promoted(self, version: str | None, reason: str, demoted_status: str) -> None:
+        """Make `version` (None: the base model) the default in one transaction; the
+        adapter that was promoted gets `demoted_status` (retired, or rejected on rollback)."""
+        with self._session.begin() as s:
+            for row in s.scalars(select(Adapter).where(Adapter.status == "promoted")):
+                row.status, row.reason = demoted_status, reason
+            if version is not None:
+                row = s.get_one(Adapter, version)
+                row.status, row.reason, row.promoted_at = "promoted", reason, utcnow()
+
+    # Self-repair cycles.
+
+    def start_cycle(self, trigger: str) -> str:
+        """A new cycle; cycles left `running` by a killed process are marked failed."""
+        cycle_id = uuid.uuid4().hex
+        with self._session.begin() as s:
+            for row in s.scalars(select(Cycle).where(Cycle.status == "running")):
+                row.status, row.reason = "failed", "interrupted (the process was stopped)"
+                row.finished_at = utcnow()
+            s.add(Cycle(id=cycle_id, status="running", trigger=trigger, stages=[]))
+        return cycle_id
+
+    def record_stage(self, cycle_id: str, stage: dict[str, Any]) -> None:
+        with self._session.begin() as s:
+            row = s.get_one(Cycle, cycle_id)
+            row.stages = [*row.stages, stage]
+
+    def finish_cycle(self, cycle_id: str, *, status: str, reason: str | None,
+                     adapter_version: str | None, result: dict[str, Any]) -> None:  # fmt: skip
+        with self._session.begin() as s:
+            row = s.get_one(Cycle, cycle_id)
+            row.status, row.reason, row.adapter_version = status, reason, adapter_version
+            row.result, row.finished_at = result, utcnow()
+
+    def cycles(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self._session() as s:
+            rows = s.scalars(select(Cycle).order_by(Cycle.started_at.desc()).limit(limit))
+            return [_columns(r) for r in rows]
+
+    def eval_run_source(self, suite: str) -> str | None:
+        """Where the suite of that name was last run from (a file path, or built-in)."""
+        with self._session() as s:
+            return s.scalars(
+                select(EvalRun.source)
+                .where(EvalRun.suite == suite)
+                .order_by(EvalRun.created_at.desc())
+                .limit(1)
+            ).first()
 
     def corrections(self) -> list[dict[str, Any]]:
         with self._session() as s:

@@ -109,3 +109,39 @@ class EvalRun(Base):
     config: Mapped[dict[str, Any]]
     config_key: Mapped[str] = mapped_column(String(64), index=True)  # suite + options, hashed
     metrics: Mapped[dict[str, Any] | None]
+
+
+class Adapter(Base):
+    """A trained LoRA adapter and what the gate made of it."""
+
+    __tablename__ = "adapters"
+    version: Mapped[str] = mapped_column(String(32), primary_key=True)  # v1, v2, …
+    name: Mapped[str] = mapped_column(String(64))  # reflexa-<hash12>: its name in vLLM
+    path: Mapped[str] = mapped_column(Text)
+    parent: Mapped[str | None] = mapped_column(String(32))  # the default when it was trained
+    base_model: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(8))  # sft | dpo
+    dataset_hash: Mapped[str] = mapped_column(String(64))
+    examples: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    promoted_at: Mapped[datetime | None]
+    # candidate | promoted | rejected | retired
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any]]
+
+
+class Cycle(Base):
+    """One `reflexa cycle`: compile → train → gate → promote, each stage timed."""
+
+    __tablename__ = "cycles"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]
+    # running | promoted | rejected | skipped | failed
+    status: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(16))  # cli | schedule
+    stages: Mapped[list[Any]]
+    adapter_version: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None]

@@ -1,0 +1,169 @@
+"""The dataset compiler: sources, dedup, the contamination guard, both formats, export."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from datasets import load_from_disk
+
+from agent.cli import cli
+from agent.store import Store, prompt_hash
+from agent.store.db import sqlite_url
+from evals.builtin import BUILTIN
+from trainers.dataset import compile_examples, gold_answer, to_records, write_dataset
+
+NUMERIC_42 = [{"type": "numeric", "expected": 42, "strict": True}]
+
+
+def attempt(answer: str, passed: bool, kind: str = "grounded") -> dict[str, Any]:
+    verdict = {"verifier": "numeric", "passed": passed, "score": float(passed), "feedback": "",
+               "kind": kind, "error": None}  # fmt: skip
+    return {"kind": "generate", "answer": answer, "verdicts": [verdict], "passed": passed,
+            "score": float(passed), "model": "m"}  # fmt: skip
+
+
+def episode(
+    store: Store,
+    prompt: str,
+    attempts: list[dict[str, Any]],
+    *,
+    split: str | None = "train",
+    status: str | None = None,
+    checks: list[dict[str, Any]] | None = None,
+    corrections: list[dict[str, Any]] = (),  # type: ignore[assignment]
+) -> str:
+    id = uuid.uuid4().hex
+    store.start_episode(
+        id=id, thread_id=id, prompt=prompt, messages=[{"role": "user", "content": prompt}],
+        checks=NUMERIC_42 if checks is None else checks, model="m", suite="s", split=split,
+    )  # fmt: skip
+    passed = attempts[-1]["passed"]
+    status = status or (
+        "passed" if attempts[0]["passed"] else "repaired" if passed else "unresolved"
+    )
+    store.finish_episode(id, status=status, answer=attempts[-1]["answer"], error=None,
+                         attempts=attempts, latency_s=0.1, corrections=corrections)  # fmt: skip
+    return id
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    with Store.open(sqlite_url(tmp_path / "db.sqlite")) as s:
+        yield s  # type: ignore[misc]
+
+
+def test_each_source_and_its_priority(store: Store) -> None:
+    self_id = episode(store, "What is 40 + 2?", [attempt("42", True)])
+    repaired_id = episode(
+        store, "What is 41 + 1?", [attempt("41+1=43", False), attempt("42", True)],
+        corrections=[{"prompt": "What is 41 + 1?", "rejected": "41+1=43", "chosen": "42",
+                      "source": "repair", "verified": True}],
+    )  # fmt: skip
+    gold_id = episode(store, "What is 39 + 3?", [attempt("39 + 3 = 45", False)])
+    episode(store, "Judge only?", [attempt("yes", True, kind="judge")], checks=[])
+    examples = {e.prompt: e for e in compile_examples(store, protected=set()).examples}
+    assert set(examples) == {"What is 40 + 2?", "What is 41 + 1?", "What is 39 + 3?"}
+    assert (examples["What is 40 + 2?"].source, examples["What is 40 + 2?"].episode_ids) == (
+        "self",
+        [self_id],
+    )
+    repaired = examples["What is 41 + 1?"]
+    assert (repaired.source, repaired.chosen, repaired.rejected) == ("repair", "42", "41+1=43")
+    assert repaired.episode_ids == [repaired_id]
+    gold = examples["What is 39 + 3?"]
+    assert (gold.source, gold.chosen, gold.rejected, gold.episode_ids) == (
+        "gold", "42", "39 + 3 = 45", [gold_id])  # fmt: skip
+
+    no_gold = compile_examples(store, allow_gold=False, protected=set())
+    assert {e.source for e in no_gold.examples} == {"self", "repair"}
+
+
+def test_dedup_by_normalised_prompt_keeps_the_best_source_and_all_provenance(store: Store) -> None:
+    a = episode(store, "What is 40 + 2?", [attempt("42", True)])
+    b = episode(
+        store, "  what is 40 +   2?", [attempt("x", False), attempt("42", True)],
+        corrections=[{"prompt": "  what is 40 +   2?", "rejected": "x", "chosen": "42",
+                      "source": "repair", "verified": True}],
+    )  # fmt: skip
+    compiled = compile_examples(store, protected=set())
+    assert len(compiled.examples) == 1 and compiled.merged >= 1
+    only = compiled.examples[0]
+    assert only.source == "repair" and only.rejected == "x"
+    assert set(only.episode_ids) == {a, b}
+
+
+def test_unverified_repairs_and_gold_that_fails_its_checks_are_left_out(store: Store) -> None:
+    episode(
+        store, "Say hi", [attempt("bye", False), attempt("hi", True, kind="judge")],
+        checks=[{"type": "judge"}],
+        corrections=[{"prompt": "Say hi", "rejected": "bye", "chosen": "hi", "source": "repair",
+                      "verified": False}],
+    )  # fmt: skip
+    # The gold text from `exact` is refused by the item's own regex check: not verified.
+    checks = [{"type": "exact", "expected": "Tokyo"}, {"type": "regex", "pattern": "^kyoto$"}]
+    episode(store, "Capital?", [attempt("Osaka", False)], checks=checks)
+    assert compile_examples(store, protected=set()).examples == []
+
+
+def test_contamination_guard_never_trains_on_gate_or_heldout_prompts(store: Store) -> None:
+    heldout = next(i for i in BUILTIN["arithmetic"]().items if i.split == "heldout")
+    frozen = BUILTIN["capabilities"]().items[0]
+    # Asked in chat (no split) and answered right: still a held-out / gate prompt.
+    episode(store, heldout.user_prompt, [attempt("x", True)], split=None)
+    episode(store, frozen.user_prompt.upper(), [attempt("OK", True)], split=None)
+    # A custom suite's held-out item recorded by an eval run, then seen again in chat.
+    episode(store, "Custom held-out question", [attempt("a", False)], split="heldout")
+    episode(store, "custom held-out   QUESTION", [attempt("42", True)], split=None)
+    kept = episode(store, "A training question", [attempt("42", True)])
+    compiled = compile_examples(store)
+    assert [e.episode_ids for e in compiled.examples] == [[kept]]
+    assert compiled.protected_skipped == 3
+
+
+def test_gold_answer_from_checks() -> None:
+    assert gold_answer(NUMERIC_42) == "42"
+    assert gold_answer([{"type": "numeric", "expected": 2.5}]) == "2.5"
+    assert gold_answer([{"type": "exact", "expected": "Paris"}]) == "Paris"
+    assert json.loads(gold_answer([{"type": "json", "expected": {"a": 1}}]) or "") == {"a": 1}
+    assert gold_answer([{"type": "regex", "pattern": "x"}]) is None
+
+
+def test_both_formats_round_trip_through_datasets(store: Store, tmp_path: Path) -> None:
+    episode(store, "What is 40 + 2?", [attempt("42", True)])
+    episode(store, "What is 39 + 3?", [attempt("45", False)])
+    examples = compile_examples(store, protected=set()).examples
+    sft, dpo = to_records(examples, "sft"), to_records(examples, "dpo")
+    assert len(sft) == 2 and len(dpo) == 1  # a self example has no rejected side
+    write_dataset(sft, tmp_path / "sft", "sft")
+    write_dataset(dpo, tmp_path / "dpo", "dpo")
+    rows = list(load_from_disk(str(tmp_path / "sft")))
+    assert {r["messages"][-1]["content"] for r in rows} == {"42"}
+    assert all(r["messages"][0]["role"] == "user" for r in rows)
+    pair = load_from_disk(str(tmp_path / "dpo"))[0]
+    assert pair["chosen"] == [{"role": "assistant", "content": "42"}]
+    assert pair["rejected"] == [{"role": "assistant", "content": "45"}]
+    assert pair["prompt_hash"] == prompt_hash("What is 39 + 3?")
+    manifest = json.loads((tmp_path / "dpo" / "manifest.json").read_text())
+    assert manifest["examples"] == 1 and manifest["by_source"] == {"gold": 1}
+
+
+def test_failures_export_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFLEXA_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+    empty = runner.invoke(cli, ["failures", "export", "--format", "sft", "--out", "x"])
+    assert empty.exit_code == 1 and "no sft examples yet" in empty.output
+    with Store.open(sqlite_url(tmp_path / "home" / "reflexa.db")) as store:
+        episode(store, "What is 39 + 3?", [attempt("45", False)])
+    out = tmp_path / "out"
+    result = runner.invoke(cli, ["failures", "export", "--format", "dpo", "--out", str(out),
+                                 "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["by_source"] == {"gold": 1}
+    assert len(load_from_disk(str(out))) == 1
+    again = runner.invoke(cli, ["failures", "export", "--format", "dpo", "--out", str(out)])
+    assert again.exit_code == 1 and "not empty" in again.output

@@ -1,0 +1,53 @@
+"""The gate's decision rule on known per-item results (no model involved)."""
+
+from __future__ import annotations
+
+from agent.settings import Settings
+from evals.suite import Suite, SuiteItem
+from trainers.gate import GateSuite, decide
+
+
+def suite(name: str, n: int, split: str) -> GateSuite:
+    items = [SuiteItem(id=f"i{k}", prompt=f"q{k}", split=split) for k in range(n)]
+    return GateSuite(Suite(name, items, "built-in"), (split,), frozen=name == "capabilities")
+
+
+def results(gate: GateSuite, passed: int) -> dict[str, dict[str, bool]]:
+    n = len(gate.suite.items)
+    return {f"i{k}": {"first_attempt": k < passed, "final": k < passed} for k in range(n)}
+
+
+HELD, FROZEN = suite("arithmetic", 100, "heldout"), suite("capabilities", 50, "test")
+
+
+def run(held: tuple[int, int], frozen: tuple[int, int]) -> dict:
+    current = {HELD.label: results(HELD, held[0]), FROZEN.label: results(FROZEN, frozen[0])}
+    candidate = {HELD.label: results(HELD, held[1]), FROZEN.label: results(FROZEN, frozen[1])}
+    return decide(current, candidate, [HELD, FROZEN], {}, Settings())
+
+
+def test_a_significant_gain_without_regression_is_promoted() -> None:
+    verdict = run(held=(0, 60), frozen=(20, 20))
+    assert verdict["decision"] == "promote"
+    assert verdict["heldout"]["a"] == 0.0 and verdict["heldout"]["b"] == 0.6
+    assert verdict["heldout"]["p_value"] < 0.05
+    assert verdict["suites"]["capabilities"]["difference"] == 0.0
+
+
+def test_a_gain_that_is_not_significant_is_rejected() -> None:
+    verdict = run(held=(50, 53), frozen=(20, 20))
+    assert verdict["decision"] == "reject" and "not a significant improvement" in verdict["reason"]
+
+
+def test_a_frozen_suite_drop_beyond_two_points_is_rejected_despite_a_gain() -> None:
+    verdict = run(held=(0, 60), frozen=(20, 18))  # 40 % → 36 %
+    assert verdict["decision"] == "reject"
+    assert "capabilities dropped 4.0%" in verdict["reason"]
+    assert run(held=(0, 60), frozen=(20, 19))["decision"] == "promote"  # exactly 2 points
+
+
+def test_without_a_heldout_suite_nothing_is_promoted() -> None:
+    current = {FROZEN.label: results(FROZEN, 10)}
+    candidate = {FROZEN.label: results(FROZEN, 40)}
+    verdict = decide(current, candidate, [FROZEN], {}, Settings())
+    assert verdict["decision"] == "reject" and "no held-out suite" in verdict["reason"]

@@ -1,0 +1,236 @@
+"""`reflexa cycle`: sample → compile → train → gate → promote or reject, each stage timed and
+recorded in the `cycles` table.
+
+A file lock keeps two cycles from overlapping. Training runs in a child process (`reflexa
+train --dataset …`) with the vLLM server untouched, so the server keeps answering; if the
+child fails or is killed, nothing is promoted. Outcomes: promoted, rejected, skipped (not
+enough data), failed (an error; the message says which stage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ReflexaError
+from agent.model_client import ModelClient
+from agent.settings import Settings
+from agent.store import Store
+from trainers.config import TrainConfig
+from trainers.dataset import compile_examples, protected_hashes, to_records, write_dataset
+from trainers.gate import gate_suites, run_gate
+from trainers.registry import load, promote
+from trainers.sampling import sample_corrections, sampling_targets
+
+# (what, done, total): progress of the stage under way
+Progress = Callable[[str, int, int], None]
+Connect = Callable[[], ModelClient]
+
+
+class Skip(Exception):
+    """Nothing to train on: a normal, recorded, non-promoting outcome."""
+
+
+def train_config(settings: Settings) -> TrainConfig:
+    path = settings.cycle.train_config
+    return TrainConfig.from_yaml(path) if path is not None else TrainConfig()
+
+
+@contextmanager
+def cycle_lock(settings: Settings) -> Iterator[None]:
+    """Held for a whole cycle; a second cycle fails at once instead of waiting."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.run_dir / "cycle.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise ReflexaError(
+                f"another cycle is running (pid {f.read().strip() or '?'})"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+
+
+class _Stages:
+    """Times each stage and records it as it ends, success or not."""
+
+    def __init__(self, store: Store, cycle_id: str, log: Callable[[str], None]) -> None:
+        self.store, self.cycle_id, self.log = store, cycle_id, log
+        self.done: list[dict[str, Any]] = []
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[dict[str, Any]]:
+        self.log(f"cycle: {name}")
+        detail: dict[str, Any] = {}
+        started = time.perf_counter()
+        record = {"stage": name, "ok": True}
+        try:
+            yield detail
+        except Skip as e:
+            detail["skipped"] = str(e)
+            raise
+        except BaseException as e:
+            record |= {"ok": False, "error": str(e) or type(e).__name__}
+            raise
+        finally:
+            record |= {"seconds": round(time.perf_counter() - started, 1), **detail}
+            self.done.append(record)
+            self.store.record_stage(self.cycle_id, record)
+
+
+def run_cycle(
+    settings: Settings,
+    connect: Connect,
+    *,
+    trigger: str = "cli",
+    log: Callable[[str], None] = lambda _: None,
+    on_progress: Progress | None = None,
+) -> dict[str, Any]:
+    """One whole cycle; returns what `reflexa cycle --json` prints."""
+    with cycle_lock(settings), Store.open(settings.database) as store:
+        cycle_id = store.start_cycle(trigger)
+        stages = _Stages(store, cycle_id, log)
+        out: dict[str, Any] = {"cycle_id": cycle_id, "adapter": None, "gate": None}
+        try:
+            out |= _run(settings, store, connect, stages, log, on_progress)
+        except Skip as e:
+            out |= {"status": "skipped", "decision": "skip", "reason": str(e)}
+        except (ReflexaError, subprocess.SubprocessError, OSError) as e:
+            out |= {"status": "failed", "decision": "fail", "reason": str(e)}
+        out["stages"] = stages.done
+        store.finish_cycle(
+            cycle_id,
+            status=out["status"],
+            reason=out["reason"],
+            adapter_version=out["adapter"] and out["adapter"]["version"],
+            result=out,
+        )
+        return out
+
+
+def _run(
+    settings: Settings,
+    store: Store,
+    connect: Connect,
+    stage: _Stages,
+    log: Callable[[str], None],
+    on_progress: Progress | None,
+) -> dict[str, Any]:
+    config = train_config(settings)
+    client: ModelClient | None = None
+    protected = protected_hashes(store)
+    current = store.promoted_adapter()
+
+    targets = sampling_targets(store, protected, settings.cycle.sample_limit)
+    if settings.cycle.sample_n > 0 and targets:
+        with stage("sample") as detail:
+            client = connect()
+            model = load(settings, client, current) if current else None
+            found = asyncio.run(
+                sample_corrections(
+                    settings,
+                    store,
+                    client,
+                    model,
+                    targets,
+                    on_progress and (lambda d, t: on_progress("sample", d, t)),
+                )
+            )
+            detail |= {"prompts": len(targets), "corrections": found}
+
+    with stage("compile") as detail:
+        compiled = compile_examples(
+            store, allow_gold=settings.cycle.allow_gold, protected=protected
+        )
+        records = to_records(compiled.examples, config.method)
+        detail |= {
+            "examples": len(records),
+            "by_source": compiled.by_source(),
+            "protected_skipped": compiled.protected_skipped,
+        }
+        if len(records) < config.min_examples:
+            raise Skip(
+                f"{len(records)} {config.method} examples, fewer than min_examples "
+                f"{config.min_examples}: collect more (e.g. `reflexa eval run arithmetic "
+                "--split train`)"
+            )
+        dataset_dir = settings.home_dir / "datasets" / store_key(stage.cycle_id)
+        write_dataset(
+            records, dataset_dir, config.method, suites=compiled.suites(), cycle=stage.cycle_id
+        )
+        detail["dataset"] = str(dataset_dir)
+
+    with stage("train") as detail:
+        row = _train_in_child(settings, dataset_dir, current["version"] if current else None)
+        detail |= {"adapter": row["version"], "train_s": row["metrics"]["train"]["train_s"]}
+
+    with stage("gate") as detail:
+        client = client or connect()
+        gates, notes = gate_suites(store, compiled.suites())
+        current_name = load(settings, client, current) if current else None
+        candidate_name = load(settings, client, row)
+        gate = asyncio.run(
+            run_gate(settings, client, gates, current_name, candidate_name, on_progress)
+        )
+        gate |= {"current": current and current["version"], "notes": notes}
+        store.update_adapter(row["version"], metrics={"gate": gate})
+        detail |= {"decision": gate["decision"], "suites": len(gate["suites"])}
+
+    with stage("promote" if gate["decision"] == "promote" else "reject"):
+        if gate["decision"] == "promote":
+            promote(settings, store, client, row["version"], gate["reason"])
+        else:
+            store.update_adapter(row["version"], status="rejected", reason=gate["reason"])
+            client.unload_adapter(candidate_name)
+    status = "promoted" if gate["decision"] == "promote" else "rejected"
+    log(f"cycle: {status} {row['version']}: {gate['reason']}")
+    adapter = store.adapter(row["version"])
+    return {
+        "status": status,
+        "decision": gate["decision"],
+        "reason": gate["reason"],
+        "adapter": adapter and _public(adapter),
+        "gate": gate,
+    }
+
+
+def store_key(cycle_id: str) -> str:
+    return f"cycle-{time.strftime('%Y%m%d-%H%M%S')}-{cycle_id[:8]}"
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ("version", "name", "path", "status", "method", "examples", "dataset_hash", "parent")
+    return {k: row[k] for k in keep}
+
+
+def _train_in_child(settings: Settings, dataset_dir: Path, parent: str | None) -> dict[str, Any]:
+    """`reflexa train` in its own process: its progress goes to our stderr, its JSON result
+    to us. A non-zero exit (an error, a kill) fails the stage."""
+    command = [sys.executable, "-m", "agent", "train", "--dataset", str(dataset_dir), "--json"]
+    if parent:
+        command += ["--parent", parent]
+    child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    if child.returncode != 0:
+        how = (
+            f"killed by signal {-child.returncode}"
+            if child.returncode < 0
+            else (f"exit status {child.returncode}")
+        )
+        raise ReflexaError(f"training failed ({how}); nothing was promoted")
+    try:
+        return json.loads(child.stdout)
+    except ValueError:
+        raise ReflexaError("training printed no result; nothing was promoted") from None
