@@ -42,6 +42,6 @@ def test_yaml_overrides(tmp_path: Path) -> None:
 def test_bad_yaml_is_refused_with_the_reason(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "t.yaml"
     path.write_text(text)
-    with pytest.raises(ReflexaError, match="t.yaml") as e:
+    with pytest.raises(ReflexaError, match=r"t\.yaml") as e:
         TrainConfig.from_yaml(path)
     assert message in str(e.value)
