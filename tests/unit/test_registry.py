@@ -35,7 +35,7 @@ class RecordingClient:
 
 @pytest.fixture
 def env(tmp_path: Path) -> tuple[Settings, Store, RecordingClient]:
-    settings = Settings(home=tmp_path)
+    settings = Settings()
     with Store.open(sqlite_url(tmp_path / "db.sqlite")) as store:
         yield settings, store, RecordingClient()  # type: ignore[misc]
 

@@ -1,0 +1,41 @@
+"""The cycle's outcomes that need no model: too little data, and the overlap lock."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.errors import ReflexaError
+from agent.settings import Settings
+from agent.store import Store
+from trainers.cycle import cycle_lock, run_cycle
+
+
+def no_server() -> None:
+    raise AssertionError("a cycle with nothing to train on must not start a model server")
+
+
+def test_no_corrections_is_a_recorded_skip() -> None:
+    settings = Settings()
+    result = run_cycle(settings, no_server)  # type: ignore[arg-type]
+    assert result["status"] == "skipped" and "0 sft examples" in result["reason"]
+    with Store.open(settings.database) as store:
+        [row] = store.cycles()
+    assert row["status"] == "skipped" and row["stages"][0]["stage"] == "compile"
+
+
+def test_two_cycles_never_overlap() -> None:
+    settings = Settings()
+    with cycle_lock(settings), pytest.raises(ReflexaError, match="another cycle is running"):
+        run_cycle(settings, no_server)  # type: ignore[arg-type]
+    assert run_cycle(settings, no_server)["status"] == "skipped"  # type: ignore[arg-type]
+
+
+def test_an_interrupted_cycle_is_marked_failed_by_the_next() -> None:
+    settings = Settings()
+    with Store.open(settings.database) as store:
+        store.start_cycle("cli")  # then the process died
+    run_cycle(settings, no_server)  # type: ignore[arg-type]
+    with Store.open(settings.database) as store:
+        newest, killed = store.cycles()
+    assert killed["status"] == "failed" and "interrupted" in killed["reason"]
+    assert newest["status"] == "skipped"
