@@ -167,7 +167,7 @@ def _run(
                 f"{config.min_examples}: collect more (e.g. `reflexa eval run arithmetic "
                 "--split train`)"
             )
-        dataset_dir = settings.home_dir / "datasets" / store_key(stage.cycle_id)
+        dataset_dir = settings.home_dir / "datasets" / dataset_name(stage.cycle_id)
         write_dataset(
             records, dataset_dir, config.method, suites=compiled.suites(), cycle=stage.cycle_id
         )
@@ -207,7 +207,7 @@ def _run(
     }
 
 
-def store_key(cycle_id: str) -> str:
+def dataset_name(cycle_id: str) -> str:
     return f"cycle-{time.strftime('%Y%m%d-%H%M%S')}-{cycle_id[:8]}"
 
 

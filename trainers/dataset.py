@@ -202,7 +202,9 @@ def dataset_hash(records: Sequence[dict[str, Any]]) -> str:
 
 def write_dataset(records: list[dict[str, Any]], out: Path, fmt: Format, **manifest: Any) -> Path:
     """Save as a Hugging Face dataset folder with a `manifest.json` beside the data."""
-    from datasets import Dataset  # heavy: only when writing
+    from datasets import Dataset, disable_progress_bars  # heavy: only when writing
+
+    disable_progress_bars()
 
     if not records:
         raise ReflexaError(f"no {fmt} examples to write")

@@ -81,8 +81,11 @@ def promote(
             f"adapter {version} is a DPO adapter the gate did not pass; only the gate may "
             "promote DPO adapters (DPO collapsed held-out accuracy here: see FINDINGS)"
         )
+    previous = store.promoted_adapter()
     load(settings, client, row)
     store.set_promoted(version, reason, demoted_status="retired")
+    if previous and previous["name"] in client.adapters():  # keep vLLM's LoRA slots free
+        client.unload_adapter(previous["name"])
     return store.adapter(version) or row
 
 

@@ -26,6 +26,7 @@ from agent.store import Store
 from trainers.config import TrainConfig
 from trainers.registry import METADATA
 
+TRAIN_METRICS = ("loss", "train_s", "train_runtime_s", "samples_per_s", "by_source", "config")
 # (step, total steps, latest loss or None)
 StepFn = Callable[[int, int, float | None], None]
 
@@ -78,7 +79,7 @@ def train_adapter(
     partial = adapters / f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     try:
-        losses = _fit(settings.model_dir, dataset, config, partial, on_step)
+        losses, speed = _fit(settings.model_dir, dataset, config, partial, on_step)
         metadata = {
             "base_model": settings.model.name,
             "base_model_path": str(settings.model_dir),
@@ -89,6 +90,8 @@ def train_adapter(
             "by_source": manifest.get("by_source", {}),
             "config": config.to_dict(),
             "loss": losses,
+            "train_runtime_s": round(speed["train_runtime"], 2),
+            "samples_per_s": round(speed["train_samples_per_second"], 3),
             "train_s": round(time.perf_counter() - started, 1),
             "parent": parent,
         }
@@ -108,7 +111,7 @@ def train_adapter(
         method=config.method,
         dataset_hash=manifest["dataset_hash"],
         examples=len(dataset),
-        metrics={"train": {k: metadata[k] for k in ("loss", "train_s", "by_source", "config")}},
+        metrics={"train": {k: metadata[k] for k in TRAIN_METRICS}},
     )
 
 
@@ -138,8 +141,9 @@ def _fsync_tree(path: Path) -> None:
 
 def _fit(
     model_dir: Path, dataset: Any, config: TrainConfig, out: Path, on_step: StepFn | None
-) -> list[dict[str, float]]:
-    """Run the TRL trainer; save the adapter weights to `out`. Returns the loss curve."""
+) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """Run the TRL trainer; save the adapter weights to `out`. Returns the loss curve and
+    the trainer's speed metrics (train_runtime, train_samples_per_second)."""
     import torch
     from datasets import disable_progress_bars
     from peft import LoraConfig
@@ -207,11 +211,11 @@ def _fit(
         )
     trainer.remove_callback(PrinterCallback)  # it prints every log line to stdout
     try:
-        trainer.train()
+        speed = trainer.train().metrics
         trainer.model.save_pretrained(str(out))
     finally:
         shutil.rmtree(common["output_dir"], ignore_errors=True)
-    return progress.losses
+    return progress.losses, speed
 
 
 class _Progress(TrainerCallback):

@@ -236,3 +236,21 @@ def wait_for_cpu(pid: int, seconds: float, timeout: float = 180) -> None:
     while sum(process.cpu_times()[:2]) < seconds:
         assert time.monotonic() < deadline, "the trainer never got going"
         time.sleep(0.5)
+
+
+def test_dpo_trains_but_only_the_gate_may_promote_it(trained: dict, tmp_path: Path) -> None:
+    env = trained["env"]
+    examples = [
+        Example(f"h{i}", f"What is {i} + 1? Reply with only the number.", str(i + 1), "gold",
+                f"{i} + 1 = {i}")
+        for i in range(10, 18)
+    ]  # fmt: skip
+    data = write_dataset(to_records(examples, "dpo"), tmp_path / "dpo", "dpo")
+    sft_data = run_reflexa("train", "--method", "dpo", "--dataset", str(trained["home"] / "data"),
+                           env=env, check=False)  # fmt: skip
+    assert sft_data.returncode == 1 and "holds sft data" in sft_data.stderr
+    row = json.loads(run_reflexa("train", "--method", "dpo", "--dataset", str(data),
+                                 "--max-steps", "1", "--json", env=env).stdout)  # fmt: skip
+    assert row["method"] == "dpo" and row["metrics"]["train"]["loss"]
+    refused = run_reflexa("adapters", "promote", row["version"], env=env, check=False)
+    assert refused.returncode == 1 and "only the gate may promote DPO" in refused.stderr

@@ -60,6 +60,7 @@ def test_promote_rollback_walks_back_one_step_at_a_time(env) -> None:
     promote(settings, store, client, "v1", "test")
     assert resolve_adapter(settings, store, client, None) == v1["name"]
     promote(settings, store, client, "v2", "test")
+    assert client.adapters() == [v2["name"]]  # the retired one no longer takes a LoRA slot
     assert {a["version"]: a["status"] for a in store.adapters()} == {"v1": "retired",
                                                                     "v2": "promoted"}  # fmt: skip
     assert rollback(settings, store, client)["version"] == "v1"  # type: ignore[index]
