@@ -38,10 +38,11 @@ $(VENV)/.installed-gpu: pyproject.toml
 # The whole story in a home of its own (wiped first, the prepared model kept):
 # baseline → reflection on the training split → cycle (train, gate, promote) → eval again.
 DEMO_HOME ?= $(CURDIR)/.demo
+DEMO_SUITE ?= sums
 demo: install
 	-REFLEXA_HOME=$(DEMO_HOME) $(BIN)/reflexa model stop
 	find $(DEMO_HOME) -mindepth 1 -maxdepth 1 ! -name models -exec rm -rf {} + 2>/dev/null || true
-	REFLEXA_HOME=$(DEMO_HOME) $(BIN)/python -m agent.demo --suite arithmetic
+	REFLEXA_HOME=$(DEMO_HOME) $(BIN)/python -m agent.demo --suite $(DEMO_SUITE)
 	@echo "Explore it with: REFLEXA_HOME=$(DEMO_HOME) $(BIN)/reflexa chat (stop: ... model stop)"
 
 # The same story without gold answers: JSON extraction learns from its own verified answers.

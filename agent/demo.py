@@ -7,7 +7,7 @@
 Then a before/after table (McNemar's test on the paired items, the frozen suite from the
 gate) and an HTML page beside the per-run reports.
 
-    python -m agent.demo [--suite arithmetic] [--no-gold]
+    python -m agent.demo [--suite sums|arithmetic|json-extract] [--no-gold]
 
 Runs in $REFLEXA_HOME (the Makefile gives it a fresh folder of its own).
 """
@@ -57,7 +57,7 @@ def reflexa(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", default="arithmetic", choices=["arithmetic", "json-extract"])
+    parser.add_argument("--suite", default="sums", choices=["sums", "arithmetic", "json-extract"])
     parser.add_argument("--no-gold", action="store_true", help="Train without gold answers.")
     args = parser.parse_args()
     started = time.perf_counter()

@@ -34,6 +34,6 @@ def compare_runs(
             "difference": round(rate_b - rate_a, 4),
             "only_a_passed": only_a,
             "only_b_passed": only_b,
-            "p_value": round(mcnemar_p(only_a, only_b), 6),
+            "p_value": float(f"{mcnemar_p(only_a, only_b):.3g}"),  # 3 significant digits
         }
     return out

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 
-from evals.builtin.arithmetic import arithmetic
+from evals.builtin.arithmetic import arithmetic, sums
 from evals.builtin.capabilities import capabilities
 from evals.builtin.humaneval import humaneval
 from evals.builtin.json_extract import json_extract
@@ -10,6 +10,7 @@ from evals.suite import Suite
 
 BUILTIN: dict[str, Callable[[], Suite]] = {
     "arithmetic": arithmetic,
+    "sums": sums,
     "json-extract": json_extract,
     "humaneval": humaneval,
     "capabilities": capabilities,

@@ -1,4 +1,5 @@
-"""`arithmetic`: two-digit sums, differences and products, generated from a seed.
+"""`arithmetic`: two-digit sums, differences and products, generated from a seed; `sums`:
+the sums alone.
 
 The base model answers "52 + 53 = 175"-style text: the checks want only the number, so they
 measure both the arithmetic and the instruction-following the fine-tune is meant to fix.
@@ -17,13 +18,13 @@ OPS_TAGS = {"+": "add", "-": "subtract", "*": "multiply"}
 PROMPT = "What is {a} {op} {b}? Reply with only the number."
 
 
-def arithmetic(seed: int = 0) -> Suite:
+def arithmetic(seed: int = 0, ops: str = "+-*", name: str = "arithmetic") -> Suite:
     rng = random.Random(seed)
     items: list[SuiteItem] = []
     seen: set[tuple[int, str, int]] = set()
     for split, count in SPLITS.items():
         while sum(i.split == split for i in items) < count:
-            op = rng.choice(list(OPS))
+            op = rng.choice(list(ops))
             a, b = rng.randint(10, 99), rng.randint(10, 99)
             if (a, op, b) in seen:  # no question is in both splits
                 continue
@@ -38,4 +39,11 @@ def arithmetic(seed: int = 0) -> Suite:
                     split=split,
                 )
             )
-    return Suite("arithmetic", items, "built-in", "two-digit + - * with integer answers")
+    return Suite(name, items, "built-in", f"two-digit {' '.join(ops)} with integer answers")
+
+
+def sums(seed: int = 1) -> Suite:
+    """Two-digit sums only: the setting of the feasibility run in FINDINGS (0 % → 68 %).
+    A 135M model cannot learn two-digit products, so `arithmetic` caps what one fine-tune
+    can show; this suite measures what it can learn."""
+    return arithmetic(seed, "+", "sums")

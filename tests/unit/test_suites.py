@@ -91,7 +91,7 @@ def test_unknown_suite_name() -> None:
         resolve_suite("no-such")
 
 
-@pytest.mark.parametrize("name", ["arithmetic", "json-extract"])
+@pytest.mark.parametrize("name", ["arithmetic", "sums", "json-extract"])
 def test_seeded_suites_are_deterministic_with_disjoint_splits(name: str) -> None:
     a, b = BUILTIN[name](), BUILTIN[name]()
     assert [i.model_dump() for i in a.items] == [i.model_dump() for i in b.items]
