@@ -62,6 +62,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/serve_bench.py
 	$(BIN)/python bench/reflect_bench.py
+	$(BIN)/python bench/train_bench.py
 
 # inspect_ai in an environment of its own (its dependencies are not Reflexa's), then the race.
 bench-inspect: install
