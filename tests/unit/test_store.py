@@ -51,15 +51,21 @@ def test_sqlite_file_is_migrated_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "new" / "reflexa.db"  # its folder is created too
     Store.open(sqlite_url(path)).close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("select version_num from alembic_version").fetchall() == [("0002",)]
+        assert conn.execute("select version_num from alembic_version").fetchall() == [("0003",)]
         assert conn.execute("pragma journal_mode").fetchone() == ("wal",)
 
 
 def test_migrations_from_empty_on_either_backend(database_url: str) -> None:
     store = Store.open(database_url)
-    assert {"episodes", "attempts", "corrections", "eval_runs", "alembic_version"} <= set(
-        inspect(store.engine).get_table_names()
-    )
+    assert {
+        "episodes",
+        "attempts",
+        "corrections",
+        "eval_runs",
+        "adapters",
+        "cycles",
+        "alembic_version",
+    } <= set(inspect(store.engine).get_table_names())
     store.close()
     Store.open(database_url).close()  # opening again is a no-op
 
