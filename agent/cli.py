@@ -36,7 +36,7 @@ from agent.model_prepare import prepare_model, validate_model_dir
 from agent.runtime import describe
 from agent.settings import Settings, load_settings
 from agent.store import Store
-from agent.vllm_server import stop_server
+from agent.vllm_server import port_in_use, stop_server
 from evals.builtin import BUILTIN
 from evals.report import write_report
 from evals.suite import SuiteError, resolve_suite
@@ -251,6 +251,29 @@ def chat(settings: Settings, thread_id: str | None, adapter: str | None) -> None
         asyncio.run(run())
     except KeyboardInterrupt:
         console.print("\n[dim]bye[/]")
+
+
+@cli.command()
+@click.option("--host", default=None, help="Interface (default: serve.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Default: 8080.")
+@click.pass_obj
+def serve(settings: Settings, host: str | None, port: int | None) -> None:
+    """An OpenAI-compatible API (and a chat page at /) in front of the agent."""
+    import uvicorn
+
+    from agent.api import create_app, is_loopback
+
+    host, port = host or settings.serve.host, port or settings.serve.port
+    if not is_loopback(host) and settings.serve.api_token is None:
+        raise ReflexaError(
+            f"listening on {host} needs a bearer token: set serve.api_token "
+            "(REFLEXA_SERVE__API_TOKEN)"
+        )
+    if port_in_use(host, port):
+        raise ReflexaError(f"port {port} on {host} is in use")
+    client = client_for(settings)
+    err.print(f"reflexa serve: http://{host}:{port}/ (chat page), /v1 (OpenAI API)")
+    uvicorn.run(create_app(settings, client), host=host, port=port, log_level="warning")
 
 
 def _stdin_line() -> str | None:

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.errors import ReflexaError
@@ -101,6 +101,19 @@ class CycleSettings(BaseModel):
     )  # fmt: skip
 
 
+class ServeSettings(BaseModel):
+    """`reflexa serve`: the OpenAI-compatible API and its limits."""
+
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: int = Field(default=8080, ge=1, le=65535)
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token; required to listen beyond loopback."
+    )
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger requests: 413.")
+    max_messages: int = Field(default=64, ge=1, description="Messages per request, at most.")
+    max_tokens: int = Field(default=2048, ge=1, description="The largest max_tokens accepted.")
+
+
 class Settings(BaseSettings):
     """Everything configurable. Nested groups map to TOML tables and `REFLEXA_GROUP__FIELD`."""
 
@@ -128,6 +141,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     reflect: ReflectSettings = Field(default_factory=ReflectSettings)
     cycle: CycleSettings = Field(default_factory=CycleSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @classmethod
     def settings_customise_sources(

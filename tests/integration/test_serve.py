@@ -1,0 +1,121 @@
+"""`reflexa serve` on the real vLLM server: the official OpenAI SDK and LangChain as clients,
+streamed and not, bad requests, and the chat page in headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from langchain_openai import ChatOpenAI
+
+from tests.helpers import free_port
+from tests.integration.conftest import Session
+
+pytestmark = pytest.mark.integration
+SUM = "What is 17 + 25? Reply with only the number."
+
+
+@pytest.fixture(scope="module")
+def api(vllm_session: Session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A `reflexa serve` process on a free loopback port; its base URL."""
+    port = free_port()
+    home = tmp_path_factory.mktemp("serve-home")
+    env = vllm_session.env | {"REFLEXA_HOME": str(home),
+                              "REFLEXA_VLLM_URL": f"http://127.0.0.1:{vllm_session.port}",
+                              "REFLEXA_REFLECT__MAX_TOKENS": "64"}  # fmt: skip
+    log = (home / "serve.log").open("w")
+    child = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", str(port)],
+                             env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert child.poll() is None, (home / "serve.log").read_text()
+        assert time.monotonic() < deadline, "reflexa serve never became healthy"
+        time.sleep(0.5)
+    yield url
+    child.terminate()
+    child.wait(timeout=30)
+
+
+def test_openai_sdk_non_streaming_and_streaming(api: str) -> None:
+    client = openai.OpenAI(base_url=f"{api}/v1", api_key="unused")
+    reply = client.chat.completions.create(
+        model="smollm2-135m-instruct", messages=[{"role": "user", "content": SUM}],
+        extra_body={"reflexa": {"checks": [{"type": "numeric", "expected": 42}]}},
+    )  # fmt: skip
+    assert reply.choices[0].message.content
+    trace = reply.model_extra["reflexa"]  # type: ignore[index]
+    assert trace["status"] in ("passed", "repaired", "unresolved")
+    assert trace["attempts"][0]["verdicts"][0]["verifier"] == "numeric"
+    episode = httpx.get(f"{api}/v1/episodes/{trace['episode_id']}").json()
+    assert episode["prompt"] == SUM
+    stream = client.chat.completions.create(
+        model="smollm2-135m-instruct", messages=[{"role": "user", "content": "Say hello."}],
+        stream=True, max_tokens=16, extra_body={"reflexa": {"max_repairs": 0}},
+    )  # fmt: skip
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert len([p for p in pieces if p]) > 1  # no repairs: tokens arrive as written
+    assert "".join(pieces).strip()
+    models = [m.id for m in client.models.list()]
+    assert models[0] == "smollm2-135m-instruct"
+
+
+def test_langchain_chat_openai(api: str) -> None:
+    llm = ChatOpenAI(base_url=f"{api}/v1", api_key="unused", model="smollm2-135m-instruct",
+                     max_tokens=16)  # type: ignore[arg-type]  # fmt: skip
+    assert llm.invoke("Say OK.").text
+    chunks = list(llm.stream("Say hello."))
+    assert "".join(c.text for c in chunks).strip()
+
+
+def test_bad_requests_get_4xx(api: str) -> None:
+    client = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="messages"):
+        client.chat.completions.create(model="smollm2-135m-instruct", messages=[])
+    broken = httpx.post(f"{api}/v1/chat/completions", content=b"{not json",
+                        headers={"content-type": "application/json"})  # fmt: skip
+    assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_request_error"
+    huge = httpx.post(f"{api}/v1/chat/completions", content=b"x" * 2_000_000)
+    assert huge.status_code == 413
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_chat_page_in_headless_chromium(api: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox"])  # fmt: skip
+        page = browser.new_page()
+        page.goto(api)
+        page.fill("#prompt", "Say hello.")
+        page.click("#send")
+        answer = page.locator(".msg.assistant").first
+        page.locator(".tools .down").first.wait_for(timeout=120_000)  # the reply is complete
+        assert answer.inner_text().strip()
+        trace = page.locator(".trace").first
+        assert not trace.is_visible()
+        page.check("#show-trace")
+        assert trace.is_visible() and "episode" in trace.inner_text()
+        episode_id = trace.inner_text().rsplit("episode ", 1)[1].strip()
+        page.click(".tools .down")
+        page.fill(".tools .fix", "Hello!")
+        page.click(".tools .save")
+        page.locator(".tools .note", has_text="correction saved").wait_for(timeout=10_000)
+        browser.close()
+    episode = httpx.get(f"{api}/v1/episodes/{episode_id}").json()
+    assert episode["id"] == episode_id

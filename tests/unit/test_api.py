@@ -1,0 +1,188 @@
+"""The HTTP API with a scripted model, the real store and checkpointer (FastAPI TestClient)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import given
+
+from agent.api import create_app
+from agent.checkpointer import open_checkpointer
+from agent.episodes import Agent
+from agent.model_client import ModelClient
+from agent.settings import Settings, load_settings
+from agent.store import Store
+from graphs import ReflectionContext, build_reflection_graph
+from tests.fakes import ScriptedChatModel
+from trainers.dataset import compile_examples
+
+CHECK = {"checks": [{"type": "numeric", "expected": 4, "strict": True}]}
+DIAGNOSIS = '{"cause": "wrong sum", "fix": "add again"}'
+
+
+class NoAdapters(ModelClient):
+    def adapters(self) -> list[str]:
+        return []
+
+
+def app_client(script: list[Any], settings: Settings | None = None) -> TestClient:
+    settings = settings or load_settings()
+    llm = ScriptedChatModel(script=script)
+
+    @asynccontextmanager
+    async def opener(adapter: str | None) -> AsyncIterator[Agent]:
+        with Store.open(settings.database) as store:
+            async with open_checkpointer(settings) as saver:
+                context = ReflectionContext(llm=llm, model_name=adapter or "base", judge=None)
+                yield Agent(build_reflection_graph(saver), store, context, settings.reflect)
+
+    client = NoAdapters("http://127.0.0.1:9", "base")
+    return TestClient(create_app(settings, client, opener))
+
+
+@pytest.fixture
+def api() -> Iterator[TestClient]:
+    with app_client(["5", DIAGNOSIS, "4", "hello", "world"]) as client:
+        yield client
+
+
+def ask(api: TestClient, **body: Any) -> Any:
+    return api.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "2+2?"}]} | body
+    )
+
+
+def test_a_completion_carries_the_reflection_trace(api: TestClient) -> None:
+    reply = ask(api, reflexa=CHECK)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "4"}
+    trace = body["reflexa"]
+    assert trace["status"] == "repaired"
+    assert [a["kind"] for a in trace["attempts"]] == ["generate", "repair"]
+    episode = api.get(f"/v1/episodes/{trace['episode_id']}").json()
+    assert episode["status"] == "repaired" and len(episode["attempts"]) == 2
+
+
+def test_streaming_sends_openai_chunks_then_done(api: TestClient) -> None:
+    with api.stream("POST", "/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "2+2?"}], "stream": True, "reflexa": CHECK,
+    }) as reply:  # fmt: skip
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        events = [line[6:] for line in reply.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text == "4"  # with reflection on, only the verified final answer is sent
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["reflexa"]["status"] == "repaired"
+
+
+def test_feedback_becomes_a_user_correction(api: TestClient) -> None:
+    episode_id = ask(api, reflexa=CHECK).json()["reflexa"]["episode_id"]
+    saved = api.post("/v1/feedback", json={"episode_id": episode_id, "correction": "four"})
+    assert saved.status_code == 200 and saved.json()["recorded"] is True
+    missing = api.post("/v1/feedback", json={"episode_id": "nope", "correction": "x"})
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "episode_id"
+    with Store.open(load_settings().database) as store:
+        [example] = [e for e in compile_examples(store, protected=set()).examples
+                     if e.source == "user"]  # fmt: skip
+    assert example.chosen == "four" and example.episode_ids == [episode_id]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"messages": []}, 400, "messages"),
+        ({"messages": [{"role": "user", "content": 5}]}, 400, "messages.0.content"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, 400, "messages.0.role"),
+        ({"messages": [{"role": "assistant", "content": "x"}]}, 400, "the last message"),
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6}, 400, "max_tokens"),
+        ({"messages": [{"role": "user", "content": "x"}], "temperature": 9}, 400, "temperature"),
+        ({"messages": [{"role": "user", "content": "x"}] * 65}, 400, "at most 64"),
+        ({"messages": [{"role": "user", "content": "x"}], "model": "v9"}, 404, "v9"),
+        ({"messages": [{"role": "user", "content": "x"}],
+          "reflexa": {"checks": [{"type": "nope"}]}}, 400, "unknown check type"),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_4xx_in_openai_shape(
+    api: TestClient, body: dict[str, Any], status: int, message: str
+) -> None:
+    reply = api.post("/v1/chat/completions", json=body)
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert message in error["message"] + str(error["param"])
+    assert error["type"] == ("not_found_error" if status == 404 else "invalid_request_error")
+
+
+def test_malformed_json_and_oversized_bodies(api: TestClient) -> None:
+    broken = api.post("/v1/chat/completions", content=b'{"messages": [', headers={
+        "content-type": "application/json"})  # fmt: skip
+    assert broken.status_code == 400 and "error" in broken.json()
+    huge = "x" * 2_000_000
+    big = ask(api, messages=[{"role": "user", "content": huge}])
+    assert big.status_code == 413 and "over" in big.json()["error"]["message"]
+
+
+def test_a_token_guards_the_api_but_not_health_or_the_page(monkeypatch) -> None:
+    monkeypatch.setenv("REFLEXA_SERVE__API_TOKEN", "s3cret")
+    with app_client(["4"]) as api:
+        assert ask(api).status_code == 401
+        assert ask(api).json()["error"]["type"] == "authentication_error"
+        wrong = api.get("/v1/models", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        ok = api.get("/v1/models", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["data"][0]["id"] == "base"
+        assert api.get("/health").status_code == 200
+        assert "<title>Reflexa chat</title>" in api.get("/").text
+
+
+def test_metrics_count_requests_and_episodes(api: TestClient) -> None:
+    ask(api, reflexa=CHECK)
+    text = api.get("/metrics").text
+    assert 'reflexa_episodes_total{status="repaired"} 1.0' in text
+    assert "reflexa_repairs_total 1.0" in text
+    assert 'reflexa_http_requests_total{path="/v1/chat/completions",status="200"} 1.0' in text
+
+
+def test_no_input_from_the_openapi_schema_gets_a_5xx() -> None:
+    """Schemathesis generates requests from the app's own OpenAPI schema."""
+    import schemathesis
+    from hypothesis import HealthCheck, settings
+
+    api = app_client(["4"] * 100_000)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", api.app)
+    failures, calls = [], []
+
+    for operation in schema.get_all_operations():
+        strategy = operation.ok().as_strategy()
+
+        @settings(max_examples=40, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @given(case=strategy)
+        def check(case: Any) -> None:
+            response = case.call()
+            calls.append(case.path)
+            if response.status_code >= 500:
+                failures.append((case.path, case.body, response.status_code, response.text))
+
+        check()
+    assert not failures, failures[:3]
+    assert {"/v1/chat/completions", "/v1/feedback", "/v1/episodes/{episode_id}"} <= set(calls)
+
+
+def test_serve_refuses_to_listen_beyond_loopback_without_a_token() -> None:
+    from click.testing import CliRunner
+
+    from agent.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--port", "18080"])
+    assert result.exit_code == 1 and "needs a bearer token" in result.output
