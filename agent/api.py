@@ -376,7 +376,7 @@ async def _stream(
             await queue.put(chunk({"content": data["text"]}))
 
     async def run() -> None:
-        result = await agent.run(request, on_event)
+        result = await agent.run(request, on_event if live else None)
         metrics.record(result)
         if not live and result.answer:
             await queue.put(chunk({"content": result.answer}))

@@ -182,9 +182,12 @@ class Agent:
         on_event: EventFn | None,
     ) -> EpisodeResult:
         started = time.perf_counter()
+        # "messages" makes LangChain stream each model call (an SSE event per token from
+        # vLLM): only worth its CPU when someone watches the tokens.
+        modes: list[StreamMode] = STREAM_MODES if on_event else ["updates"]
         try:
             async for part in self.graph.astream(
-                turn, config, context=self.context, stream_mode=STREAM_MODES
+                turn, config, context=self.context, stream_mode=modes
             ):
                 mode, chunk = cast(tuple[str, Any], part)  # a list of modes yields pairs
                 if on_event is None:
