@@ -5,7 +5,8 @@
 A fresh REFLEXA_HOME under /tmp, the managed vLLM server, and `reflexa serve` in front of it
 with repairs off (`reflexa.max_repairs` 0) and no judge, so each request is one model call
 plus Reflexa's checks, recording and checkpointing. Both sides get the same two-digit-sum
-prompts (temperature 0, max_tokens 32) from 16 concurrent OpenAI SDK clients; the sides
+prompts (temperature 0, max_tokens 32; the direct side adds the system prompt Reflexa adds,
+so the model sees the same input) from 16 concurrent OpenAI SDK clients; the sides
 alternate for `--rounds` rounds. Reported per side: p50/p95 latency and requests/s, and the
 overhead (1 - reflexa req/s / vLLM req/s; target <= 10 %).
 """
@@ -30,6 +31,7 @@ from openai import AsyncOpenAI
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from bench.serve_bench import machine
+from graphs.prompts import SYSTEM
 from tests.helpers import free_port
 
 MODEL = "smollm2-135m-instruct"
@@ -41,6 +43,12 @@ def prompts(n: int) -> list[str]:
             for _ in range(n)]  # fmt: skip
 
 
+def messages(text: str, reflexa: bool) -> list[dict[str, str]]:
+    """What the model sees: Reflexa adds its system prompt, so the direct side sends it too."""
+    user = [{"role": "user", "content": text}]
+    return user if reflexa else [{"role": "system", "content": SYSTEM}, *user]
+
+
 async def race(base_url: str, texts: list[str], concurrency: int, reflexa: bool) -> dict:
     limit = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
@@ -50,7 +58,7 @@ async def race(base_url: str, texts: list[str], concurrency: int, reflexa: bool)
         async with limit:
             started = time.perf_counter()
             await client.chat.completions.create(
-                model=MODEL, messages=[{"role": "user", "content": text}], max_tokens=32,
+                model=MODEL, messages=messages(text, reflexa), max_tokens=32,
                 temperature=0, extra_body=extra,
             )  # fmt: skip
             latencies.append(time.perf_counter() - started)
