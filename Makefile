@@ -63,6 +63,7 @@ bench: install
 	$(BIN)/python bench/serve_bench.py
 	$(BIN)/python bench/reflect_bench.py
 	$(BIN)/python bench/train_bench.py
+	$(BIN)/python bench/api_bench.py
 
 # inspect_ai in an environment of its own (its dependencies are not Reflexa's), then the race.
 bench-inspect: install

@@ -6,7 +6,6 @@ The trainer's heavy imports (torch, TRL) happen only in the commands that train.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -275,7 +274,9 @@ def schedule_group() -> None:
 def schedule_add(settings: Settings, expr: str, as_json: bool) -> None:
     """Add a cycle on a cron schedule (run by `reflexa schedule run`)."""
     job = schedule.add(settings, expr)
-    reflexa = shutil.which("reflexa") or f"{sys.executable} -m agent"
+    installed = Path(sys.executable).with_name("reflexa")
+    reflexa = [str(installed)] if installed.is_file() else [sys.executable, "-m", "agent"]
+    (settings.home_dir / "logs").mkdir(parents=True, exist_ok=True)  # the crontab line's log
     env = {"REFLEXA_HOME": str(settings.home_dir)} | (
         {"REFLEXA_CONFIG": os.environ["REFLEXA_CONFIG"]} if "REFLEXA_CONFIG" in os.environ else {}
     )

@@ -134,17 +134,20 @@ def _job(job: Any) -> dict[str, Any]:
     return {"id": job.id, "cron": job.name, "next_run": next_run}
 
 
-def crontab_line(expr: str, reflexa: str, env: dict[str, str]) -> str:
-    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+def crontab_line(expr: str, reflexa: list[str], env: dict[str, str]) -> str:
+    """`reflexa` is the command as argv (the script, or python -m agent)."""
+    words = [f"{k}={shlex.quote(v)}" for k, v in env.items()] + [shlex.join(reflexa)]
     log = shlex.quote(env.get("REFLEXA_HOME", "~/.reflexa") + "/logs/cycle.log")
-    return f"{expr} {prefix} {shlex.quote(reflexa)} cycle --json >> {log} 2>&1".replace("  ", " ")
+    return f"{expr} {' '.join(words)} cycle --json >> {log} 2>&1"
 
 
-def systemd_units(expr: str, reflexa: str, env: dict[str, str]) -> str:
+def systemd_units(expr: str, reflexa: list[str], env: dict[str, str]) -> str:
     """A service and a timer; the cron expression becomes an OnCalendar= line."""
     minute, hour, day, month, weekday = expr.split()
 
     def part(field: str) -> str:
+        if field.isdigit():
+            return f"{int(field):02d}"
         return field.replace("-", "..").replace("*/", "0/") if field != "*" else "*"
 
     days = "" if weekday == "*" else _weekday_names(weekday).replace("-", "..").title() + " "
@@ -153,7 +156,7 @@ def systemd_units(expr: str, reflexa: str, env: dict[str, str]) -> str:
     return (
         "# ~/.config/systemd/user/reflexa-cycle.service\n"
         f"[Unit]\nDescription=Reflexa self-repair cycle\n\n[Service]\nType=oneshot\n"
-        f"{environment}ExecStart={reflexa} cycle --json\n\n"
+        f"{environment}ExecStart={shlex.join(reflexa)} cycle --json\n\n"
         "# ~/.config/systemd/user/reflexa-cycle.timer\n"
         f"[Unit]\nDescription=Reflexa self-repair cycle ({expr})\n\n"
         f"[Timer]\nOnCalendar={calendar}\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n"

@@ -51,6 +51,14 @@ def episode(
     return id
 
 
+def repaired_episode(store: Store, prompt: str, wrong: str, right: str) -> str:
+    """A failed first answer, then a repair that grounded checks passed."""
+    correction = {"prompt": prompt, "rejected": wrong, "chosen": right, "source": "repair",
+                  "verified": True}  # fmt: skip
+    return episode(store, prompt, [attempt(wrong, False), attempt(right, True)],
+                   corrections=[correction])  # fmt: skip
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     with Store.open(sqlite_url(tmp_path / "db.sqlite")) as s:
@@ -59,11 +67,7 @@ def store(tmp_path: Path) -> Store:
 
 def test_each_source_and_its_priority(store: Store) -> None:
     self_id = episode(store, "What is 40 + 2?", [attempt("42", True)])
-    repaired_id = episode(
-        store, "What is 41 + 1?", [attempt("41+1=43", False), attempt("42", True)],
-        corrections=[{"prompt": "What is 41 + 1?", "rejected": "41+1=43", "chosen": "42",
-                      "source": "repair", "verified": True}],
-    )  # fmt: skip
+    repaired_id = repaired_episode(store, "What is 41 + 1?", "41+1=43", "42")
     gold_id = episode(store, "What is 39 + 3?", [attempt("39 + 3 = 45", False)])
     episode(store, "Judge only?", [attempt("yes", True, kind="judge")], checks=[])
     examples = {e.prompt: e for e in compile_examples(store, protected=set()).examples}
@@ -85,11 +89,7 @@ def test_each_source_and_its_priority(store: Store) -> None:
 
 def test_dedup_by_normalised_prompt_keeps_the_best_source_and_all_provenance(store: Store) -> None:
     a = episode(store, "What is 40 + 2?", [attempt("42", True)])
-    b = episode(
-        store, "  what is 40 +   2?", [attempt("x", False), attempt("42", True)],
-        corrections=[{"prompt": "  what is 40 +   2?", "rejected": "x", "chosen": "42",
-                      "source": "repair", "verified": True}],
-    )  # fmt: skip
+    b = repaired_episode(store, "  what is 40 +   2?", "x", "42")
     compiled = compile_examples(store, protected=set())
     assert len(compiled.examples) == 1 and compiled.merged >= 1
     only = compiled.examples[0]

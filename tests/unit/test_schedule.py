@@ -38,8 +38,9 @@ def test_bad_cron_expressions_are_refused(expr: str, message: str) -> None:
 
 
 def test_systemd_calendar() -> None:
-    units = systemd_units("30 2 * * 1-5", "/usr/bin/reflexa", {"REFLEXA_HOME": "/h"})
-    assert "OnCalendar=Mon..Fri *-*-* 2:30:00" in units
+    units = systemd_units("30 2 * * 1-5", ["/usr/bin/reflexa"], {"REFLEXA_HOME": "/h"})
+    assert "OnCalendar=Mon..Fri *-*-* 02:30:00" in units
+    assert "ExecStart=/usr/bin/reflexa cycle --json" in units
     assert "Environment=REFLEXA_HOME=/h" in units and "Persistent=true" in units
 
 
@@ -52,6 +53,7 @@ def test_add_list_remove_persist_across_processes(tmp_path: Path, monkeypatch) -
     assert added.exit_code == 0, added.output
     job = json.loads(added.stdout)
     assert job["crontab"].startswith("0 2 * * * REFLEXA_HOME=")
+    assert "/reflexa cycle --json >> " in job["crontab"]
     # A fresh process (as after a restart) reads the same job from the database.
     listed = subprocess.run(
         [sys.executable, "-m", "agent", "schedule", "list", "--json"],
