@@ -43,7 +43,8 @@ def test_schedule_survives_a_restart_and_runs_a_cycle(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 150
         cycles: list[dict] = []
-        while not cycles and time.monotonic() < deadline:
+        # Done when the cycle is recorded and the scheduler has logged its end.
+        while time.monotonic() < deadline and not (cycles and "cycle finished" in log.read_text()):
             time.sleep(2)
             with Store.open(Settings().database) as store:
                 cycles = [c for c in store.cycles() if c["status"] != "running"]
