@@ -52,7 +52,8 @@ def gate_suites(store: Store, trained_suites: list[str]) -> tuple[list[GateSuite
             notes.append(f"{name}: no held-out split; not gated on")
             continue
         gates.append(GateSuite(suite, held, frozen=False))
-    gates.append(GateSuite(BUILTIN[FROZEN](), tuple(BUILTIN[FROZEN]().splits()), frozen=True))
+    frozen = BUILTIN[FROZEN]()
+    gates.append(GateSuite(frozen, tuple(frozen.splits()), frozen=True))
     return gates, notes
 
 
