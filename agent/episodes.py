@@ -22,10 +22,13 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StreamMode
 
 from agent.checkpointer import open_checkpointer
+from agent.memory import Memory, token_counter
 from agent.model_client import ModelClient
 from agent.settings import ReflectSettings, Settings
 from agent.store import Store
+from agent.store.store import learnable
 from evals import CheckSpecError, make_judge, parse_checks
+from evals.gold import gold_answer, passes
 from graphs import ReflectionContext, ReflectionState, build_reflection_graph, turn_input
 
 # (event, payload): ("token", {"node", "text"}) while an answer streams, ("node", {"node",
@@ -47,6 +50,7 @@ class EpisodeRequest:
     item_id: str | None = None
     history: list[dict[str, str]] = field(default_factory=list)
     eval_run_id: str | None = None
+    memory: bool = True  # recall past corrections (when the agent has a memory)
 
 
 @dataclass(frozen=True)
@@ -139,8 +143,10 @@ class Agent:
         store: Store,
         context: ReflectionContext,
         reflect: ReflectSettings,
+        memory: Memory | None = None,
     ) -> None:
         self.graph, self.store, self.context, self.reflect = graph, store, context, reflect
+        self.memory = memory
 
     async def run(self, request: EpisodeRequest, on_event: EventFn | None = None) -> EpisodeResult:
         """Answer `request`; a turn of its thread that was interrupted is finished first."""
@@ -153,12 +159,15 @@ class Agent:
         except BadRequest as e:
             return record_refusal(self.store, request, str(e), model, self.reflect)
         episode_id = start_record(self.store, request, thread_id, model, self.reflect)
+        if self.memory is not None and not learnable(request.split):
+            self.memory.protect(request.prompt)  # a held-out item: never recall its memory
         max_repairs = (
             self.reflect.max_repairs if request.max_repairs is None else request.max_repairs
         )
         turn = turn_input(
-            request.prompt, request.checks, request.gold, max_repairs, episode_id, request.history
-        )
+            request.prompt, request.checks, request.gold, max_repairs, episode_id,
+            request.history, use_memory=request.memory,
+        )  # fmt: skip
         return await self._drive(turn, episode_id, thread_id, config, on_event)
 
     async def resume(self, thread_id: str, on_event: EventFn | None = None) -> EpisodeResult | None:
@@ -217,24 +226,28 @@ class Agent:
         self.store.finish_episode(
             episode_id, status=result.status, answer=result.answer, error=None,
             attempts=result.attempts, latency_s=result.latency_s,
-            final_index=state["final_index"], corrections=corrections_from(state),
+            final_index=state["final_index"], corrections=await corrections_from(state),
         )  # fmt: skip
         return result
 
 
-def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:
-    """A failed first answer and the answer that fixed it. Verified only when grounded
-    checks (not the judge alone) passed the fix."""
+async def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """A failed first answer and the answer that fixed it: the model's repair when grounded
+    checks (not the judge alone) passed it, else the gold answer the task's checks spell out
+    and pass. (The store keeps gold corrections of chat and training episodes only.)"""
     attempts = state["attempts"]
     prompt = state["messages"][-2]["content"]  # the user's turn; the last is our answer
-    if attempts[0]["passed"] or state["status"] != "repaired":
+    if attempts[0]["passed"]:
         return []
     fix = attempts[state["final_index"]]
     grounded = any(v["kind"] == "grounded" and v["error"] is None for v in fix["verdicts"])
-    return [{
-        "prompt": prompt, "rejected": attempts[0]["answer"], "chosen": fix["answer"],
-        "source": "repair", "verified": grounded,
-    }]  # fmt: skip
+    correction = {"prompt": prompt, "rejected": attempts[0]["answer"]}
+    if state["status"] == "repaired":
+        return [correction | {"chosen": fix["answer"], "source": "repair", "verified": grounded}]
+    gold = gold_answer(state["checks"])
+    if gold is not None and await passes(state["checks"], prompt, gold):
+        return [correction | {"chosen": gold, "source": "gold", "verified": True}]
+    return []
 
 
 def describe_model_error(e: Exception) -> str:
@@ -263,12 +276,17 @@ async def open_agent(
             adapter, temperature=r.temperature, max_tokens=r.max_tokens, http_async_client=http
         )
         helper = client.chat_model(adapter, temperature=0, max_tokens=200, http_async_client=http)
-        context = ReflectionContext(
-            llm=answerer,
-            model_name=adapter or client.model,
-            judge=make_judge(helper) if r.judge else None,
-            diagnose_llm=helper,
-        )
-        with Store.open(settings.database) as store:
+        with Store.open(settings.database, settings.memory.max_entries) as store:
+            memory = None
+            if settings.memory.enabled:
+                counter = token_counter(settings.model_dir if not settings.vllm_url else None)
+                memory = Memory(store, settings.memory, counter, model=adapter)
+            context = ReflectionContext(
+                llm=answerer,
+                model_name=adapter or client.model,
+                judge=make_judge(helper) if r.judge else None,
+                diagnose_llm=helper,
+                recall=memory.recall if memory else None,
+            )
             async with open_checkpointer(settings) as saver:
-                yield Agent(build_reflection_graph(saver), store, context, r)
+                yield Agent(build_reflection_graph(saver), store, context, r, memory)

@@ -72,6 +72,23 @@ class ReflectSettings(BaseModel):
     )
 
 
+class MemorySettings(BaseModel):
+    """Correction memory: past verified corrections recalled as worked examples."""
+
+    enabled: bool = Field(default=True, description="Recall corrections into prompts.")
+    k: int = Field(default=3, ge=1, le=20, description="Memories recalled per request, at most.")
+    min_similarity: float = Field(
+        default=0.3, ge=0, le=1,
+        description="Least word overlap (cosine of word counts) a memory shares with the request.",
+    )  # fmt: skip
+    token_budget: int = Field(
+        default=512, ge=1, description="Prompt tokens all recalled memories may take together."
+    )
+    max_entries: int = Field(
+        default=10_000, ge=1, description="Memories kept; the least recently used go first."
+    )
+
+
 class CycleSettings(BaseModel):
     """The self-repair cycle: what it trains on and when the gate promotes."""
 
@@ -140,6 +157,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     reflect: ReflectSettings = Field(default_factory=ReflectSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     cycle: CycleSettings = Field(default_factory=CycleSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
 

@@ -1,10 +1,12 @@
-"""The LangGraph reflection loop: generate → evaluate → diagnose → repair."""
+"""The LangGraph reflection loop: recall → generate → evaluate → diagnose → repair."""
 
 from graphs.builder import build_reflection_graph
-from graphs.state import Attempt, ReflectionContext, ReflectionState, turn_input
+from graphs.state import Attempt, Recall, RecallFn, ReflectionContext, ReflectionState, turn_input
 
 __all__ = [
     "Attempt",
+    "Recall",
+    "RecallFn",
     "ReflectionContext",
     "ReflectionState",
     "build_reflection_graph",

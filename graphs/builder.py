@@ -1,6 +1,6 @@
 """Wiring the reflection graph:
 
-generate → evaluate ─pass / budget spent / verifiers broken→ finish
+recall → generate → evaluate ─pass / budget spent / verifiers broken→ finish
               └fail→ diagnose → repair → evaluate …
 """
 
@@ -12,7 +12,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from graphs.nodes import after_evaluate, diagnose, evaluate, finish, generate, repair
+from graphs.nodes import after_evaluate, diagnose, evaluate, finish, generate, recall, repair
 from graphs.state import ReflectionContext, ReflectionState
 
 
@@ -20,12 +20,14 @@ def build_reflection_graph(
     checkpointer: BaseCheckpointSaver[Any] | None = None,
 ) -> CompiledStateGraph[ReflectionState, ReflectionContext, ReflectionState, ReflectionState]:
     graph = StateGraph(ReflectionState, context_schema=ReflectionContext)
+    graph.add_node("recall", recall)
     graph.add_node("generate", generate)
     graph.add_node("evaluate", evaluate)
     graph.add_node("diagnose", diagnose)
     graph.add_node("repair", repair)
     graph.add_node("finish", finish)
-    graph.add_edge(START, "generate")
+    graph.add_edge(START, "recall")
+    graph.add_edge("recall", "generate")
     graph.add_edge("generate", "evaluate")
     graph.add_conditional_edges("evaluate", after_evaluate, ["diagnose", "finish"])
     graph.add_edge("diagnose", "repair")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Literal
 
@@ -12,12 +13,36 @@ from pydantic import BaseModel, Field
 
 from evals import JudgeResult, VerifyContext, checks_for, parse_checks, run_checks
 from graphs.prompts import DIAGNOSE, REPAIR, SYSTEM
-from graphs.state import Attempt, ReflectionContext, ReflectionState, Status
+from graphs.state import Attempt, Recall, ReflectionContext, ReflectionState, Status
+
+
+async def recall(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
+    """Past corrections similar to the request, to show as worked examples."""
+    fn = runtime.context.recall
+    if fn is None or not state.get("use_memory", True):
+        found = Recall(note="memory off")
+    else:
+        try:
+            found = await asyncio.to_thread(fn, state["messages"][-1]["content"])
+        except Exception as e:  # memory is a help: it never costs the answer
+            found = Recall(
+                note=f"memory unavailable ({type(e).__name__}: {e}); answered without it"
+            )
+    return {"recalled": found.memories, "memory": found.trace()}
 
 
 async def generate(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
-    messages = [{"role": "system", "content": SYSTEM}, *state["messages"]]
+    messages = [{"role": "system", "content": SYSTEM}, *_examples(state), *state["messages"]]
     return await _answer(state, runtime.context, messages, "generate")
+
+
+def _examples(state: ReflectionState) -> list[dict[str, str]]:
+    """Recalled memories as solved turns before the conversation, the most similar last."""
+    turns: list[dict[str, str]] = []
+    for m in reversed(state.get("recalled") or []):
+        turns.append({"role": "user", "content": m["prompt"]})
+        turns.append({"role": "assistant", "content": m["answer"]})
+    return turns
 
 
 async def repair(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
@@ -30,6 +55,7 @@ async def repair(state: ReflectionState, runtime: Runtime[ReflectionContext]) ->
     )
     messages = [
         {"role": "system", "content": SYSTEM},
+        *_examples(state),
         *state["messages"],
         {"role": "assistant", "content": last["answer"]},
         {"role": "user", "content": instruction},
@@ -59,6 +85,7 @@ async def _answer(
         "completion_tokens": usage["output_tokens"] if usage else 0,
         "latency_s": round(seconds, 3),
         "model": ctx.model_name,
+        "memory": state.get("memory") or {},
     }
     return {"attempts": [*state["attempts"], attempt], "model_s": state["model_s"] + seconds}
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.language_models import BaseChatModel
@@ -26,6 +27,27 @@ class Attempt(TypedDict):
     completion_tokens: int
     latency_s: float
     model: str
+    memory: dict[str, Any]  # Recall.trace(): the memories in its prompt, or why none
+
+
+@dataclass(frozen=True)
+class Recall:
+    """What one request recalled from the correction memory: the memories (best first; each
+    with id, prompt, answer, source, similarity, tokens) and, when something was left out or
+    went wrong, a note saying why."""
+
+    memories: list[dict[str, Any]] = field(default_factory=list)
+    note: str | None = None
+    seconds: float = 0.0
+
+    def trace(self) -> dict[str, Any]:
+        """For the trace: which memories, not their answers."""
+        keys = ("id", "source", "similarity", "tokens")
+        used = [{k: m[k] for k in keys} | {"prompt": m["prompt"][:80]} for m in self.memories]
+        return {"used": used, "note": self.note, "seconds": round(self.seconds, 4)}
+
+
+RecallFn = Callable[[str], Recall]  # the request's text → what to show as worked examples
 
 
 class ReflectionState(TypedDict, total=False):
@@ -42,6 +64,9 @@ class ReflectionState(TypedDict, total=False):
     answer: str | None
     final_index: int | None
     model_s: float  # seconds spent waiting on the model this turn
+    use_memory: bool  # recall past corrections for this turn
+    recalled: list[dict[str, Any]]  # the memories shown as worked examples
+    memory: dict[str, Any]  # Recall.trace(): what each attempt of this turn was shown
 
 
 @dataclass(frozen=True)
@@ -52,6 +77,7 @@ class ReflectionContext:
     model_name: str
     judge: JudgeFn | None = None
     diagnose_llm: BaseChatModel | None = None  # default: llm
+    recall: RecallFn | None = None  # the correction memory; None: off
 
 
 def turn_input(
@@ -61,6 +87,7 @@ def turn_input(
     max_repairs: int = 2,
     episode_id: str = "",
     history: list[dict[str, str]] | None = None,
+    use_memory: bool = True,
 ) -> ReflectionState:
     """The input that starts a new turn of a thread (after `history`, in a new thread)."""
     return {
@@ -74,4 +101,7 @@ def turn_input(
         "answer": None,
         "final_index": None,
         "model_s": 0.0,
+        "use_memory": use_memory,
+        "recalled": [],
+        "memory": {},
     }

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ReflexaError
+from agent.memory import protected_hashes
 from agent.model_client import ModelClient
 from agent.settings import Settings
 from agent.store import Store
 from trainers.config import TrainConfig
-from trainers.dataset import compile_examples, protected_hashes, to_records, write_dataset
+from trainers.dataset import compile_examples, to_records, write_dataset
 from trainers.gate import gate_suites, run_gate
 from trainers.registry import load, promote
 from trainers.sampling import sample_corrections, sampling_targets

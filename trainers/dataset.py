@@ -14,21 +14,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from agent.errors import ReflexaError
+from agent.memory import protected_hashes
 from agent.store import Store, prompt_hash
-from evals.builtin import BUILTIN
-from evals.checks import parse_checks, run_checks
-from evals.suite import Suite
-from evals.verdict import VerifyContext
+from agent.store.store import TRAIN_SPLIT
+from evals.gold import gold_answer, passes
 
 Format = Literal["sft", "dpo"]
 SOURCES = ("user", "repair", "gold", "sampled", "self")
-TRAIN_SPLIT = "train"
 
 
 @dataclass
@@ -58,40 +56,6 @@ class Compiled:
 
     def suites(self) -> list[str]:
         return sorted({s for e in self.examples for s in e.suites})
-
-
-def protected_hashes(store: Store, extra: Iterable[Suite] = ()) -> set[str]:
-    """Prompts that must never be trained on: every non-train item of the built-in suites
-    and of `extra`, and every recorded episode of a non-train split."""
-    suites = [factory() for factory in BUILTIN.values()] + list(extra)
-    hashes = {prompt_hash(i.user_prompt) for s in suites for i in s.items if i.split != TRAIN_SPLIT}
-    return hashes | store.prompt_hashes_outside_split(TRAIN_SPLIT)
-
-
-def gold_answer(checks: Sequence[dict[str, Any]]) -> str | None:
-    """An answer the item's checks spell out (exact text, a number, an expected JSON value),
-    or None. The caller verifies it against the checks before using it."""
-    for spec in checks:
-        expected = spec.get("expected")
-        if expected is None:
-            continue
-        if spec["type"] == "exact":
-            return str(expected)
-        if spec["type"] == "numeric":
-            number = float(expected)
-            return str(int(number)) if number.is_integer() else str(number)
-        if spec["type"] in ("json", "schema"):
-            return json.dumps(expected, ensure_ascii=False)
-    return None
-
-
-async def passes(checks: Sequence[dict[str, Any]], prompt: str, answer: str) -> bool:
-    """True when every grounded check passes `answer` (no judge: it is not evidence)."""
-    parsed = [c for c in parse_checks(checks) if c.type != "judge"]
-    if not parsed:
-        return False
-    verdicts = await run_checks(parsed, answer, VerifyContext(prompt))
-    return all(v.passed and v.error is None for v in verdicts)
 
 
 def compile_examples(

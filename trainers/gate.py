@@ -18,10 +18,10 @@ from agent.evaluation import EvalOptions, run_eval
 from agent.model_client import ModelClient
 from agent.settings import Settings
 from agent.store import Store
+from agent.store.store import TRAIN_SPLIT
 from evals.builtin import BUILTIN
 from evals.compare import compare_runs
 from evals.suite import Suite, SuiteError, load_suite
-from trainers.dataset import TRAIN_SPLIT
 
 FROZEN = "capabilities"
 # (label, done, total)

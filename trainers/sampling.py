@@ -13,7 +13,8 @@ import httpx
 from agent.model_client import ModelClient
 from agent.settings import Settings
 from agent.store import Store, prompt_hash
-from trainers.dataset import TRAIN_SPLIT, passes
+from agent.store.store import TRAIN_SPLIT
+from evals.gold import passes
 
 
 def sampling_targets(store: Store, protected: set[str], limit: int) -> list[dict[str, Any]]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import selectinload, sessionmaker
+from sqlalchemy import Engine, delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from agent.store.db import make_engine, migrate
 from agent.store.tables import (
@@ -20,8 +22,14 @@ from agent.store.tables import (
     Cycle,
     Episode,
     EvalRun,
+    Memory,
     utcnow,
 )
+
+TRAIN_SPLIT = "train"
+# Recall prefers, for one prompt: a user's correction, then the model's verified repair, the
+# item's gold answer, a verified sample.
+MEMORY_SOURCES = ("user", "repair", "gold", "sampled")
 
 
 def prompt_hash(prompt: str) -> str:
@@ -29,18 +37,33 @@ def prompt_hash(prompt: str) -> str:
     return hashlib.sha256(" ".join(prompt.lower().split()).encode()).hexdigest()
 
 
+def learnable(split: str | None) -> bool:
+    """Chat (no split) and training-split episodes may be learnt from: trained on, recalled."""
+    return split is None or split == TRAIN_SPLIT
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def search_terms(text: str, limit: int = 64) -> list[str]:
+    """The distinct words of `text`, lower-cased, in order: the full-text query."""
+    return list(dict.fromkeys(words(text)))[:limit]
+
+
 class Store:
     """The database of everything Reflexa did. Each method is one short transaction."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, memory_limit: int = 10_000) -> None:
         self.engine = engine
+        self.memory_limit = memory_limit  # memories kept; the least recently used go first
         self._session = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str) -> Store:
+    def open(cls, url: str, memory_limit: int = 10_000) -> Store:
         engine = make_engine(url)
         migrate(engine)
-        return cls(engine)
+        return cls(engine, memory_limit)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -111,14 +134,115 @@ class Store:
                     episode.right_to_wrong = bool(first["gold_passed"] and not final["gold_passed"])
             episode.attempts = [_attempt(i, a) for i, a in enumerate(attempts)]
             for c in corrections:
-                s.add(_correction(id, c))
+                row = _correction(id, c)
+                s.add(row)
+                self._remember(s, row, episode)
+            used = {m["id"] for a in attempts for m in (a.get("memory") or {}).get("used", [])}
+            if used:
+                s.execute(
+                    update(Memory)
+                    .where(Memory.id.in_(used))
+                    .values(uses=Memory.uses + 1, last_used_at=utcnow())
+                )
 
     def add_correction(self, episode_id: str | None, **fields: Any) -> int:
         with self._session.begin() as s:
             row = _correction(episode_id, fields)
             s.add(row)
+            episode = s.get(Episode, episode_id) if episode_id else None
+            self._remember(s, row, episode)
             s.flush()
             return row.id
+
+    # Correction memory.
+
+    def _remember(self, s: Session, c: Correction, episode: Episode | None) -> None:
+        """Make a verified correction of a chat or training episode recallable, one per
+        prompt (the better source, or the newer of equals, wins)."""
+        if not (c.verified and c.chosen and c.source in MEMORY_SOURCES):
+            return
+        if episode is not None and not learnable(episode.split):
+            return
+        s.flush()  # c.id
+        try:
+            with s.begin_nested():  # a concurrent writer may store this prompt first
+                self._upsert_memory(s, c, episode)
+        except IntegrityError:
+            pass  # the other transaction's memory stands; the correction itself is kept
+
+    def _upsert_memory(self, s: Session, c: Correction, episode: Episode | None) -> None:
+        row = s.scalars(select(Memory).where(Memory.prompt_hash == c.prompt_hash)).first()
+        if row is None:
+            row = Memory(prompt_hash=c.prompt_hash, prompt=c.prompt, uses=0)
+            s.add(row)
+        elif MEMORY_SOURCES.index(c.source) > MEMORY_SOURCES.index(row.source):
+            return
+        row.answer, row.source = c.chosen or "", c.source
+        row.correction_id, row.episode_id = c.id, c.episode_id
+        row.checks = episode.checks if episode is not None else []
+        row.status, row.retired_by = "active", None
+        s.flush()
+        surplus = (s.scalar(select(func.count()).select_from(Memory)) or 0) - self.memory_limit
+        if surplus > 0:
+            oldest = (
+                select(Memory.id)
+                .order_by(
+                    (Memory.status == "active").asc(),
+                    func.coalesce(Memory.last_used_at, Memory.created_at).asc(),
+                )
+                .limit(surplus)
+            )
+            s.execute(delete(Memory).where(Memory.id.in_(oldest.scalar_subquery())))
+
+    def search_memories(
+        self, query: str, limit: int, model: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Memories whose prompt shares words with `query`, best BM25 (SQLite) or ts_rank
+        (PostgreSQL) first; those retired for `model` (it passes them unaided) left out."""
+        terms = search_terms(query)
+        if not terms:
+            return []
+        params = {"limit": limit, "model": model or ""}
+        if self.engine.dialect.name == "sqlite":
+            sql = text(
+                "SELECT m.id, m.prompt_hash, m.prompt, m.answer, m.source "
+                "FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid "
+                "WHERE memories_fts MATCH :q AND COALESCE(m.retired_by, '') != :model "
+                "ORDER BY bm25(memories_fts) LIMIT :limit"
+            )
+            params["q"] = " OR ".join(f'"{t}"' for t in terms)
+        else:
+            sql = text(
+                "SELECT id, prompt_hash, prompt, answer, source "
+                "FROM memories, to_tsquery('simple', :q) q "
+                "WHERE search @@ q AND COALESCE(retired_by, '') != :model "
+                "ORDER BY ts_rank(search, q) DESC, id LIMIT :limit"
+            )
+            params["q"] = " | ".join(f"'{t}'" for t in terms)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sql, params)]
+
+    def memories(self, status: str | None = None) -> list[dict[str, Any]]:
+        with self._session() as s:
+            query = select(Memory).order_by(Memory.id)
+            if status:
+                query = query.where(Memory.status == status)
+            return [_columns(r) for r in s.scalars(query)]
+
+    def retire_memories(self, ids: Sequence[int], by: str) -> None:
+        """`by` (an adapter version) passes these unaided: not recalled when it answers."""
+        with self._session.begin() as s:
+            s.execute(
+                update(Memory).where(Memory.id.in_(ids)).values(status="retired", retired_by=by)
+            )
+
+    def rebuild_memory_index(self) -> None:
+        """Rebuild the full-text index from the memories table (after corruption)."""
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')")
+            else:
+                conn.exec_driver_sql("REINDEX INDEX ix_memories_search")
 
     def episode(self, id: str) -> dict[str, Any] | None:
         with self._session() as s:
@@ -146,7 +270,7 @@ class Store:
             )
             return [episode_dict(r) for r in rows]
 
-    def count(self, table: type[Episode] | type[Attempt] | type[Correction]) -> int:
+    def count(self, table: type[Episode] | type[Attempt] | type[Correction] | type[Memory]) -> int:
         with self._session() as s:
             return int(s.scalar(select(func.count()).select_from(table)) or 0)
 
@@ -310,7 +434,7 @@ def _attempt(index: int, a: dict[str, Any]) -> Attempt:
         passed=a["passed"], score=a["score"], gold_passed=a.get("gold_passed"),
         diagnosis=a.get("diagnosis"), prompt_tokens=a.get("prompt_tokens", 0),
         completion_tokens=a.get("completion_tokens", 0), latency_s=a.get("latency_s", 0.0),
-        model=a["model"],
+        model=a["model"], memory=a.get("memory"),
     )  # fmt: skip
 
 

@@ -75,6 +75,7 @@ class Attempt(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     latency_s: Mapped[float] = mapped_column(Float, default=0.0)
     model: Mapped[str] = mapped_column(String(200))
+    memory: Mapped[dict[str, Any] | None]  # the corrections recalled into its prompt
     episode: Mapped[Episode] = relationship(back_populates="attempts")
 
 
@@ -94,6 +95,26 @@ class Correction(Base):
     chosen: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))  # repair | gold | user | sampled
     verified: Mapped[bool]
+
+
+class Memory(Base):
+    """A verified correction the agent can recall as a worked example (one per prompt).
+    Full-text indexed by migration 0004 (FTS5 on SQLite, tsvector on PostgreSQL)."""
+
+    __tablename__ = "memories"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    prompt_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))  # user | repair | gold | sampled
+    correction_id: Mapped[int | None]
+    episode_id: Mapped[str | None] = mapped_column(String(32))
+    checks: Mapped[list[Any]]  # what verified the answer; retirement reruns them
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="active")  # | retired
+    retired_by: Mapped[str | None] = mapped_column(String(32))  # passes it unaided
 
 
 class EvalRun(Base):

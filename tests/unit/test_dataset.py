@@ -15,7 +15,8 @@ from agent.cli import cli
 from agent.store import Store, prompt_hash
 from agent.store.db import sqlite_url
 from evals.builtin import BUILTIN
-from trainers.dataset import compile_examples, gold_answer, to_records, write_dataset
+from evals.gold import gold_answer
+from trainers.dataset import compile_examples, to_records, write_dataset
 
 NUMERIC_42 = [{"type": "numeric", "expected": 42, "strict": True}]
 

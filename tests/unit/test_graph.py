@@ -135,7 +135,7 @@ def test_node_events_stream_in_order() -> None:
         ]
 
     assert asyncio.run(nodes()) == [
-        "generate", "evaluate", "diagnose", "repair", "evaluate", "finish",
+        "recall", "generate", "evaluate", "diagnose", "repair", "evaluate", "finish",
     ]  # fmt: skip
 
 

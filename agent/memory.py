@@ -1,0 +1,120 @@
+"""Correction memory: past verified corrections recalled as worked examples.
+
+Between fine-tunes the agent should not repeat a mistake it has corrected once. Each request
+searches the store's memories (full-text: BM25 on SQLite, ts_rank on PostgreSQL), keeps the
+best `k` that are similar enough and fit the token budget, and the graph puts them before the
+request as solved examples. What was recalled, or why nothing was, goes into the trace.
+
+Never recalled: a memory whose prompt is an item of a held-out or gate split (the
+contamination guard the training data has too), or one the answering adapter was shown to
+pass unaided (retired for it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from agent.settings import MemorySettings
+from agent.store import Store, prompt_hash
+from agent.store.store import TRAIN_SPLIT, words
+from evals.builtin import BUILTIN
+from evals.suite import Suite
+from graphs.state import Recall
+
+TokenCounter = Callable[[str], int]
+TURN_OVERHEAD = 8  # chat-template tokens around a user turn and an assistant turn
+CANDIDATES = 4  # full-text hits examined per memory wanted
+
+
+def protected_hashes(store: Store, extra: Iterable[Suite] = ()) -> set[str]:
+    """Prompts never learnt from (trained on or recalled): every non-train item of the
+    built-in suites and of `extra`, and every recorded episode of a non-train split."""
+    suites = [factory() for factory in BUILTIN.values()] + list(extra)
+    hashes = {prompt_hash(i.user_prompt) for s in suites for i in s.items if i.split != TRAIN_SPLIT}
+    return hashes | store.prompt_hashes_outside_split(TRAIN_SPLIT)
+
+
+def similarity(a: str, b: str) -> float:
+    """Cosine of the two texts' word counts, 0 to 1."""
+    ca, cb = Counter(words(a)), Counter(words(b))
+    dot = sum(n * cb[w] for w, n in ca.items())
+    norm = math.sqrt(sum(n * n for n in ca.values()) * sum(n * n for n in cb.values()))
+    return dot / norm if norm else 0.0
+
+
+def token_counter(model_dir: Path | None) -> TokenCounter:
+    """The served model's own tokenizer when its folder is here; else about 3 characters a
+    token (an over-estimate for English, so the budget holds)."""
+    path = model_dir / "tokenizer.json" if model_dir else None
+    if path is not None and path.is_file():
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(path))
+        return lambda s: len(tokenizer.encode(s, add_special_tokens=False).ids)
+    return lambda s: len(s) // 3 + 1
+
+
+class Memory:
+    """Recall over one store, for one answering model (`model`: the adapter, None: base)."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: MemorySettings,
+        count_tokens: TokenCounter,
+        model: str | None = None,
+        protected: set[str] | None = None,
+    ) -> None:
+        self.store, self.settings, self.model = store, settings, model
+        self.count_tokens = count_tokens
+        self.protected = protected_hashes(store) if protected is None else protected
+
+    def protect(self, prompt: str) -> None:
+        """`prompt` is a held-out or gate item: its memory (if any) is never recalled."""
+        self.protected.add(prompt_hash(prompt))
+
+    def recall(self, prompt: str) -> Recall:
+        """The memories for `prompt`. Never raises: a broken index means no recall and a note."""
+        started = time.perf_counter()
+        s = self.settings
+        try:
+            rows = self.store.search_memories(prompt, s.k * CANDIDATES, self.model)
+        except Exception as e:  # a corrupt or missing index must not cost the answer
+            first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            return Recall([], f"memory unavailable ({first}); answered without it",
+                          time.perf_counter() - started)  # fmt: skip
+        chosen: list[dict[str, Any]] = []
+        left = {"protected": 0, "dissimilar": 0, "over budget": 0}
+        budget = s.token_budget
+        for row in rows:
+            if len(chosen) == s.k:
+                break
+            if row["prompt_hash"] in self.protected:
+                left["protected"] += 1
+                continue
+            sim = similarity(prompt, row["prompt"])
+            if sim < s.min_similarity:
+                left["dissimilar"] += 1
+                continue
+            tokens = self.count_tokens(row["prompt"]) + self.count_tokens(row["answer"])
+            tokens += TURN_OVERHEAD
+            if tokens > budget:
+                left["over budget"] += 1
+                continue
+            budget -= tokens
+            chosen.append(row | {"similarity": round(sim, 3), "tokens": tokens})
+        return Recall(chosen, _note(rows, chosen, left), time.perf_counter() - started)
+
+
+def _note(rows: list[Any], chosen: list[Any], left: dict[str, int]) -> str | None:
+    if not rows:
+        return "nothing recalled: no stored correction shares words with this request"
+    skipped = ", ".join(f"{n} {why}" for why, n in left.items() if n)
+    if not chosen:
+        return f"nothing recalled ({skipped})"
+    return f"left out: {skipped}" if skipped else None

@@ -1,0 +1,36 @@
+"""Gold answers: what an item's own checks spell out, and whether the checks pass it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from evals.checks import parse_checks, run_checks
+from evals.verdict import VerifyContext
+
+
+def gold_answer(checks: Sequence[dict[str, Any]]) -> str | None:
+    """An answer the item's checks spell out (exact text, a number, an expected JSON value),
+    or None. The caller verifies it against the checks before using it."""
+    for spec in checks:
+        expected = spec.get("expected")
+        if expected is None:
+            continue
+        if spec["type"] == "exact":
+            return str(expected)
+        if spec["type"] == "numeric":
+            number = float(expected)
+            return str(int(number)) if number.is_integer() else str(number)
+        if spec["type"] in ("json", "schema"):
+            return json.dumps(expected, ensure_ascii=False)
+    return None
+
+
+async def passes(checks: Sequence[dict[str, Any]], prompt: str, answer: str) -> bool:
+    """True when every grounded check passes `answer` (no judge: it is not evidence)."""
+    parsed = [c for c in parse_checks(checks) if c.type != "judge"]
+    if not parsed:
+        return False
+    verdicts = await run_checks(parsed, answer, VerifyContext(prompt))
+    return all(v.passed and v.error is None for v in verdicts)
