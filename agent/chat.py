@@ -77,6 +77,7 @@ async def chat_loop(
     console: Console,
     read_line: Callable[[], str | None],
     thread_id: str | None = None,
+    memory: bool = True,
 ) -> None:
     """Read a line, answer it, repeat; `read_line` returns None at the end of input."""
     thread_id = thread_id or uuid.uuid4().hex[:16]
@@ -112,7 +113,8 @@ async def chat_loop(
         elif text.startswith("/"):
             console.print(f"unknown command {text.split()[0]}; /help lists them")
         else:
-            result = await agent.run(EpisodeRequest(text, thread_id=thread_id), ChatView(console))
+            request = EpisodeRequest(text, thread_id=thread_id, memory=memory)
+            result = await agent.run(request, ChatView(console))
             if result.error:
                 console.print(f"[red]error:[/] {result.error}")
                 continue

@@ -22,6 +22,7 @@ from rich.table import Table
 from agent.chat import chat_loop, verdict_line
 from agent.cli_common import adapter_for, client_for, err, print_json
 from agent.cli_learn import register
+from agent.cli_memory import memory
 from agent.episodes import (
     BadRequest,
     EpisodeRequest,
@@ -45,6 +46,7 @@ ADAPTER_HELP = (
     "Answer through this adapter: a version (v3), a served name, or `base`. "
     "Default: the promoted adapter, if any."
 )
+NO_MEMORY_HELP = "Do not recall past corrections as worked examples (see [memory])."
 
 
 class _Group(click.Group):
@@ -176,6 +178,7 @@ def _parse_check(ctx: click.Context, param: click.Parameter, values: tuple[str, 
     "Repeatable. Without one, the model reviews its own answer.",
 )
 @click.option("--thread", "thread_id", default=None, help="Continue this chat thread.")
+@click.option("--no-memory", is_flag=True, help=NO_MEMORY_HELP)
 @click.pass_obj
 def ask(
     settings: Settings,
@@ -185,9 +188,12 @@ def ask(
     adapter: str | None,
     checks: list[dict[str, Any]],
     thread_id: str | None,
+    no_memory: bool,
 ) -> None:
     """Answer one prompt: generate, check, and repair if a check fails."""
-    request = EpisodeRequest(prompt, checks, thread_id=thread_id, max_repairs=max_repairs)
+    request = EpisodeRequest(
+        prompt, checks, thread_id=thread_id, max_repairs=max_repairs, memory=not no_memory
+    )
     try:  # bad input is refused (and recorded) before any model is started
         validate_request(request, settings.reflect)
     except BadRequest as e:
@@ -229,8 +235,9 @@ def _status_note(result: EpisodeResult) -> str:
 @cli.command()
 @click.option("--thread", "thread_id", default=None, help="Resume this thread.")
 @click.option("--adapter", default=None, help=ADAPTER_HELP)
+@click.option("--no-memory", is_flag=True, help=NO_MEMORY_HELP)
 @click.pass_obj
-def chat(settings: Settings, thread_id: str | None, adapter: str | None) -> None:
+def chat(settings: Settings, thread_id: str | None, adapter: str | None, no_memory: bool) -> None:
     """Chat in the terminal (works with piped input too). /help lists the commands."""
     client = client_for(settings)
     adapter = adapter_for(settings, client, adapter)
@@ -245,7 +252,7 @@ def chat(settings: Settings, thread_id: str | None, adapter: str | None) -> None
 
     async def run() -> None:
         async with open_agent(settings, client, adapter) as agent:
-            await chat_loop(agent, console, read_line, thread_id)
+            await chat_loop(agent, console, read_line, thread_id, memory=not no_memory)
 
     try:
         asyncio.run(run())
@@ -339,6 +346,7 @@ def eval_list(as_json: bool) -> None:
 @click.option("--max-repairs", type=click.IntRange(0, 10), default=None, help="Repair budget.")
 @click.option("--adapter", default=None, help=ADAPTER_HELP)
 @click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--no-memory", is_flag=True, help=NO_MEMORY_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_obj
 def eval_run(
@@ -350,6 +358,7 @@ def eval_run(
     max_repairs: int | None,
     adapter: str | None,
     concurrency: int,
+    no_memory: bool,
     as_json: bool,
 ) -> None:
     """Run a suite; every item is a recorded episode. Re-running resumes an interrupted run."""
@@ -361,7 +370,9 @@ def eval_run(
         raise ReflexaError(f"{suite.name} has no split {split!r} (it has {sorted(suite.splits())})")
     client = client_for(settings)
     adapter = adapter_for(settings, client, adapter)
-    options = EvalOptions(split, limit, not no_reflect, max_repairs, adapter, concurrency)
+    options = EvalOptions(
+        split, limit, not no_reflect, max_repairs, adapter, concurrency, memory=not no_memory
+    )
 
     async def run(bar: Progress, task: TaskID) -> dict[str, Any]:
         async with open_agent(settings, client, adapter) as agent:
@@ -420,6 +431,7 @@ def eval_compare(settings: Settings, run_a: str, run_b: str, as_json: bool) -> N
 
 
 register(cli, failures)
+cli.add_command(memory)
 
 
 def main() -> None:

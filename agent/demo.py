@@ -70,14 +70,14 @@ def main() -> None:
     reflexa("model", "serve")
     step(f"1/4 baseline: {args.suite} held-out, first answers")
     before = reflexa("eval", "run", args.suite, "--split", "heldout", "--no-reflect",
-                     "--adapter", "base")  # fmt: skip
+                     "--no-memory", "--adapter", "base")  # fmt: skip
     step(f"2/4 {args.suite} training split with reflection (failures and repairs recorded)")
     train = reflexa("eval", "run", args.suite, "--split", "train", "--max-repairs", "1",
                     "--concurrency", "16", "--adapter", "base")  # fmt: skip
     step("3/4 reflexa cycle: compile, train, gate, promote")
     cycle = reflexa("cycle", env=cycle_env)
     step(f"4/4 {args.suite} held-out again, through the default adapter")
-    after = reflexa("eval", "run", args.suite, "--split", "heldout", "--no-reflect")
+    after = reflexa("eval", "run", args.suite, "--split", "heldout", "--no-reflect", "--no-memory")
     compared = reflexa("eval", "compare", before["run_id"], after["run_id"])
 
     rows = _rows(args.suite, before, train, cycle, compared)

@@ -28,6 +28,7 @@ class EvalOptions:
     max_repairs: int | None = None
     adapter: str | None = None
     concurrency: int = 8
+    memory: bool = True  # recall past corrections (if the agent has a memory)
 
     def config(self) -> dict[str, Any]:
         """What makes two runs comparable (concurrency does not change results)."""
@@ -90,6 +91,7 @@ async def run_eval(
                 item.user_prompt, item.check_specs(), history=item.history,
                 max_repairs=options.max_repairs if options.reflect else 0,
                 suite=suite.name, split=item.split, item_id=item.id, eval_run_id=run_id,
+                memory=options.memory,
             )
         )  # fmt: skip
         episode = store.episode(result.episode_id)

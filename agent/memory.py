@@ -12,6 +12,7 @@ pass unaided (retired for it).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import Counter
@@ -19,11 +20,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from agent.settings import MemorySettings
+import httpx
+
+from agent.model_client import ModelClient
+from agent.settings import MemorySettings, Settings
 from agent.store import Store, prompt_hash
 from agent.store.store import TRAIN_SPLIT, words
 from evals.builtin import BUILTIN
+from evals.gold import passes
 from evals.suite import Suite
+from graphs.prompts import SYSTEM
 from graphs.state import Recall
 
 TokenCounter = Callable[[str], int]
@@ -118,3 +124,47 @@ def _note(rows: list[Any], chosen: list[Any], left: dict[str, int]) -> str | Non
     if not chosen:
         return f"nothing recalled ({skipped})"
     return f"left out: {skipped}" if skipped else None
+
+
+async def retire_passed(
+    settings: Settings,
+    store: Store,
+    client: ModelClient,
+    adapter: str,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
+    """Ask `adapter` each memory's prompt unaided (one answer, nothing recalled); the
+    memories whose own checks pass that answer are retired for it. Memories without
+    grounded checks cannot be tested and stay."""
+    todo = [
+        m
+        for m in store.memories(status="active")
+        if any(c.get("type") != "judge" for c in m["checks"])
+    ]
+    limit = asyncio.Semaphore(settings.cycle.concurrency)
+    passed: list[int] = []
+    done = 0
+    async with httpx.AsyncClient(timeout=settings.request_timeout_s) as http:
+        llm = client.chat_model(
+            adapter, temperature=0, max_tokens=settings.reflect.max_tokens, http_async_client=http
+        )
+
+        async def one(m: dict[str, Any]) -> None:
+            nonlocal done
+            async with limit:
+                reply = await llm.ainvoke(
+                    [
+                        {"role": "system", "content": SYSTEM},
+                        {"role": "user", "content": m["prompt"]},
+                    ]
+                )
+            if await passes(m["checks"], m["prompt"], reply.text):
+                passed.append(m["id"])
+            done += 1
+            if on_progress:
+                on_progress(done, len(todo))
+
+        await asyncio.gather(*(one(m) for m in todo))
+    if passed:
+        store.retire_memories(passed, adapter)
+    return {"tested": len(todo), "retired": len(passed)}

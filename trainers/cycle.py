@@ -135,7 +135,9 @@ def _run(
     protected = protected_hashes(store)
     current = store.promoted_adapter()
 
-    targets = sampling_targets(store, protected, settings.cycle.sample_limit)
+    targets = sampling_targets(
+        store, protected, settings.cycle.sample_limit, settings.cycle.allow_gold
+    )
     if settings.cycle.sample_n > 0 and targets:
         with stage("sample") as detail:
             client = connect()

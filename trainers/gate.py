@@ -90,6 +90,7 @@ async def run_gate(
                         reflect=False,
                         adapter=adapter,
                         concurrency=settings.cycle.concurrency,
+                        memory=False,  # the gate compares models, not recalled examples
                     )
                     report = await run_eval(
                         agent,

@@ -17,9 +17,16 @@ from agent.store.store import TRAIN_SPLIT
 from evals.gold import passes
 
 
-def sampling_targets(store: Store, protected: set[str], limit: int) -> list[dict[str, Any]]:
-    """Failed training episodes, one per prompt, that no verified correction covers yet."""
-    covered = {c["prompt_hash"] for c in store.corrections() if c["verified"]}
+def sampling_targets(
+    store: Store, protected: set[str], limit: int, allow_gold: bool = True
+) -> list[dict[str, Any]]:
+    """Failed training episodes, one per prompt, that no usable verified correction covers
+    yet (a gold one counts only when gold answers may be trained on)."""
+    covered = {
+        c["prompt_hash"]
+        for c in store.corrections()
+        if c["verified"] and (allow_gold or c["source"] != "gold")
+    }
     targets: dict[str, dict[str, Any]] = {}
     for e in store.training_episodes(TRAIN_SPLIT):
         key = prompt_hash(e["prompt"])

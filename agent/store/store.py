@@ -207,7 +207,7 @@ class Store:
             sql = text(
                 "SELECT m.id, m.prompt_hash, m.prompt, m.answer, m.source "
                 "FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid "
-                "WHERE memories_fts MATCH :q AND COALESCE(m.retired_by, '') != :model "
+                "WHERE memories_fts MATCH :q AND (m.retired_by IS NULL OR m.retired_by != :model) "
                 "ORDER BY bm25(memories_fts) LIMIT :limit"
             )
             params["q"] = " OR ".join(f'"{t}"' for t in terms)
@@ -215,7 +215,7 @@ class Store:
             sql = text(
                 "SELECT id, prompt_hash, prompt, answer, source "
                 "FROM memories, to_tsquery('simple', :q) q "
-                "WHERE search @@ q AND COALESCE(retired_by, '') != :model "
+                "WHERE search @@ q AND (retired_by IS NULL OR retired_by != :model) "
                 "ORDER BY ts_rank(search, q) DESC, id LIMIT :limit"
             )
             params["q"] = " | ".join(f"'{t}'" for t in terms)

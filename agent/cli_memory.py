@@ -1,0 +1,84 @@
+"""`reflexa memory`: list, retire and repair the correction memory."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
+from rich.table import Table
+
+from agent.cli_common import adapter_for, client_for, err, print_json
+from agent.errors import ReflexaError
+from agent.memory import retire_passed
+from agent.settings import Settings
+from agent.store import Store
+
+
+@click.group()
+def memory() -> None:
+    """The correction memory: what the agent recalls as worked examples."""
+
+
+@memory.command("list")
+@click.option("--status", type=click.Choice(["active", "retired"]), default=None)
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def memory_list(settings: Settings, status: str | None, limit: int, as_json: bool) -> None:
+    """The stored memories, newest first, with how often each was recalled."""
+    with Store.open(settings.database) as store:
+        rows = store.memories(status)
+    if as_json:
+        print_json({"total": len(rows), "memories": rows[::-1][:limit]})
+        return
+    if not rows:
+        click.echo("no memories yet: verified corrections (repairs, gold answers of training "
+                   "items, /bad corrections in chat) become memories")  # fmt: skip
+        return
+    table = Table("id", "source", "status", "uses", "prompt", "answer")
+    for r in rows[::-1][:limit]:
+        status_text = r["status"] + (f" ({r['retired_by']})" if r["retired_by"] else "")
+        table.add_row(str(r["id"]), r["source"], status_text, str(r["uses"]),
+                      r["prompt"][:60], r["answer"][:40])  # fmt: skip
+    Console().print(table)
+    err.print(f"[dim]{len(rows)} memories[/]")
+
+
+@memory.command("retire")
+@click.option("--adapter", default=None, help="Default: the promoted adapter.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def memory_retire(settings: Settings, adapter: str | None, as_json: bool) -> None:
+    """Stop recalling what the adapter now gets right unaided: each memory's prompt is asked
+    once, without recall; those its checks pass are retired for that adapter."""
+    client = client_for(settings)
+    adapter = adapter_for(settings, client, adapter)
+    if adapter is None:
+        raise ReflexaError("no adapter to retire memories for (promote one, or give --adapter)")
+    with (
+        Store.open(settings.database) as store,
+        Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as bar,
+    ):
+        task = bar.add_task(f"asking {adapter}", total=None)
+        counts = asyncio.run(
+            retire_passed(
+                settings, store, client, adapter,
+                lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        )  # fmt: skip
+    if as_json:
+        print_json(counts | {"adapter": adapter})
+        return
+    click.echo(f"{adapter} passed {counts['retired']} of {counts['tested']} memories unaided: "
+               "retired for it")  # fmt: skip
+
+
+@memory.command("rebuild")
+@click.pass_obj
+def memory_rebuild(settings: Settings) -> None:
+    """Rebuild the full-text index from the memories table (after a crash or corruption)."""
+    with Store.open(settings.database) as store:
+        store.rebuild_memory_index()
+    click.echo("memory index rebuilt")
