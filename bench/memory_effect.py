@@ -1,0 +1,100 @@
+"""What correction memory buys: held-out first-attempt pass with recall on vs off, paired
+(McNemar), after the training split has been run once with reflection; then the same with a
+promoted adapter, before and after `reflexa memory retire`. Runs the real CLI in a home of
+its own ($REFLEXA_HOME, default a temporary folder) and writes
+bench/results/memory-effect-DATE.json.
+
+    python bench/memory_effect.py [--suites json-extract arithmetic] [--no-adapter]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.demo import reflexa, step
+from bench.serve_bench import machine
+
+HELDOUT = ("--split", "heldout", "--no-reflect", "--concurrency", "16")
+
+
+def paired(suite: str, adapter: str, label: str) -> dict[str, Any]:
+    """Held-out with recall off, then on, through `adapter`; compared item by item."""
+    step(f"{suite} held-out through {adapter}: memory off, then on ({label})")
+    off = reflexa("eval", "run", suite, *HELDOUT, "--adapter", adapter, "--no-memory")
+    on = reflexa("eval", "run", suite, *HELDOUT, "--adapter", adapter)
+    compared = reflexa("eval", "compare", off["run_id"], on["run_id"])
+    first = compared["first_attempt"]
+    return {
+        "suite": suite,
+        "adapter": adapter,
+        "label": label,
+        "off": first["a"],
+        "on": first["b"],
+        "gain_points": round(100 * (first["b"] - first["a"]), 1),
+        "p_value": first["p_value"],
+        "runs": [off["run_id"], on["run_id"]],
+        "latency_p50_s": [r["metrics"]["overall"]["latency_s"]["p50"] for r in (off, on)],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--suites", nargs="+", default=["json-extract", "arithmetic"])
+    parser.add_argument("--no-adapter", action="store_true", help="Skip the adapter part.")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    if "REFLEXA_HOME" not in os.environ:
+        os.environ["REFLEXA_HOME"] = tempfile.mkdtemp(prefix="reflexa-memory-")
+    reflexa("model", "prepare")
+    reflexa("model", "serve")
+    results: list[dict[str, Any]] = []
+    collected = {}
+    for suite in args.suites:
+        step(f"{suite} training split with reflection (corrections become memories)")
+        train = reflexa("eval", "run", suite, "--split", "train", "--max-repairs", "1",
+                        "--concurrency", "16", "--adapter", "base")  # fmt: skip
+        collected[suite] = train["metrics"]["overall"]["first_attempt_pass"]["rate"]
+        results.append(paired(suite, "base", "memory alone"))
+    memories = reflexa("memory", "list", "--limit", "1")["total"]
+    cycle: dict[str, Any] = {}
+    if not args.no_adapter:
+        step("reflexa cycle: train on the corrections, gate, promote")
+        cycle = reflexa("cycle", env={"REFLEXA_CYCLE__SAMPLE_N": "0"})
+        if cycle["status"] == "promoted":
+            version = cycle["adapter"]["version"]
+            for suite in args.suites:
+                results.append(paired(suite, version, "adapter, all memories"))
+            step(f"reflexa memory retire: what {version} passes unaided is no longer recalled")
+            retired = reflexa("memory", "retire")
+            cycle["retired"] = retired
+            for suite in args.suites:
+                results.append(paired(suite, version, "adapter, after retire"))
+    doc = {
+        "benchmark": "memory-effect",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "home": os.environ["REFLEXA_HOME"],
+        "training_split_first_pass": collected,
+        "memories": memories,
+        "cycle": {k: cycle.get(k) for k in ("status", "reason", "adapter", "retired")},
+        "results": results,
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+    }
+    out = Path(__file__).parent / "results" / f"memory-effect-{datetime.now(UTC):%Y-%m-%d}.json"
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    for r in results:
+        head = f"{r['suite']:13s} {r['adapter']:6s} {r['label']:22s}"
+        print(f"{head} off {r['off']:6.1%} on {r['on']:6.1%}  {r['gain_points']:+5.1f} points  "
+              f"p {r['p_value']:.3g}")  # fmt: skip
+    print(f"written to {out} ({doc['minutes']} min)")
+
+
+if __name__ == "__main__":
+    main()
