@@ -81,6 +81,7 @@ class ReflexaOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     checks: list[dict[str, Any]] = Field(default_factory=list)
     max_repairs: int | None = Field(default=None, ge=0, le=10)
+    memory: bool = Field(default=True, description="Recall past corrections as examples.")
 
 
 class ChatRequest(BaseModel):
@@ -281,6 +282,7 @@ def _episode_request(body: ChatRequest, limits: ServeSettings) -> tuple[EpisodeR
         body.reflexa.checks,
         history=history,
         max_repairs=body.reflexa.max_repairs,
+        memory=body.reflexa.memory,
     )
     return request, max_tokens
 
@@ -321,6 +323,7 @@ def trace(result: EpisodeResult) -> dict[str, Any]:
                 "passed": a["passed"],
                 "verdicts": a["verdicts"],
                 "diagnosis": a.get("diagnosis"),
+                "memory": a.get("memory"),  # the corrections recalled into its prompt
             }
             for a in result.attempts
         ],

@@ -55,9 +55,18 @@ def verdict_line(attempt: dict[str, Any]) -> str:
     return "✗ " + "; ".join(f"{v['verifier']}: {v['feedback']}" for v in failed)
 
 
+def recalled(memory: dict[str, Any] | None) -> str:
+    """The memories an attempt was shown, or why none."""
+    if not memory:
+        return ""
+    lines = [f"#{m['id']} {m['source']} ({m['similarity']:.2f}): {m['prompt'][:40]}"
+             for m in memory.get("used", [])]  # fmt: skip
+    return "\n".join(lines + ([memory["note"]] if memory.get("note") else []))
+
+
 def trace_table(episode: dict[str, Any]) -> Table:
     table = Table(title=f"episode {episode['id']} · {episode['status']}", show_lines=True)
-    for column in ("#", "kind", "answer", "checks", "diagnosis"):
+    for column in ("#", "kind", "answer", "checks", "diagnosis", "recalled"):
         table.add_column(column, overflow="fold")
     for a in episode["attempts"]:
         checks = "\n".join(
@@ -68,7 +77,9 @@ def trace_table(episode: dict[str, Any]) -> Table:
         )
         diagnosis = a["diagnosis"] or {}
         cause = diagnosis.get("cause") or diagnosis.get("error") or ""
-        table.add_row(str(a["index"]), a["kind"], a["answer"][:400], checks, cause)
+        table.add_row(
+            str(a["index"]), a["kind"], a["answer"][:400], checks, cause, recalled(a["memory"])
+        )
     return table
 
 

@@ -224,12 +224,15 @@ def ask(
 
 def _status_note(result: EpisodeResult) -> str:
     repairs = len(result.attempts) - 1
-    return {
+    used = result.attempts[0].get("memory", {}).get("used") if result.attempts else None
+    recalled = f" · recalled {len(used)} past correction{'s' * (len(used) != 1)}" if used else ""
+    note = {
         "passed": verdict_line(result.attempts[-1]),
         "repaired": f"✓ repaired after {repairs} repair{'s' * (repairs != 1)}",
         "unresolved": f"✗ no attempt passed its checks after {repairs} repairs; best shown",
         "verifier_error": verdict_line(result.attempts[-1]),
     }.get(result.status, result.status)
+    return note + recalled
 
 
 @cli.command()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ReflexaError
-from agent.memory import protected_hashes
+from agent.memory import protected_hashes, retire_passed
 from agent.model_client import ModelClient
 from agent.settings import Settings
 from agent.store import Store
@@ -198,6 +199,14 @@ def _run(
         else:
             store.update_adapter(row["version"], status="rejected", reason=gate["reason"])
             client.unload_adapter(candidate_name)
+    if gate["decision"] == "promote" and settings.memory.enabled:
+        with stage("retire memories") as detail:  # what it now passes unaided
+            detail |= asyncio.run(
+                retire_passed(
+                    settings, store, client, candidate_name,
+                    on_progress and functools.partial(on_progress, "retire memories"),
+                )
+            )  # fmt: skip
     status = "promoted" if gate["decision"] == "promote" else "rejected"
     log(f"cycle: {status} {row['version']}: {gate['reason']}")
     adapter = store.adapter(row["version"])

@@ -6,12 +6,12 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from agent.store.db import make_engine, migrate
@@ -27,6 +27,10 @@ from agent.store.tables import (
 )
 
 TRAIN_SPLIT = "train"
+SQLITE_FTS_TABLE = (  # as migration 0004 creates it (its triggers keep it in step)
+    "CREATE VIRTUAL TABLE memories_fts USING fts5("
+    "prompt, content='memories', content_rowid='id', tokenize='unicode61')"
+)
 # Recall prefers, for one prompt: a user's correction, then the model's verified repair, the
 # item's gold answer, a verified sample.
 MEMORY_SOURCES = ("user", "repair", "gold", "sampled")
@@ -133,44 +137,45 @@ class Store:
                 if first.get("gold_passed") is not None:
                     episode.right_to_wrong = bool(first["gold_passed"] and not final["gold_passed"])
             episode.attempts = [_attempt(i, a) for i, a in enumerate(attempts)]
-            for c in corrections:
-                row = _correction(id, c)
-                s.add(row)
-                self._remember(s, row, episode)
-            used = {m["id"] for a in attempts for m in (a.get("memory") or {}).get("used", [])}
-            if used:
-                s.execute(
-                    update(Memory)
-                    .where(Memory.id.in_(used))
-                    .values(uses=Memory.uses + 1, last_used_at=utcnow())
-                )
+            rows = [_correction(id, c) for c in corrections]
+            s.add_all(rows)
+            split, checks = episode.split, episode.checks
+        used = {m["id"] for a in attempts for m in (a.get("memory") or {}).get("used", [])}
+        self._remember(rows if learnable(split) else [], checks, used)
 
     def add_correction(self, episode_id: str | None, **fields: Any) -> int:
         with self._session.begin() as s:
             row = _correction(episode_id, fields)
             s.add(row)
             episode = s.get(Episode, episode_id) if episode_id else None
-            self._remember(s, row, episode)
-            s.flush()
-            return row.id
+            split, checks = (episode.split, episode.checks) if episode else (None, [])
+        self._remember([row] if learnable(split) else [], checks)
+        return row.id
 
     # Correction memory.
 
-    def _remember(self, s: Session, c: Correction, episode: Episode | None) -> None:
-        """Make a verified correction of a chat or training episode recallable, one per
-        prompt (the better source, or the newer of equals, wins)."""
-        if not (c.verified and c.chosen and c.source in MEMORY_SOURCES):
-            return
-        if episode is not None and not learnable(episode.split):
-            return
-        s.flush()  # c.id
+    def _remember(
+        self, corrections: Sequence[Correction], checks: list[Any], used: Collection[int] = ()
+    ) -> None:
+        """Make verified corrections recallable, one memory per prompt (the better source, or
+        the newer of equals, wins), and count the memories an episode used. A transaction of
+        its own: a broken index (`reflexa memory rebuild`) or a concurrent writer of the same
+        prompt costs the memory, never the episode or the correction."""
         try:
-            with s.begin_nested():  # a concurrent writer may store this prompt first
-                self._upsert_memory(s, c, episode)
-        except IntegrityError:
-            pass  # the other transaction's memory stands; the correction itself is kept
+            with self._session.begin() as s:
+                for c in corrections:
+                    if c.verified and c.chosen and c.source in MEMORY_SOURCES:
+                        self._upsert_memory(s, c, checks)
+                if used:
+                    s.execute(
+                        update(Memory)
+                        .where(Memory.id.in_(used))
+                        .values(uses=Memory.uses + 1, last_used_at=utcnow())
+                    )
+        except SQLAlchemyError:
+            pass
 
-    def _upsert_memory(self, s: Session, c: Correction, episode: Episode | None) -> None:
+    def _upsert_memory(self, s: Session, c: Correction, checks: list[Any]) -> None:
         row = s.scalars(select(Memory).where(Memory.prompt_hash == c.prompt_hash)).first()
         if row is None:
             row = Memory(prompt_hash=c.prompt_hash, prompt=c.prompt, uses=0)
@@ -179,7 +184,7 @@ class Store:
             return
         row.answer, row.source = c.chosen or "", c.source
         row.correction_id, row.episode_id = c.id, c.episode_id
-        row.checks = episode.checks if episode is not None else []
+        row.checks = checks
         row.status, row.retired_by = "active", None
         s.flush()
         surplus = (s.scalar(select(func.count()).select_from(Memory)) or 0) - self.memory_limit
@@ -238,11 +243,28 @@ class Store:
 
     def rebuild_memory_index(self) -> None:
         """Rebuild the full-text index from the memories table (after corruption)."""
-        with self.engine.begin() as conn:
-            if self.engine.dialect.name == "sqlite":
-                conn.exec_driver_sql("INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')")
-            else:
+        if self.engine.dialect.name != "sqlite":
+            with self.engine.begin() as conn:
                 conn.exec_driver_sql("REINDEX INDEX ix_memories_search")
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')")
+            return
+        except SQLAlchemyError:
+            pass  # its structure is damaged: FTS5 cannot even open it, nor DROP it
+        # The documented way out for a virtual table that cannot be opened: unlist it, then
+        # drop its shadow tables (plain tables) on a fresh connection, and create it anew.
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA writable_schema=ON")
+            conn.exec_driver_sql("DELETE FROM sqlite_schema WHERE name = 'memories_fts'")
+            conn.exec_driver_sql("PRAGMA writable_schema=OFF")
+        self.engine.dispose()
+        with self.engine.begin() as conn:
+            for shadow in ("data", "idx", "config", "docsize"):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS memories_fts_{shadow}")
+            conn.exec_driver_sql(SQLITE_FTS_TABLE)
+            conn.exec_driver_sql("INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')")
 
     def episode(self, id: str) -> dict[str, Any] | None:
         with self._session() as s:

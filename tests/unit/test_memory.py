@@ -1,0 +1,241 @@
+"""Correction memory: what is stored, what is recalled, and what is never recalled."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+
+from agent.checkpointer import open_checkpointer
+from agent.episodes import Agent, EpisodeRequest, EpisodeResult
+from agent.memory import Memory, similarity
+from agent.settings import MemorySettings, load_settings
+from agent.store import Store
+from agent.store.db import MIGRATIONS, make_engine, migrate
+from evals.builtin import BUILTIN
+from graphs import ReflectionContext, build_reflection_graph
+from tests.fakes import ScriptedChatModel
+
+JSON_CHECK = [{"type": "json", "expected": {"name": "Ada Lovelace", "age": 36}}]
+DIAGNOSIS = '{"cause": "not JSON", "fix": "reply with the JSON object"}'
+ADA = "Return a JSON object with keys name and age for: Ada Lovelace is 36 years old."
+
+
+def words(text: str) -> int:  # a token counter that is easy to reason about
+    return len(text.split())
+
+
+def remember(store: Store, prompt: str, answer: str, source: str = "user", **episode: Any) -> None:
+    """A verified correction, through the same path chat's /bad and the API's feedback take."""
+    episode_id = None
+    if episode:
+        episode_id = f"e{abs(hash(prompt)) % 10**12}"
+        store.start_episode(id=episode_id, thread_id="t", prompt=prompt, messages=[],
+                            checks=episode.get("checks", []), model="m",
+                            split=episode.get("split"))  # fmt: skip
+    store.add_correction(episode_id, prompt=prompt, rejected="wrong", chosen=answer,
+                         source=source, verified=True)  # fmt: skip
+
+
+def memory(store: Store, **settings: Any) -> Memory:
+    return Memory(store, MemorySettings(**settings), words, protected=set())
+
+
+@pytest.fixture
+def store(database_url: str) -> Store:
+    return Store.open(database_url)
+
+
+def test_recall_ranks_the_most_similar_correction_first(store: Store) -> None:
+    remember(store, "What is the capital of France? One word.", "Paris")
+    remember(store, "Return a JSON object with keys name and age for: Alan Turing, 41.",
+             '{"name": "Alan Turing", "age": 41}')  # fmt: skip
+    remember(store, "Return a JSON object with keys city for: Ada lives in Oslo.",
+             '{"city": "Oslo"}')  # fmt: skip
+    remember(store, "Translate 'good morning' into French.", "Bonjour")
+    found = memory(store, k=2, min_similarity=0.0).recall(
+        "Return a JSON object with keys name and age for: Grace Hopper, 85."
+    )
+    assert [m["answer"] for m in found.memories] == [
+        '{"name": "Alan Turing", "age": 41}',
+        '{"city": "Oslo"}',
+    ]
+    assert found.memories[0]["similarity"] > found.memories[1]["similarity"] > 0
+    assert found.note is None
+
+
+def test_min_similarity_leaves_out_what_merely_shares_a_word(store: Store) -> None:
+    remember(store, "Write a haiku about the sea.", "Waves fold into foam")
+    found = memory(store, min_similarity=0.3).recall("What is the boiling point of water?")
+    assert found.memories == []
+    assert found.note == "nothing recalled (1 dissimilar)"
+    assert similarity("a b c", "a b c") == pytest.approx(1.0)
+    assert similarity("a b", "c d") == 0.0
+
+
+def test_recalled_examples_fit_the_token_budget(store: Store) -> None:
+    long_answer = "word " * 400
+    remember(store, "Summarise the meeting notes about the budget.", long_answer)
+    for i in range(5):
+        remember(store, f"Summarise the meeting notes about item {i}.", f"Item {i} agreed.")
+    found = memory(store, k=3, token_budget=40, min_similarity=0.0).recall(
+        "Summarise the meeting notes about the budget."
+    )
+    assert 0 < len(found.memories) <= 3
+    assert sum(m["tokens"] for m in found.memories) <= 40
+    assert long_answer not in [m["answer"] for m in found.memories]
+    assert "over budget" in (found.note or "")
+
+
+def test_one_memory_per_prompt_the_better_source_wins(store: Store) -> None:
+    remember(store, ADA, '{"name": "Ada", "age": 36}', source="gold")
+    remember(store, "  return a JSON object with keys NAME and age for: Ada Lovelace is 36 "
+             "years old.", '{"name": "Ada Lovelace", "age": 36}', source="repair")  # fmt: skip
+    remember(store, ADA, '{"name": "Ada L.", "age": 36}', source="gold")  # worse: ignored
+    rows = store.memories()
+    assert [(r["source"], r["answer"]) for r in rows] == [
+        ("repair", '{"name": "Ada Lovelace", "age": 36}')
+    ]
+
+
+def test_only_chat_and_training_corrections_become_memories(store: Store) -> None:
+    remember(store, "What is 2 + 2?", "4", split="heldout")
+    remember(store, "What is 3 + 3?", "6", split="gate")
+    remember(store, "What is 4 + 4?", "8", split="train")
+    remember(store, "What is 5 + 5?", "10")  # chat
+    store.add_correction(
+        None, prompt="What is 6 + 6?", chosen="12", source="user", verified=False
+    )  # fmt: skip  (a thumbs-down without a fix)
+    assert sorted(r["prompt"] for r in store.memories()) == ["What is 4 + 4?", "What is 5 + 5?"]
+
+
+def test_held_out_items_are_never_recalled(store: Store) -> None:
+    """The contamination guard: a memory whose prompt is a held-out item of a built-in
+    suite (asked in chat, say) or of a split recorded since, is not recalled."""
+    heldout = next(i for i in BUILTIN["json-extract"]().items if i.split == "heldout")
+    remember(store, heldout.user_prompt, '{"name": "X", "age": 1}')
+    remember(store, ADA, '{"name": "Ada Lovelace", "age": 36}')
+    recall = Memory(store, MemorySettings(min_similarity=0.0), words)  # the real guard
+    found = recall.recall(heldout.user_prompt)
+    assert [m["prompt"] for m in found.memories] == [ADA]
+    assert "1 protected" in (found.note or "")
+    recall.protect(ADA)  # a custom suite's held-out item, asked just now
+    assert recall.recall(heldout.user_prompt).memories == []
+
+
+def test_memories_are_bounded_and_the_least_recently_used_go(database_url: str) -> None:
+    store = Store.open(database_url, memory_limit=3)
+    for i in range(5):
+        remember(store, f"What is {i} squared?", str(i * i))
+    assert [r["prompt"] for r in store.memories()] == [f"What is {i} squared?" for i in (2, 3, 4)]
+
+
+def test_retired_memories_are_not_recalled_for_that_adapter(store: Store) -> None:
+    remember(store, ADA, '{"name": "Ada Lovelace", "age": 36}')
+    row = store.memories()[0]
+    store.retire_memories([row["id"]], by="v2")
+    assert Memory(store, MemorySettings(), words, "v2", set()).recall(ADA).memories == []
+    assert len(Memory(store, MemorySettings(), words, None, set()).recall(ADA).memories) == 1
+    assert store.memories("retired")[0]["retired_by"] == "v2"
+
+
+async def run_agent(store: Store, script: list, request: EpisodeRequest,
+                    recall: Memory | None) -> tuple[EpisodeResult, ScriptedChatModel]:  # fmt: skip
+    settings = load_settings()
+    llm = ScriptedChatModel(script=script)
+    context = ReflectionContext(llm=llm, model_name="fake", recall=recall and recall.recall)
+    async with open_checkpointer(settings) as saver:
+        agent = Agent(build_reflection_graph(saver), store, context, settings.reflect, recall)
+        return await agent.run(request), llm
+
+
+def test_recalled_corrections_are_worked_examples_named_in_the_trace() -> None:
+    store = Store.open(load_settings().database)
+    remember(store, ADA, '{"name": "Ada Lovelace", "age": 36}')
+    prompt = "Return a JSON object with keys name and age for: Alan Turing is 41 years old."
+    check = [{"type": "json", "expected": {"name": "Alan Turing", "age": 41}}]
+    answer = '{"name": "Alan Turing", "age": 41}'
+    result, llm = asyncio.run(
+        run_agent(store, [answer], EpisodeRequest(prompt, check), memory(store))
+    )
+    sent = [(m.type, m.text) for m in llm.calls[0]]
+    assert sent[1:] == [
+        ("human", ADA), ("ai", '{"name": "Ada Lovelace", "age": 36}'), ("human", prompt),
+    ]  # fmt: skip
+    used = result.attempts[0]["memory"]["used"]
+    assert [u["id"] for u in used] == [store.memories()[0]["id"]]
+    episode = store.episode(result.episode_id)
+    assert episode is not None and episode["attempts"][0]["memory"]["used"] == used
+    assert store.memories()[0]["uses"] == 1
+
+    off, llm = asyncio.run(
+        run_agent(store, [answer], EpisodeRequest(prompt, check, memory=False), memory(store))
+    )
+    assert [m.type for m in llm.calls[0]] == ["system", "human"]
+    assert off.attempts[0]["memory"] == {"used": [], "note": "memory off", "seconds": 0.0}
+
+
+def test_a_failed_training_item_leaves_its_verified_gold_answer_as_a_memory() -> None:
+    store = Store.open(load_settings().database)
+    request = EpisodeRequest(ADA, JSON_CHECK, max_repairs=0, split="train", suite="s")
+    asyncio.run(run_agent(store, ["not json"], request, None))
+    held = EpisodeRequest(ADA.replace("36", "37"), JSON_CHECK, max_repairs=0, split="heldout")
+    asyncio.run(run_agent(store, ["not json"], held, None))
+    assert [(m["source"], m["answer"]) for m in store.memories()] == [
+        ("gold", '{"name": "Ada Lovelace", "age": 36}')
+    ]
+
+
+def test_a_broken_index_costs_the_recall_not_the_answer() -> None:
+    store = Store.open(load_settings().database)
+    remember(store, ADA, '{"name": "Ada Lovelace", "age": 36}')
+    with store.engine.begin() as conn:  # the index's pages, overwritten with noise
+        conn.execute(text("UPDATE memories_fts_data SET block = randomblob(30)"))
+    prompt = ADA.replace("36", "37")
+    check = [{"type": "json", "expected": {"name": "Ada Lovelace", "age": 37}}]
+    fixed = '{"name": "Ada Lovelace", "age": 37}'
+    result, _ = asyncio.run(
+        run_agent(store, ["no", DIAGNOSIS, fixed], EpisodeRequest(prompt, check), memory(store))
+    )
+    assert (result.status, result.answer) == ("repaired", fixed)
+    note = result.attempts[0]["memory"]["note"]
+    assert note.startswith("memory unavailable") and note.endswith("answered without it")
+    assert [c["chosen"] for c in store.corrections()][-1] == fixed  # recorded all the same
+    store.rebuild_memory_index()  # `reflexa memory rebuild`
+    assert len(memory(store, min_similarity=0.0).recall(ADA).memories) == 1
+
+
+def test_an_empty_memory_says_so() -> None:
+    store = Store.open(load_settings().database)
+    found = memory(store).recall(ADA)
+    assert found.memories == [] and found.note is not None
+    assert found.note.startswith("nothing recalled")
+
+
+def test_upgrading_a_store_loads_its_verified_corrections(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0003")
+        conn.commit()
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        for i, (source, verified) in enumerate([("repair", 1), ("user", 0), ("gold", 1)]):
+            db.execute(
+                "insert into corrections (prompt, prompt_hash, messages, chosen, source, "
+                "verified, created_at) values (?, ?, '[]', 'x', ?, ?, '2026-01-01')",
+                (f"prompt {i}", f"h{i}", source, verified),
+            )
+    migrate(engine)
+    assert [(r["prompt"], r["source"]) for r in Store(engine).memories()] == [
+        ("prompt 0", "repair"), ("prompt 2", "gold"),
+    ]  # fmt: skip
+    assert len(memory(Store(engine), min_similarity=0.0).recall("prompt 2").memories) == 2
