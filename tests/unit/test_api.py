@@ -14,6 +14,7 @@ from hypothesis import given
 from agent.api import create_app
 from agent.checkpointer import open_checkpointer
 from agent.episodes import Agent
+from agent.memory import Memory
 from agent.model_client import ModelClient
 from agent.settings import Settings, load_settings
 from agent.store import Store
@@ -37,9 +38,12 @@ def app_client(script: list[Any], settings: Settings | None = None) -> TestClien
     @asynccontextmanager
     async def opener(adapter: str | None) -> AsyncIterator[Agent]:
         with Store.open(settings.database) as store:
+            memory = Memory(store, settings.memory, lambda s: len(s.split()))
             async with open_checkpointer(settings) as saver:
-                context = ReflectionContext(llm=llm, model_name=adapter or "base", judge=None)
-                yield Agent(build_reflection_graph(saver), store, context, settings.reflect)
+                context = ReflectionContext(
+                    llm=llm, model_name=adapter or "base", recall=memory.recall
+                )
+                yield Agent(build_reflection_graph(saver), store, context, settings.reflect, memory)
 
     client = NoAdapters("http://127.0.0.1:9", "base")
     return TestClient(create_app(settings, client, opener))
@@ -68,6 +72,16 @@ def test_a_completion_carries_the_reflection_trace(api: TestClient) -> None:
     assert [a["kind"] for a in trace["attempts"]] == ["generate", "repair"]
     episode = api.get(f"/v1/episodes/{trace['episode_id']}").json()
     assert episode["status"] == "repaired" and len(episode["attempts"]) == 2
+
+
+def test_a_verified_repair_is_recalled_next_time_and_named_in_the_trace(api: TestClient) -> None:
+    first = ask(api, reflexa=CHECK).json()["reflexa"]
+    assert first["status"] == "repaired"
+    assert first["attempts"][0]["memory"]["note"].startswith("nothing recalled")
+    again = ask(api).json()["reflexa"]["attempts"][0]["memory"]
+    assert [(m["source"], m["prompt"]) for m in again["used"]] == [("repair", "2+2?")]
+    off = ask(api, reflexa={"memory": False}).json()["reflexa"]["attempts"][0]["memory"]
+    assert off["used"] == [] and off["note"] == "memory off"
 
 
 def test_streaming_sends_openai_chunks_then_done(api: TestClient) -> None:
