@@ -234,7 +234,7 @@ class Agent:
 async def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:
     """A failed first answer and the answer that fixed it: the model's repair when grounded
     checks (not the judge alone) passed it, else the gold answer the task's checks spell out
-    and pass. (The store keeps gold corrections of chat and training episodes only.)"""
+    and pass (the store keeps those of chat and training episodes only)."""
     attempts = state["attempts"]
     prompt = state["messages"][-2]["content"]  # the user's turn; the last is our answer
     if attempts[0]["passed"]:
@@ -244,8 +244,9 @@ async def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:
     correction = {"prompt": prompt, "rejected": attempts[0]["answer"]}
     if state["status"] == "repaired":
         return [correction | {"chosen": fix["answer"], "source": "repair", "verified": grounded}]
-    gold = gold_answer(state["checks"])
-    if gold is not None and await passes(state["checks"], prompt, gold):
+    checks = [*state["checks"], *state["gold"]]
+    gold = gold_answer(checks)
+    if gold is not None and await passes(checks, prompt, gold):
         return [correction | {"chosen": gold, "source": "gold", "verified": True}]
     return []
 

@@ -137,7 +137,9 @@ class Store:
                 if first.get("gold_passed") is not None:
                     episode.right_to_wrong = bool(first["gold_passed"] and not final["gold_passed"])
             episode.attempts = [_attempt(i, a) for i, a in enumerate(attempts)]
-            rows = [_correction(id, c) for c in corrections]
+            # A held-out item's gold answer is no correction to keep: nothing may learn it.
+            keep = [c for c in corrections if learnable(episode.split) or c["source"] != "gold"]
+            rows = [_correction(id, c) for c in keep]
             s.add_all(rows)
             split, checks = episode.split, episode.checks
         used = {m["id"] for a in attempts for m in (a.get("memory") or {}).get("used", [])}

@@ -22,15 +22,15 @@ def test_memory_on_and_off_through_ask_and_eval_run(
     vllm_session: Session, server: ModelClient
 ) -> None:
     suite = BUILTIN["json-extract"]()
-    train = [i for i in suite.items if i.split == "train"][:12]
-    heldout = {prompt_hash(i.user_prompt) for i in suite.items if i.split == "heldout"}
+    train = [i for i in suite.items if i.split == "train"]
+    train_hashes = {prompt_hash(i.user_prompt) for i in train}
     with Store.open(load_settings().database) as store:
-        for item in train:  # as a user's /bad correction in chat would store them
+        for item in train[:12]:  # as a user's /bad correction in chat would store them
             store.add_correction(None, prompt=item.user_prompt, rejected="?", source="user",
                                  chosen=gold_answer(item.check_specs()), verified=True)  # fmt: skip
-        ids = {m["id"] for m in store.memories() if m["prompt_hash"] in
-               {prompt_hash(i.user_prompt) for i in train}}  # fmt: skip
-    assert len(ids) == len(train)
+        # (other tests of this session may have left json-extract training memories too)
+        ids = {m["id"] for m in store.memories() if m["prompt_hash"] in train_hashes}
+    assert len(ids) >= 12
 
     prompt = "Return a JSON object with keys name and age for: Meet Ada Hopper, 52, from Lima."
     check = json.dumps({"type": "json", "expected": {"name": "Ada Hopper", "age": 52}})
@@ -64,7 +64,7 @@ def test_memory_on_and_off_through_ask_and_eval_run(
         if run_id == runs["off"]:
             assert used == []
         else:  # every held-out item recalled training corrections, never a held-out item
-            assert used and all(by_id[u["id"]] not in heldout for u in used)
+            assert used and all(by_id[u["id"]] in train_hashes for u in used)
     compared = json.loads(vllm_session.run("eval", "compare", runs["off"], runs["on"],
                                            "--json").stdout)  # fmt: skip
     assert compared["items"] == 6

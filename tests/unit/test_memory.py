@@ -190,6 +190,7 @@ def test_a_failed_training_item_leaves_its_verified_gold_answer_as_a_memory() ->
     assert [(m["source"], m["answer"]) for m in store.memories()] == [
         ("gold", '{"name": "Ada Lovelace", "age": 36}')
     ]
+    assert [c["prompt"] for c in store.corrections()] == [ADA]  # none kept for held-out
 
 
 def test_a_broken_index_costs_the_recall_not_the_answer() -> None:
