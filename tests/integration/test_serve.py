@@ -111,6 +111,7 @@ def test_chat_page_in_headless_chromium(api: str) -> None:
         assert not trace.is_visible()
         page.check("#show-trace")
         assert trace.is_visible() and "episode" in trace.inner_text()
+        assert "recalled:" in trace.inner_text()  # the memories shown, or why none
         episode_id = trace.inner_text().rsplit("episode ", 1)[1].strip()
         page.click(".tools .down")
         page.fill(".tools .fix", "Hello!")
