@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic import command
 from alembic.config import Config
+from langchain_core.messages import BaseMessage
 from sqlalchemy import text
 
 from agent.checkpointer import open_checkpointer
 from agent.episodes import Agent, EpisodeRequest, EpisodeResult
-from agent.memory import Memory, similarity
+from agent.memory import Memory, retire_passed, similarity
+from agent.model_client import ModelClient
 from agent.settings import MemorySettings, load_settings
 from agent.store import Store
 from agent.store.db import MIGRATIONS, make_engine, migrate
@@ -240,3 +244,37 @@ def test_upgrading_a_store_loads_its_verified_corrections(tmp_path: Path) -> Non
         ("prompt 0", "repair"), ("prompt 2", "gold"),
     ]  # fmt: skip
     assert len(memory(Store(engine), min_similarity=0.0).recall("prompt 2").memories) == 2
+
+
+class ScriptedClient(ModelClient):
+    """A model client whose chat model answers from a script (by prompt)."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        super().__init__("http://127.0.0.1:9", "base")
+        self.answers = answers
+
+    def chat_model(self, model: str | None = None, **kwargs: Any) -> Any:
+        return ByPrompt(script=[], answers=self.answers)
+
+
+class ByPrompt(ScriptedChatModel):
+    answers: dict[str, str]
+
+    def _next(self, messages: Sequence[BaseMessage]) -> str:
+        return self.answers[messages[-1].text]
+
+
+def test_retire_stops_recalling_what_the_adapter_passes_unaided() -> None:
+    settings = load_settings()
+    store = Store.open(settings.database)
+    bob = ADA.replace("Ada Lovelace", "Bob Smith")
+    for prompt, name in ((ADA, "Ada Lovelace"), (bob, "Bob Smith")):
+        remember(store, prompt, json.dumps({"name": name, "age": 36}), split="train",
+                 checks=[{"type": "json", "expected": {"name": name, "age": 36}}])  # fmt: skip
+    remember(store, "Say hello.", "hello")  # no checks: cannot be tested, stays
+    client = ScriptedClient({ADA: '{"name": "Ada Lovelace", "age": 36}', bob: "Bob?"})
+    counts = asyncio.run(retire_passed(settings, store, client, "reflexa-abc"))
+    assert counts == {"tested": 2, "retired": 1}
+    assert [m["prompt"] for m in store.memories("retired")] == [ADA]
+    for_adapter = Memory(store, MemorySettings(min_similarity=0), words, "reflexa-abc", set())
+    assert [m["prompt"] for m in for_adapter.recall(ADA).memories] == [bob]
