@@ -37,9 +37,10 @@ async def generate(state: ReflectionState, runtime: Runtime[ReflectionContext]) 
 
 
 def _examples(state: ReflectionState) -> list[dict[str, str]]:
-    """Recalled memories as solved turns before the conversation, the most similar last."""
+    """Recalled memories as solved turns before the conversation, the most similar first:
+    last, nearest the request, it was copied from (measured: names taken from it)."""
     turns: list[dict[str, str]] = []
-    for m in reversed(state.get("recalled") or []):
+    for m in state.get("recalled") or []:
         turns.append({"role": "user", "content": m["prompt"]})
         turns.append({"role": "assistant", "content": m["answer"]})
     return turns
