@@ -66,7 +66,10 @@ def main() -> None:
     cycle: dict[str, Any] = {}
     if not args.no_adapter:
         step("reflexa cycle: train on the corrections, gate, promote")
-        cycle = reflexa("cycle", env={"REFLEXA_CYCLE__SAMPLE_N": "0"})
+        # Memory off for the cycle: it would retire memories as its last stage; here the
+        # adapter is measured with every memory first, then after an explicit retire.
+        cycle = reflexa("cycle", env={"REFLEXA_CYCLE__SAMPLE_N": "0",
+                                      "REFLEXA_MEMORY__ENABLED": "false"})  # fmt: skip
         if cycle["status"] == "promoted":
             version = cycle["adapter"]["version"]
             for suite in args.suites:
