@@ -64,6 +64,7 @@ bench: install
 	$(BIN)/python bench/reflect_bench.py
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/api_bench.py
+	$(BIN)/python -m bench.memory_bench
 
 # inspect_ai in an environment of its own (its dependencies are not Reflexa's), then the race.
 bench-inspect: install
