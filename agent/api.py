@@ -40,12 +40,10 @@ from starlette.exceptions import HTTPException
 
 from agent.episodes import (
     Agent,
-    BadRequest,
     EpisodeRequest,
     EpisodeResult,
     open_agent,
-    record_refusal,
-    validate_request,
+    refuse_bad_input,
 )
 from agent.errors import ReflexaError
 from agent.model_client import ModelClient
@@ -241,11 +239,8 @@ def create_app(settings: Settings, client: ModelClient, opener: Opener | None = 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest) -> JSONResponse | StreamingResponse:
         request, max_tokens = _episode_request(body, limits)
-        try:  # refused (and recorded) before any model is involved
-            validate_request(request, settings.reflect)
-        except BadRequest as e:
-            refused = record_refusal(store, request, str(e), client.model, settings.reflect)
-            raise ApiError(400, f"{e} (recorded as episode {refused.episode_id})") from None
+        if refused := refuse_bad_input(store, request, client.model, settings.reflect):
+            raise ApiError(400, f"{refused.error} (recorded as episode {refused.episode_id})")
         adapter = _adapter(settings, store, client, body.model)
         agent = await agents.get(adapter, max_tokens)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"

@@ -23,14 +23,7 @@ from agent.chat import chat_loop, verdict_line
 from agent.cli_common import adapter_for, client_for, err, print_json
 from agent.cli_learn import register
 from agent.cli_memory import memory
-from agent.episodes import (
-    BadRequest,
-    EpisodeRequest,
-    EpisodeResult,
-    open_agent,
-    record_refusal,
-    validate_request,
-)
+from agent.episodes import EpisodeRequest, EpisodeResult, open_agent, refuse_bad_input
 from agent.errors import ReflexaError
 from agent.evaluation import EvalOptions, compare_eval_runs, run_eval
 from agent.model_prepare import prepare_model, validate_model_dir
@@ -194,14 +187,10 @@ def ask(
     request = EpisodeRequest(
         prompt, checks, thread_id=thread_id, max_repairs=max_repairs, memory=not no_memory
     )
-    try:  # bad input is refused (and recorded) before any model is started
-        validate_request(request, settings.reflect)
-    except BadRequest as e:
-        with Store.open(settings.database) as store:
-            refused = record_refusal(
-                store, request, str(e), adapter or settings.model.name, settings.reflect
-            )
-        raise ReflexaError(f"{e} (recorded as episode {refused.episode_id})") from None
+    with Store.open(settings.database) as store:  # bad input: refused before any model starts
+        refused = refuse_bad_input(store, request, adapter or settings.model.name, settings.reflect)
+    if refused:
+        raise ReflexaError(f"{refused.error} (recorded as episode {refused.episode_id})")
     client = client_for(settings)
     adapter = adapter_for(settings, client, adapter)
 

@@ -115,13 +115,18 @@ def start_record(
     return episode_id
 
 
-def record_refusal(
-    store: Store, request: EpisodeRequest, error: str, model: str, reflect: ReflectSettings
-) -> EpisodeResult:
-    """Record a request refused before any model was involved (the episode exists anyway)."""
-    thread_id = request.thread_id or uuid.uuid4().hex
-    episode_id = start_record(store, request, thread_id, model, reflect)
-    return record_error(store, episode_id, thread_id, error, 0.0)
+def refuse_bad_input(
+    store: Store, request: EpisodeRequest, model: str, reflect: ReflectSettings
+) -> EpisodeResult | None:
+    """None when `request` may go to a model; else it is refused, before any model is
+    involved, and recorded all the same (its `error` says why)."""
+    try:
+        validate_request(request, reflect)
+    except BadRequest as e:
+        thread_id = request.thread_id or uuid.uuid4().hex
+        episode_id = start_record(store, request, thread_id, model, reflect)
+        return record_error(store, episode_id, thread_id, str(e), 0.0)
+    return None
 
 
 def record_error(
@@ -154,10 +159,8 @@ class Agent:
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         await self.resume(thread_id, on_event)
         model = self.context.model_name
-        try:
-            validate_request(request, self.reflect)
-        except BadRequest as e:
-            return record_refusal(self.store, request, str(e), model, self.reflect)
+        if refused := refuse_bad_input(self.store, request, model, self.reflect):
+            return refused
         episode_id = start_record(self.store, request, thread_id, model, self.reflect)
         if self.memory is not None and not learnable(request.split):
             self.memory.protect(request.prompt)  # a held-out item: never recall its memory
