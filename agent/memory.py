@@ -85,15 +85,11 @@ class Memory:
         self.protected.add(prompt_hash(prompt))
 
     def recall(self, prompt: str) -> Recall:
-        """The memories for `prompt`. Never raises: a broken index means no recall and a note."""
+        """The memories for `prompt`. A broken index raises: the graph's recall node turns
+        that into no recall and a note."""
         started = time.perf_counter()
         s = self.settings
-        try:
-            rows = self.store.search_memories(prompt, s.k * CANDIDATES, self.model)
-        except Exception as e:  # a corrupt or missing index must not cost the answer
-            first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            return Recall([], f"memory unavailable ({first}); answered without it",
-                          time.perf_counter() - started)  # fmt: skip
+        rows = self.store.search_memories(prompt, s.k * CANDIDATES, self.model)
         chosen: list[dict[str, Any]] = []
         left = {"protected": 0, "dissimilar": 0, "over budget": 0}
         budget = s.token_budget

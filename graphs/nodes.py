@@ -24,10 +24,10 @@ async def recall(state: ReflectionState, runtime: Runtime[ReflectionContext]) ->
     else:
         try:
             found = await asyncio.to_thread(fn, state["messages"][-1]["content"])
-        except Exception as e:  # memory is a help: it never costs the answer
-            found = Recall(
-                note=f"memory unavailable ({type(e).__name__}: {e}); answered without it"
-            )
+        except Exception as e:  # memory is a help: a broken index never costs the answer
+            first = str(e).splitlines()[0][:200] if str(e) else ""
+            found = Recall(note=f"memory unavailable ({type(e).__name__}: {first}); "
+                                "answered without it")  # fmt: skip
     return {"recalled": found.memories, "memory": found.trace()}
 
 
