@@ -89,7 +89,8 @@ def main() -> None:
         confine_as_root(config)
     os.chdir(config["workdir"])
     set_limits(config)
-    argv = [config["python"], "-I", "-B", "-c", config["bootstrap"], config["script"]]
+    fds = [str(config["token_fd"]), str(config["done_fd"])]
+    argv = [config["python"], "-I", "-B", "-c", config["harness"], *fds, "job.json"]
     os.execve(config["python"], argv, config["env"])
 
 

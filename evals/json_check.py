@@ -19,27 +19,31 @@ class NoJson(ValueError):
 
 
 def extract_json(text: str, strict: bool = False) -> Any:
-    """The JSON value in `text`: the whole reply, a fenced block, or (unless strict) the first
-    object or array inside other text. Fails with the parser's own complaint, which says
-    exactly where the JSON breaks."""
+    """The JSON value in `text`: the whole reply or a fenced block, or (unless strict) the
+    first object or array inside other text. Strict: the reply is the JSON alone (bare, or
+    one fenced block). Fails with the parser's own complaint, which says exactly where the
+    JSON breaks."""
     text = text.strip()
-    if fenced := FENCE.search(text):
+    if (fenced := FENCE.search(text)) and (not strict or fenced.group(0) == text):
         text = fenced.group(1).strip()
     try:
         return json.loads(text)
     except ValueError as e:
         first_error = e
-    if not strict:
-        decoder = json.JSONDecoder()
-        starts = [i for i, c in enumerate(text) if c in "{["]
-        for n, start in enumerate(starts):
-            try:
-                return decoder.raw_decode(text, start)[0]
-            except ValueError as e:
-                if n == 0 and start > 0:
-                    first_error = e
-        if not starts:
-            raise NoJson("the reply contains no JSON object or array")
+    starts = [i for i, c in enumerate(text) if c in "{["]
+    decoder = json.JSONDecoder()
+    for n, start in enumerate(starts):
+        try:
+            value = decoder.raw_decode(text, start)[0]
+        except ValueError as e:
+            if n == 0 and start > 0:
+                first_error = e
+            continue
+        if strict:
+            raise NoJson("the reply must be the JSON alone, with no text around it")
+        return value
+    if not starts:
+        raise NoJson("the reply contains no JSON object or array")
     raise NoJson(f"the JSON is invalid: {first_error}")
 
 
@@ -50,13 +54,17 @@ def schema_errors(value: Any, schema: dict[str, Any], limit: int = 3) -> list[st
 
 
 class JsonCheck(BaseModel):
-    """The answer is JSON, valid against `schema` and, if given, equal to `expected`."""
+    """The answer is JSON, valid against `schema` and, if given, equal to `expected`.
+
+    strict: the reply is the JSON alone (bare, or one fenced block), not text that contains
+    some; the default when a schema is given, since an object of that shape was asked for.
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     type: Literal["json"] = "json"
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
     expected: Any = None
-    strict: bool = False
+    strict: bool | None = None
 
     @field_validator("json_schema")
     @classmethod
@@ -70,7 +78,8 @@ class JsonCheck(BaseModel):
 
     async def verify(self, answer: str, ctx: VerifyContext) -> Verdict:
         try:
-            value = extract_json(answer, self.strict)
+            strict = self.strict if self.strict is not None else self.json_schema is not None
+            value = extract_json(answer, strict)
         except NoJson as e:
             return Verdict("json", False, 0.0, f"Reply with valid JSON: {e}.")
         if self.json_schema is not None and (errors := schema_errors(value, self.json_schema)):

@@ -21,7 +21,8 @@ def extract_code(answer: str) -> str:
 
 
 class PythonTestsCheck(BaseModel):
-    """The answer's code, followed by `tests`, runs to completion in the sandbox."""
+    """The answer's code, then `tests`, runs in the sandbox, and the tests reach their end
+    (the harness proves it with a per-run token: exiting early is failing)."""
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["python_tests"] = "python_tests"
@@ -31,11 +32,12 @@ class PythonTestsCheck(BaseModel):
     memory_mb: int = Field(default=512, ge=64)
 
     async def verify(self, answer: str, ctx: VerifyContext) -> Verdict:
-        program = "\n\n".join(p for p in (self.prefix, extract_code(answer), self.tests) if p)
         limits = SandboxLimits(
             wall_s=self.timeout_s, cpu_s=int(self.timeout_s) + 1, memory_mb=self.memory_mb
         )
-        result = await run_python(program, limits)
+        result = await run_python(
+            extract_code(answer), limits, prefix=self.prefix, tests=self.tests
+        )
         if result.ok:
             return Verdict("python_tests", True, 1.0)
         return Verdict("python_tests", False, 0.0, describe_failure(result, self.timeout_s))
@@ -46,11 +48,9 @@ def describe_failure(result: SandboxResult, timeout_s: float) -> str:
         return f"The code did not finish within {timeout_s:g} s (an infinite loop?)."
     if result.exit_code == -25:
         return "The code wrote too much data to a file."
+    if result.exit_code == 0:  # a clean exit without the harness's token: left early
+        return "The code exited before the tests ran to their end."
     # Drop the sandbox's own bootstrap frames; keep the end, where the error is.
-    lines = [
-        line
-        for line in result.stderr.splitlines()
-        if "<frozen runpy>" not in line and 'File "<string>"' not in line
-    ]
+    lines = [line for line in result.stderr.splitlines() if 'File "<string>"' not in line]
     tail = "\n".join(lines[-FEEDBACK_LINES:]) or f"exit status {result.exit_code}"
     return f"The tests failed:\n{tail}"

@@ -25,20 +25,8 @@ from typing import IO
 
 LAUNCHER = Path(__file__).with_name("_sandbox_launch.py")
 
-# Runs first in the sandboxed interpreter: refuse network access even where no network
-# namespace could be made, then run the script as __main__.
-BOOTSTRAP = """
-import sys, runpy
-def _deny(event, args):
-    if event in ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
-                 "socket.getaddrinfo", "socket.gethostbyname"):
-        raise PermissionError("network access is not allowed in the sandbox")
-sys.addaudithook(_deny)
-script = sys.argv[1]
-sys.argv = [script]
-sys.path.insert(0, ".")  # -I leaves the script's directory off the path
-runpy.run_path(script, run_name="__main__")
-"""
+# Runs the prefix, the code and the tests, and proves the tests ran to their end (see there).
+HARNESS = Path(__file__).with_name("_sandbox_harness.py").read_text()
 
 
 @dataclass(frozen=True)
@@ -59,28 +47,36 @@ class SandboxResult:
     timed_out: bool
     duration_s: float
     isolation: str  # "namespaces" (root) or "rlimits"
+    completed: bool = False  # the harness saw the tests (or the script) run to their end
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.completed and self.exit_code == 0 and not self.timed_out
 
 
 async def run_python(
-    code: str, limits: SandboxLimits = SandboxLimits(), files: dict[str, str] | None = None
+    code: str,
+    limits: SandboxLimits = SandboxLimits(),
+    files: dict[str, str] | None = None,
+    *,
+    prefix: str = "",
+    tests: str = "",
 ) -> SandboxResult:
-    """Run `code` as a script in the sandbox; `files` are written beside it first."""
+    """Run `prefix`, then `code` (untrusted) as `__main__`, then `tests`, in the sandbox;
+    `files` are written beside them first. `completed` only when all three ran to the end:
+    exiting early, by any route, is failing."""
     workdir = Path(tempfile.mkdtemp(prefix="reflexa-sbx-"))
     as_root = os.geteuid() == 0
     uid = 200_000 + secrets.randbelow(1_000_000) if as_root else None
+    job = json.dumps({"prefix": prefix, "code": code, "tests": tests})
     try:
-        for name, text in {**(files or {}), "main.py": code}.items():
+        for name, text in {**(files or {}), "main.py": code, "job.json": job}.items():
             (workdir / name).write_text(text)
         if uid is not None:
             for path in [workdir, *workdir.iterdir()]:
                 os.chown(path, uid, uid)
         config: dict[str, object] = {
             "workdir": str(workdir),
-            "script": "main.py",
             "python": os.path.realpath(sys.executable),  # the base interpreter: stdlib only
             "prefix": os.path.realpath(sys.base_prefix),
             "uid": uid,
@@ -88,7 +84,7 @@ async def run_python(
             "memory_mb": limits.memory_mb,
             "file_size_mb": limits.file_size_mb,
             "nproc": limits.processes if uid is not None else _user_processes() + limits.processes,
-            "bootstrap": BOOTSTRAP,
+            "harness": HARNESS,
             "env": {
                 "PATH": "/usr/bin:/bin",
                 "HOME": str(workdir),
@@ -104,17 +100,28 @@ async def run_python(
 
 async def _run(config: dict[str, object], limits: SandboxLimits, uid: int | None) -> SandboxResult:
     started = time.monotonic()
+    token = secrets.token_hex(16).encode()
+    token_r, token_w = os.pipe()
+    done_r, done_w = os.pipe()
+    os.write(token_w, token)
+    os.close(token_w)
+    config |= {"token_fd": token_r, "done_fd": done_w}
     # Output goes to files, not pipes: asyncio's wait() returns only when the pipes close,
     # and a child that escaped into the background would hold them open.
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(config),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            env={"PATH": "/usr/bin:/bin"},  # the launcher needs nothing of ours, secrets least
-            start_new_session=True,
-        )  # fmt: skip
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(config),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env={"PATH": "/usr/bin:/bin"},  # the launcher needs nothing of ours
+                start_new_session=True,
+                pass_fds=(token_r, done_w),
+            )  # fmt: skip
+        finally:
+            os.close(token_r)
+            os.close(done_w)
         timed_out = False
         try:
             await asyncio.wait_for(proc.wait(), limits.wall_s)
@@ -125,6 +132,7 @@ async def _run(config: dict[str, object], limits: SandboxLimits, uid: int | None
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+        completed = _read_done(done_r) == token
         stdout, stderr = (_read_capped(f, limits.output_bytes) for f in (out, err))
     return SandboxResult(
         exit_code=proc.returncode,
@@ -133,7 +141,19 @@ async def _run(config: dict[str, object], limits: SandboxLimits, uid: int | None
         timed_out=timed_out,
         duration_s=round(time.monotonic() - started, 3),
         isolation="namespaces" if uid is not None else "rlimits",
+        completed=completed,
     )
+
+
+def _read_done(fd: int) -> bytes:
+    """What the harness wrote to the completion pipe (every writer is dead by now)."""
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 256)
+    except BlockingIOError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 def _read_capped(f: IO[bytes], cap: int) -> str:

@@ -76,8 +76,9 @@ SCHEMA = {
     ("answer", "passed", "hint"),
     [
         ('{"name": "Ada", "age": 36}', True, ""),
-        ('Here you go:\n```json\n{"name": "Ada", "age": 36}\n```', True, ""),
-        ('Sure! {"name": "Ada", "age": 36} Hope it helps', True, ""),
+        ('```json\n{"name": "Ada", "age": 36}\n```', True, ""),
+        ('Here you go:\n```json\n{"name": "Ada", "age": 36}\n```', False, "alone"),
+        ('Sure! {"name": "Ada", "age": 36} Hope it helps', False, "alone"),
         ('{"name": "Ada"}', False, "'age' is a required property"),
         ('{"name": "Ada", "age": "36"}', False, "at $.age"),
         ('{"name": "Ada", "age": 36, "city": "London"}', False, "'city' was unexpected"),
@@ -166,3 +167,26 @@ def test_a_crashing_verifier_gives_an_error_verdict() -> None:
 def test_bad_specs_are_refused_clearly(spec: dict, message: str) -> None:
     with pytest.raises(CheckSpecError, match=message.replace(".", r"\.").replace("(", r"\(")):
         parse_checks([spec])
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        'Here you go: {"name": "Ada", "age": 36}',
+        '{"name": "Ada", "age": 36} Hope that helps!',
+        'Sure!\n```json\n{"name": "Ada", "age": 36}\n```\nAnything else?',
+        'def f():\n    return {"name": "Ada", "age": 36}',
+    ],
+)
+def test_a_schema_check_wants_the_json_alone(answer: str) -> None:
+    schema = {"type": "object", "required": ["name", "age"]}
+    v = verdict({"type": "json", "schema": schema}, answer)
+    assert not v.passed
+    assert "alone" in v.feedback
+    assert verdict({"type": "json", "schema": schema, "strict": False}, answer).passed
+
+
+def test_a_schema_check_takes_bare_or_fenced_json() -> None:
+    schema = {"type": "object", "required": ["name"]}
+    assert verdict({"type": "json", "schema": schema}, ' {"name": "Ada"} ').passed
+    assert verdict({"type": "json", "schema": schema}, '```json\n{"name": "Ada"}\n```').passed

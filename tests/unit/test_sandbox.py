@@ -27,7 +27,7 @@ def _sandboxed_processes() -> list[int]:
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if b"run_path(script" in cmdline.read_bytes():
+            if b"# reflexa sandbox harness" in cmdline.read_bytes():
                 found.append(int(cmdline.parent.name))
         except OSError:
             continue
