@@ -360,11 +360,14 @@ def eval_run(
         raise ReflexaError(str(e)) from None
     if split is not None and split not in suite.splits():
         raise ReflexaError(f"{suite.name} has no split {split!r} (it has {sorted(suite.splits())})")
+    if suite.note:
+        err.print(f"[yellow]{suite.note}[/]", soft_wrap=True)
     client = client_for(settings)
     adapter = adapter_for(settings, client, adapter)
     options = EvalOptions(
-        split, limit, not no_reflect, max_repairs, adapter, concurrency, memory=not no_memory
-    )
+        split, limit, not no_reflect, max_repairs, adapter, concurrency, memory=not no_memory,
+        allow_gold=settings.cycle.allow_gold,
+    )  # fmt: skip
 
     async def run(bar: Progress, task: TaskID) -> dict[str, Any]:
         async with open_agent(settings, client, adapter) as agent:
@@ -388,10 +391,15 @@ def eval_run(
         click.echo(
             f"  {label:20s} {m['rate']:6.1%}  (95% CI {m['ci95'][0]:.1%}-{m['ci95'][1]:.1%})"
         )
-    gain = overall["repair_gain"]
+    gain, harm = overall["repair_gain"], overall["harm"]
     click.echo(
         f"  {'repair gain':20s} {gain['gain']:+6.1%}  harm {overall['harm_rate']['rate']:.1%}"
     )
+    if harm["scored"]:
+        click.echo(f"  {'harm ledger':20s} {harm['right_to_wrong']} right→wrong, "
+                   f"{harm['wrong_to_right']} wrong→right of {harm['scored']} scored")  # fmt: skip
+    if report["note"]:
+        err.print(f"[yellow]{report['note']}[/]", soft_wrap=True)
     latency = overall["latency_s"]
     click.echo(f"  latency p50 {latency['p50']:.2f} s, p95 {latency['p95']:.2f} s; "
                f"tokens {overall['tokens']}; errors {overall['errors']}")  # fmt: skip

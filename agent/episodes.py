@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import httpx
@@ -28,6 +28,7 @@ from agent.settings import ReflectSettings, Settings
 from agent.store import Store
 from agent.store.store import learnable
 from evals import CheckSpecError, make_judge, parse_checks
+from evals.checks import split_gold
 from evals.gold import gold_answer, passes
 from graphs import ReflectionContext, ReflectionState, build_reflection_graph, turn_input
 
@@ -40,9 +41,13 @@ STREAM_MODES: list[StreamMode] = ["updates", "messages"]
 
 @dataclass(frozen=True)
 class EpisodeRequest:
+    """`checks` the loop may see; `gold` (scoring) only scores the episode once it ends. A
+    check given with an `expected` value is gold: it moves to scoring, its form stays."""
+
     prompt: str
     checks: list[dict[str, Any]] = field(default_factory=list)
     gold: list[dict[str, Any]] = field(default_factory=list)
+    allow_gold: bool = False  # a training item whose gold answer may be learnt from
     thread_id: str | None = None
     max_repairs: int | None = None
     suite: str | None = None
@@ -108,7 +113,8 @@ def start_record(
     kept = request.prompt[: reflect.max_prompt_chars]  # an oversized prompt is cut
     store.start_episode(
         id=episode_id, thread_id=thread_id, prompt=kept,
-        messages=[{"role": "user", "content": kept}], checks=request.checks, model=model,
+        messages=[{"role": "user", "content": kept}], checks=request.checks,
+        scoring=request.gold, gold_allowed=request.allow_gold, model=model,
         suite=request.suite, split=request.split, item_id=request.item_id,
         eval_run_id=request.eval_run_id,
     )  # fmt: skip
@@ -161,6 +167,8 @@ class Agent:
         model = self.context.model_name
         if refused := refuse_bad_input(self.store, request, model, self.reflect):
             return refused
+        visible, gold = split_gold(request.checks)
+        request = replace(request, checks=visible, gold=[*request.gold, *gold])
         episode_id = start_record(self.store, request, thread_id, model, self.reflect)
         if self.memory is not None and not learnable(request.split):
             self.memory.protect(request.prompt)  # a held-out item: never recall its memory
@@ -169,7 +177,7 @@ class Agent:
         )
         turn = turn_input(
             request.prompt, request.checks, request.gold, max_repairs, episode_id,
-            request.history, use_memory=request.memory,
+            request.history, use_memory=request.memory, allow_gold=request.allow_gold,
         )  # fmt: skip
         return await self._drive(turn, episode_id, thread_id, config, on_event)
 
@@ -235,22 +243,32 @@ class Agent:
 
 
 async def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:
-    """A failed first answer and the answer that fixed it: the model's repair when grounded
-    checks (not the judge alone) passed it, else the gold answer the task's checks spell out
-    and pass (the store keeps those of chat and training episodes only)."""
+    """A wrong first answer and what fixed it: the model's repair when grounded visible
+    checks (not the judge alone) passed it, justified by those checks (scoring, where there
+    is one, says whether it was right: `correct`, a measurement only); else, where gold may
+    be learnt from, the answer the scoring spells out and passes. A first answer that passed
+    its checks but scoring found wrong is corrected by gold alone."""
     attempts = state["attempts"]
     prompt = state["messages"][-2]["content"]  # the user's turn; the last is our answer
-    if attempts[0]["passed"]:
+    first, fix = attempts[0], attempts[state["final_index"]]
+    if first["passed"] and first["gold_passed"] is not False:
         return []
-    fix = attempts[state["final_index"]]
-    grounded = any(v["kind"] == "grounded" and v["error"] is None for v in fix["verdicts"])
-    correction = {"prompt": prompt, "rejected": attempts[0]["answer"]}
-    if state["status"] == "repaired":
-        return [correction | {"chosen": fix["answer"], "source": "repair", "verified": grounded}]
+    correction = {"prompt": prompt, "rejected": first["answer"]}
+    if state["status"] == "repaired" and (
+        not state.get("allow_gold") or fix["gold_passed"] is not False
+    ):
+        grounded = any(v["kind"] == "grounded" and v["error"] is None for v in fix["verdicts"])
+        return [
+            correction | {"chosen": fix["answer"], "source": "repair", "verified": grounded,
+                          "justification": "checks", "correct": fix["gold_passed"]}
+        ]  # fmt: skip
+    if not state.get("allow_gold"):
+        return []
     checks = [*state["checks"], *state["gold"]]
-    gold = gold_answer(checks)
+    gold = gold_answer(state["gold"])
     if gold is not None and await passes(checks, prompt, gold):
-        return [correction | {"chosen": gold, "source": "gold", "verified": True}]
+        return [correction | {"chosen": gold, "source": "gold", "verified": True,
+                              "justification": "gold", "correct": True}]  # fmt: skip
     return []
 
 

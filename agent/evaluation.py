@@ -17,7 +17,7 @@ from agent.store import Store
 from evals.compare import compare_runs
 from evals.metrics import summarize
 from evals.runner import ItemOutcome, run_items
-from evals.suite import Suite, SuiteItem
+from evals.suite import TRAIN, Suite, SuiteItem
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class EvalOptions:
     adapter: str | None = None
     concurrency: int = 8
     memory: bool = True  # recall past corrections (if the agent has a memory)
+    allow_gold: bool = True  # a training item's gold may be learnt from (if its suite allows)
 
     def config(self) -> dict[str, Any]:
         """What makes two runs comparable (concurrency does not change results)."""
@@ -39,17 +40,28 @@ class EvalOptions:
 ProgressFn = Callable[[int, int], None]
 
 
+def scored(episode: dict[str, Any]) -> tuple[bool, bool]:
+    """(first, final) pass of an episode: by its scoring where it has one, else its checks."""
+    if episode["first_correct"] is not None:
+        return bool(episode["first_correct"]), bool(episode["final_correct"])
+    return bool(episode["first_passed"]), bool(episode["final_passed"])
+
+
 def outcome(episode: dict[str, Any], item: SuiteItem) -> ItemOutcome:
     """An item's outcome, read from its recorded episode."""
+    first, final = scored(episode)
     return ItemOutcome(
         item_id=item.id,
         split=item.split,
         tags=item.tags,
         episode_id=episode["id"],
         status=episode["status"],
-        first_passed=bool(episode["first_passed"]),
-        final_passed=bool(episode["final_passed"]),
+        first_passed=first,
+        final_passed=final,
         right_to_wrong=bool(episode["right_to_wrong"]),
+        wrong_to_right=bool(episode["wrong_to_right"]),
+        scored=episode["first_correct"] is not None,
+        checks_passed=bool(episode["first_passed"]),
         repairs=max(episode["n_attempts"] - 1, 0),
         tokens=episode["prompt_tokens"] + episode["completion_tokens"],
         latency_s=episode["latency_s"] or 0.0,
@@ -88,7 +100,9 @@ async def run_eval(
     async def solve(item: SuiteItem) -> ItemOutcome:
         result = await agent.run(
             EpisodeRequest(
-                item.user_prompt, item.check_specs(), history=item.history,
+                item.user_prompt, item.check_specs(), item.scoring_specs(),
+                allow_gold=options.allow_gold and suite.allow_gold and item.split == TRAIN,
+                history=item.history,
                 max_repairs=options.max_repairs if options.reflect else 0,
                 suite=suite.name, split=item.split, item_id=item.id, eval_run_id=run_id,
                 memory=options.memory,
@@ -109,9 +123,16 @@ async def run_eval(
     outcomes = [outcome(e, by_id[e["item_id"]]) for e in episodes if e["item_id"] in by_id]
     metrics = breakdown(outcomes)
     store.finish_eval_run(run_id, metrics)
+    note = None
+    if not suite.has_test_split:
+        note = (
+            f"{suite.name} has no untouched test split (train / dev / test): "
+            "a number from a split the gate decides on is not an unbiased estimate"
+        )
     return {
         "run_id": run_id,
         "suite": suite.name,
+        "note": note,
         "resumed": resumed,
         "config": options.config(),
         "metrics": metrics,
@@ -127,10 +148,7 @@ def compare_eval_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
         if run is None:
             raise ReflexaError(f"no eval run {run_id!r} (see the run id printed by `eval run`)")
         per_item = {
-            e["item_id"]: {
-                "first_attempt": bool(e["first_passed"]),
-                "final": bool(e["final_passed"]),
-            }
+            e["item_id"]: dict(zip(("first_attempt", "final"), scored(e), strict=True))
             for e in store.run_episodes(run_id)
         }
         runs.append((run, per_item))

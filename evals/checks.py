@@ -52,6 +52,31 @@ def describe_validation_error(e: ValidationError) -> str:
     return f"{where}: {msg}" if where else msg
 
 
+GOLD_TYPES = ("exact", "numeric", "json")  # the check types that can carry an `expected` value
+FORM_ONLY = {"numeric": ("expected", "tolerance"), "json": ("expected",)}  # left visible
+
+
+def split_gold(
+    specs: Sequence[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(visible, scoring): a check that carries an `expected` value is gold, so it moves to
+    scoring; what it says about form (a number alone, JSON of a schema) stays visible."""
+    visible: list[dict[str, Any]] = []
+    scoring: list[dict[str, Any]] = []
+    for spec in specs:
+        if spec.get("type") not in GOLD_TYPES or spec.get("expected") is None:
+            visible.append(dict(spec))
+            continue
+        scoring.append(dict(spec))
+        if spec["type"] in FORM_ONLY:
+            visible.append({k: v for k, v in spec.items() if k not in FORM_ONLY[spec["type"]]})
+    return visible, scoring
+
+
+def carries_gold(specs: Sequence[dict[str, Any]]) -> bool:
+    return any(s.get("type") in GOLD_TYPES and s.get("expected") is not None for s in specs)
+
+
 def checks_for(
     prompt: str, answer: str, task_checks: Sequence[Check], judge: bool = True
 ) -> list[Check]:

@@ -44,14 +44,15 @@ class ExactCheck(BaseModel):
 
 
 class NumericCheck(BaseModel):
-    """The answer's number equals `expected` within `tolerance`.
+    """The answer's number equals `expected` within `tolerance`; without `expected`, the
+    answer is a number (a check of form, which the loop may see).
 
     strict: the whole answer must be the number; otherwise its last number counts.
     """
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["numeric"] = "numeric"
-    expected: float
+    expected: float | None = None
     tolerance: float = Field(default=0.0, ge=0)
     strict: bool = False
 
@@ -62,8 +63,12 @@ class NumericCheck(BaseModel):
                 "numeric", False, 0.0, "The answer contains no number; reply with a number."
             )
         value = found[-1]
-        right = abs(value - self.expected) <= self.tolerance
         only_number = NUMBER.fullmatch(answer.strip().rstrip(".")) is not None
+        if self.expected is None:
+            if only_number or not self.strict:
+                return Verdict("numeric", True, 1.0)
+            return Verdict("numeric", False, 0.5, "Reply with only the number, nothing else.")
+        right = abs(value - self.expected) <= self.tolerance
         if right and (only_number or not self.strict):
             return Verdict("numeric", True, 1.0)
         if right:

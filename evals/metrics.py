@@ -37,6 +37,20 @@ def paired_gain(fixed: int, broken: int, n: int, z: float = Z95) -> dict[str, An
     return {"gain": d, "ci95": [round(d - half, 4), round(d + half, 4)]}
 
 
+def harm_ledger(outcomes: Sequence[ItemOutcome]) -> dict[str, Any]:
+    """What reflection did to answers, by scoring (items without scoring left out): right →
+    wrong, wrong → right, and the net change per scored item."""
+    scored = [o for o in outcomes if o.scored]
+    broken = sum(o.right_to_wrong for o in scored)
+    fixed = sum(o.wrong_to_right for o in scored)
+    return {
+        "scored": len(scored),
+        "right_to_wrong": broken,
+        "wrong_to_right": fixed,
+        "net": round((fixed - broken) / len(scored), 4) if scored else 0.0,
+    }
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return 0.0
@@ -60,7 +74,9 @@ def summarize(outcomes: Sequence[ItemOutcome]) -> dict[str, Any]:
         "first_attempt_pass": rate(first, n),
         "final_pass": rate(final, n),
         "repair_gain": paired_gain(fixed, broken, n),
-        "harm_rate": rate(sum(o.right_to_wrong for o in outcomes), first),
+        "harm_rate": rate(broken, first),
+        "harm": harm_ledger(outcomes),
+        "checks_pass": rate(sum(o.checks_passed for o in outcomes), n),
         "mean_repairs": round(statistics.mean(o.repairs for o in outcomes), 3) if n else 0.0,
         "tokens": sum(o.tokens for o in outcomes),
         "latency_s": {

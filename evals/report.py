@@ -94,16 +94,22 @@ def _rows(run: dict[str, Any]) -> list[tuple[str, str]]:
         lo, hi = r["ci95"]
         return f"{r['rate']:.1%} (95% CI {lo:.1%} to {hi:.1%}, {r['k']}/{r['n']})"
 
-    gain = m["repair_gain"]
+    gain, harm = m["repair_gain"], m["harm"]
     return [
         ("items", str(m["items"])),
         ("first-attempt pass", pct(m["first_attempt_pass"])),
         ("final pass", pct(m["final_pass"])),
+        ("first answer passed its visible checks", pct(m["checks_pass"])),
         (
             "repair gain",
             f"{gain['gain']:+.1%} (95% CI {gain['ci95'][0]:+.1%} to {gain['ci95'][1]:+.1%})",
         ),
         ("harm (right→wrong)", pct(m["harm_rate"])),
+        (
+            "harm ledger (by scoring)",
+            f"{harm['right_to_wrong']} right→wrong, {harm['wrong_to_right']} wrong→right of "
+            f"{harm['scored']} scored items (net {harm['net']:+.1%})",
+        ),
         ("mean repairs", f"{m['mean_repairs']:.2f}"),
         ("tokens", str(m["tokens"])),
         ("latency p50 / p95", f"{m['latency_s']['p50']:.2f} s / {m['latency_s']['p95']:.2f} s"),
@@ -114,6 +120,8 @@ def _rows(run: dict[str, Any]) -> list[tuple[str, str]]:
 def markdown(run: dict[str, Any]) -> str:
     options = json.dumps(run["config"])
     lines = [f"# {run['suite']}, run {run['run_id']}", "", f"Options: `{options}`", ""]
+    if run.get("note"):
+        lines += [f"Note: {run['note']}", ""]
     lines += ["| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in _rows(run)]
     return "\n".join(lines) + "\n"
@@ -137,6 +145,7 @@ def page(run: dict[str, Any], plots: list[str]) -> str:
 table{{border-collapse:collapse;margin:1em 0}}th,td{{border:1px solid #ddd;padding:.3em .7em;
 text-align:left}}img{{max-width:100%;margin:.5em}}code{{font-size:.85em}}</style></head>
 <body><h1>{title}</h1><p>Options: <code>{html.escape(json.dumps(run["config"]))}</code></p>
+<p>{html.escape(run.get("note") or "")}</p>
 <table>{rows}</table><div>{images}</div>
 <h2>Items that did not pass ({len(failed)} shown)</h2>
 <table><tr><th>item</th><th>status</th><th>error</th><th>episode</th></tr>{failures}</table>

@@ -12,6 +12,10 @@ from evals.suite import SuiteItem
 
 @dataclass(frozen=True)
 class ItemOutcome:
+    """One item's result. `first_passed`/`final_passed` are by the item's scoring (gold)
+    where it has one, else by its visible checks; `checks_passed`: the first answer passed
+    the visible checks (what the loop believed)."""
+
     item_id: str
     split: str
     tags: list[str]
@@ -24,6 +28,9 @@ class ItemOutcome:
     tokens: int
     latency_s: float
     error: str | None = None
+    scored: bool = False
+    checks_passed: bool = False
+    wrong_to_right: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -1,5 +1,11 @@
-"""Eval suites: items with a prompt (or messages), checks, tags and a split, read from YAML or
-JSONL. Every error names the file and line."""
+"""Eval suites: items with a prompt (or messages), visible checks, scoring checks, tags and a
+split, read from YAML or JSONL. Every error names the file and line.
+
+`checks` are what the loop may see (form, a schema, a regex, tests, a rubric); `scoring`
+checks (gold) only score an episode after it ends. Splits: `train` (the loop learns from
+it), `dev` (the gate decides on it), `test` (reported, never used for a decision); a suite
+with `heldout` instead of `dev` gates on it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from evals.checks import Check, describe_validation_error
+from evals.checks import Check, carries_gold, describe_validation_error, split_gold
+
+TRAIN, DEV, TEST, HELDOUT = "train", "dev", "test", "heldout"
 
 
 class Message(BaseModel):
@@ -28,6 +36,7 @@ class SuiteItem(BaseModel):
     prompt: str | None = None
     messages: list[Message] | None = None
     checks: list[Check] = Field(default_factory=list)
+    scoring: list[Check] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     split: str = "test"
 
@@ -49,7 +58,11 @@ class SuiteItem(BaseModel):
         return [m.model_dump() for m in (self.messages or [])[:-1]]
 
     def check_specs(self) -> list[dict[str, Any]]:
+        """The visible checks, as specs."""
         return [c.model_dump(by_alias=True, exclude_none=True) for c in self.checks]
+
+    def scoring_specs(self) -> list[dict[str, Any]]:
+        return [c.model_dump(by_alias=True, exclude_none=True) for c in self.scoring]
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,8 @@ class Suite:
     items: list[SuiteItem]
     source: str  # a file path, or "built-in"
     description: str = ""
+    allow_gold: bool = False  # its training items' scoring may become training rows
+    note: str | None = None  # said once when loading (an old file converted)
 
     def splits(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -68,6 +83,17 @@ class Suite:
     def select(self, split: str | None = None, limit: int | None = None) -> list[SuiteItem]:
         items = [i for i in self.items if split is None or i.split == split]
         return items[:limit] if limit is not None else items
+
+    @property
+    def gate_split(self) -> str | None:
+        """The split promotion decisions are made on: `dev`, else `heldout`, else none."""
+        splits = self.splits()
+        return next((s for s in (DEV, HELDOUT) if s in splits), None)
+
+    @property
+    def has_test_split(self) -> bool:
+        """An untouched split to report on: `test` beside a separate gate split."""
+        return TEST in self.splits() and self.gate_split is not None
 
 
 class SuiteError(ValueError):
@@ -81,15 +107,19 @@ def load_suite(path: Path) -> Suite:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SuiteError(f"{path}: cannot read ({e})") from None
+    allow_gold = False
     if path.suffix == ".jsonl":
         raw, name, description = _jsonl(path, text), path.stem, ""
     elif path.suffix in (".yaml", ".yml"):
-        raw, name, description = _yaml(path, text)
+        raw, name, description, allow_gold = _yaml(path, text)
     else:
         raise SuiteError(f"{path}: a suite is a .yaml, .yml or .jsonl file")
     items: list[SuiteItem] = []
     seen: dict[str, int] = {}
+    converted = 0
     for line, data in raw:
+        data, moved = _legacy_gold(path, line, data)
+        converted += moved
         try:
             item = SuiteItem.model_validate(data)
         except ValidationError as e:
@@ -98,11 +128,49 @@ def load_suite(path: Path) -> Suite:
             raise SuiteError(
                 f"{path}:{line}: duplicate id {item.id!r} (first at line {seen[item.id]})"
             )
+        if item.split == TRAIN and item.scoring and not (allow_gold or moved):
+            raise SuiteError(
+                f"{path}:{line}: item {item.id!r} is on the train split and has `scoring` "
+                "checks, but the suite does not allow gold: add `allow_gold: true` at the "
+                f"top, or move the item to a split the loop does not learn from ({DEV}, {TEST})"
+            )
         seen[item.id] = line
         items.append(item)
     if not items:
         raise SuiteError(f"{path}: the suite has no items")
-    return Suite(name=name, items=items, source=str(path), description=description)
+    note = None
+    if converted:
+        allow_gold = True  # its expected values were visible, hence learnt from, until now
+        note = (
+            f"{path}: {converted} item(s) carry expected values in `checks`; they now only "
+            "score (moved to `scoring`), and gold stays allowed as before (say it yourself "
+            "with `scoring:` and `allow_gold: true`)"
+        )
+    return Suite(name, items, str(path), description, allow_gold, note)
+
+
+def _legacy_gold(path: Path, line: int, data: Any) -> tuple[Any, bool]:
+    """An old item whose `checks` carry `expected` values: those become `scoring` checks and
+    only their form stays visible. An item with `scoring` too contradicts itself."""
+    if not isinstance(data, dict):
+        return data, False
+    if data.get("scoring") == []:
+        raise SuiteError(
+            f"{path}:{line}: `scoring` is empty: give the checks that score the item, or "
+            "leave the key out"
+        )
+    checks = data.get("checks")
+    if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
+        return data, False
+    if not carries_gold(checks):
+        return data, False
+    if "scoring" in data:
+        raise SuiteError(
+            f"{path}:{line}: `checks` carry expected values, which the model would see; "
+            "with `scoring` beside them, expected values belong in `scoring`"
+        )
+    visible, scoring = split_gold(checks)
+    return data | {"checks": visible, "scoring": scoring}, True
 
 
 def _jsonl(path: Path, text: str) -> list[tuple[int, Any]]:
@@ -117,9 +185,9 @@ def _jsonl(path: Path, text: str) -> list[tuple[int, Any]]:
     return rows
 
 
-def _yaml(path: Path, text: str) -> tuple[list[tuple[int, Any]], str, str]:
+def _yaml(path: Path, text: str) -> tuple[list[tuple[int, Any]], str, str, bool]:
     """Items with their line numbers. The file is a list of items, or a mapping with `items`
-    (and optionally `name` and `description`)."""
+    (and optionally `name`, `description` and `allow_gold`)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -128,14 +196,17 @@ def _yaml(path: Path, text: str) -> tuple[list[tuple[int, Any]], str, str]:
         mark = getattr(e, "context_mark", None) or getattr(e, "problem_mark", None)
         line = f"{mark.line + 1}:" if mark is not None else ""
         raise SuiteError(f"{path}:{line} not valid YAML ({getattr(e, 'problem', e)})") from None
-    name, description = path.stem, ""
+    name, description, allow_gold = path.stem, "", False
     if isinstance(data, dict):
         if "items" not in data:
             raise SuiteError(f"{path}:1: a suite mapping needs an `items` list")
-        unknown = set(data) - {"name", "description", "items"}
+        unknown = set(data) - {"name", "description", "items", "allow_gold"}
         if unknown:
             raise SuiteError(f"{path}:1: unknown top-level keys {sorted(unknown)}")
+        if not isinstance(data.get("allow_gold", False), bool):
+            raise SuiteError(f"{path}:1: `allow_gold` is true or false")
         name, description = str(data.get("name", name)), str(data.get("description", ""))
+        allow_gold = data.get("allow_gold", False)
         nodes = next(v for k, v in root.value if k.value == "items")
         data = data["items"]
     else:
@@ -143,7 +214,7 @@ def _yaml(path: Path, text: str) -> tuple[list[tuple[int, Any]], str, str]:
     if not isinstance(data, list):
         raise SuiteError(f"{path}:1: a suite is a list of items (or a mapping with `items`)")
     lines = [node.start_mark.line + 1 for node in nodes.value]
-    return list(zip(lines, data, strict=True)), name, description
+    return list(zip(lines, data, strict=True)), name, description, allow_gold
 
 
 def resolve_suite(name_or_path: str) -> Suite:

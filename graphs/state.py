@@ -58,6 +58,7 @@ class ReflectionState(TypedDict, total=False):
     episode_id: str  # the store's record of this turn, finished even after a resume
     checks: list[dict[str, Any]]  # the task's checks; with none, judge + intrinsic checks
     gold: list[dict[str, Any]]  # scoring-only checks, never shown to the model
+    allow_gold: bool  # the scoring's answer may become a correction (a training item)
     attempts: list[Attempt]
     max_repairs: int
     status: Status
@@ -88,6 +89,7 @@ def turn_input(
     episode_id: str = "",
     history: list[dict[str, str]] | None = None,
     use_memory: bool = True,
+    allow_gold: bool = False,
 ) -> ReflectionState:
     """The input that starts a new turn of a thread (after `history`, in a new thread)."""
     return {
@@ -95,6 +97,7 @@ def turn_input(
         "episode_id": episode_id,
         "checks": checks or [],
         "gold": gold or [],
+        "allow_gold": allow_gold,
         "attempts": [],
         "max_repairs": max_repairs,
         "status": "running",

@@ -25,6 +25,7 @@ from agent.store.tables import (
     Memory,
     utcnow,
 )
+from evals.signal import justification_of
 
 TRAIN_SPLIT = "train"
 SQLITE_FTS_TABLE = (  # as migration 0004 creates it (its triggers keep it in step)
@@ -87,6 +88,8 @@ class Store:
         messages: list[dict[str, Any]],
         checks: list[dict[str, Any]],
         model: str,
+        scoring: list[dict[str, Any]] | None = None,
+        gold_allowed: bool = False,
         adapter: str | None = None,
         suite: str | None = None,
         split: str | None = None,
@@ -98,7 +101,8 @@ class Store:
             s.add(
                 Episode(
                     id=id, thread_id=thread_id, prompt=prompt, messages=messages, checks=checks,
-                    status="running", model=model, adapter=adapter, suite=suite, split=split,
+                    scoring=scoring or [], gold_allowed=gold_allowed, status="running",
+                    model=model, adapter=adapter, suite=suite, split=split,
                     item_id=item_id, eval_run_id=eval_run_id, judge_only=False, n_attempts=0,
                     prompt_tokens=0, completion_tokens=0,
                 )
@@ -134,11 +138,15 @@ class Store:
                     v["kind"] == "judge" for a in attempts for v in a["verdicts"] if not v["error"]
                 )
                 first, final = attempts[0], attempts[final_index if final_index is not None else -1]
-                if first.get("gold_passed") is not None:
-                    episode.right_to_wrong = bool(first["gold_passed"] and not final["gold_passed"])
+                if first.get("gold_passed") is not None:  # scored: the harm ledger
+                    episode.first_correct = bool(first["gold_passed"])
+                    episode.final_correct = bool(final["gold_passed"])
+                    episode.right_to_wrong = episode.first_correct and not episode.final_correct
+                    episode.wrong_to_right = episode.final_correct and not episode.first_correct
             episode.attempts = [_attempt(i, a) for i, a in enumerate(attempts)]
-            # A held-out item's gold answer is no correction to keep: nothing may learn it.
-            keep = [c for c in corrections if learnable(episode.split) or c["source"] != "gold"]
+            # Gold is kept only where it may be learnt from (a training item, gold allowed).
+            gold_ok = learnable(episode.split) and episode.gold_allowed
+            keep = [c for c in corrections if gold_ok or c["source"] != "gold"]
             rows = [_correction(id, c) for c in keep]
             s.add_all(rows)
             split, checks = episode.split, episode.checks
@@ -184,7 +192,7 @@ class Store:
             s.add(row)
         elif MEMORY_SOURCES.index(c.source) > MEMORY_SOURCES.index(row.source):
             return
-        row.answer, row.source = c.chosen or "", c.source
+        row.answer, row.source, row.justification = c.chosen or "", c.source, c.justification
         row.correction_id, row.episode_id = c.id, c.episode_id
         row.checks = checks
         row.status, row.retired_by = "active", None
@@ -468,6 +476,8 @@ def _correction(episode_id: str | None, c: dict[str, Any]) -> Correction:
         messages=c.get("messages") or [{"role": "user", "content": c["prompt"]}],
         rejected=c.get("rejected"), chosen=c.get("chosen"), source=c["source"],
         verified=c["verified"],
+        justification=c.get("justification") or justification_of(c["source"]),
+        correct=c.get("correct"),
     )  # fmt: skip
 
 

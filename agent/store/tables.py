@@ -31,7 +31,9 @@ class Episode(Base):
     finished_at: Mapped[datetime | None]
     prompt: Mapped[str] = mapped_column(Text)
     messages: Mapped[list[Any]]
-    checks: Mapped[list[Any]]
+    checks: Mapped[list[Any]]  # visible: what the loop saw
+    scoring: Mapped[list[Any]] = mapped_column(default=list)  # gold: only scored the episode
+    gold_allowed: Mapped[bool] = mapped_column(Boolean, default=False)  # may be learnt from
     # running | passed | repaired | unresolved | verifier_error | error
     status: Mapped[str] = mapped_column(String(16), index=True)
     answer: Mapped[str | None] = mapped_column(Text)
@@ -39,7 +41,10 @@ class Episode(Base):
     first_passed: Mapped[bool | None]
     final_passed: Mapped[bool | None]
     judge_only: Mapped[bool] = mapped_column(Boolean, default=False)
-    right_to_wrong: Mapped[bool | None]
+    first_correct: Mapped[bool | None]  # by scoring; None: the item has no scoring
+    final_correct: Mapped[bool | None]
+    right_to_wrong: Mapped[bool | None]  # the harm ledger: reflection broke a right answer
+    wrong_to_right: Mapped[bool | None]
     n_attempts: Mapped[int] = mapped_column(Integer, default=0)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -93,8 +98,10 @@ class Correction(Base):
     messages: Mapped[list[Any]]
     rejected: Mapped[str | None] = mapped_column(Text)
     chosen: Mapped[str | None] = mapped_column(Text)
-    source: Mapped[str] = mapped_column(String(16))  # repair | gold | user | sampled
+    source: Mapped[str] = mapped_column(String(16))  # repair | gold | user | sampled | self
     verified: Mapped[bool]
+    justification: Mapped[str] = mapped_column(String(16), default="checks")  # see JUSTIFICATIONS
+    correct: Mapped[bool | None]  # scoring's view of `chosen`: measures precision, selects nothing
 
 
 class Memory(Base):
@@ -106,7 +113,8 @@ class Memory(Base):
     prompt_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prompt: Mapped[str] = mapped_column(Text)
     answer: Mapped[str] = mapped_column(Text)
-    source: Mapped[str] = mapped_column(String(16))  # user | repair | gold | sampled
+    source: Mapped[str] = mapped_column(String(16))  # user | repair | gold | sampled | self
+    justification: Mapped[str] = mapped_column(String(16), default="checks")
     correction_id: Mapped[int | None]
     episode_id: Mapped[str | None] = mapped_column(String(32))
     checks: Mapped[list[Any]]  # what verified the answer; retirement reruns them

@@ -1,8 +1,9 @@
 """`arithmetic`: two-digit sums, differences and products, generated from a seed; `sums`:
 the sums alone.
 
-The base model answers "52 + 53 = 175"-style text: the checks want only the number, so they
-measure both the arithmetic and the instruction-following the fine-tune is meant to fix.
+The base model answers "52 + 53 = 175"-style text. The loop sees one check, of form (the
+reply is only a number); the right number only scores. Gold may be trained on (`sums` is
+the gold-backed setting), where the user allows it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import random
 
 from evals.suite import Suite, SuiteItem
 
-SPLITS = {"train": 200, "heldout": 100}
+SPLITS = {"train": 200, "dev": 100, "test": 100}
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 OPS_TAGS = {"+": "add", "-": "subtract", "*": "multiply"}
 PROMPT = "What is {a} {op} {b}? Reply with only the number."
@@ -34,12 +35,14 @@ def arithmetic(seed: int = 0, ops: str = "+-*", name: str = "arithmetic") -> Sui
                 SuiteItem(
                     id=f"{split}-{n:03d}",
                     prompt=PROMPT.format(a=a, op=op, b=b),
-                    checks=[{"type": "numeric", "expected": OPS[op](a, b), "strict": True}],  # type: ignore[list-item]
+                    checks=[{"type": "numeric", "strict": True}],  # type: ignore[list-item]
+                    scoring=[{"type": "numeric", "expected": OPS[op](a, b), "strict": True}],  # type: ignore[list-item]
                     tags=[OPS_TAGS[op]],
                     split=split,
                 )
             )
-    return Suite(name, items, "built-in", f"two-digit {' '.join(ops)} with integer answers")
+    description = f"two-digit {' '.join(ops)} with integer answers"
+    return Suite(name, items, "built-in", description, allow_gold=True)
 
 
 def sums(seed: int = 1) -> Suite:

