@@ -1,9 +1,9 @@
 """`make demo`: the whole self-repair story on the bundled model, through the real CLI.
 
-  1. baseline: the held-out split, first answers only
+  1. baseline: the test split, first answers only
   2. the training split with reflection: failures and repairs are recorded
-  3. `reflexa cycle`: compile → train → gate → promote (or reject)
-  4. the held-out split again, now through the promoted adapter
+  3. `reflexa cycle`: compile → train → gate (on the dev split) → promote (or reject)
+  4. the test split again, now through the promoted adapter (never used for a decision)
 Then a before/after table (McNemar's test on the paired items, the frozen suite from the
 gate) and an HTML page beside the per-run reports.
 
@@ -68,16 +68,16 @@ def main() -> None:
     step("model: prepare and serve")
     reflexa("model", "prepare")
     reflexa("model", "serve")
-    step(f"1/4 baseline: {args.suite} held-out, first answers")
-    before = reflexa("eval", "run", args.suite, "--split", "heldout", "--no-reflect",
+    step(f"1/4 baseline: {args.suite} test split, first answers")
+    before = reflexa("eval", "run", args.suite, "--split", "test", "--no-reflect",
                      "--no-memory", "--adapter", "base")  # fmt: skip
     step(f"2/4 {args.suite} training split with reflection (failures and repairs recorded)")
     train = reflexa("eval", "run", args.suite, "--split", "train", "--max-repairs", "1",
                     "--concurrency", "16", "--adapter", "base")  # fmt: skip
     step("3/4 reflexa cycle: compile, train, gate, promote")
     cycle = reflexa("cycle", env=cycle_env)
-    step(f"4/4 {args.suite} held-out again, through the default adapter")
-    after = reflexa("eval", "run", args.suite, "--split", "heldout", "--no-reflect", "--no-memory")
+    step(f"4/4 {args.suite} test split again, through the default adapter")
+    after = reflexa("eval", "run", args.suite, "--split", "test", "--no-reflect", "--no-memory")
     compared = reflexa("eval", "compare", before["run_id"], after["run_id"])
 
     rows = _rows(args.suite, before, train, cycle, compared)
@@ -94,7 +94,7 @@ def _rows(suite: str, before: dict, train: dict, cycle: dict, compared: dict) ->
     rows = [
         ["training split, first / final pass",
          f"{_rate(train, 'first_attempt_pass')} / {_rate(train, 'final_pass')}", "", ""],
-        [f"{suite} held-out, first-attempt pass", f"{first['a']:.1%}", f"{first['b']:.1%}",
+        [f"{suite} test split, first-attempt pass", f"{first['a']:.1%}", f"{first['b']:.1%}",
          f"{first['p_value']:.2g}"],
     ]  # fmt: skip
     for name, s in cycle.get("suites", {}).items():

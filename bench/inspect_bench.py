@@ -52,14 +52,14 @@ def main(args: argparse.Namespace) -> None:
     }
     os.environ |= env
     client = connect(load_settings(), log=lambda m: print(m, file=sys.stderr))
-    items = BUILTIN["arithmetic"]().select("heldout", args.items)
+    items = BUILTIN["arithmetic"]().select("test", args.items)
     spec = {
         "system": SYSTEM,
         "items": [
             {
                 "id": i.id,
                 "prompt": i.user_prompt,
-                "target": str(int(i.check_specs()[0]["expected"])),
+                "target": str(int(i.scoring_specs()[0]["expected"])),
             }
             for i in items
         ],
@@ -77,7 +77,7 @@ def main(args: argparse.Namespace) -> None:
         "run",
         "arithmetic",
         "--split",
-        "heldout",
+        "test",
         "--limit",
         str(args.items),
         "--no-reflect",

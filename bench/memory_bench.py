@@ -74,7 +74,7 @@ def main() -> None:
     subprocess.run([*reflexa, "model", "prepare"], env=env, check=True)
 
     suites = [BUILTIN["json-extract"](), BUILTIN["arithmetic"]()]
-    heldout = [i.user_prompt for s in suites for i in s.items if i.split == "heldout"]
+    heldout = [i.user_prompt for s in suites for i in s.items if i.split == "test"]
     started = time.perf_counter()
     with Store.open(settings.database, memory_limit=args.memories) as store:
         protected = {prompt_hash(p) for p in heldout}
@@ -92,7 +92,7 @@ def main() -> None:
     subprocess.run([*reflexa, "model", "serve"], env=env, check=True)
     try:
         run = subprocess.run(
-            [*reflexa, "eval", "run", "json-extract", "--split", "heldout", "--no-reflect",
+            [*reflexa, "eval", "run", "json-extract", "--split", "test", "--no-reflect",
              "--limit", str(args.episodes), "--json"],
             env=env, check=True, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip

@@ -21,7 +21,7 @@ from typing import Any
 from agent.demo import reflexa, step
 from bench.serve_bench import machine
 
-HELDOUT = ("--split", "heldout", "--no-reflect", "--concurrency", "16")
+HELDOUT = ("--split", "test", "--no-reflect", "--concurrency", "16")
 
 
 def paired(suite: str, adapter: str, label: str) -> dict[str, Any]:

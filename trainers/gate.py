@@ -1,7 +1,8 @@
 """The gate: a candidate adapter against the current default, on the same server and items.
 
-Gate suites are the held-out splits of the suites the training data came from, plus the
-frozen `capabilities` suite. Both sides answer every item once (first attempt, no repairs).
+Gate suites are the gate splits (`dev`, or `heldout` in older suites; never `test`, which
+is only reported) of the suites the training data came from, plus the frozen
+`capabilities` suite. Both sides answer every item once (first attempt, no repairs).
 Promote only when the pooled held-out first-attempt pass rises with McNemar p < alpha and no
 gate suite drops by more than `max_drop`.
 """
@@ -18,7 +19,6 @@ from agent.evaluation import EvalOptions, run_eval
 from agent.model_client import ModelClient
 from agent.settings import Settings
 from agent.store import Store
-from agent.store.store import TRAIN_SPLIT
 from evals.builtin import BUILTIN
 from evals.compare import compare_runs
 from evals.suite import Suite, SuiteError, load_suite
@@ -31,7 +31,7 @@ GateProgress = Callable[[str, int, int], None]
 @dataclass(frozen=True)
 class GateSuite:
     suite: Suite
-    splits: tuple[str, ...]  # the splits run (all but train)
+    splits: tuple[str, ...]  # the splits run: the gate split (all of a frozen suite)
     frozen: bool  # a capability suite (never trained on), not a held-out split
 
     @property
@@ -47,11 +47,10 @@ def gate_suites(store: Store, trained_suites: list[str]) -> tuple[list[GateSuite
         if suite is None:
             notes.append(f"{name}: suite file not found; not gated on")
             continue
-        held = tuple(sorted(s for s in suite.splits() if s != TRAIN_SPLIT))
-        if not held:
-            notes.append(f"{name}: no held-out split; not gated on")
+        if suite.gate_split is None:
+            notes.append(f"{name}: no dev (or heldout) split; not gated on (test never is)")
             continue
-        gates.append(GateSuite(suite, held, frozen=False))
+        gates.append(GateSuite(suite, (suite.gate_split,), frozen=False))
     frozen = BUILTIN[FROZEN]()
     gates.append(GateSuite(frozen, tuple(frozen.splits()), frozen=True))
     return gates, notes

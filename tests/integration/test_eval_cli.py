@@ -20,14 +20,14 @@ def test_eval_list_names_the_builtin_suites(vllm_session: Session) -> None:
 
 
 def test_eval_run_records_episodes_and_metrics(vllm_session: Session, server: ModelClient) -> None:
-    args = ("eval", "run", "json-extract", "--split", "heldout", "--limit", "4", "--no-reflect")
+    args = ("eval", "run", "json-extract", "--split", "test", "--limit", "4", "--no-reflect")
     doc = json.loads(vllm_session.run(*args, "--json").stdout)
     overall = doc["metrics"]["overall"]
     assert overall["items"] == 4 and overall["errors"] == 0
     first = overall["first_attempt_pass"]
     assert 0 <= first["k"] <= 4 and first["ci95"][0] <= first["rate"] <= first["ci95"][1]
     assert overall["final_pass"] == first  # no reflection: nothing can change
-    assert list(doc["metrics"]["by_split"]) == ["heldout"]
+    assert list(doc["metrics"]["by_split"]) == ["test"]
     html = Path(doc["report"]["html"])
     assert html.parent == vllm_session.home / "reports" / doc["run_id"]
     assert html.read_text().count("data:image/png;base64,") == 3
@@ -38,7 +38,7 @@ def test_eval_run_records_episodes_and_metrics(vllm_session: Session, server: Mo
         ).fetchall()
         status = conn.execute("select status from eval_runs where id = ?", (doc["run_id"],))
         assert status.fetchone() == ("done",)
-    assert rows == [("json-extract", "heldout", 4)]
+    assert rows == [("json-extract", "test", 4)]
 
 
 def test_a_malformed_suite_is_refused_with_file_and_line(

@@ -203,8 +203,8 @@ def test_one_cycle_end_to_end(vllm_session: Session, tmp_path: Path) -> None:
     assert cycle.returncode == 0, cycle.stderr[-2000:]
     result = json.loads(cycle.stdout)
     assert result["decision"] in ("promote", "reject") and result["reason"]
-    assert set(result["suites"]) == {"arithmetic:heldout", "capabilities"}
-    held = result["suites"]["arithmetic:heldout"]
+    assert set(result["suites"]) == {"arithmetic:dev", "capabilities"}
+    held = result["suites"]["arithmetic:dev"]
     assert held["items"] == 100 and 0 <= held["candidate"] <= 1 and 0 <= held["p_value"] <= 1
     assert [s["stage"] for s in result["stages"]][:3] == ["compile", "train", "gate"]
     folder = Path(result["adapter"]["path"])

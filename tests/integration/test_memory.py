@@ -48,7 +48,7 @@ def test_memory_on_and_off_through_ask_and_eval_run(
 
     runs = {}
     for label, flags in (("off", ["--no-memory"]), ("on", [])):
-        args = ["--split", "heldout", "--limit", "6", "--no-reflect", *flags, "--json"]
+        args = ["--split", "test", "--limit", "6", "--no-reflect", *flags, "--json"]
         doc = json.loads(vllm_session.run("eval", "run", "json-extract", *args).stdout)
         runs[label] = doc["run_id"]
     with sqlite3.connect(vllm_session.home / "reflexa.db") as db:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from agent.settings import Settings
+from pathlib import Path
+
+from agent.settings import Settings, load_settings
+from agent.store import Store
 from evals.suite import Suite, SuiteItem
-from trainers.gate import GateSuite, decide
+from trainers.gate import GateSuite, decide, gate_suites
 
 
 def suite(name: str, n: int, split: str) -> GateSuite:
@@ -51,3 +54,18 @@ def test_without_a_heldout_suite_nothing_is_promoted() -> None:
     candidate = {FROZEN.label: results(FROZEN, 40)}
     verdict = decide(current, candidate, [FROZEN], {}, Settings())
     assert verdict["decision"] == "reject" and "no held-out suite" in verdict["reason"]
+
+
+def test_the_gate_decides_on_dev_and_never_on_test(tmp_path: Path) -> None:
+    only_test = tmp_path / "mine.yaml"
+    only_test.write_text("- id: a\n  prompt: x\n  split: train\n- id: b\n  prompt: y\n")
+    old = tmp_path / "old.yaml"
+    old.write_text("- id: a\n  prompt: x\n  split: heldout\n- id: b\n  prompt: y\n")
+    with Store.open(load_settings().database) as store:
+        for path in (only_test, old):
+            store.open_eval_run(path.stem, str(path), {})
+        gates, notes = gate_suites(store, ["sums", "mine", "old"])
+    assert [(g.label, g.frozen) for g in gates] == [
+        ("sums:dev", False), ("old:heldout", False), ("capabilities", True)
+    ]  # fmt: skip
+    assert notes == ["mine: no dev (or heldout) split; not gated on (test never is)"]
