@@ -26,9 +26,9 @@ from agent.memory import Memory, token_counter
 from agent.model_client import ModelClient
 from agent.settings import ReflectSettings, Settings
 from agent.store import Store
-from agent.store.store import learnable
 from evals import CheckSpecError, make_judge, parse_checks
 from evals.checks import split_gold
+from evals.contamination import learnable
 from evals.gold import gold_answer, passes
 from graphs import ReflectionContext, ReflectionState, build_reflection_graph, turn_input
 

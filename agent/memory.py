@@ -24,10 +24,10 @@ import httpx
 
 from agent.model_client import ModelClient
 from agent.settings import MemorySettings, Settings
-from agent.store import Store, prompt_hash
-from agent.store.store import TRAIN_SPLIT, words
+from agent.store import Store
 from evals.builtin import BUILTIN
-from evals.gold import passes
+from evals.contamination import TRAIN_SPLIT, Guard, words
+from evals.gold import gold_answer, passes
 from evals.suite import Suite
 from graphs.prompts import SYSTEM
 from graphs.state import Recall
@@ -37,12 +37,17 @@ TURN_OVERHEAD = 8  # chat-template tokens around a user turn and an assistant tu
 CANDIDATES = 4  # full-text hits examined per memory wanted
 
 
-def protected_hashes(store: Store, extra: Iterable[Suite] = ()) -> set[str]:
+def contamination_guard(store: Store, extra: Iterable[Suite] = ()) -> Guard:
     """Prompts never learnt from (trained on or recalled): every non-train item of the
-    built-in suites and of `extra`, and every recorded episode of a non-train split."""
+    built-in suites and of `extra`, every recorded episode of a non-train split, and their
+    canonical duplicates (see `evals.contamination`)."""
+    guard = Guard()
     suites = [factory() for factory in BUILTIN.values()] + list(extra)
-    hashes = {prompt_hash(i.user_prompt) for s in suites for i in s.items if i.split != TRAIN_SPLIT}
-    return hashes | store.prompt_hashes_outside_split(TRAIN_SPLIT)
+    for item in (i for s in suites for i in s.items if i.split != TRAIN_SPLIT):
+        guard.add(item.user_prompt, gold_answer(item.scoring_specs()))
+    for prompt, scoring in store.prompts_outside_split(TRAIN_SPLIT):
+        guard.add(prompt, gold_answer(scoring))
+    return guard
 
 
 def similarity(a: str, b: str) -> float:
@@ -74,15 +79,15 @@ class Memory:
         settings: MemorySettings,
         count_tokens: TokenCounter,
         model: str | None = None,
-        protected: set[str] | None = None,
+        protected: Guard | None = None,
     ) -> None:
         self.store, self.settings, self.model = store, settings, model
         self.count_tokens = count_tokens
-        self.protected = protected_hashes(store) if protected is None else protected
+        self.protected = contamination_guard(store) if protected is None else protected
 
     def protect(self, prompt: str) -> None:
         """`prompt` is a held-out or gate item: its memory (if any) is never recalled."""
-        self.protected.add(prompt_hash(prompt))
+        self.protected.add(prompt)
 
     def recall(self, prompt: str) -> Recall:
         """The memories for `prompt`. A broken index raises: the graph's recall node turns
@@ -96,7 +101,7 @@ class Memory:
         for row in rows:
             if len(chosen) == s.k:
                 break
-            if row["prompt_hash"] in self.protected:
+            if self.protected.protects(row["prompt"]):
                 left["protected"] += 1
                 continue
             sim = similarity(prompt, row["prompt"])

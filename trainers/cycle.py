@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ReflexaError
-from agent.memory import protected_hashes, retire_passed
+from agent.memory import contamination_guard, retire_passed
 from agent.model_client import ModelClient
 from agent.settings import Settings
 from agent.store import Store
@@ -133,7 +133,7 @@ def _run(
 ) -> dict[str, Any]:
     config = train_config(settings)
     client: ModelClient | None = None
-    protected = protected_hashes(store)
+    protected = contamination_guard(store)
     current = store.promoted_adapter()
 
     targets = sampling_targets(

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.errors import ReflexaError
-from agent.memory import protected_hashes
-from agent.store import Store, prompt_hash
-from agent.store.store import TRAIN_SPLIT
+from agent.memory import contamination_guard
+from agent.store import Store
+from evals.contamination import TRAIN_SPLIT, Guard, prompt_hash
 from evals.gold import gold_answer, passes
 
 Format = Literal["sft", "dpo"]
@@ -59,15 +59,15 @@ class Compiled:
 
 
 def compile_examples(
-    store: Store, *, allow_gold: bool = True, protected: set[str] | None = None
+    store: Store, *, allow_gold: bool = True, protected: Guard | None = None
 ) -> Compiled:
     """Every usable example in the store, deduplicated by normalised prompt."""
-    protected = protected_hashes(store) if protected is None else protected
+    protected = contamination_guard(store) if protected is None else protected
     rows = _rows(store, allow_gold)
     kept: dict[str, Example] = {}
     skipped = merged = 0
     for row in rows:
-        if row.prompt_hash in protected:
+        if protected.protects(row.prompt):
             skipped += 1
             continue
         best = kept.get(row.prompt_hash)

@@ -12,13 +12,13 @@ import httpx
 
 from agent.model_client import ModelClient
 from agent.settings import Settings
-from agent.store import Store, prompt_hash
-from agent.store.store import TRAIN_SPLIT
+from agent.store import Store
+from evals.contamination import TRAIN_SPLIT, Guard, prompt_hash
 from evals.gold import passes
 
 
 def sampling_targets(
-    store: Store, protected: set[str], limit: int, allow_gold: bool = True
+    store: Store, protected: Guard, limit: int, allow_gold: bool = True
 ) -> list[dict[str, Any]]:
     """Failed training episodes, one per prompt, that no usable verified correction covers
     yet (a gold one counts only when gold answers may be trained on)."""
@@ -30,7 +30,7 @@ def sampling_targets(
     targets: dict[str, dict[str, Any]] = {}
     for e in store.training_episodes(TRAIN_SPLIT):
         key = prompt_hash(e["prompt"])
-        if e["first_passed"] or key in covered or key in protected or key in targets:
+        if e["first_passed"] or key in covered or key in targets or protected.protects(e["prompt"]):
             continue
         if any(c["type"] != "judge" for c in e["checks"]):  # only grounded checks can verify
             targets[key] = e

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
@@ -25,9 +24,9 @@ from agent.store.tables import (
     Memory,
     utcnow,
 )
+from evals.contamination import learnable, prompt_hash, words
 from evals.signal import justification_of
 
-TRAIN_SPLIT = "train"
 SQLITE_FTS_TABLE = (  # as migration 0004 creates it (its triggers keep it in step)
     "CREATE VIRTUAL TABLE memories_fts USING fts5("
     "prompt, content='memories', content_rowid='id', tokenize='unicode61')"
@@ -35,20 +34,6 @@ SQLITE_FTS_TABLE = (  # as migration 0004 creates it (its triggers keep it in st
 # Recall prefers, for one prompt: a user's correction, then the model's verified repair, the
 # item's gold answer, a verified sample.
 MEMORY_SOURCES = ("user", "repair", "gold", "sampled")
-
-
-def prompt_hash(prompt: str) -> str:
-    """Same prompt up to case and whitespace, same hash: the key for dedup and contamination."""
-    return hashlib.sha256(" ".join(prompt.lower().split()).encode()).hexdigest()
-
-
-def learnable(split: str | None) -> bool:
-    """Chat (no split) and training-split episodes may be learnt from: trained on, recalled."""
-    return split is None or split == TRAIN_SPLIT
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
 
 
 def search_terms(text: str, limit: int = 64) -> list[str]:
@@ -356,15 +341,16 @@ class Store:
             )
             return [episode_dict(r, with_attempts=True) for r in rows if r.attempts]
 
-    def prompt_hashes_outside_split(self, split: str) -> set[str]:
-        """Prompts recorded under any split other than `split` (held-out, gate, test)."""
+    def prompts_outside_split(self, split: str) -> list[tuple[str, list[Any]]]:
+        """(prompt, scoring) of the episodes recorded under any split other than `split`
+        (held-out, gate, test), one per prompt."""
         with self._session() as s:
-            prompts = s.scalars(
-                select(Episode.prompt)
-                .distinct()
-                .where(Episode.split.is_not(None), Episode.split != split)
+            rows = s.execute(
+                select(Episode.prompt, Episode.scoring).where(
+                    Episode.split.is_not(None), Episode.split != split
+                )
             )
-            return {prompt_hash(p) for p in prompts}
+            return list({prompt: (prompt, scoring) for prompt, scoring in rows}.values())
 
     # The adapter registry.
 

@@ -18,6 +18,7 @@ from agent.memory import Memory
 from agent.model_client import ModelClient
 from agent.settings import Settings, load_settings
 from agent.store import Store
+from evals.contamination import Guard
 from graphs import ReflectionContext, build_reflection_graph
 from tests.fakes import ScriptedChatModel
 from trainers.dataset import compile_examples
@@ -108,7 +109,7 @@ def test_feedback_becomes_a_user_correction(api: TestClient) -> None:
     missing = api.post("/v1/feedback", json={"episode_id": "nope", "correction": "x"})
     assert missing.status_code == 404 and missing.json()["error"]["param"] == "episode_id"
     with Store.open(load_settings().database) as store:
-        [example] = [e for e in compile_examples(store, protected=set()).examples
+        [example] = [e for e in compile_examples(store, protected=Guard()).examples
                      if e.source == "user"]  # fmt: skip
     assert example.chosen == "four" and example.episode_ids == [episode_id]
 

@@ -15,6 +15,7 @@ from agent.cli import cli
 from agent.store import Store, prompt_hash
 from agent.store.db import sqlite_url
 from evals.builtin import BUILTIN
+from evals.contamination import Guard
 from evals.gold import gold_answer
 from trainers.dataset import compile_examples, to_records, write_dataset
 
@@ -71,7 +72,7 @@ def test_each_source_and_its_priority(store: Store) -> None:
     repaired_id = repaired_episode(store, "What is 41 + 1?", "41+1=43", "42")
     gold_id = episode(store, "What is 39 + 3?", [attempt("39 + 3 = 45", False)])
     episode(store, "Judge only?", [attempt("yes", True, kind="judge")], checks=[])
-    examples = {e.prompt: e for e in compile_examples(store, protected=set()).examples}
+    examples = {e.prompt: e for e in compile_examples(store, protected=Guard()).examples}
     assert set(examples) == {"What is 40 + 2?", "What is 41 + 1?", "What is 39 + 3?"}
     assert (examples["What is 40 + 2?"].source, examples["What is 40 + 2?"].episode_ids) == (
         "self",
@@ -84,14 +85,14 @@ def test_each_source_and_its_priority(store: Store) -> None:
     assert (gold.source, gold.chosen, gold.rejected, gold.episode_ids) == (
         "gold", "42", "39 + 3 = 45", [gold_id])  # fmt: skip
 
-    no_gold = compile_examples(store, allow_gold=False, protected=set())
+    no_gold = compile_examples(store, allow_gold=False, protected=Guard())
     assert {e.source for e in no_gold.examples} == {"self", "repair"}
 
 
 def test_dedup_by_normalised_prompt_keeps_the_best_source_and_all_provenance(store: Store) -> None:
     a = episode(store, "What is 40 + 2?", [attempt("42", True)])
     b = repaired_episode(store, "  what is 40 +   2?", "x", "42")
-    compiled = compile_examples(store, protected=set())
+    compiled = compile_examples(store, protected=Guard())
     assert len(compiled.examples) == 1 and compiled.merged >= 1
     only = compiled.examples[0]
     assert only.source == "repair" and only.rejected == "x"
@@ -108,7 +109,7 @@ def test_unverified_repairs_and_gold_that_fails_its_checks_are_left_out(store: S
     # The gold text from `exact` is refused by the item's own regex check: not verified.
     checks = [{"type": "exact", "expected": "Tokyo"}, {"type": "regex", "pattern": "^kyoto$"}]
     episode(store, "Capital?", [attempt("Osaka", False)], checks=checks)
-    assert compile_examples(store, protected=set()).examples == []
+    assert compile_examples(store, protected=Guard()).examples == []
 
 
 def test_contamination_guard_never_trains_on_gate_or_heldout_prompts(store: Store) -> None:
@@ -137,7 +138,7 @@ def test_gold_answer_from_checks() -> None:
 def test_both_formats_round_trip_through_datasets(store: Store, tmp_path: Path) -> None:
     episode(store, "What is 40 + 2?", [attempt("42", True)])
     episode(store, "What is 39 + 3?", [attempt("45", False)])
-    examples = compile_examples(store, protected=set()).examples
+    examples = compile_examples(store, protected=Guard()).examples
     sft, dpo = to_records(examples, "sft"), to_records(examples, "dpo")
     assert len(sft) == 2 and len(dpo) == 1  # a self example has no rejected side
     write_dataset(sft, tmp_path / "sft", "sft")

@@ -23,6 +23,7 @@ from agent.settings import MemorySettings, load_settings
 from agent.store import Store
 from agent.store.db import MIGRATIONS, make_engine, migrate
 from evals.builtin import BUILTIN
+from evals.contamination import Guard
 from graphs import ReflectionContext, build_reflection_graph
 from tests.fakes import ScriptedChatModel
 
@@ -48,7 +49,7 @@ def remember(store: Store, prompt: str, answer: str, source: str = "user", **epi
 
 
 def memory(store: Store, **settings: Any) -> Memory:
-    return Memory(store, MemorySettings(**settings), words, protected=set())
+    return Memory(store, MemorySettings(**settings), words, protected=Guard())
 
 
 @pytest.fixture
@@ -144,8 +145,8 @@ def test_retired_memories_are_not_recalled_for_that_adapter(store: Store) -> Non
     remember(store, ADA, '{"name": "Ada Lovelace", "age": 36}')
     row = store.memories()[0]
     store.retire_memories([row["id"]], by="v2")
-    assert Memory(store, MemorySettings(), words, "v2", set()).recall(ADA).memories == []
-    assert len(Memory(store, MemorySettings(), words, None, set()).recall(ADA).memories) == 1
+    assert Memory(store, MemorySettings(), words, "v2", Guard()).recall(ADA).memories == []
+    assert len(Memory(store, MemorySettings(), words, None, Guard()).recall(ADA).memories) == 1
     assert store.memories("retired")[0]["retired_by"] == "v2"
 
 
@@ -280,5 +281,5 @@ def test_retire_stops_recalling_what_the_adapter_passes_unaided() -> None:
     counts = asyncio.run(retire_passed(settings, store, client, "reflexa-abc"))
     assert counts == {"tested": 2, "retired": 1}
     assert [m["prompt"] for m in store.memories("retired")] == [ADA]
-    for_adapter = Memory(store, MemorySettings(min_similarity=0), words, "reflexa-abc", set())
+    for_adapter = Memory(store, MemorySettings(min_similarity=0), words, "reflexa-abc", Guard())
     assert [m["prompt"] for m in for_adapter.recall(ADA).memories] == [bob]
