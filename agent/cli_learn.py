@@ -30,6 +30,17 @@ def _bar() -> Progress:
     return Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err)
 
 
+def precision_line(precision: dict[str, dict[str, Any]]) -> str:
+    """`justification: right/scored (share)` for each, as scoring judged the rows."""
+    parts = [
+        f"{j} {p['right']}/{p['scored']} ({p['precision']:.0%})"
+        if p["precision"] is not None
+        else f"{j} {p['examples']} (unscored)"
+        for j, p in precision.items()
+    ]
+    return "precision by scoring: " + (", ".join(parts) or "no rows")
+
+
 @click.command("export")
 @click.option("--format", "fmt", type=click.Choice(["sft", "dpo"]), required=True)
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True)
@@ -41,7 +52,11 @@ def failures_export(settings: Settings, fmt: str, out: Path, no_gold: bool, as_j
     if out.exists() and any(out.iterdir()):
         raise ReflexaError(f"{out} exists and is not empty; choose a new folder")
     with Store.open(settings.database) as store:
-        compiled = compile_examples(store, allow_gold=not no_gold)
+        compiled = compile_examples(
+            store,
+            allow_gold=settings.cycle.allow_gold and not no_gold,
+            justifications=settings.cycle.justifications,
+        )
     records = to_records(compiled.examples, fmt)  # type: ignore[arg-type]
     if not records:
         raise ReflexaError(
@@ -56,6 +71,8 @@ def failures_export(settings: Settings, fmt: str, out: Path, no_gold: bool, as_j
         "by_source": compiled.by_source(),
         "protected_skipped": compiled.protected_skipped,
         "duplicates_merged": compiled.merged,
+        "unjustified_skipped": compiled.unjustified,
+        "precision": compiled.precision(),
     }
     if as_json:
         print_json(doc)
@@ -66,6 +83,7 @@ def failures_export(settings: Settings, fmt: str, out: Path, no_gold: bool, as_j
         f"{compiled.protected_skipped} held-out/gate prompts left out, "
         f"{compiled.merged} duplicates merged"
     )
+    click.echo(precision_line(doc["precision"]))  # type: ignore[arg-type]
 
 
 @click.command()
@@ -127,7 +145,9 @@ def train(
 
 
 def _compile_now(settings: Settings, store: Store, config: TrainConfig) -> Path:
-    compiled = compile_examples(store, allow_gold=settings.cycle.allow_gold)
+    compiled = compile_examples(
+        store, allow_gold=settings.cycle.allow_gold, justifications=settings.cycle.justifications
+    )
     records = to_records(compiled.examples, config.method)
     if len(records) < config.min_examples:
         raise ReflexaError(
@@ -238,10 +258,12 @@ def _cycle_summary(result: dict[str, Any]) -> dict[str, Any]:
         name: {k: s[k] for k in ("current", "candidate", "difference", "p_value", "items")}
         for name, s in gate.get("suites", {}).items()
     }
+    compiled = next((s for s in result["stages"] if s["stage"] == "compile"), {})
     return {k: result[k] for k in ("cycle_id", "status", "decision", "reason", "stages")} | {
         "adapter": result["adapter"],
         "heldout": gate.get("heldout"),
         "suites": suites,
+        "precision": compiled.get("precision"),
     }
 
 
@@ -254,6 +276,8 @@ def _print_cycle(result: dict[str, Any]) -> None:
     )
     for s in result["stages"]:
         click.echo(f"  {s['stage']:8s} {s['seconds']:7.1f} s" + ("" if s["ok"] else " FAILED"))
+        if s.get("precision"):
+            click.echo(f"    {precision_line(s['precision'])}")
     if result["gate"]:
         click.echo("  gate suite                       current  candidate  p")
         for name, s in result["gate"]["suites"].items():

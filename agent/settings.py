@@ -98,13 +98,25 @@ class CycleSettings(BaseModel):
     allow_gold: bool = Field(
         default=True, description="Train on gold answers where the model's own repair failed."
     )
+    justifications: list[Literal["user", "gold", "consistency", "checks"]] = Field(
+        default=["user", "gold", "consistency", "checks"],
+        description="What may admit a training row: a user's answer, gold (where allowed), "
+        "self-consistency of samples, the visible checks alone.",
+    )
     sample_n: int = Field(
-        default=4, ge=0, le=16,
-        description="Samples per failed training prompt, kept if the checks pass (0: none).",
+        default=8, ge=0, le=16,
+        description="Samples per training prompt, for self-consistency (0: none).",
     )  # fmt: skip
     sample_temperature: float = Field(default=1.0, gt=0, le=2)
     sample_max_tokens: int = Field(default=256, ge=1, description="Tokens per sample.")
-    sample_limit: int = Field(default=100, ge=0, description="Prompts sampled per cycle, at most.")
+    sample_limit: int = Field(default=200, ge=0, description="Prompts sampled per cycle, at most.")
+    agree_greedy: int = Field(
+        default=3, ge=1,
+        description="Self-consistency: the first answer, if this many answers agree with it.",
+    )  # fmt: skip
+    agree_majority: int = Field(
+        default=5, ge=1, description="Self-consistency: else a group of at least this many."
+    )
     alpha: float = Field(
         default=0.05, gt=0, lt=1, description="Held-out gain must have McNemar p below this."
     )

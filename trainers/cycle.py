@@ -136,14 +136,12 @@ def _run(
     protected = contamination_guard(store)
     current = store.promoted_adapter()
 
-    targets = sampling_targets(
-        store, protected, settings.cycle.sample_limit, settings.cycle.allow_gold
-    )
+    targets = sampling_targets(store, protected, settings.cycle.sample_limit)
     if settings.cycle.sample_n > 0 and targets:
         with stage("sample") as detail:
             client = connect()
             model = load(settings, client, current) if current else None
-            found = asyncio.run(
+            detail |= asyncio.run(
                 sample_corrections(
                     settings,
                     store,
@@ -153,17 +151,21 @@ def _run(
                     on_progress and (lambda d, t: on_progress("sample", d, t)),
                 )
             )
-            detail |= {"prompts": len(targets), "corrections": found}
 
     with stage("compile") as detail:
         compiled = compile_examples(
-            store, allow_gold=settings.cycle.allow_gold, protected=protected
+            store,
+            allow_gold=settings.cycle.allow_gold,
+            protected=protected,
+            justifications=settings.cycle.justifications,
         )
         records = to_records(compiled.examples, config.method)
         detail |= {
             "examples": len(records),
             "by_source": compiled.by_source(),
             "protected_skipped": compiled.protected_skipped,
+            "unjustified_skipped": compiled.unjustified,
+            "precision": compiled.precision(),
         }
         if len(records) < config.min_examples:
             raise Skip(

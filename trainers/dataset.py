@@ -1,12 +1,15 @@
 """From the store to training data: SFT examples and DPO pairs as Hugging Face datasets.
 
-Sources, best first (one example per normalised prompt; the others add provenance):
+One example per normalised prompt; among rows for the same prompt the best justification
+wins (user > gold > consistency > checks; see `evals.signal`), then the best source:
   user     a user's correction
-  repair   the model's own repair, passed by grounded checks
-  gold     the item's gold answer (from its checks, verified by them), where repair failed
-  sampled  one of several samples from the model that the verifiers passed
-  self     the model's own first answer, passed by grounded checks
-Only `gold` needs a gold answer. A prompt of any gate or held-out split is never used.
+  repair   the model's own repair, passed by grounded visible checks
+  gold     the answer the item's scoring spells out (verified by it), where gold is allowed
+  sampled  a sample from the model (self-consistency, or the visible checks alone)
+  self     the model's own first answer (passed the visible checks; or the vote's choice)
+Only `gold` needs a label. Every example keeps its justification and, where the item has
+scoring, whether scoring found it right: the precision of each justification, reported.
+A prompt of any gate or held-out split, or a canonical duplicate of one, is never used.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +27,7 @@ from agent.memory import contamination_guard
 from agent.store import Store
 from evals.contamination import TRAIN_SPLIT, Guard, prompt_hash
 from evals.gold import gold_answer, passes
+from evals.signal import JUSTIFICATIONS
 
 Format = Literal["sft", "dpo"]
 SOURCES = ("user", "repair", "gold", "sampled", "self")
@@ -38,6 +42,8 @@ class Example:
     rejected: str | None = None
     episode_ids: list[str] = field(default_factory=list)
     suites: list[str] = field(default_factory=list)
+    justification: str = "checks"
+    correct: bool | None = None  # scoring's view, where the item has scoring
 
 
 @dataclass(frozen=True)
@@ -45,8 +51,9 @@ class Compiled:
     """The examples, and what was left out and why."""
 
     examples: list[Example]
-    protected_skipped: int  # rows whose prompt belongs to a gate or held-out split
+    protected_skipped: int  # rows whose prompt is (a duplicate of) a gate or held-out item
     merged: int  # rows folded into an example with the same prompt
+    unjustified: int = 0  # rows whose justification is not allowed
 
     def by_source(self) -> dict[str, int]:
         counts = {s: 0 for s in SOURCES}
@@ -57,18 +64,39 @@ class Compiled:
     def suites(self) -> list[str]:
         return sorted({s for e in self.examples for s in e.suites})
 
+    def precision(self) -> dict[str, dict[str, Any]]:
+        """Per justification: examples, how many scoring could judge, how many it found
+        right, and the share (None when nothing could be scored)."""
+        out = {}
+        for j in JUSTIFICATIONS:
+            rows = [e for e in self.examples if e.justification == j]
+            if not rows:
+                continue
+            scored = [e for e in rows if e.correct is not None]
+            right = sum(bool(e.correct) for e in scored)
+            share = round(right / len(scored), 4) if scored else None
+            out[j] = {"examples": len(rows), "scored": len(scored), "right": right,
+                      "precision": share}  # fmt: skip
+        return out
+
 
 def compile_examples(
-    store: Store, *, allow_gold: bool = True, protected: Guard | None = None
+    store: Store,
+    *,
+    allow_gold: bool = True,
+    protected: Guard | None = None,
+    justifications: Collection[str] = JUSTIFICATIONS,
 ) -> Compiled:
     """Every usable example in the store, deduplicated by normalised prompt."""
     protected = contamination_guard(store) if protected is None else protected
-    rows = _rows(store, allow_gold)
     kept: dict[str, Example] = {}
-    skipped = merged = 0
-    for row in rows:
+    skipped = merged = unjustified = 0
+    for row in _rows(store, allow_gold):
         if protected.protects(row.prompt):
             skipped += 1
+            continue
+        if row.justification not in justifications:
+            unjustified += 1
             continue
         best = kept.get(row.prompt_hash)
         if best is None:
@@ -81,11 +109,11 @@ def compile_examples(
         winner.rejected = winner.rejected or other.rejected
         kept[row.prompt_hash] = winner
     examples = sorted(kept.values(), key=lambda e: (_rank(e), e.prompt_hash))
-    return Compiled(examples, skipped, merged)
+    return Compiled(examples, skipped, merged, unjustified)
 
 
-def _rank(e: Example) -> int:
-    return SOURCES.index(e.source)
+def _rank(e: Example) -> tuple[int, int]:
+    return JUSTIFICATIONS.index(e.justification), SOURCES.index(e.source)
 
 
 def _rows(store: Store, allow_gold: bool) -> list[Example]:
@@ -93,37 +121,30 @@ def _rows(store: Store, allow_gold: bool) -> list[Example]:
     suite_of = {e["id"]: [e["suite"]] if e["suite"] else [] for e in episodes}
     rows, corrected = [], set()
     for c in store.corrections():
-        if c["verified"] and c["chosen"] and (allow_gold or c["source"] != "gold"):
+        if c["verified"] and c["chosen"] and (allow_gold or c["justification"] != "gold"):
             ids = [c["episode_id"]] if c["episode_id"] else []
             rows.append(
                 Example(
-                    c["prompt_hash"],
-                    c["prompt"],
-                    c["chosen"],
-                    c["source"],
-                    c["rejected"],
-                    ids,
-                    suite_of.get(c["episode_id"], []),
+                    c["prompt_hash"], c["prompt"], c["chosen"], c["source"], c["rejected"],
+                    ids, suite_of.get(c["episode_id"], []), c["justification"], c["correct"],
                 )
-            )
-            corrected.add(c["episode_id"])
+            )  # fmt: skip
+            if c["correct"] is not False:  # right, or no scoring to say: gold not needed
+                corrected.add(c["episode_id"])
     golds = []
     for e in episodes:
         first = e["attempts"][0]
-        row = Example(
-            prompt_hash(e["prompt"]),
-            e["prompt"],
-            first["answer"],
-            "self",
-            None,
-            [e["id"]],
-            suite_of[e["id"]],
-        )
+        key, suites = prompt_hash(e["prompt"]), suite_of[e["id"]]
         if e["first_passed"] and _grounded_pass(first):
-            rows.append(row)
-        elif allow_gold and e["id"] not in corrected and (gold := gold_answer(e["checks"])):
-            row.chosen, row.source, row.rejected = gold, "gold", first["answer"]
-            golds.append((row, e["checks"]))
+            rows.append(
+                Example(key, e["prompt"], first["answer"], "self", None, [e["id"]], suites,
+                        "checks", e["first_correct"])
+            )  # fmt: skip
+        gold_ok = allow_gold and e["gold_allowed"] and e["id"] not in corrected
+        if gold_ok and e["first_correct"] is False and (gold := gold_answer(e["scoring"])):
+            row = Example(key, e["prompt"], gold, "gold", first["answer"], [e["id"]], suites,
+                          "gold", True)  # fmt: skip
+            golds.append((row, [*e["checks"], *e["scoring"]]))
 
     async def verify() -> list[bool]:
         return await asyncio.gather(*(passes(checks, r.prompt, r.chosen) for r, checks in golds))
@@ -143,7 +164,12 @@ def to_records(examples: Sequence[Example], fmt: Format) -> list[dict[str, Any]]
     records = []
     for e in examples:
         user = [{"role": "user", "content": e.prompt}]
-        meta = {"source": e.source, "prompt_hash": e.prompt_hash, "episode_ids": e.episode_ids}
+        meta = {
+            "source": e.source,
+            "justification": e.justification,
+            "prompt_hash": e.prompt_hash,
+            "episode_ids": e.episode_ids,
+        }
         if fmt == "sft":
             records.append({"messages": [*user, {"role": "assistant", "content": e.chosen}]} | meta)
         elif e.rejected is not None and e.rejected.strip() != e.chosen.strip():
@@ -160,7 +186,8 @@ def to_records(examples: Sequence[Example], fmt: Format) -> list[dict[str, Any]]
 
 def dataset_hash(records: Sequence[dict[str, Any]]) -> str:
     """Hash of the training content (not the provenance): same data, same hash."""
-    content = [{k: v for k, v in r.items() if k not in ("episode_ids", "source")} for r in records]
+    provenance = ("episode_ids", "source", "justification")
+    content = [{k: v for k, v in r.items() if k not in provenance} for r in records]
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 

@@ -19,14 +19,19 @@ from evals.contamination import Guard
 from evals.gold import gold_answer
 from trainers.dataset import compile_examples, to_records, write_dataset
 
-NUMERIC_42 = [{"type": "numeric", "expected": 42, "strict": True}]
+NUMERIC_42 = [{"type": "numeric", "expected": 42, "strict": True}]  # scoring
+NUMBER_ONLY = [{"type": "numeric", "strict": True}]  # what the loop sees
 
 
-def attempt(answer: str, passed: bool, kind: str = "grounded") -> dict[str, Any]:
+def attempt(
+    answer: str, passed: bool, kind: str = "grounded", correct: bool | None = None
+) -> dict[str, Any]:
+    """An attempt; scoring finds it right when it passed, unless `correct` says otherwise."""
     verdict = {"verifier": "numeric", "passed": passed, "score": float(passed), "feedback": "",
                "kind": kind, "error": None}  # fmt: skip
     return {"kind": "generate", "answer": answer, "verdicts": [verdict], "passed": passed,
-            "score": float(passed), "model": "m"}  # fmt: skip
+            "score": float(passed), "model": "m",
+            "gold_passed": passed if correct is None else correct}  # fmt: skip
 
 
 def episode(
@@ -37,12 +42,15 @@ def episode(
     split: str | None = "train",
     status: str | None = None,
     checks: list[dict[str, Any]] | None = None,
+    scoring: list[dict[str, Any]] | None = None,
     corrections: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> str:
     id = uuid.uuid4().hex
     store.start_episode(
         id=id, thread_id=id, prompt=prompt, messages=[{"role": "user", "content": prompt}],
-        checks=NUMERIC_42 if checks is None else checks, model="m", suite="s", split=split,
+        checks=NUMBER_ONLY if checks is None else checks,
+        scoring=NUMERIC_42 if scoring is None else scoring, gold_allowed=True,
+        model="m", suite="s", split=split,
     )  # fmt: skip
     passed = attempts[-1]["passed"]
     status = status or (
@@ -56,7 +64,7 @@ def episode(
 def repaired_episode(store: Store, prompt: str, wrong: str, right: str) -> str:
     """A failed first answer, then a repair that grounded checks passed."""
     correction = {"prompt": prompt, "rejected": wrong, "chosen": right, "source": "repair",
-                  "verified": True}  # fmt: skip
+                  "verified": True, "justification": "checks", "correct": True}  # fmt: skip
     return episode(store, prompt, [attempt(wrong, False), attempt(right, True)],
                    corrections=[correction])  # fmt: skip
 
@@ -89,6 +97,36 @@ def test_each_source_and_its_priority(store: Store) -> None:
     assert {e.source for e in no_gold.examples} == {"self", "repair"}
 
 
+def test_justifications_rank_filter_and_report_their_precision(store: Store) -> None:
+    # Passed the form check but scoring says wrong; gold is allowed: gold replaces it.
+    episode(store, "What is 40 + 2?", [attempt("43", True, correct=False)])
+    # The form check alone, right by scoring.
+    episode(store, "What is 30 + 12?", [attempt("42", True)])
+    voted = episode(store, "What is 35 + 7?", [attempt("41", True, correct=False)])
+    store.add_correction(voted, prompt="What is 35 + 7?", chosen="42", rejected="41",
+                         source="sampled", verified=True, justification="consistency",
+                         correct=True)  # fmt: skip
+    compiled = compile_examples(store, protected=Guard())
+    by_prompt = {e.prompt: (e.justification, e.chosen) for e in compiled.examples}
+    assert by_prompt == {"What is 40 + 2?": ("gold", "42"), "What is 30 + 12?": ("checks", "42"),
+                         "What is 35 + 7?": ("consistency", "42")}  # fmt: skip
+    assert compiled.precision() == {
+        "gold": {"examples": 1, "scored": 1, "right": 1, "precision": 1.0},
+        "consistency": {"examples": 1, "scored": 1, "right": 1, "precision": 1.0},
+        "checks": {"examples": 1, "scored": 1, "right": 1, "precision": 1.0},
+    }
+    label_free = compile_examples(store, allow_gold=False, protected=Guard())
+    assert label_free.precision()["checks"] == {"examples": 2, "scored": 2, "right": 1,
+                                                "precision": 0.5}  # fmt: skip
+    only = compile_examples(store, allow_gold=False, protected=Guard(),
+                            justifications=["consistency"])  # fmt: skip
+    assert [e.prompt for e in only.examples] == ["What is 35 + 7?"]
+    assert only.unjustified == 3  # three first answers passed by the form check alone
+    records = to_records(only.examples, "sft")
+    assert records[0]["justification"] == "consistency"
+    assert "42" not in json.dumps([e for e in label_free.examples if e.source == "gold"])
+
+
 def test_dedup_by_normalised_prompt_keeps_the_best_source_and_all_provenance(store: Store) -> None:
     a = episode(store, "What is 40 + 2?", [attempt("42", True)])
     b = repaired_episode(store, "  what is 40 +   2?", "x", "42")
@@ -102,13 +140,16 @@ def test_dedup_by_normalised_prompt_keeps_the_best_source_and_all_provenance(sto
 def test_unverified_repairs_and_gold_that_fails_its_checks_are_left_out(store: Store) -> None:
     episode(
         store, "Say hi", [attempt("bye", False), attempt("hi", True, kind="judge")],
-        checks=[{"type": "judge"}],
+        checks=[{"type": "judge"}], scoring=[],
         corrections=[{"prompt": "Say hi", "rejected": "bye", "chosen": "hi", "source": "repair",
                       "verified": False}],
     )  # fmt: skip
     # The gold text from `exact` is refused by the item's own regex check: not verified.
-    checks = [{"type": "exact", "expected": "Tokyo"}, {"type": "regex", "pattern": "^kyoto$"}]
-    episode(store, "Capital?", [attempt("Osaka", False)], checks=checks)
+    checks, scoring = (
+        [{"type": "regex", "pattern": "^kyoto$"}],
+        [{"type": "exact", "expected": "Tokyo"}],
+    )
+    episode(store, "Capital?", [attempt("Osaka", False)], checks=checks, scoring=scoring)
     assert compile_examples(store, protected=Guard()).examples == []
 
 

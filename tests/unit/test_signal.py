@@ -1,0 +1,60 @@
+"""Self-consistency: answers normalised by what the checks expect, and the vote."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from evals.signal import normalise, vote
+from trainers.sampling import _judge
+
+NUMBER = [{"type": "numeric", "strict": True}]
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+JSON = [{"type": "json", "schema": SCHEMA}]
+
+
+def test_answers_are_normalised_by_the_checks_type() -> None:
+    assert normalise("42", NUMBER) == normalise("42.0", NUMBER) == normalise("It is 42", NUMBER)
+    assert normalise('{"age": 3, "name": "A"}', JSON) == normalise('{"name":"A","age":3}', JSON)
+    assert normalise("  Paris. ", []) == normalise("paris", [])
+
+
+def test_the_greedy_answer_backed_by_enough_samples_wins() -> None:
+    picked = vote("42", ["42", "42.0", "41", "40"], NUMBER, [True] * 5, min_greedy=3)
+    assert picked is not None and (picked.answer, picked.agree, picked.greedy) == ("42", 3, True)
+
+
+def test_else_a_large_majority_that_passes_the_checks() -> None:
+    samples = ["7", "7", "7", "7", "7", "8", "9", "9"]
+    picked = vote("It is 6", samples, NUMBER, [False, *[True] * 8], min_majority=5)
+    assert picked is not None and (picked.answer, picked.agree, picked.greedy) == ("7", 5, False)
+    assert vote("6", samples[:4] + ["8"] * 4, NUMBER, [True] * 9) is None  # no majority
+    failing = [True, *[False] * 5, True, True, True]  # the 7s all fail a visible check
+    assert vote("6", samples, NUMBER, failing) is None
+
+
+def test_the_sampling_judge_keeps_a_voted_answer_and_records_scorings_view() -> None:
+    gold = {"name": "Ada Lovelace", "age": 36}
+    episode = {
+        "prompt": "Return a JSON object with keys name and age for: Ada Lovelace is 36.",
+        "checks": JSON,
+        "scoring": [{"type": "json", "schema": SCHEMA, "expected": gold}],
+        "first_passed": False,
+        "attempts": [{"answer": "Sure! Here it is."}],
+    }
+    right, wrong = json.dumps(gold), json.dumps(gold | {"age": 63})
+    kept = asyncio.run(_judge(episode, [right] * 5 + [wrong] * 3, 3, 5))
+    assert kept is not None
+    assert (kept["chosen"], kept["source"], kept["justification"]) == (right, "sampled",
+                                                                      "consistency")  # fmt: skip
+    assert (kept["correct"], kept["rejected"]) == (True, "Sure! Here it is.")
+    # No majority: a failed prompt keeps a sample its checks pass, justified by them alone.
+    kept = asyncio.run(_judge(episode, [wrong, right, "no", "no"], 3, 5))
+    assert kept is not None and (kept["chosen"], kept["justification"]) == (wrong, "checks")
+    assert kept["correct"] is False  # measured, not used to choose
+    assert asyncio.run(_judge(episode | {"first_passed": True}, [wrong, right], 3, 5)) is None
