@@ -77,7 +77,13 @@ class Message(BaseModel):
 
 class ReflexaOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    checks: list[dict[str, Any]] = Field(default_factory=list)
+    checks: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Checks the model may see; an `expected` value in one only scores.",
+    )
+    scoring: list[dict[str, Any]] = Field(
+        default_factory=list, description="Checks that only score the episode (gold)."
+    )
     max_repairs: int | None = Field(default=None, ge=0, le=10)
     memory: bool = Field(default=True, description="Recall past corrections as examples.")
 
@@ -275,6 +281,7 @@ def _episode_request(body: ChatRequest, limits: ServeSettings) -> tuple[EpisodeR
     request = EpisodeRequest(
         body.messages[-1].text,
         body.reflexa.checks,
+        body.reflexa.scoring,
         history=history,
         max_repairs=body.reflexa.max_repairs,
         memory=body.reflexa.memory,
@@ -315,7 +322,8 @@ def trace(result: EpisodeResult) -> dict[str, Any]:
             {
                 "kind": a["kind"],
                 "answer": a["answer"],
-                "passed": a["passed"],
+                "passed": a["passed"],  # by the visible checks
+                "correct": a["gold_passed"],  # by the scoring checks; None: none given
                 "verdicts": a["verdicts"],
                 "diagnosis": a.get("diagnosis"),
                 "memory": a.get("memory"),  # the corrections recalled into its prompt

@@ -167,8 +167,17 @@ def _parse_check(ctx: click.Context, param: click.Parameter, values: tuple[str, 
     "checks",
     multiple=True,
     callback=_parse_check,
-    help='A check the answer must pass, as JSON: \'{"type": "numeric", "expected": 42}\'. '
-    "Repeatable. Without one, the model reviews its own answer.",
+    help='A check the answer must pass, as JSON: \'{"type": "regex", "pattern": "^\\\\d+$"}\'. '
+    "Repeatable. An `expected` value in one only scores the answer (the model never sees "
+    "it). Without checks, the model reviews its own answer.",
+)
+@click.option(
+    "--score",
+    "scoring",
+    multiple=True,
+    callback=_parse_check,
+    help='A check that only scores the answer (gold), e.g. \'{"type": "numeric", "expected": '
+    "42}'. Repeatable.",
 )
 @click.option("--thread", "thread_id", default=None, help="Continue this chat thread.")
 @click.option("--no-memory", is_flag=True, help=NO_MEMORY_HELP)
@@ -180,13 +189,15 @@ def ask(
     max_repairs: int | None,
     adapter: str | None,
     checks: list[dict[str, Any]],
+    scoring: list[dict[str, Any]],
     thread_id: str | None,
     no_memory: bool,
 ) -> None:
     """Answer one prompt: generate, check, and repair if a check fails."""
     request = EpisodeRequest(
-        prompt, checks, thread_id=thread_id, max_repairs=max_repairs, memory=not no_memory
-    )
+        prompt, checks, scoring, thread_id=thread_id, max_repairs=max_repairs,
+        memory=not no_memory,
+    )  # fmt: skip
     with Store.open(settings.database) as store:  # bad input: refused before any model starts
         refused = refuse_bad_input(store, request, adapter or settings.model.name, settings.reflect)
     if refused:

@@ -202,3 +202,16 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_token() -> None:
 
     result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--port", "18080"])
     assert result.exit_code == 1 and "needs a bearer token" in result.output
+
+
+def test_expected_values_in_a_request_only_score_the_episode() -> None:
+    gold = {"type": "numeric", "expected": 4}
+    with app_client(["5", "6"]) as api:
+        for reflexa in ({"checks": [gold | {"strict": True}]}, {"scoring": [gold]}):
+            trace = ask(api, reflexa=reflexa).json()["reflexa"]
+            assert trace["status"] == "passed"  # the model saw only the form, if anything
+            assert trace["attempts"][0]["correct"] is False
+            episode = api.get(f"/v1/episodes/{trace['episode_id']}").json()
+            assert episode["first_correct"] is False and "expected" not in str(episode["checks"])
+    with Store.open(load_settings().database) as store:
+        assert store.corrections() == []  # never a verified correction
