@@ -50,12 +50,27 @@ def contamination_guard(store: Store, extra: Iterable[Suite] = ()) -> Guard:
     return guard
 
 
-def similarity(a: str, b: str) -> float:
-    """Cosine of the two texts' word counts, 0 to 1."""
-    ca, cb = Counter(words(a)), Counter(words(b))
-    dot = sum(n * cb[w] for w, n in ca.items())
-    norm = math.sqrt(sum(n * n for n in ca.values()) * sum(n * n for n in cb.values()))
+Weight = Callable[[str], float]  # a word's weight: its rarity
+
+
+def similarity(a: str, b: str, weight: Weight = lambda _: 1.0) -> float:
+    """Cosine of the two texts' word counts, each word weighted by `weight`; 0 to 1."""
+    ca = {w: n * weight(w) for w, n in Counter(words(a)).items()}
+    cb = {w: n * weight(w) for w, n in Counter(words(b)).items()}
+    dot = sum(x * cb.get(w, 0.0) for w, x in ca.items())
+    norm = math.sqrt(sum(x * x for x in ca.values()) * sum(x * x for x in cb.values()))
     return dot / norm if norm else 0.0
+
+
+def rarity(prompts: Iterable[str]) -> Weight:
+    """BM25's inverse document frequency over `prompts`: a word in every prompt weighs
+    almost nothing, a word in none the most."""
+    df: Counter[str] = Counter()
+    n = 0
+    for prompt in prompts:
+        df.update(set(words(prompt)))
+        n += 1
+    return lambda w: math.log((n - df[w] + 0.5) / (df[w] + 0.5) + 1)
 
 
 def token_counter(model_dir: Path | None) -> TokenCounter:
@@ -84,6 +99,7 @@ class Memory:
         self.store, self.settings, self.model = store, settings, model
         self.count_tokens = count_tokens
         self.protected = contamination_guard(store) if protected is None else protected
+        self.weight = rarity(store.memory_prompts())
 
     def protect(self, prompt: str) -> None:
         """`prompt` is a held-out or gate item: its memory (if any) is never recalled."""
@@ -104,7 +120,7 @@ class Memory:
             if self.protected.protects(row["prompt"]):
                 left["protected"] += 1
                 continue
-            sim = similarity(prompt, row["prompt"])
+            sim = similarity(prompt, row["prompt"], self.weight)
             if sim < s.min_similarity:
                 left["dissimilar"] += 1
                 continue

@@ -79,7 +79,9 @@ class MemorySettings(BaseModel):
     k: int = Field(default=3, ge=1, le=20, description="Memories recalled per request, at most.")
     min_similarity: float = Field(
         default=0.3, ge=0, le=1,
-        description="Least word overlap (cosine of word counts) a memory shares with the request.",
+        description="Least similarity of a memory's prompt to the request: cosine of their "
+        "word counts weighted by rarity among the memories (words most prompts share count "
+        "for almost nothing).",
     )  # fmt: skip
     token_budget: int = Field(
         default=512, ge=1, description="Prompt tokens all recalled memories may take together."

@@ -229,6 +229,10 @@ class Store:
                 query = query.where(Memory.status == status)
             return [_columns(r) for r in s.scalars(query)]
 
+    def memory_prompts(self) -> list[str]:
+        with self._session() as s:
+            return list(s.scalars(select(Memory.prompt)))
+
     def retire_memories(self, ids: Sequence[int], by: str) -> None:
         """`by` (an adapter version) passes these unaided: not recalled when it answers."""
         with self._session.begin() as s:

@@ -75,6 +75,20 @@ def test_recall_ranks_the_most_similar_correction_first(store: Store) -> None:
     assert found.note is None
 
 
+def test_words_most_prompts_share_count_for_almost_nothing(store: Store) -> None:
+    """From the chat page: "What is 34 + 41?" recalled unrelated corrections through the
+    words "Reply with only the" alone, and answered `15 + 41`."""
+    for word in ("cat", "dog", "bird", "fish", "frog"):
+        remember(store, f"Spell '{word}' backwards. Reply with only the result.", word[::-1])
+    remember(store, "What is 40 + 41? Reply with only the number.", "81")
+    query = "What is 34 + 41? Reply with only the number."
+    plain = similarity(query, "Spell 'cat' backwards. Reply with only the result.")
+    assert plain > 0.3  # what recalled them before
+    found = memory(store, k=3, min_similarity=0.3).recall(query)
+    assert [m["prompt"] for m in found.memories] == ["What is 40 + 41? Reply with only the number."]
+    assert "dissimilar" in (found.note or "")
+
+
 def test_min_similarity_leaves_out_what_merely_shares_a_word(store: Store) -> None:
     remember(store, "Write a haiku about the sea.", "Waves fold into foam")
     found = memory(store, min_similarity=0.3).recall("What is the boiling point of water?")
