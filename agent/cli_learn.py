@@ -264,6 +264,7 @@ def _cycle_summary(result: dict[str, Any]) -> dict[str, Any]:
         "heldout": gate.get("heldout"),
         "suites": suites,
         "precision": compiled.get("precision"),
+        "memory": gate.get("memory"),
     }
 
 
@@ -284,6 +285,10 @@ def _print_cycle(result: dict[str, Any]) -> None:
             click.echo(
                 f"  {name:32s} {s['current']:6.1%}  {s['candidate']:8.1%}  {s['p_value']:.3g}"
             )
+        for side, effects in (result["gate"].get("memory") or {}).items():
+            for name, e in effects.items():
+                if isinstance(e, dict):
+                    click.echo(f"  recall, {side} on {name}: {e['reason']}")
 
 
 @click.group("schedule")

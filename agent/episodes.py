@@ -178,6 +178,7 @@ class Agent:
         turn = turn_input(
             request.prompt, request.checks, request.gold, max_repairs, episode_id,
             request.history, use_memory=request.memory, allow_gold=request.allow_gold,
+            suite=request.suite,
         )  # fmt: skip
         return await self._drive(turn, episode_id, thread_id, config, on_event)
 

@@ -6,8 +6,10 @@ best `k` that are similar enough and fit the token budget, and the graph puts th
 request as solved examples. What was recalled, or why nothing was, goes into the trace.
 
 Never recalled: a memory whose prompt is an item of a held-out or gate split (the
-contamination guard the training data has too), or one the answering adapter was shown to
-pass unaided (retired for it).
+contamination guard the training data has too), one the answering adapter was shown to
+pass unaided (retired for it), one that hurt more often than it helped when measured
+(harmful), or, for a model and suite whose recall the gate turned off (it made answers
+worse there), the suite's memories and anything on the suite's items.
 """
 
 from __future__ import annotations
@@ -100,25 +102,33 @@ class Memory:
         self.count_tokens = count_tokens
         self.protected = contamination_guard(store) if protected is None else protected
         self.weight = rarity(store.memory_prompts())
+        self.off = {
+            p["suite"]: p["reason"] for p in store.recall_policies(model or "") if not p["recall"]
+        }
 
     def protect(self, prompt: str) -> None:
         """`prompt` is a held-out or gate item: its memory (if any) is never recalled."""
         self.protected.add(prompt)
 
-    def recall(self, prompt: str) -> Recall:
-        """The memories for `prompt`. A broken index raises: the graph's recall node turns
-        that into no recall and a note."""
+    def recall(self, prompt: str, suite: str | None = None) -> Recall:
+        """The memories for `prompt` (an item of `suite`, if given). A broken index raises:
+        the graph's recall node turns that into no recall and a note."""
         started = time.perf_counter()
+        if suite in self.off:
+            return Recall(note=f"recall off for {suite} with this model: {self.off[suite]}")
         s = self.settings
         rows = self.store.search_memories(prompt, s.k * CANDIDATES, self.model)
         chosen: list[dict[str, Any]] = []
-        left = {"protected": 0, "dissimilar": 0, "over budget": 0}
+        left = {"protected": 0, "recall off": 0, "dissimilar": 0, "over budget": 0}
         budget = s.token_budget
         for row in rows:
             if len(chosen) == s.k:
                 break
             if self.protected.protects(row["prompt"]):
                 left["protected"] += 1
+                continue
+            if row["suite"] in self.off:
+                left["recall off"] += 1
                 continue
             sim = similarity(prompt, row["prompt"], self.weight)
             if sim < s.min_similarity:

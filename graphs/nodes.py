@@ -23,7 +23,9 @@ async def recall(state: ReflectionState, runtime: Runtime[ReflectionContext]) ->
         found = Recall(note="memory off")
     else:
         try:
-            found = await asyncio.to_thread(fn, state["messages"][-1]["content"])
+            found = await asyncio.to_thread(
+                fn, state["messages"][-1]["content"], state.get("suite")
+            )
         except Exception as e:  # memory is a help: a broken index never costs the answer
             first = str(e).splitlines()[0][:200] if str(e) else ""
             found = Recall(note=f"memory unavailable ({type(e).__name__}: {first}); "

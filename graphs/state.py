@@ -47,7 +47,8 @@ class Recall:
         return {"used": used, "note": self.note, "seconds": round(self.seconds, 4)}
 
 
-RecallFn = Callable[[str], Recall]  # the request's text → what to show as worked examples
+# (the request's text, its suite or None) → what to show as worked examples
+RecallFn = Callable[[str, str | None], Recall]
 
 
 class ReflectionState(TypedDict, total=False):
@@ -66,6 +67,7 @@ class ReflectionState(TypedDict, total=False):
     final_index: int | None
     model_s: float  # seconds spent waiting on the model this turn
     use_memory: bool  # recall past corrections for this turn
+    suite: str | None  # the eval suite the turn's item belongs to (None: chat)
     recalled: list[dict[str, Any]]  # the memories shown as worked examples
     memory: dict[str, Any]  # Recall.trace(): what each attempt of this turn was shown
 
@@ -90,6 +92,7 @@ def turn_input(
     history: list[dict[str, str]] | None = None,
     use_memory: bool = True,
     allow_gold: bool = False,
+    suite: str | None = None,
 ) -> ReflectionState:
     """The input that starts a new turn of a thread (after `history`, in a new thread)."""
     return {
@@ -105,6 +108,7 @@ def turn_input(
         "final_index": None,
         "model_s": 0.0,
         "use_memory": use_memory,
+        "suite": suite,
         "recalled": [],
         "memory": {},
     }

@@ -1,5 +1,6 @@
 """`reflexa cycle`: sample → compile → train → gate → promote or reject, each stage timed and
-recorded in the `cycles` table.
+recorded in the `cycles` table. Before the gate runs, the memories the candidate passes
+unaided are retired for it, so the gate measures the memory it would serve with.
 
 A file lock keeps two cycles from overlapping. Training runs in a child process (`reflexa
 train --dataset …`) with the vLLM server untouched, so the server keeps answering; if the
@@ -185,9 +186,16 @@ def _run(
 
     with stage("gate") as detail:
         client = client or connect()
-        gates, notes = gate_suites(store, compiled.suites())
         current_name = load(settings, client, current) if current else None
         candidate_name = load(settings, client, row)
+        if settings.memory.enabled:  # what the candidate passes unaided: retired for it
+            detail["retired"] = asyncio.run(
+                retire_passed(
+                    settings, store, client, candidate_name,
+                    on_progress and functools.partial(on_progress, "retire memories"),
+                )
+            )  # fmt: skip
+        gates, notes = gate_suites(store, compiled.suites())
         gate = asyncio.run(
             run_gate(settings, client, gates, current_name, candidate_name, on_progress)
         )
@@ -201,14 +209,6 @@ def _run(
         else:
             store.update_adapter(row["version"], status="rejected", reason=gate["reason"])
             client.unload_adapter(candidate_name)
-    if gate["decision"] == "promote" and settings.memory.enabled:
-        with stage("retire memories") as detail:  # what it now passes unaided
-            detail |= asyncio.run(
-                retire_passed(
-                    settings, store, client, candidate_name,
-                    on_progress and functools.partial(on_progress, "retire memories"),
-                )
-            )  # fmt: skip
     status = "promoted" if gate["decision"] == "promote" else "rejected"
     log(f"cycle: {status} {row['version']}: {gate['reason']}")
     adapter = store.adapter(row["version"])

@@ -2,9 +2,10 @@
 
 Gate suites are the gate splits (`dev`, or `heldout` in older suites; never `test`, which
 is only reported) of the suites the training data came from, plus the frozen
-`capabilities` suite. Both sides answer every item once (first attempt, no repairs).
-Promote only when the pooled held-out first-attempt pass rises with McNemar p < alpha and no
-gate suite drops by more than `max_drop`.
+`capabilities` suite. Both sides answer every item once (first attempt, no repairs), as
+they will serve: with their own recall when memory is on (and without, to measure what recall
+does; where it hurts, it is turned off). Promote only when the pooled gate-split first-attempt
+pass rises with McNemar p < alpha and no gate suite drops by more than `max_drop`.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def _find_suite(store: Store, name: str) -> Suite | None:
         return None
 
 
+Results = dict[str, dict[str, dict[str, bool]]]  # gate label → item → first/final pass
+
+
 async def run_gate(
     settings: Settings,
     client: ModelClient,
@@ -74,37 +78,96 @@ async def run_gate(
     candidate: str,
     on_progress: GateProgress | None = None,
 ) -> dict[str, Any]:
-    """Both sides on every gate suite; per-suite figures, the pooled held-out test, and the
-    decision with its reason."""
-    per_side: dict[str | None, dict[str, dict[str, dict[str, bool]]]] = {}
+    """Both sides on every gate suite, first attempts, as they would serve: with memory on,
+    each answers with its own recall (what it passes unaided retired for it) and again
+    without. Where recall made a side's first answers worse on a suite by more than
+    `max_drop`, recall is turned off for that side and suite (recorded in the store), and
+    memories that hurt more often than they helped stop being recalled. The decision
+    compares what each side will then serve."""
+    modes = (True, False) if settings.memory.enabled else (False,)
+    served: dict[str, Results] = {}
     runs: dict[str, dict[str, str]] = {}
+    effects: dict[str, dict[str, Any]] = {}
     for side, adapter in (("current", current), ("candidate", candidate)):
         async with open_agent(settings, client, adapter) as agent:
-            results: dict[str, dict[str, dict[str, bool]]] = {}
-            for gate in gates:
-                for split in gate.splits:
-                    label = f"{side} {gate.suite.name}:{split}"
-                    options = EvalOptions(
-                        split=split,
-                        reflect=False,
-                        adapter=adapter,
-                        concurrency=settings.cycle.concurrency,
-                        memory=False,  # the gate compares models, not recalled examples
-                    )
-                    report = await run_eval(
-                        agent,
-                        gate.suite,
-                        options,
-                        on_progress and (lambda d, t, label=label: on_progress(label, d, t)),
-                    )
-                    runs.setdefault(gate.label, {})[f"{side}:{split}"] = report["run_id"]
-                    for item in report["items"]:
-                        results.setdefault(gate.label, {})[f"{split}/{item['item_id']}"] = {
-                            "first_attempt": item["first_passed"],
-                            "final": item["final_passed"],
-                        }
-            per_side[side] = results
-    return decide(per_side["current"], per_side["candidate"], gates, runs, settings)
+            measured: dict[bool, Results] = {}
+            recalled: dict[str, list[int]] = {}  # item → memories in its prompt
+            for memory in modes:
+                results: Results = {}
+                for gate in gates:
+                    for split in gate.splits:
+                        label = f"{side}{'' if memory else ' unaided'} {gate.suite.name}:{split}"
+                        options = EvalOptions(
+                            split=split, reflect=False, adapter=adapter,
+                            concurrency=settings.cycle.concurrency, memory=memory,
+                        )  # fmt: skip
+                        report = await run_eval(
+                            agent, gate.suite, options,
+                            on_progress and (lambda d, t, label=label: on_progress(label, d, t)),
+                        )  # fmt: skip
+                        mode = "memory" if memory else "no memory"
+                        runs.setdefault(gate.label, {})[f"{side}:{split}:{mode}"] = report["run_id"]
+                        for item in report["items"]:
+                            key = f"{split}/{item['item_id']}"
+                            results.setdefault(gate.label, {})[key] = {
+                                "first_attempt": item["first_passed"],
+                                "final": item["final_passed"],
+                            }
+                            if memory:
+                                recalled[f"{gate.label}/{key}"] = _recalled(
+                                    agent.store, item["episode_id"]
+                                )
+                measured[memory] = results
+            if len(modes) == 1:
+                served[side] = measured[False]
+                continue
+            effects[side] = _memory_effect(
+                agent.store, adapter, gates, measured, recalled, settings.cycle.max_drop
+            )
+            served[side] = {
+                g.label: measured[effects[side][g.label]["recall"]].get(g.label, {}) for g in gates
+            }
+    verdict = decide(served["current"], served["candidate"], gates, runs, settings)
+    return verdict | {"memory": effects}
+
+
+def _recalled(store: Store, episode_id: str) -> list[int]:
+    episode = store.episode(episode_id)
+    attempts = episode["attempts"] if episode else []
+    return [m["id"] for m in ((attempts[0]["memory"] or {}) if attempts else {}).get("used", [])]
+
+
+def _memory_effect(
+    store: Store,
+    adapter: str | None,
+    gates: list[GateSuite],
+    measured: dict[bool, Results],
+    recalled: dict[str, list[int]],
+    max_drop: float,
+) -> dict[str, Any]:
+    """Per gate suite: first-attempt pass with and without recall, and whether recall stays
+    on (recorded as the model's recall policy). Items whose result recall flipped count
+    for or against the memories recalled into them."""
+    out: dict[str, Any] = {}
+    helped: list[int] = []
+    hurt: list[int] = []
+    for gate in gates:
+        on, off = measured[True].get(gate.label, {}), measured[False].get(gate.label, {})
+        first = compare_runs(off, on)["first_attempt"]
+        keep = first["difference"] >= -max_drop
+        reason = f"first-attempt pass {first['a']:.1%} without recall, {first['b']:.1%} with it" + (
+            "" if keep else f": recall off (it cost more than {max_drop:.0%})"
+        )
+        store.set_recall_policy(adapter or "", gate.suite.name, keep, reason, first)
+        out[gate.label] = {"without": first["a"], "with": first["b"], "recall": keep,
+                           "reason": reason}  # fmt: skip
+        for key, result in on.items():
+            before = off.get(key)
+            if before is not None and before["first_attempt"] != result["first_attempt"]:
+                ids = recalled.get(f"{gate.label}/{key}", [])
+                (helped if result["first_attempt"] else hurt).extend(ids)
+    out["harmful_memories"] = store.count_recall_effect(helped, hurt)
+    return out
 
 
 def decide(

@@ -22,6 +22,7 @@ from agent.store.tables import (
     Episode,
     EvalRun,
     Memory,
+    RecallPolicy,
     utcnow,
 )
 from evals.contamination import learnable, prompt_hash, words
@@ -134,23 +135,29 @@ class Store:
             keep = [c for c in corrections if gold_ok or c["source"] != "gold"]
             rows = [_correction(id, c) for c in keep]
             s.add_all(rows)
-            split, checks = episode.split, episode.checks
+            split, checks, suite = episode.split, episode.checks, episode.suite
         used = {m["id"] for a in attempts for m in (a.get("memory") or {}).get("used", [])}
-        self._remember(rows if learnable(split) else [], checks, used)
+        self._remember(rows if learnable(split) else [], checks, used, suite)
 
     def add_correction(self, episode_id: str | None, **fields: Any) -> int:
         with self._session.begin() as s:
             row = _correction(episode_id, fields)
             s.add(row)
             episode = s.get(Episode, episode_id) if episode_id else None
-            split, checks = (episode.split, episode.checks) if episode else (None, [])
-        self._remember([row] if learnable(split) else [], checks)
+            split, checks, suite = (
+                (episode.split, episode.checks, episode.suite) if episode else (None, [], None)
+            )
+        self._remember([row] if learnable(split) else [], checks, suite=suite)
         return row.id
 
     # Correction memory.
 
     def _remember(
-        self, corrections: Sequence[Correction], checks: list[Any], used: Collection[int] = ()
+        self,
+        corrections: Sequence[Correction],
+        checks: list[Any],
+        used: Collection[int] = (),
+        suite: str | None = None,
     ) -> None:
         """Make verified corrections recallable, one memory per prompt (the better source, or
         the newer of equals, wins), and count the memories an episode used. A transaction of
@@ -160,7 +167,7 @@ class Store:
             with self._session.begin() as s:
                 for c in corrections:
                     if c.verified and c.chosen and c.source in MEMORY_SOURCES:
-                        self._upsert_memory(s, c, checks)
+                        self._upsert_memory(s, c, checks, suite)
                 if used:
                     s.execute(
                         update(Memory)
@@ -170,7 +177,9 @@ class Store:
         except SQLAlchemyError:
             pass
 
-    def _upsert_memory(self, s: Session, c: Correction, checks: list[Any]) -> None:
+    def _upsert_memory(
+        self, s: Session, c: Correction, checks: list[Any], suite: str | None
+    ) -> None:
         row = s.scalars(select(Memory).where(Memory.prompt_hash == c.prompt_hash)).first()
         if row is None:
             row = Memory(prompt_hash=c.prompt_hash, prompt=c.prompt, uses=0)
@@ -179,7 +188,7 @@ class Store:
             return
         row.answer, row.source, row.justification = c.chosen or "", c.source, c.justification
         row.correction_id, row.episode_id = c.id, c.episode_id
-        row.checks = checks
+        row.checks, row.suite = checks, suite
         row.status, row.retired_by = "active", None
         s.flush()
         surplus = (s.scalar(select(func.count()).select_from(Memory)) or 0) - self.memory_limit
@@ -205,18 +214,18 @@ class Store:
         params = {"limit": limit, "model": model or ""}
         if self.engine.dialect.name == "sqlite":
             sql = text(
-                "SELECT m.id, m.prompt_hash, m.prompt, m.answer, m.source "
+                "SELECT m.id, m.prompt_hash, m.prompt, m.answer, m.source, m.suite "
                 "FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid "
                 "WHERE memories_fts MATCH :q AND (m.retired_by IS NULL OR m.retired_by != :model) "
-                "ORDER BY bm25(memories_fts) LIMIT :limit"
+                "AND m.status != 'harmful' ORDER BY bm25(memories_fts) LIMIT :limit"
             )
             params["q"] = " OR ".join(f'"{t}"' for t in terms)
         else:
             sql = text(
-                "SELECT id, prompt_hash, prompt, answer, source "
+                "SELECT id, prompt_hash, prompt, answer, source, suite "
                 "FROM memories, to_tsquery('simple', :q) q "
                 "WHERE search @@ q AND (retired_by IS NULL OR retired_by != :model) "
-                "ORDER BY ts_rank(search, q) DESC, id LIMIT :limit"
+                "AND status != 'harmful' ORDER BY ts_rank(search, q) DESC, id LIMIT :limit"
             )
             params["q"] = " | ".join(f"'{t}'" for t in terms)
         with self.engine.connect() as conn:
@@ -227,6 +236,44 @@ class Store:
             query = select(Memory).order_by(Memory.id)
             if status:
                 query = query.where(Memory.status == status)
+            return [_columns(r) for r in s.scalars(query)]
+
+    def count_recall_effect(self, helped: Sequence[int], hurt: Sequence[int]) -> int:
+        """Add paired measurements (with and without recall) to the memories that were
+        recalled; those that hurt more often than they helped become `harmful` and are no
+        longer recalled. Returns how many became harmful."""
+        with self._session.begin() as s:
+            for ids, column in ((helped, Memory.helped), (hurt, Memory.hurt)):
+                for memory_id in ids:  # one at a time: an id may come up more than once
+                    s.execute(
+                        update(Memory).where(Memory.id == memory_id).values({column: column + 1})
+                    )
+            result = s.execute(
+                update(Memory)
+                .where(Memory.hurt > Memory.helped, Memory.status != "harmful")
+                .values(status="harmful")
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def set_recall_policy(
+        self, model: str, suite: str, recall: bool, reason: str, measured: dict[str, Any]
+    ) -> None:
+        with self._session.begin() as s:
+            row = s.get(RecallPolicy, (model, suite)) or RecallPolicy(model=model, suite=suite)
+            row.recall, row.reason, row.measured, row.updated_at = (
+                recall,
+                reason,
+                measured,
+                utcnow(),
+            )
+            s.add(row)
+
+    def recall_policies(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Per model ("" the base) and suite: recall on or off, and why."""
+        with self._session() as s:
+            query = select(RecallPolicy).order_by(RecallPolicy.model, RecallPolicy.suite)
+            if model is not None:
+                query = query.where(RecallPolicy.model == model)
             return [_columns(r) for r in s.scalars(query)]
 
     def memory_prompts(self) -> list[str]:

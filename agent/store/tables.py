@@ -115,14 +115,31 @@ class Memory(Base):
     answer: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))  # user | repair | gold | sampled | self
     justification: Mapped[str] = mapped_column(String(16), default="checks")
+    suite: Mapped[str | None] = mapped_column(String(200))  # of the episode it came from
+    helped: Mapped[int] = mapped_column(Integer, default=0)  # recalled, and scoring flipped
+    hurt: Mapped[int] = mapped_column(Integer, default=0)  # to right / to wrong (paired runs)
     correction_id: Mapped[int | None]
     episode_id: Mapped[str | None] = mapped_column(String(32))
     checks: Mapped[list[Any]]  # what verified the answer; retirement reruns them
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     uses: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(16), index=True, default="active")  # | retired
+    # active | retired (for `retired_by`) | harmful (recalling it hurt more than it helped)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="active")
     retired_by: Mapped[str | None] = mapped_column(String(32))  # passes it unaided
+
+
+class RecallPolicy(Base):
+    """Whether a model recalls memories on a suite's items (and of its memories); the gate
+    turns recall off where, measured with and without it, recall made answers worse."""
+
+    __tablename__ = "recall_policy"
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)  # "": the base model
+    suite: Mapped[str] = mapped_column(String(200), primary_key=True)
+    recall: Mapped[bool]
+    reason: Mapped[str] = mapped_column(Text)
+    measured: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class EvalRun(Base):

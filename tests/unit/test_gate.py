@@ -69,3 +69,44 @@ def test_the_gate_decides_on_dev_and_never_on_test(tmp_path: Path) -> None:
         ("sums:dev", False), ("old:heldout", False), ("capabilities", True)
     ]  # fmt: skip
     assert notes == ["mine: no dev (or heldout) split; not gated on (test never is)"]
+
+
+def test_recall_that_hurts_a_suite_is_turned_off_and_its_memories_counted() -> None:
+    from agent.memory import Memory
+    from agent.settings import MemorySettings
+    from evals.contamination import Guard
+    from trainers.gate import _memory_effect
+
+    with Store.open(load_settings().database) as store:
+        for n in (1, 2):
+            store.add_correction(None, prompt=f"What is {n} + {n}?", chosen=str(2 * n),
+                                 source="user", verified=True)  # fmt: skip
+        ids = [m["id"] for m in store.memories()]
+        # With recall: 10 of 100 right; without: 30. Items 0-19 flipped to wrong by memory 1,
+        # one item flipped to right by memory 2.
+        with_recall = results(HELD, 10)
+        without = results(HELD, 30)
+        with_recall["i50"] = {"first_attempt": True, "final": True}
+        recalled = {f"{HELD.label}/i{k}": [ids[0]] for k in range(10, 30)}
+        recalled[f"{HELD.label}/i50"] = [ids[1]]
+        measured = {True: {HELD.label: with_recall, FROZEN.label: results(FROZEN, 20)},
+                    False: {HELD.label: without, FROZEN.label: results(FROZEN, 20)}}  # fmt: skip
+        effect = _memory_effect(store, "reflexa-abc", [HELD, FROZEN], measured, recalled, 0.02)
+        assert effect[HELD.label]["recall"] is False and effect[FROZEN.label]["recall"] is True
+        assert "recall off" in effect[HELD.label]["reason"]
+        assert effect["harmful_memories"] == 1
+        status = {m["id"]: (m["status"], m["helped"], m["hurt"]) for m in store.memories()}
+        assert status == {ids[0]: ("harmful", 0, 20), ids[1]: ("active", 1, 0)}
+        policy = {(p["model"], p["suite"]): p["recall"] for p in store.recall_policies()}
+        assert policy == {
+            ("reflexa-abc", "arithmetic"): False,
+            ("reflexa-abc", "capabilities"): True,
+        }
+        memory = Memory(
+            store, MemorySettings(min_similarity=0), lambda s: 1, "reflexa-abc", Guard()
+        )
+        off = memory.recall("What is 2 + 2?", suite="arithmetic")
+        assert off.memories == [] and "recall off for arithmetic" in (off.note or "")
+        assert [m["prompt"] for m in memory.recall("What is 2 + 2?").memories] == ["What is 2 + 2?"]
+        base = Memory(store, MemorySettings(min_similarity=0), lambda s: 1, None, Guard())
+        assert base.recall("What is 2 + 2?", suite="arithmetic").memories  # another model

@@ -11,6 +11,10 @@ right → wrong and wrong → right). Corrections and memories get their justifi
 chosen answer right (to measure each justification's precision; never used to select).
 Rows recorded before this migration are justified by their source: `user` and `gold` as
 themselves, the rest by `checks`.
+
+Memories also get their suite and how often recalling them helped or hurt (paired runs with
+and without recall, by scoring); `recall_policy` records, per model and suite, whether recall
+is on (the gate turns it off where it hurt).
 """
 
 import sqlalchemy as sa
@@ -36,15 +40,33 @@ def upgrade() -> None:
             )
             if table == "corrections":
                 t.add_column(sa.Column("correct", sa.Boolean))
+            else:
+                t.add_column(sa.Column("suite", sa.String(200)))
+                for column in ("helped", "hurt"):
+                    t.add_column(sa.Column(column, sa.Integer, nullable=False, server_default="0"))
         op.execute(f"UPDATE {table} SET justification = source WHERE source IN ('user', 'gold')")
+
+    op.create_table(
+        "recall_policy",
+        sa.Column("model", sa.String(200), primary_key=True),  # "" is the base model
+        sa.Column("suite", sa.String(200), primary_key=True),
+        sa.Column("recall", sa.Boolean, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("measured", sa.JSON, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("recall_policy")
     for table in ("memories", "corrections"):
         with op.batch_alter_table(table) as t:
             t.drop_column("justification")
             if table == "corrections":
                 t.drop_column("correct")
+            else:
+                for column in ("hurt", "helped", "suite"):
+                    t.drop_column(column)
     with op.batch_alter_table("episodes") as t:
         for column in ("wrong_to_right", "final_correct", "first_correct", "gold_allowed"):
             t.drop_column(column)
