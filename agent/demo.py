@@ -5,9 +5,15 @@
   3. `reflexa cycle`: compile → train → gate (on the dev split) → promote (or reject)
   4. the test split again, now through the promoted adapter (never used for a decision)
 Then a before/after table (McNemar's test on the paired items, the frozen suite from the
-gate) and an HTML page beside the per-run reports.
+gate, the precision of the training rows by justification) and an HTML page beside the
+per-run reports; `reports/demo.json` keeps the numbers (`bench/demo_bench.py` stamps them
+into bench/results/).
 
-    python -m agent.demo [--suite sums|arithmetic|json-extract] [--no-gold]
+    python -m agent.demo [--suite sums|arithmetic|json-extract] [--label-free]
+
+Label-free: no gold answer anywhere in the loop (not in training rows, not in memories); a
+training row needs a user's answer or self-consistency among samples of the model. Scoring
+still measures the result, and how precise each justification was.
 
 Runs in $REFLEXA_HOME (the Makefile gives it a fresh folder of its own).
 """
@@ -29,12 +35,22 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from agent.cli_learn import precision_line
 from evals.report import figure_png
 
 REFLEXA = [sys.executable, "-m", "agent"]
 # Short answers suffice for these suites; the cap keeps a rambling base model from
-# dominating the run time. Gold-backed demo: sampling is left out (gold covers every failure).
+# dominating the run time.
 DEMO_ENV = {"REFLEXA_REFLECT__MAX_TOKENS": "128"}
+# Gold-backed: sampling is left out (gold covers every failure).
+GOLD_ENV = {"REFLEXA_CYCLE__SAMPLE_N": "0"}
+# Label-free, for every step (no gold memory either): rows only from agreement or a user.
+LABEL_FREE_ENV = {
+    "REFLEXA_CYCLE__ALLOW_GOLD": "false",
+    "REFLEXA_CYCLE__JUSTIFICATIONS": '["user", "consistency"]',
+    "REFLEXA_CYCLE__SAMPLE_N": "8",
+    "REFLEXA_CYCLE__SAMPLE_LIMIT": "200",
+}
 
 
 def step(title: str) -> None:
@@ -58,12 +74,15 @@ def reflexa(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="sums", choices=["sums", "arithmetic", "json-extract"])
-    parser.add_argument("--no-gold", action="store_true", help="Train without gold answers.")
+    parser.add_argument(
+        "--label-free", "--no-gold", action="store_true", help="No gold answer in the loop."
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     home = Path(os.environ.get("REFLEXA_HOME", "~/.reflexa")).expanduser()
-    cycle_env = {"REFLEXA_CYCLE__ALLOW_GOLD": "false"} if args.no_gold else (
-        {"REFLEXA_CYCLE__SAMPLE_N": "0"})  # fmt: skip
+    if args.label_free:
+        DEMO_ENV.update(LABEL_FREE_ENV)
+    cycle_env = {} if args.label_free else GOLD_ENV
 
     step("model: prepare and serve")
     reflexa("model", "prepare")
@@ -84,8 +103,17 @@ def main() -> None:
     print(_table(rows))
     page = home / "reports" / "demo.html"
     page.write_text(_page(args, rows, cycle))
+    minutes = round((time.perf_counter() - started) / 60, 1)
+    summary = {
+        "suite": args.suite, "label_free": args.label_free, "minutes": minutes,
+        "test_split": compared["first_attempt"], "training_split": train["metrics"]["overall"],
+        "cycle": cycle, "table": rows,
+    }  # fmt: skip
+    (home / "reports" / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\n{cycle['status']}: {cycle['reason']}")
-    print(f"report: {page}\ndemo took {(time.perf_counter() - started) / 60:.1f} min")
+    if cycle.get("precision"):
+        print(precision_line(cycle["precision"]))
+    print(f"report: {page}\ndemo took {minutes} min")
     print("The server keeps running; `reflexa chat` now answers through the promoted adapter.")
 
 
@@ -134,7 +162,7 @@ def _page(args: argparse.Namespace, rows: list[list[str]], cycle: dict[str, Any]
         f"</td></tr>"
         for s in cycle["stages"]
     )
-    source = "own verified answers, repairs and samples only" if args.no_gold else "gold allowed"
+    source = "label-free: agreement among samples, no gold" if args.label_free else "gold allowed"
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Reflexa demo: {args.suite}</title><style>body{{font-family:system-ui,sans-serif;
 max-width:900px;margin:2em auto}}td,th{{border:1px solid #ddd;padding:.3em .7em}}

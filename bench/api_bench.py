@@ -23,14 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 from openai import AsyncOpenAI
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from bench.serve_bench import machine
+from bench.record import write_result
 from graphs.prompts import SYSTEM
 from tests.helpers import free_port
 
@@ -116,15 +115,12 @@ def main() -> None:
            for side in ("vllm", "reflexa")}  # fmt: skip
     result = {
         "benchmark": "api",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
         "requests": args.requests,
         "concurrency": args.concurrency,
         "rounds": rounds,
         "overhead": round(1 - rps["reflexa"] / rps["vllm"], 4),
     }
-    out = Path(__file__).parent / "results" / f"api-{datetime.now(UTC):%Y-%m-%d}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result("api", result)
     print(json.dumps({"requests_per_s": rps, "overhead": result["overhead"]}))
     print(f"written to {out}")
 

@@ -18,14 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))
 from agent.runtime import connect  # noqa: E402
 from agent.settings import load_settings  # noqa: E402
-from bench.serve_bench import machine  # noqa: E402
+from bench.record import write_result  # noqa: E402
 from evals.builtin import BUILTIN  # noqa: E402
 from graphs.prompts import SYSTEM  # noqa: E402
 
@@ -100,8 +99,6 @@ def main(args: argparse.Namespace) -> None:
     reflexa_pass = json.loads(out)["metrics"]["overall"]["first_attempt_pass"]["rate"]
     report = {
         "bench": "inspect",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
         "items": len(items),
         "concurrency": args.concurrency,
         "max_tokens": args.max_tokens,
@@ -115,8 +112,7 @@ def main(args: argparse.Namespace) -> None:
         "ratio": round(inspect_s / reflexa_s, 3),
         "reflexa_first_attempt_pass": reflexa_pass,
     }
-    out_file = ROOT / "bench" / "results" / f"inspect-{report['date'][:10]}.json"
-    out_file.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {write_result('inspect', report)}")
     print(json.dumps(report, indent=2))
 
 

@@ -23,13 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.memory import Memory, token_counter
 from agent.settings import load_settings
 from agent.store import Store, prompt_hash
-from bench.serve_bench import machine
+from bench.record import write_result
 from evals.builtin import BUILTIN
 from evals.builtin.arithmetic import OPS
 from evals.builtin.arithmetic import PROMPT as SUM_PROMPT
@@ -109,8 +108,6 @@ def main() -> None:
     recalled = sum(bool(json.loads(m)["used"]) for _, m in rows)
     result = {
         "benchmark": "memory-recall",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
         "memories": stored,
         "fill_s": round(fill_s, 1),
         "recall_alone_s": percentiles(alone) | {"queries": len(alone)},
@@ -120,8 +117,7 @@ def main() -> None:
         "episode_latency_s": percentiles([latency for latency, _ in rows]),
         "recall_share_of_episode": percentiles(share),
     }
-    out = Path(__file__).parent / "results" / f"memory-{datetime.now(UTC):%Y-%m-%d}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result("memory", result)
     print(json.dumps({k: result[k] for k in ("recall_alone_s", "recall_in_episode_s",
                                              "recall_share_of_episode")}))  # fmt: skip
     print(f"written to {out}")

@@ -10,16 +10,13 @@ bench/results/memory-effect-DATE.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from agent.demo import reflexa, step
-from bench.serve_bench import machine
+from bench.record import write_result
 
 HELDOUT = ("--split", "test", "--no-reflect", "--concurrency", "16")
 
@@ -81,8 +78,6 @@ def main() -> None:
                 results.append(paired(suite, version, "adapter, after retire"))
     doc = {
         "benchmark": "memory-effect",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
         "home": os.environ["REFLEXA_HOME"],
         "training_split_first_pass": collected,
         "memories": memories,
@@ -90,8 +85,7 @@ def main() -> None:
         "results": results,
         "minutes": round((time.perf_counter() - started) / 60, 1),
     }
-    out = Path(__file__).parent / "results" / f"memory-effect-{datetime.now(UTC):%Y-%m-%d}.json"
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    out = write_result("memory-effect", doc)
     for r in results:
         head = f"{r['suite']:13s} {r['adapter']:6s} {r['label']:22s}"
         print(f"{head} off {r['off']:6.1%} on {r['on']:6.1%}  {r['gain_points']:+5.1f} points  "

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from openai import AsyncOpenAI
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from agent.episodes import EpisodeRequest, EpisodeResult, open_agent
 from agent.runtime import connect
 from agent.settings import load_settings
-from bench.serve_bench import machine
+from bench.record import write_result
 from graphs.prompts import SYSTEM
 
 REFLEXA = str(Path(sys.executable).parent / "reflexa")
@@ -106,8 +105,6 @@ def main(args: argparse.Namespace) -> None:
     overheads = [(r.latency_s - r.model_s) / r.latency_s for r in seq if r.ok]
     report = {
         "bench": "reflect",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
         "episodes": len(reqs),
         "statuses": {s: sum(r.status == s for r in con) for s in {r.status for r in con}},
         "errors": [r.error for r in seq + con if r.error],
@@ -126,8 +123,7 @@ def main(args: argparse.Namespace) -> None:
         "reflexa_tokens": tokens(con),
         "raw_tokens": raw_tokens,
     }
-    out = Path(__file__).parent / "results" / f"reflect-{report['date'][:10]}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {write_result('reflect', report)}")
     print(json.dumps(report, indent=2))
 
 

@@ -14,17 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 from openai import OpenAI
+
+from bench.record import write_result
 
 REFLEXA = str(Path(sys.executable).parent / "reflexa")
 PROMPT = "Write a short story about a lighthouse keeper who learns from his mistakes."
@@ -81,19 +81,6 @@ def tokens_per_s(
     }
 
 
-def machine() -> dict[str, object]:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line]
-    cpu = names[0] if names else platform.processor()
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
-        "avx512": "avx512f" in cpuinfo,
-        "python": platform.python_version(),
-    }
-
-
 def main(args: argparse.Namespace) -> None:
     home = Path(tempfile.mkdtemp(prefix="reflexa-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFLEXA_")}
@@ -125,8 +112,6 @@ def main(args: argparse.Namespace) -> None:
         reflexa("model", "stop", env=env)
     report = {
         "bench": "serve",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
         "startup_to_healthy_s": round(startup_s, 1),
         "memory_idle": idle_memory,
         "memory_after_load": loaded_memory,
@@ -134,8 +119,7 @@ def main(args: argparse.Namespace) -> None:
         "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"serve-{report['date'][:10]}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_result("serve", report, args.out)
     print(json.dumps(report, indent=2))
     print(f"written to {path}", file=sys.stderr)
 

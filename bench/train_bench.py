@@ -18,11 +18,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from bench.serve_bench import machine
+from bench.record import write_result
 from trainers.dataset import Example, to_records, write_dataset
 
 # The plain side: what a user would write with TRL and PEFT directly.
@@ -101,8 +100,6 @@ def main() -> None:
         print(f"round {r + 1}: reflexa {reflexa[-1]:.2f} samples/s, plain TRL {plain[-1]:.2f}")
     result = {
         "benchmark": "train",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
         "steps": args.steps,
         "batch_size": 8,
         "reflexa_samples_per_s": reflexa,
@@ -111,8 +108,7 @@ def main() -> None:
         "plain_median": statistics.median(plain),
         "ratio": round(statistics.median(reflexa) / statistics.median(plain), 3),
     }
-    out = Path(__file__).parent / "results" / f"train-{datetime.now(UTC):%Y-%m-%d}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result("train", result)
     print(json.dumps({k: result[k] for k in ("reflexa_median", "plain_median", "ratio")}))
     print(f"written to {out}")
 

@@ -1,0 +1,46 @@
+"""Where every benchmark writes its result: `bench/results/NAME-DATE.json`, stamped with the
+date, the commit it measured (and whether the tree had changes on top) and the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, object]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line]
+    cpu = names[0] if names else platform.processor()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "avx512": "avx512f" in cpuinfo,
+        "python": platform.python_version(),
+    }
+
+
+def commit() -> dict[str, object]:
+    def git(*args: str) -> str:
+        run = subprocess.run(["git", *args], capture_output=True, text=True, cwd=RESULTS.parent)
+        return run.stdout.strip()
+
+    return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "."))}
+
+
+def write_result(name: str, doc: dict[str, Any], out_dir: Path = RESULTS) -> Path:
+    """Write `doc` with its stamp; returns the file's path."""
+    now = datetime.now(UTC)
+    stamped = {"date": now.isoformat(timespec="seconds"), "commit": commit(),
+               "machine": machine()} | doc  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}-{now:%Y-%m-%d}.json"
+    path.write_text(json.dumps(stamped, indent=2, default=str) + "\n")
+    return path
