@@ -51,7 +51,7 @@ def messages(text: str, reflexa: bool) -> list[dict[str, str]]:
 async def race(base_url: str, texts: list[str], concurrency: int, reflexa: bool) -> dict:
     limit = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
-    extra = {"reflexa": {"max_repairs": 0}} if reflexa else {}
+    extra = {"reflexa": {"max_repairs": 0, "memory": False}} if reflexa else {}
 
     async def one(text: str) -> None:
         async with limit:

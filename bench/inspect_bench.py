@@ -80,6 +80,7 @@ def main(args: argparse.Namespace) -> None:
         "--limit",
         str(args.items),
         "--no-reflect",
+        "--no-memory",
         "--concurrency",
         str(args.concurrency),
         "--json",

@@ -9,7 +9,9 @@ grounded numeric check, no repairs, so every episode is one model call plus its 
      run one after another;
   2. the same 32 episodes concurrently vs one after another (wall-clock speed-up);
   3. Reflexa's generated tokens/s vs the same requests sent straight to vLLM, both at
-     concurrency 32.
+     concurrency 32, measured twice with the order of the sides swapped.
+Equal work: memory is off (recalled examples would change the prompts and shorten the
+answers), and the report counts how many answers the two sides share.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def requests(n: int) -> list[EpisodeRequest]:
     for _ in range(n):
         a, b = rng.randint(10, 99), rng.randint(10, 99)
         check = {"type": "numeric", "expected": a + b}
-        out.append(EpisodeRequest(f"What is {a} + {b}? Reply with only the number.", [check]))
+        prompt = f"What is {a} + {b}? Reply with only the number."
+        out.append(EpisodeRequest(prompt, [check], memory=False))
     return out
 
 
@@ -62,21 +65,21 @@ async def run_reflexa(
 
 async def run_raw(
     url: str, model: str, reqs: list[EpisodeRequest], max_tokens: int
-) -> tuple[float, int]:
+) -> tuple[float, list[tuple[str, int]]]:
     client = AsyncOpenAI(base_url=f"{url}/v1", api_key="EMPTY", timeout=600)
 
-    async def one(r: EpisodeRequest) -> int:
+    async def one(r: EpisodeRequest) -> tuple[str, int]:
         reply = await client.chat.completions.create(
             model=model,
             messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": r.prompt}],
             temperature=0,
             max_tokens=max_tokens,
         )
-        return reply.usage.completion_tokens  # type: ignore[union-attr]
+        return reply.choices[0].message.content or "", reply.usage.completion_tokens  # type: ignore[union-attr]
 
     started = time.perf_counter()
-    tokens = await asyncio.gather(*(one(r) for r in reqs))
-    return time.perf_counter() - started, sum(tokens)
+    answers = await asyncio.gather(*(one(r) for r in reqs))
+    return time.perf_counter() - started, answers
 
 
 def tokens(results: list[EpisodeResult]) -> int:
@@ -97,12 +100,18 @@ def main(args: argparse.Namespace) -> None:
     try:
         asyncio.run(run_reflexa(settings, client, reqs[:2], concurrent=False))  # warm-up
         seq_wall, seq = asyncio.run(run_reflexa(settings, client, reqs, concurrent=False))
-        con_wall, con = asyncio.run(run_reflexa(settings, client, reqs, concurrent=True))
-        raw_wall, raw_tokens = asyncio.run(run_raw(client.url, client.model, reqs, args.max_tokens))
+        raw = lambda: asyncio.run(run_raw(client.url, client.model, reqs, args.max_tokens))  # noqa: E731
+        con_wall_a, con = asyncio.run(run_reflexa(settings, client, reqs, concurrent=True))
+        raw_wall_a, raw_answers = raw()
+        raw_wall_b, _ = raw()  # the other order
+        con_wall_b, _ = asyncio.run(run_reflexa(settings, client, reqs, concurrent=True))
     finally:
         subprocess.run([REFLEXA, "model", "stop"], check=False, capture_output=True)
     # An episode that errored never waited on the model; it is counted, not averaged.
     overheads = [(r.latency_s - r.model_s) / r.latency_s for r in seq if r.ok]
+    con_wall, raw_wall = (con_wall_a + con_wall_b) / 2, (raw_wall_a + raw_wall_b) / 2
+    raw_tokens = sum(n for _, n in raw_answers)
+    same = sum(r.answer == a for r, (a, _) in zip(con, raw_answers, strict=True))
     report = {
         "bench": "reflect",
         "episodes": len(reqs),
@@ -113,6 +122,11 @@ def main(args: argparse.Namespace) -> None:
             "p50_pct": round(100 * statistics.median(overheads), 2),
             "max_pct": round(100 * max(overheads), 2),
             "mean_episode_s": round(statistics.mean(r.latency_s for r in seq), 3),
+        },
+        "same_answers": f"{same}/{len(reqs)}",
+        "walls_s": {
+            "reflexa": [round(con_wall_a, 2), round(con_wall_b, 2)],
+            "raw": [round(raw_wall_a, 2), round(raw_wall_b, 2)],
         },
         "sequential_wall_s": round(seq_wall, 2),
         "concurrent_wall_s": round(con_wall, 2),
