@@ -30,6 +30,7 @@ from agent.store import Store
 from evals.builtin import BUILTIN
 from evals.contamination import TRAIN_SPLIT, Guard, words
 from evals.gold import gold_answer, passes
+from evals.signal import normalise
 from evals.suite import Suite
 from graphs.prompts import SYSTEM
 from graphs.state import Recall
@@ -161,8 +162,9 @@ async def retire_passed(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
     """Ask `adapter` each memory's prompt unaided (one answer, nothing recalled); the
-    memories whose own checks pass that answer are retired for it. Memories without
-    grounded checks cannot be tested and stay."""
+    memories whose answer it gives again (the same up to form, and passing the memory's
+    visible checks) are retired for it. Memories without grounded checks cannot be tested
+    and stay. (Visible checks alone would not do: "a number" passes a wrong sum.)"""
     todo = [
         m
         for m in store.memories(status="active")
@@ -185,7 +187,8 @@ async def retire_passed(
                         {"role": "user", "content": m["prompt"]},
                     ]
                 )
-            if await passes(m["checks"], m["prompt"], reply.text):
+            same = normalise(reply.text, m["checks"]) == normalise(m["answer"], m["checks"])
+            if same and await passes(m["checks"], m["prompt"], reply.text):
                 passed.append(m["id"])
             done += 1
             if on_progress:

@@ -289,9 +289,13 @@ def test_retire_stops_recalling_what_the_adapter_passes_unaided() -> None:
     bob = ADA.replace("Ada Lovelace", "Bob Smith")
     for prompt, name in ((ADA, "Ada Lovelace"), (bob, "Bob Smith")):
         remember(store, prompt, json.dumps({"name": name, "age": 36}), split="train",
-                 checks=[{"type": "json", "expected": {"name": name, "age": 36}}])  # fmt: skip
+                 checks=[{"type": "json"}])  # what the loop saw: JSON, no values  # fmt: skip
     remember(store, "Say hello.", "hello")  # no checks: cannot be tested, stays
-    client = ScriptedClient({ADA: '{"name": "Ada Lovelace", "age": 36}', bob: "Bob?"})
+    # Bob's answer is JSON, so it passes the visible check, but it is not the memory's
+    # answer: the adapter has not learnt it, and the memory stays.
+    client = ScriptedClient(
+        {ADA: '{"age": 36, "name": "Ada Lovelace"}', bob: '{"name": "Bob Smyth", "age": 36}'}
+    )
     counts = asyncio.run(retire_passed(settings, store, client, "reflexa-abc"))
     assert counts == {"tested": 2, "retired": 1}
     assert [m["prompt"] for m in store.memories("retired")] == [ADA]
