@@ -15,6 +15,7 @@ worse there), the suite's memories and anything on the suite's items.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections import Counter
@@ -56,22 +57,36 @@ def contamination_guard(store: Store, extra: Iterable[Suite] = ()) -> Guard:
 Weight = Callable[[str], float]  # a word's weight: its rarity
 
 
+def terms(text: str) -> list[str]:
+    """The words of `text`, every number the same word: a shared number is no sign that
+    two prompts ask the same thing (an age in one, an operand in another)."""
+    return ["0" if w.isdigit() else w for w in words(text)]
+
+
 def similarity(a: str, b: str, weight: Weight = lambda _: 1.0) -> float:
-    """Cosine of the two texts' word counts, each word weighted by `weight`; 0 to 1."""
-    ca = {w: n * weight(w) for w, n in Counter(words(a)).items()}
-    cb = {w: n * weight(w) for w, n in Counter(words(b)).items()}
+    """Cosine of the two texts' term counts, each term weighted by `weight`; 0 to 1."""
+    ca = {w: n * weight(w) for w, n in Counter(terms(a)).items()}
+    cb = {w: n * weight(w) for w, n in Counter(terms(b)).items()}
     dot = sum(x * cb.get(w, 0.0) for w, x in ca.items())
     norm = math.sqrt(sum(x * x for x in ca.values()) * sum(x * x for x in cb.values()))
     return dot / norm if norm else 0.0
 
 
+@functools.cache
+def background_prompts() -> tuple[str, ...]:
+    """Prompts of many tasks (every built-in suite's), so that rarity means rare across
+    tasks: over the memories alone, a store of one task would weigh that task's own words
+    at nothing, and a request of the same task would look unrelated."""
+    return tuple(i.user_prompt for factory in BUILTIN.values() for i in factory().items)
+
+
 def rarity(prompts: Iterable[str]) -> Weight:
-    """BM25's inverse document frequency over `prompts`: a word in every prompt weighs
-    almost nothing, a word in none the most."""
+    """BM25's inverse document frequency over `prompts`: a term in every prompt weighs
+    almost nothing, a term in none the most."""
     df: Counter[str] = Counter()
     n = 0
     for prompt in prompts:
-        df.update(set(words(prompt)))
+        df.update(set(terms(prompt)))
         n += 1
     return lambda w: math.log((n - df[w] + 0.5) / (df[w] + 0.5) + 1)
 
@@ -102,7 +117,7 @@ class Memory:
         self.store, self.settings, self.model = store, settings, model
         self.count_tokens = count_tokens
         self.protected = contamination_guard(store) if protected is None else protected
-        self.weight = rarity(store.memory_prompts())
+        self.weight = rarity([*background_prompts(), *store.memory_prompts()])
         self.off = {
             p["suite"]: p["reason"] for p in store.recall_policies(model or "") if not p["recall"]
         }

@@ -80,8 +80,8 @@ class MemorySettings(BaseModel):
     min_similarity: float = Field(
         default=0.3, ge=0, le=1,
         description="Least similarity of a memory's prompt to the request: cosine of their "
-        "word counts weighted by rarity among the memories (words most prompts share count "
-        "for almost nothing).",
+        "word counts, each word weighted by its rarity across the built-in suites' prompts "
+        "and the memories (words most prompts share count for almost nothing).",
     )  # fmt: skip
     token_budget: int = Field(
         default=512, ge=1, description="Prompt tokens all recalled memories may take together."

@@ -65,14 +65,15 @@ def seed_failures(env: dict[str, str], n: int) -> None:
             id = uuid.uuid4().hex
             store.start_episode(
                 id=id, thread_id=id, prompt=item.user_prompt, messages=[], model="m",
-                checks=item.check_specs(), suite="arithmetic", split="train", item_id=item.id,
+                checks=item.check_specs(), scoring=item.scoring_specs(), gold_allowed=True,
+                suite="arithmetic", split="train", item_id=item.id,
             )  # fmt: skip
             verdict = {"verifier": "numeric", "passed": False, "score": 0.0, "feedback": "",
                        "kind": "grounded", "error": None}  # fmt: skip
             store.finish_episode(
                 id, status="unresolved", answer="1 + 1 = 3", error=None, latency_s=0.1,
                 attempts=[{"kind": "generate", "answer": "1 + 1 = 3", "verdicts": [verdict],
-                           "passed": False, "score": 0.0, "model": "m"}],
+                           "passed": False, "score": 0.0, "model": "m", "gold_passed": False}],
             )  # fmt: skip
 
 

@@ -26,8 +26,9 @@ def test_memory_on_and_off_through_ask_and_eval_run(
     train_hashes = {prompt_hash(i.user_prompt) for i in train}
     with Store.open(load_settings().database) as store:
         for item in train[:12]:  # as a user's /bad correction in chat would store them
+            gold = gold_answer(item.scoring_specs())
             store.add_correction(None, prompt=item.user_prompt, rejected="?", source="user",
-                                 chosen=gold_answer(item.check_specs()), verified=True)  # fmt: skip
+                                 chosen=gold, verified=True)  # fmt: skip
         # (other tests of this session may have left json-extract training memories too)
         ids = {m["id"] for m in store.memories() if m["prompt_hash"] in train_hashes}
     assert len(ids) >= 12
