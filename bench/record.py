@@ -1,5 +1,6 @@
 """Where every benchmark writes its result: `bench/results/NAME-DATE.json`, stamped with the
-date, the commit it measured (and whether the tree had changes on top) and the machine."""
+date, the commit it measured (and whether the tree had changes on top, as it started) and
+the machine."""
 
 from __future__ import annotations
 
@@ -35,10 +36,15 @@ def commit() -> dict[str, object]:
     return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "."))}
 
 
+# Taken when a benchmark starts (it imports this module): the code it measures, even if the
+# tree changes while it runs.
+STARTED_AT = commit()
+
+
 def write_result(name: str, doc: dict[str, Any], out_dir: Path = RESULTS) -> Path:
     """Write `doc` with its stamp; returns the file's path."""
     now = datetime.now(UTC)
-    stamped = {"date": now.isoformat(timespec="seconds"), "commit": commit(),
+    stamped = {"date": now.isoformat(timespec="seconds"), "commit": STARTED_AT,
                "machine": machine()} | doc  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}-{now:%Y-%m-%d}.json"
