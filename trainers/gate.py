@@ -204,19 +204,19 @@ def decide(
         if v["difference"] < -max_drop
     ]
     if held is None:
-        decision, reason = "reject", "no held-out suite to measure the candidate on"
+        decision, reason = "reject", "no gate split (dev or heldout) to measure the candidate on"
     elif drops:
         decision, reason = "reject", f"regression beyond {max_drop:.0%}: " + "; ".join(drops)
     elif held["difference"] <= 0 or held["p_value"] >= alpha:
         decision = "reject"
         reason = (
-            f"held-out first-attempt pass {held['a']:.1%} → {held['b']:.1%} "
+            f"gate-split (dev) first-attempt pass {held['a']:.1%} → {held['b']:.1%} "
             f"(p = {held['p_value']:.3g}): not a significant improvement"
         )
     else:
         decision = "promote"
         reason = (
-            f"held-out first-attempt pass {held['a']:.1%} → {held['b']:.1%} "
+            f"gate-split (dev) first-attempt pass {held['a']:.1%} → {held['b']:.1%} "
             f"(p = {held['p_value']:.3g}); no suite dropped more than {max_drop:.0%}"
         )
     return {"decision": decision, "reason": reason, "heldout": held, "suites": suites}

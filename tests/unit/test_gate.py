@@ -53,7 +53,7 @@ def test_without_a_heldout_suite_nothing_is_promoted() -> None:
     current = {FROZEN.label: results(FROZEN, 10)}
     candidate = {FROZEN.label: results(FROZEN, 40)}
     verdict = decide(current, candidate, [FROZEN], {}, Settings())
-    assert verdict["decision"] == "reject" and "no held-out suite" in verdict["reason"]
+    assert verdict["decision"] == "reject" and "no gate split" in verdict["reason"]
 
 
 def test_the_gate_decides_on_dev_and_never_on_test(tmp_path: Path) -> None:
