@@ -33,7 +33,8 @@ def commit() -> dict[str, object]:
         run = subprocess.run(["git", *args], capture_output=True, text=True, cwd=RESULTS.parent)
         return run.stdout.strip()
 
-    return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "."))}
+    changes = git("status", "--porcelain", "--", ".", ":(exclude)bench/results")  # not outputs
+    return {"sha": git("rev-parse", "HEAD"), "dirty": bool(changes)}
 
 
 # Taken when a benchmark starts (it imports this module): the code it measures, even if the
