@@ -258,7 +258,7 @@ def _cycle_summary(result: dict[str, Any]) -> dict[str, Any]:
         name: {k: s[k] for k in ("current", "candidate", "difference", "p_value", "items")}
         for name, s in gate.get("suites", {}).items()
     }
-    compiled = next((s for s in result["stages"] if s["stage"] == "compile"), {})
+    compiled: dict[str, Any] = next((s for s in result["stages"] if s["stage"] == "compile"), {})
     return {k: result[k] for k in ("cycle_id", "status", "decision", "reason", "stages")} | {
         "adapter": result["adapter"],
         "heldout": gate.get("heldout"),
