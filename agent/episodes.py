@@ -287,10 +287,14 @@ def describe_model_error(e: Exception) -> str:
 
 @asynccontextmanager
 async def open_agent(
-    settings: Settings, client: ModelClient, adapter: str | None = None
+    settings: Settings,
+    client: ModelClient,
+    adapter: str | None = None,
+    recall_policy: bool = True,
 ) -> AsyncIterator[Agent]:
     """An Agent on `client`'s server (answering through `adapter` if given), with the store
-    and the thread checkpointer open for its lifetime."""
+    and the thread checkpointer open for its lifetime. `recall_policy` False: recall even
+    where the gate turned it off (the gate, measuring recall again)."""
     r = settings.reflect
     # The agent owns its HTTP client: langchain-openai's default one is cached per process
     # and bound to the first event loop, which breaks the next asyncio.run().
@@ -303,7 +307,9 @@ async def open_agent(
             memory = None
             if settings.memory.enabled:
                 counter = token_counter(settings.model_dir if not settings.vllm_url else None)
-                memory = Memory(store, settings.memory, counter, model=adapter)
+                memory = Memory(
+                    store, settings.memory, counter, model=adapter, policy=recall_policy
+                )
             context = ReflectionContext(
                 llm=answerer,
                 model_name=adapter or client.model,

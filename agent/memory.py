@@ -113,14 +113,15 @@ class Memory:
         count_tokens: TokenCounter,
         model: str | None = None,
         protected: Guard | None = None,
+        policy: bool = True,
     ) -> None:
+        """`policy`: honour the recall policy (False: the gate, measuring recall itself)."""
         self.store, self.settings, self.model = store, settings, model
         self.count_tokens = count_tokens
         self.protected = contamination_guard(store) if protected is None else protected
         self.weight = rarity([*background_prompts(), *store.memory_prompts()])
-        self.off = {
-            p["suite"]: p["reason"] for p in store.recall_policies(model or "") if not p["recall"]
-        }
+        policies = store.recall_policies(model or "") if policy else []
+        self.off = {p["suite"]: p["reason"] for p in policies if not p["recall"]}
 
     def protect(self, prompt: str) -> None:
         """`prompt` is a held-out or gate item: its memory (if any) is never recalled."""

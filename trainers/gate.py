@@ -89,7 +89,9 @@ async def run_gate(
     runs: dict[str, dict[str, str]] = {}
     effects: dict[str, dict[str, Any]] = {}
     for side, adapter in (("current", current), ("candidate", candidate)):
-        async with open_agent(settings, client, adapter) as agent:
+        # Recall is measured whatever the current policy says, or a suite whose recall was
+        # turned off would measure no difference and be turned back on.
+        async with open_agent(settings, client, adapter, recall_policy=False) as agent:
             measured: dict[bool, Results] = {}
             recalled: dict[str, list[int]] = {}  # item → memories in its prompt
             for memory in modes:

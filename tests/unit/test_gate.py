@@ -110,3 +110,6 @@ def test_recall_that_hurts_a_suite_is_turned_off_and_its_memories_counted() -> N
         assert [m["prompt"] for m in memory.recall("What is 2 + 2?").memories] == ["What is 2 + 2?"]
         base = Memory(store, MemorySettings(min_similarity=0), lambda s: 1, None, Guard())
         assert base.recall("What is 2 + 2?", suite="arithmetic").memories  # another model
+        measuring = Memory(store, MemorySettings(min_similarity=0), lambda s: 1, "reflexa-abc",
+                           Guard(), policy=False)  # fmt: skip
+        assert measuring.recall("What is 2 + 2?", suite="arithmetic").memories  # the gate
