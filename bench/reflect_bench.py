@@ -66,8 +66,14 @@ async def run_reflexa(
 async def run_raw(
     url: str, model: str, reqs: list[EpisodeRequest], max_tokens: int
 ) -> tuple[float, list[tuple[str, int]]]:
-    client = AsyncOpenAI(base_url=f"{url}/v1", api_key="EMPTY", timeout=600)
+    # Closed before its event loop ends (else "Event loop is closed" when it is collected).
+    async with AsyncOpenAI(base_url=f"{url}/v1", api_key="EMPTY", timeout=600) as client:
+        return await _raw(client, model, reqs, max_tokens)
 
+
+async def _raw(
+    client: AsyncOpenAI, model: str, reqs: list[EpisodeRequest], max_tokens: int
+) -> tuple[float, list[tuple[str, int]]]:
     async def one(r: EpisodeRequest) -> tuple[str, int]:
         reply = await client.chat.completions.create(
             model=model,
