@@ -72,6 +72,7 @@ def failures_export(settings: Settings, fmt: str, out: Path, no_gold: bool, as_j
         "protected_skipped": compiled.protected_skipped,
         "duplicates_merged": compiled.merged,
         "unjustified_skipped": compiled.unjustified,
+        "heldout_sharing_entities": compiled.sharing_entities,
         "precision": compiled.precision(),
     }
     if as_json:

@@ -15,7 +15,6 @@ worse there), the suite's memories and anything on the suite's items.
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import time
 from collections import Counter
@@ -28,7 +27,7 @@ import httpx
 from agent.model_client import ModelClient
 from agent.settings import MemorySettings, Settings
 from agent.store import Store
-from evals.builtin import BUILTIN
+from evals.builtin import all_prompts, held_out_items
 from evals.contamination import TRAIN_SPLIT, Guard, words
 from evals.gold import gold_answer, passes
 from evals.signal import normalise
@@ -46,8 +45,9 @@ def contamination_guard(store: Store, extra: Iterable[Suite] = ()) -> Guard:
     built-in suites and of `extra`, every recorded episode of a non-train split, and their
     canonical duplicates (see `evals.contamination`)."""
     guard = Guard()
-    suites = [factory() for factory in BUILTIN.values()] + list(extra)
-    for item in (i for s in suites for i in s.items if i.split != TRAIN_SPLIT):
+    for prompt, gold in held_out_items():
+        guard.add(prompt, gold)
+    for item in (i for s in extra for i in s.items if i.split != TRAIN_SPLIT):
         guard.add(item.user_prompt, gold_answer(item.scoring_specs()))
     for prompt, scoring in store.prompts_outside_split(TRAIN_SPLIT):
         guard.add(prompt, gold_answer(scoring))
@@ -70,14 +70,6 @@ def similarity(a: str, b: str, weight: Weight = lambda _: 1.0) -> float:
     dot = sum(x * cb.get(w, 0.0) for w, x in ca.items())
     norm = math.sqrt(sum(x * x for x in ca.values()) * sum(x * x for x in cb.values()))
     return dot / norm if norm else 0.0
-
-
-@functools.cache
-def background_prompts() -> tuple[str, ...]:
-    """Prompts of many tasks (every built-in suite's), so that rarity means rare across
-    tasks: over the memories alone, a store of one task would weigh that task's own words
-    at nothing, and a request of the same task would look unrelated."""
-    return tuple(i.user_prompt for factory in BUILTIN.values() for i in factory().items)
 
 
 def rarity(prompts: Iterable[str]) -> Weight:
@@ -119,7 +111,10 @@ class Memory:
         self.store, self.settings, self.model = store, settings, model
         self.count_tokens = count_tokens
         self.protected = contamination_guard(store) if protected is None else protected
-        self.weight = rarity([*background_prompts(), *store.memory_prompts()])
+        # Rare across tasks (every built-in prompt as background): over the memories alone,
+        # a store of one task would weigh that task's own words at nothing, and a request of
+        # the same task would look unrelated.
+        self.weight = rarity([*all_prompts(), *store.memory_prompts()])
         policies = store.recall_policies(model or "") if policy else []
         self.off = {p["suite"]: p["reason"] for p in policies if not p["recall"]}
 

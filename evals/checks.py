@@ -64,7 +64,7 @@ def split_gold(
     visible: list[dict[str, Any]] = []
     scoring: list[dict[str, Any]] = []
     for spec in specs:
-        if spec.get("type") not in GOLD_TYPES or spec.get("expected") is None:
+        if not _is_gold(spec):
             visible.append(dict(spec))
             continue
         scoring.append(dict(spec))
@@ -74,7 +74,11 @@ def split_gold(
 
 
 def carries_gold(specs: Sequence[dict[str, Any]]) -> bool:
-    return any(s.get("type") in GOLD_TYPES and s.get("expected") is not None for s in specs)
+    return any(_is_gold(s) for s in specs)
+
+
+def _is_gold(spec: dict[str, Any]) -> bool:
+    return spec.get("type") in GOLD_TYPES and spec.get("expected") is not None
 
 
 def checks_for(

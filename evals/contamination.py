@@ -62,8 +62,10 @@ class Guard:
 
     hashes: set[str] = field(default_factory=set)
     entities: set[frozenset[str]] = field(default_factory=set)
+    items: list[tuple[str, str | None]] = field(default_factory=list)  # (prompt, gold)
 
     def add(self, prompt: str, gold: str | None = None) -> None:
+        self.items.append((prompt, gold))
         self.hashes |= {prompt_hash(prompt), canonical_hash(prompt)}
         if key := entity_words(prompt, gold):
             self.entities.add(key)
@@ -73,9 +75,6 @@ class Guard:
             return True
         present = set(words(prompt))
         return any(key <= present for key in self.entities)
-
-    def __len__(self) -> int:
-        return len(self.hashes)
 
 
 def shared_entities(held_out: Iterable[tuple[str, str | None]], training: Iterable[str]) -> int:

@@ -166,6 +166,7 @@ def _run(
             "by_source": compiled.by_source(),
             "protected_skipped": compiled.protected_skipped,
             "unjustified_skipped": compiled.unjustified,
+            "heldout_sharing_entities": compiled.sharing_entities,
             "precision": compiled.precision(),
         }
         if len(records) < config.min_examples:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from agent.errors import ReflexaError
 from agent.memory import contamination_guard
 from agent.store import Store
-from evals.contamination import TRAIN_SPLIT, Guard, prompt_hash
+from evals.contamination import TRAIN_SPLIT, Guard, prompt_hash, shared_entities
 from evals.gold import gold_answer, passes
 from evals.signal import JUSTIFICATIONS
 
@@ -54,6 +54,7 @@ class Compiled:
     protected_skipped: int  # rows whose prompt is (a duplicate of) a gate or held-out item
     merged: int  # rows folded into an example with the same prompt
     unjustified: int = 0  # rows whose justification is not allowed
+    sharing_entities: int = 0  # held-out items sharing an entity word with a training row
 
     def by_source(self) -> dict[str, int]:
         counts = {s: 0 for s in SOURCES}
@@ -109,7 +110,8 @@ def compile_examples(
         winner.rejected = winner.rejected or other.rejected
         kept[row.prompt_hash] = winner
     examples = sorted(kept.values(), key=lambda e: (_rank(e), e.prompt_hash))
-    return Compiled(examples, skipped, merged, unjustified)
+    sharing = shared_entities(protected.items, [e.prompt for e in examples])
+    return Compiled(examples, skipped, merged, unjustified, sharing)
 
 
 def _rank(e: Example) -> tuple[int, int]:

@@ -1,11 +1,13 @@
 """The built-in suites, by name."""
 
+import functools
 from collections.abc import Callable
 
 from evals.builtin.arithmetic import arithmetic, sums
 from evals.builtin.capabilities import capabilities
 from evals.builtin.humaneval import humaneval
 from evals.builtin.json_extract import json_extract
+from evals.gold import gold_answer
 from evals.suite import Suite
 
 BUILTIN: dict[str, Callable[[], Suite]] = {
@@ -15,3 +17,21 @@ BUILTIN: dict[str, Callable[[], Suite]] = {
     "humaneval": humaneval,
     "capabilities": capabilities,
 }
+
+
+@functools.cache
+def held_out_items() -> tuple[tuple[str, str | None], ...]:
+    """(prompt, gold answer) of every non-train item of every built-in suite, built once
+    per process: the contamination guard needs them for each agent it opens."""
+    return tuple(
+        (i.user_prompt, gold_answer(i.scoring_specs()))
+        for factory in BUILTIN.values()
+        for i in factory().items
+        if i.split != "train"
+    )
+
+
+@functools.cache
+def all_prompts() -> tuple[str, ...]:
+    """Every built-in item's prompt, built once per process."""
+    return tuple(i.user_prompt for factory in BUILTIN.values() for i in factory().items)

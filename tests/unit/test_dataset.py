@@ -118,6 +118,11 @@ def test_justifications_rank_filter_and_report_their_precision(store: Store) -> 
     label_free = compile_examples(store, allow_gold=False, protected=Guard())
     assert label_free.precision()["checks"] == {"examples": 2, "scored": 2, "right": 1,
                                                 "precision": 0.5}  # fmt: skip
+    held = Guard()
+    held.add("What is 35 + 8? Reply with only the number.", "43")  # shares no word with gold
+    held.add("Ada Lovelace is 36. JSON of name and age?", '{"name": "Ada Lovelace", "age": 36}')
+    held.add("Alan Turing is 35. JSON of name and age?", '{"name": "Alan Turing", "age": 35}')
+    assert compile_examples(store, protected=held).sharing_entities == 1  # 35, with 35 + 7
     only = compile_examples(store, allow_gold=False, protected=Guard(),
                             justifications=["consistency"])  # fmt: skip
     assert [e.prompt for e in only.examples] == ["What is 35 + 7?"]
