@@ -33,7 +33,8 @@ def commit() -> dict[str, object]:
         run = subprocess.run(["git", *args], capture_output=True, text=True, cwd=RESULTS.parent)
         return run.stdout.strip()
 
-    changes = git("status", "--porcelain", "--", ".", ":(exclude)bench/results")  # not outputs
+    # The whole tree, from its top, except the results themselves.
+    changes = git("status", "--porcelain", "--", ":(top)", ":(top,exclude)bench/results")
     return {"sha": git("rev-parse", "HEAD"), "dirty": bool(changes)}
 
 
