@@ -48,7 +48,7 @@ from agent.episodes import (
 from agent.errors import ReflexaError
 from agent.model_client import ModelClient
 from agent.settings import ServeSettings, Settings
-from agent.store import Store
+from agent.store import Store, open_store
 from trainers.registry import resolve_adapter
 
 
@@ -157,7 +157,7 @@ def create_app(settings: Settings, client: ModelClient, opener: Opener | None = 
     limits = settings.serve
     metrics = Metrics()
     agents = Agents(opener or (lambda adapter: open_agent(settings, client, adapter)))
-    store = Store.open(settings.database)
+    store = open_store(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -29,7 +29,7 @@ from agent.evaluation import EvalOptions, compare_eval_runs, run_eval
 from agent.model_prepare import prepare_model, validate_model_dir
 from agent.runtime import describe
 from agent.settings import Settings, load_settings
-from agent.store import Store
+from agent.store import open_store
 from agent.vllm_server import port_in_use, stop_server
 from evals.builtin import BUILTIN
 from evals.report import write_report
@@ -198,7 +198,7 @@ def ask(
         prompt, checks, scoring, thread_id=thread_id, max_repairs=max_repairs,
         memory=not no_memory,
     )  # fmt: skip
-    with Store.open(settings.database) as store:  # bad input: refused before any model starts
+    with open_store(settings) as store:  # bad input: refused before any model starts
         refused = refuse_bad_input(store, request, adapter or settings.model.name, settings.reflect)
     if refused:
         raise ReflexaError(f"{refused.error} (recorded as episode {refused.episode_id})")
@@ -302,7 +302,7 @@ def failures() -> None:
 @click.pass_obj
 def failures_list(settings: Settings, limit: int, as_json: bool) -> None:
     """The newest failures, with how they ended."""
-    with Store.open(settings.database) as store:
+    with open_store(settings) as store:
         rows = store.failures(limit)
     if as_json:
         print_json(rows)
@@ -424,7 +424,7 @@ def eval_run(
 @click.pass_obj
 def eval_compare(settings: Settings, run_a: str, run_b: str, as_json: bool) -> None:
     """Compare two runs item by item (McNemar's exact test on the pairs that differ)."""
-    with Store.open(settings.database) as store:
+    with open_store(settings) as store:
         doc = compare_eval_runs(store, run_a, run_b)
     if as_json:
         print_json(doc)

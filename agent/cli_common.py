@@ -11,7 +11,7 @@ from rich.console import Console
 from agent.model_client import ModelClient
 from agent.runtime import connect
 from agent.settings import Settings
-from agent.store import Store
+from agent.store import open_store
 
 err = Console(stderr=True, highlight=False)
 
@@ -33,5 +33,5 @@ def adapter_for(settings: Settings, client: ModelClient, adapter: str | None) ->
     """`--adapter` as given (a served name, a version like v3, `base`), or the promoted one."""
     from trainers.registry import resolve_adapter
 
-    with Store.open(settings.database) as store:
+    with open_store(settings) as store:
         return resolve_adapter(settings, store, client, adapter)

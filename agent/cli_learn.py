@@ -19,7 +19,7 @@ from rich.table import Table
 from agent.cli_common import client_for, err, print_json
 from agent.errors import ReflexaError
 from agent.settings import Settings
-from agent.store import Store
+from agent.store import Store, open_store
 from trainers import registry, schedule
 from trainers.config import TrainConfig
 from trainers.cycle import run_cycle, train_config
@@ -51,7 +51,7 @@ def failures_export(settings: Settings, fmt: str, out: Path, no_gold: bool, as_j
     """Write the corrections as a Hugging Face dataset (SFT `messages` or DPO pairs)."""
     if out.exists() and any(out.iterdir()):
         raise ReflexaError(f"{out} exists and is not empty; choose a new folder")
-    with Store.open(settings.database) as store:
+    with open_store(settings) as store:
         compiled = compile_examples(
             store,
             allow_gold=settings.cycle.allow_gold and not no_gold,
@@ -122,7 +122,7 @@ def train(
         TrainConfig.from_yaml(train_config_file) if train_config_file else (train_config(settings))
     )
     config = config.replace(method=method, max_steps=max_steps)
-    with Store.open(settings.database) as store:
+    with open_store(settings) as store:
         if dataset is None:
             dataset = _compile_now(settings, store, config)
         with _bar() as bar:
@@ -169,7 +169,7 @@ def adapters() -> None:
 @click.pass_obj
 def adapters_list(settings: Settings, as_json: bool) -> None:
     """Every adapter with its status and the gate's figures."""
-    with Store.open(settings.database) as store:
+    with open_store(settings) as store:
         rows = store.adapters()
     if as_json:
         print_json(rows)
@@ -207,7 +207,7 @@ def adapters_list(settings: Settings, as_json: bool) -> None:
 def adapters_promote(settings: Settings, version: str) -> None:
     """Make VERSION the default for ask, chat, serve and eval (loads it into vLLM)."""
     client = client_for(settings)
-    with Store.open(settings.database) as store:
+    with open_store(settings) as store:
         row = registry.promote(settings, store, client, version, "promoted by hand")
     click.echo(f"promoted {row['version']} ({row['name']})")
 
@@ -217,7 +217,7 @@ def adapters_promote(settings: Settings, version: str) -> None:
 def adapters_rollback(settings: Settings) -> None:
     """Reject the promoted adapter and go back to the one before it (or the base model)."""
     client = client_for(settings)
-    with Store.open(settings.database) as store:
+    with open_store(settings) as store:
         row = registry.rollback(settings, store, client)
     click.echo(f"rolled back: the default is now {row['version'] if row else 'the base model'}")
 

@@ -13,7 +13,7 @@ from agent.cli_common import adapter_for, client_for, err, print_json
 from agent.errors import ReflexaError
 from agent.memory import retire_passed
 from agent.settings import Settings
-from agent.store import Store
+from agent.store import open_store
 
 
 @click.group()
@@ -28,7 +28,7 @@ def memory() -> None:
 @click.pass_obj
 def memory_list(settings: Settings, status: str | None, limit: int, as_json: bool) -> None:
     """The stored memories, newest first, with how often each was recalled."""
-    with Store.open(settings.database) as store:
+    with open_store(settings) as store:
         rows = store.memories(status)
     if as_json:
         print_json({"total": len(rows), "memories": rows[::-1][:limit]})
@@ -58,7 +58,7 @@ def memory_retire(settings: Settings, adapter: str | None, as_json: bool) -> Non
     if adapter is None:
         raise ReflexaError("no adapter to retire memories for (promote one, or give --adapter)")
     with (
-        Store.open(settings.database) as store,
+        open_store(settings) as store,
         Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as bar,
     ):
         task = bar.add_task(f"asking {adapter}", total=None)
@@ -79,6 +79,6 @@ def memory_retire(settings: Settings, adapter: str | None, as_json: bool) -> Non
 @click.pass_obj
 def memory_rebuild(settings: Settings) -> None:
     """Rebuild the full-text index from the memories table (after a crash or corruption)."""
-    with Store.open(settings.database) as store:
+    with open_store(settings) as store:
         store.rebuild_memory_index()
     click.echo("memory index rebuilt")

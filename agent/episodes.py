@@ -25,7 +25,7 @@ from agent.checkpointer import open_checkpointer
 from agent.memory import Memory, token_counter
 from agent.model_client import ModelClient
 from agent.settings import ReflectSettings, Settings
-from agent.store import Store
+from agent.store import Store, open_store
 from evals import CheckSpecError, make_judge, parse_checks
 from evals.checks import split_gold
 from evals.contamination import learnable
@@ -303,7 +303,7 @@ async def open_agent(
             adapter, temperature=r.temperature, max_tokens=r.max_tokens, http_async_client=http
         )
         helper = client.chat_model(adapter, temperature=0, max_tokens=200, http_async_client=http)
-        with Store.open(settings.database, settings.memory.max_entries) as store:
+        with open_store(settings) as store:
             memory = None
             if settings.memory.enabled:
                 counter = token_counter(settings.model_dir if not settings.vllm_url else None)

@@ -27,7 +27,7 @@ from agent.errors import ReflexaError
 from agent.memory import contamination_guard, retire_passed
 from agent.model_client import ModelClient
 from agent.settings import Settings
-from agent.store import Store
+from agent.store import Store, open_store
 from trainers.config import TrainConfig
 from trainers.dataset import compile_examples, to_records, write_dataset
 from trainers.gate import gate_suites, run_gate
@@ -103,7 +103,7 @@ def run_cycle(
     on_progress: Progress | None = None,
 ) -> dict[str, Any]:
     """One whole cycle; returns what `reflexa cycle --json` prints."""
-    with cycle_lock(settings), Store.open(settings.database) as store:
+    with cycle_lock(settings), open_store(settings) as store:
         cycle_id = store.start_cycle(trigger)
         stages = _Stages(store, cycle_id, log)
         out: dict[str, Any] = {"cycle_id": cycle_id, "adapter": None, "gate": None}

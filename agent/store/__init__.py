@@ -1,6 +1,19 @@
 """The store: episodes, attempts and corrections in SQLite or PostgreSQL."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from agent.store.store import Store
 from evals.contamination import prompt_hash
 
-__all__ = ["Store", "prompt_hash"]
+if TYPE_CHECKING:
+    from agent.settings import Settings
+
+__all__ = ["Store", "open_store", "prompt_hash"]
+
+
+def open_store(settings: Settings) -> Store:
+    """The store as configured: its database and its memory bound. Every command opens one
+    (at its edge) and hands it down."""
+    return Store.open(settings.database, memory_limit=settings.memory.max_entries)

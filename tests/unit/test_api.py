@@ -114,6 +114,24 @@ def test_feedback_becomes_a_user_correction(api: TestClient) -> None:
     assert example.chosen == "four" and example.episode_ids == [episode_id]
 
 
+def test_feedback_keeps_memory_within_the_configured_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The API's store used to be opened at the default bound (10,000), not memory.max_entries.
+    monkeypatch.setenv("REFLEXA_MEMORY__MAX_ENTRIES", "2")
+    with app_client(["a", "b", "c"]) as api:
+        for n in range(3):
+            reply = api.post("/v1/chat/completions", json={
+                "messages": [{"role": "user", "content": f"Name a colour number {n}."}],
+            }).json()  # fmt: skip
+            feedback = {"episode_id": reply["reflexa"]["episode_id"], "correction": "red"}
+            assert api.post("/v1/feedback", json=feedback).status_code == 200
+    with Store.open(load_settings().database) as store:
+        assert [m["prompt"] for m in store.memories()] == [
+            "Name a colour number 1.", "Name a colour number 2."
+        ]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
