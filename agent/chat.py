@@ -10,7 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from agent.episodes import Agent, EpisodeRequest
+from agent.app.agent import Agent, EpisodeRequest
+from evals.verdict import grounded_ran
 
 HELP = (
     "/trace  show how the last answer was checked and repaired\n"
@@ -45,7 +46,7 @@ def verdict_line(attempt: dict[str, Any]) -> str:
     verdicts = attempt["verdicts"]
     if not verdicts:
         return "· not checked (the task has no checks and the judge is off)"
-    judge_only = all(v["kind"] == "judge" for v in verdicts if v["error"] is None)
+    judge_only = not grounded_ran(verdicts)
     if attempt["passed"]:
         return "✓ passed " + ("the model's own review (judge only)" if judge_only else "its checks")
     failed = [v for v in verdicts if v["error"] is None and not v["passed"]]

@@ -35,7 +35,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from agent.cli_learn import precision_line
+from agent.cli.learn import precision_line
 from evals.report import figure_png
 
 REFLEXA = [sys.executable, "-m", "agent"]

@@ -6,6 +6,7 @@ reads the environment.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -15,6 +16,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.errors import ReflexaError
+from evals.validation import error_line
 
 BUNDLED_MODEL = "SmolLM2-135M-Instruct"
 
@@ -230,11 +232,37 @@ def load_settings(config_file: Path | None = None) -> Settings:
     try:
         return Settings(**data)  # type: ignore[arg-type]
     except ValidationError as e:
-        raise ReflexaError(f"{path if data else 'settings'}: {_first_error(e)}") from None
+        raise ReflexaError(f"{path if data else 'settings'}: {error_line(e, count=True)}") from None
 
 
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-    return f"{where}: {err['msg']}{more}"
+def settings_json(settings: Settings) -> str:
+    """The settings as JSON, secrets included: how a child process is given them."""
+
+    def plain(value: object) -> object:
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+    return json.dumps(settings.model_dump(), default=plain)
+
+
+class _Given(Settings):
+    """Settings from the arguments alone."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def settings_from_json(text: str) -> Settings:
+    """Settings written by `settings_json`, exactly: no file or environment on top."""
+    try:
+        return _Given(**json.loads(text))
+    except (ValueError, TypeError) as e:  # pydantic's ValidationError is a ValueError
+        detail = error_line(e, count=True) if isinstance(e, ValidationError) else str(e)
+        raise ReflexaError(f"settings: {detail}") from None

@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))
-from agent.runtime import connect  # noqa: E402
+from agent.model.connect import connect  # noqa: E402
 from agent.settings import load_settings  # noqa: E402
 from bench.record import write_result  # noqa: E402
 from evals.builtin import BUILTIN  # noqa: E402

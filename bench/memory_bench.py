@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.memory import Memory, token_counter
+from agent.app.memory import Memory, token_counter
 from agent.settings import load_settings
 from agent.store import Store, prompt_hash
 from bench.record import write_result

@@ -31,9 +31,10 @@ from pathlib import Path
 from openai import AsyncOpenAI
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from agent.episodes import EpisodeRequest, EpisodeResult, open_agent
-from agent.runtime import connect
+from agent.app.agent import EpisodeRequest, EpisodeResult, open_agent
+from agent.model.connect import connect
 from agent.settings import load_settings
+from agent.store import open_store
 from bench.record import write_result
 from graphs.prompts import SYSTEM
 
@@ -54,13 +55,14 @@ def requests(n: int) -> list[EpisodeRequest]:
 async def run_reflexa(
     settings, client, reqs, concurrent: bool
 ) -> tuple[float, list[EpisodeResult]]:  # type: ignore[no-untyped-def]
-    async with open_agent(settings, client) as agent:
-        started = time.perf_counter()
-        if concurrent:
-            results = list(await asyncio.gather(*(agent.run(r) for r in reqs)))
-        else:
-            results = [await agent.run(r) for r in reqs]
-        return time.perf_counter() - started, results
+    with open_store(settings) as store:
+        async with open_agent(settings, client, store) as agent:
+            started = time.perf_counter()
+            if concurrent:
+                results = list(await asyncio.gather(*(agent.run(r) for r in reqs)))
+            else:
+                results = [await agent.run(r) for r in reqs]
+            return time.perf_counter() - started, results
 
 
 async def run_raw(

@@ -13,6 +13,7 @@ from evals.json_check import JsonCheck
 from evals.judge import JudgeCheck
 from evals.match_checks import ExactCheck, NumericCheck, RegexCheck
 from evals.python_check import PythonTestsCheck
+from evals.validation import error_line
 from evals.verdict import Kind, Verdict, VerifyContext
 
 Check = Annotated[
@@ -44,12 +45,10 @@ def parse_checks(specs: Sequence[dict[str, Any]]) -> list[Check]:
 def describe_validation_error(e: ValidationError) -> str:
     """`where: what` for the first error, in words a suite author can act on."""
     err = e.errors()[0]
+    if err["type"] != "union_tag_invalid":
+        return error_line(e)
     where = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "union_tag_invalid":
-        msg = f"unknown check type; known: {', '.join(CHECK_TYPES)}"
-    else:
-        msg = err["msg"].removeprefix("Value error, ")
-    return f"{where}: {msg}" if where else msg
+    return f"{where}: unknown check type; known: {', '.join(CHECK_TYPES)}"
 
 
 GOLD_TYPES = ("exact", "numeric", "json")  # the check types that can carry an `expected` value

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 Kind = Literal["grounded", "judge"]
 
@@ -44,3 +44,26 @@ JudgeFn = Callable[[str, str, str], Awaitable[JudgeResult]]
 class VerifyContext:
     prompt: str
     judge: JudgeFn | None = None
+
+
+# "Grounded": evidence other than the judge, a model's opinion of an answer. The judge alone
+# never verifies a correction, a training row or a memory.
+
+
+Spec = TypeVar("Spec", bound=Mapping[str, Any])
+
+
+def grounded(checks: Iterable[Spec]) -> list[Spec]:
+    """The check specs that are evidence: all but the judge's."""
+    return [c for c in checks if c.get("type") != "judge"]
+
+
+def grounded_ran(verdicts: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The recorded verdicts of grounded checks that ran (did not fail to run)."""
+    return [v for v in verdicts if v["kind"] == "grounded" and v["error"] is None]
+
+
+def grounded_pass(verdicts: Sequence[Mapping[str, Any]]) -> bool:
+    """Passed on evidence: a grounded check ran, and every check that ran passed."""
+    ran = [v for v in verdicts if v["error"] is None]
+    return bool(grounded_ran(ran)) and all(v["passed"] for v in ran)

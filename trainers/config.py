@@ -12,6 +12,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from agent.errors import ReflexaError
+from agent.settings import Settings
 from evals.checks import describe_validation_error
 
 Method = Literal["sft", "dpo"]
@@ -81,3 +82,9 @@ class TrainConfig:
             raise ReflexaError(f"{path}: {describe_validation_error(e)}") from None
         except ReflexaError as e:
             raise ReflexaError(f"{path}: {e}") from None
+
+
+def train_config(settings: Settings) -> TrainConfig:
+    """The configured training (`cycle.train_config`, a YAML file), else the defaults."""
+    path = settings.cycle.train_config
+    return TrainConfig.from_yaml(path) if path is not None else TrainConfig()

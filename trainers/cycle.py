@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,28 +25,26 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ReflexaError
-from agent.memory import contamination_guard, retire_passed
-from agent.model_client import ModelClient
-from agent.settings import Settings
-from agent.store import Store, open_store
-from trainers.config import TrainConfig
-from trainers.dataset import compile_examples, to_records, write_dataset
-from trainers.gate import gate_suites, run_gate
+from agent.model.client import ModelClient
+from agent.settings import Settings, settings_json
+from agent.store import Store
+from evals.held_out import held_out_guard
+from trainers.config import train_config
+from trainers.dataset import TooFewExamples, build_dataset
+from trainers.gate import Evaluate, gate_suites, run_gate
 from trainers.registry import load, promote
+from trainers.retire import retire_passed
 from trainers.sampling import sample_corrections, sampling_targets
 
 # (what, done, total): progress of the stage under way
 Progress = Callable[[str, int, int], None]
 Connect = Callable[[], ModelClient]
+# The gate's eval runs on a connected server (see `gate.Evaluate`), from the application.
+Evaluator = Callable[[ModelClient], Evaluate]
 
 
 class Skip(Exception):
     """Nothing to train on: a normal, recorded, non-promoting outcome."""
-
-
-def train_config(settings: Settings) -> TrainConfig:
-    path = settings.cycle.train_config
-    return TrainConfig.from_yaml(path) if path is not None else TrainConfig()
 
 
 @contextmanager
@@ -96,19 +95,23 @@ class _Stages:
 
 def run_cycle(
     settings: Settings,
+    store: Store,
     connect: Connect,
+    evaluator: Evaluator,
     *,
     trigger: str = "cli",
     log: Callable[[str], None] = lambda _: None,
     on_progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """One whole cycle; returns what `reflexa cycle --json` prints."""
-    with cycle_lock(settings), open_store(settings) as store:
+    """One whole cycle, recorded in `store`; returns what `reflexa cycle --json` prints.
+    `connect` starts or finds the model server when a stage first needs it; `evaluator`
+    gives the gate its eval runs on that server."""
+    with cycle_lock(settings):
         cycle_id = store.start_cycle(trigger)
         stages = _Stages(store, cycle_id, log)
         out: dict[str, Any] = {"cycle_id": cycle_id, "adapter": None, "gate": None}
         try:
-            out |= _run(settings, store, connect, stages, log, on_progress)
+            out |= _run(settings, store, connect, evaluator, stages, log, on_progress)
         except Skip as e:
             out |= {"status": "skipped", "decision": "skip", "reason": str(e)}
         except (ReflexaError, subprocess.SubprocessError, OSError) as e:
@@ -128,13 +131,14 @@ def _run(
     settings: Settings,
     store: Store,
     connect: Connect,
+    evaluator: Evaluator,
     stage: _Stages,
     log: Callable[[str], None],
     on_progress: Progress | None,
 ) -> dict[str, Any]:
     config = train_config(settings)
     client: ModelClient | None = None
-    protected = contamination_guard(store)
+    protected = held_out_guard(store.held_out_prompts())
     current = store.promoted_adapter()
 
     targets = sampling_targets(store, protected, settings.cycle.sample_limit)
@@ -154,32 +158,17 @@ def _run(
             )
 
     with stage("compile") as detail:
-        compiled = compile_examples(
-            store,
-            allow_gold=settings.cycle.allow_gold,
-            protected=protected,
-            justifications=settings.cycle.justifications,
-        )
-        records = to_records(compiled.examples, config.method)
-        detail |= {
-            "examples": len(records),
-            "by_source": compiled.by_source(),
-            "protected_skipped": compiled.protected_skipped,
-            "unjustified_skipped": compiled.unjustified,
-            "heldout_sharing_entities": compiled.sharing_entities,
-            "precision": compiled.precision(),
-        }
-        if len(records) < config.min_examples:
-            raise Skip(
-                f"{len(records)} {config.method} examples, fewer than min_examples "
-                f"{config.min_examples}: collect more (e.g. `reflexa eval run arithmetic "
-                "--split train`)"
-            )
         dataset_dir = settings.home_dir / "datasets" / dataset_name(stage.cycle_id)
-        write_dataset(
-            records, dataset_dir, config.method, suites=compiled.suites(), cycle=stage.cycle_id
-        )
-        detail["dataset"] = str(dataset_dir)
+        try:
+            compiled, examples = build_dataset(
+                store, dataset_dir, config.method, allow_gold=settings.cycle.allow_gold,
+                justifications=settings.cycle.justifications, protected=protected,
+                min_examples=config.min_examples, cycle=stage.cycle_id,
+            )  # fmt: skip
+        except TooFewExamples as e:
+            detail |= e.summary
+            raise Skip(str(e)) from None
+        detail |= compiled.summary(examples) | {"dataset": str(dataset_dir)}
 
     with stage("train") as detail:
         row = _train_in_child(settings, dataset_dir, current["version"] if current else None)
@@ -197,8 +186,9 @@ def _run(
                 )
             )  # fmt: skip
         gates, notes = gate_suites(store, compiled.suites())
+        evaluate = evaluator(client)
         gate = asyncio.run(
-            run_gate(settings, client, gates, current_name, candidate_name, on_progress)
+            run_gate(settings, store, evaluate, gates, current_name, candidate_name, on_progress)
         )
         gate |= {"current": current and current["version"], "notes": notes}
         store.update_adapter(row["version"], metrics={"gate": gate})
@@ -232,12 +222,18 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_in_child(settings: Settings, dataset_dir: Path, parent: str | None) -> dict[str, Any]:
-    """`reflexa train` in its own process: its progress goes to our stderr, its JSON result
-    to us. A non-zero exit (an error, a kill) fails the stage."""
-    command = [sys.executable, "-m", "agent", "train", "--dataset", str(dataset_dir), "--json"]
-    if parent:
-        command += ["--parent", parent]
-    child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    """`python -m trainers.train` in its own process, given the settings as a file (secrets
+    included, so only its owner may read it): its progress goes to our stderr, its JSON
+    result to us. A non-zero exit (an error, a kill) fails the stage."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=settings.run_dir, suffix=".json") as file:
+        file.write(settings_json(settings))  # created 0600 by tempfile
+        file.flush()
+        command = [sys.executable, "-m", "trainers.train", "--settings", file.name,
+                   "--dataset", str(dataset_dir)]  # fmt: skip
+        if parent:
+            command += ["--parent", parent]
+        child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if child.returncode != 0:
         how = (
             f"killed by signal {-child.returncode}"

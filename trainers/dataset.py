@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.errors import ReflexaError
-from agent.memory import contamination_guard
 from agent.store import Store
 from evals.contamination import TRAIN_SPLIT, Guard, prompt_hash, shared_entities
-from evals.gold import gold_answer, passes
+from evals.held_out import held_out_guard
 from evals.signal import JUSTIFICATIONS
+from evals.verdict import grounded_pass
+from evals.verify import gold_answer, passes
 
 Format = Literal["sft", "dpo"]
 SOURCES = ("user", "repair", "gold", "sampled", "self")
@@ -62,6 +63,18 @@ class Compiled:
             counts[e.source] += 1
         return {s: n for s, n in counts.items() if n}
 
+    def summary(self, records: int) -> dict[str, Any]:
+        """What was compiled, for `failures export --json` and the cycle's compile stage."""
+        return {
+            "examples": records,
+            "by_source": self.by_source(),
+            "protected_skipped": self.protected_skipped,
+            "duplicates_merged": self.merged,
+            "unjustified_skipped": self.unjustified,
+            "heldout_sharing_entities": self.sharing_entities,
+            "precision": self.precision(),
+        }
+
     def suites(self) -> list[str]:
         return sorted({s for e in self.examples for s in e.suites})
 
@@ -89,7 +102,7 @@ def compile_examples(
     justifications: Collection[str] = JUSTIFICATIONS,
 ) -> Compiled:
     """Every usable example in the store, deduplicated by normalised prompt."""
-    protected = contamination_guard(store) if protected is None else protected
+    protected = held_out_guard(store.held_out_prompts()) if protected is None else protected
     kept: dict[str, Example] = {}
     skipped = merged = unjustified = 0
     for row in _rows(store, allow_gold):
@@ -137,7 +150,7 @@ def _rows(store: Store, allow_gold: bool) -> list[Example]:
     for e in episodes:
         first = e["attempts"][0]
         key, suites = prompt_hash(e["prompt"]), suite_of[e["id"]]
-        if e["first_passed"] and _grounded_pass(first):
+        if e["first_passed"] and grounded_pass(first["verdicts"]):
             rows.append(
                 Example(key, e["prompt"], first["answer"], "self", None, [e["id"]], suites,
                         "checks", e["first_correct"])
@@ -153,11 +166,6 @@ def _rows(store: Store, allow_gold: bool) -> list[Example]:
 
     verified = asyncio.run(verify()) if golds else []
     return rows + [r for (r, _), ok in zip(golds, verified, strict=True) if ok]
-
-
-def _grounded_pass(attempt: dict[str, Any]) -> bool:
-    verdicts = [v for v in attempt["verdicts"] if v["error"] is None]
-    return bool(verdicts) and all(v["kind"] == "grounded" and v["passed"] for v in verdicts)
 
 
 def to_records(examples: Sequence[Example], fmt: Format) -> list[dict[str, Any]]:
@@ -214,3 +222,39 @@ def write_dataset(records: list[dict[str, Any]], out: Path, fmt: Format, **manif
     } | manifest
     (out / "manifest.json").write_text(json.dumps(doc, indent=2) + "\n")
     return out
+
+
+class TooFewExamples(ReflexaError):
+    """Fewer examples than training needs: collect more corrections first."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary  # what was compiled (Compiled.summary)
+
+
+def build_dataset(
+    store: Store,
+    out: Path,
+    fmt: Format,
+    *,
+    allow_gold: bool,
+    justifications: Collection[str] = JUSTIFICATIONS,
+    protected: Guard | None = None,
+    min_examples: int = 1,
+    **manifest: Any,
+) -> tuple[Compiled, int]:
+    """Compile the store's corrections into `fmt` rows and write them to `out`; the
+    compilation and the number of rows. Fewer than `min_examples`: TooFewExamples."""
+    compiled = compile_examples(
+        store, allow_gold=allow_gold, protected=protected, justifications=justifications
+    )
+    records = to_records(compiled.examples, fmt)
+    if len(records) < max(min_examples, 1):
+        raise TooFewExamples(
+            f"{len(records)} {fmt} examples, fewer than the {max(min_examples, 1)} needed "
+            "(min_examples): collect more with `reflexa eval run SUITE --split train` "
+            "(or chat with checks)",
+            compiled.summary(len(records)),
+        )
+    write_dataset(records, out, fmt, suites=compiled.suites(), **manifest)
+    return compiled, len(records)

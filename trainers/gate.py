@@ -10,14 +10,11 @@ pass rises with McNemar p < alpha and no gate suite drops by more than `max_drop
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from agent.episodes import open_agent
-from agent.evaluation import EvalOptions, run_eval
-from agent.model_client import ModelClient
 from agent.settings import Settings
 from agent.store import Store
 from evals.builtin import BUILTIN
@@ -27,6 +24,23 @@ from evals.suite import Suite, SuiteError, load_suite
 FROZEN = "capabilities"
 # (label, done, total)
 GateProgress = Callable[[str, int, int], None]
+
+
+class Evaluate(Protocol):
+    """What the gate needs from the application, handed in by the caller: one recorded eval
+    run of `suite`'s `split` on `adapter` (None: the base model), first attempts only, as it
+    would serve, with recall or without (`memory`), whatever the recall policy says. Returns
+    the run's report: `run_id`, and `items` with `item_id`, `episode_id`, `first_passed`
+    and `final_passed`."""
+
+    def __call__(
+        self,
+        adapter: str | None,
+        suite: Suite,
+        split: str,
+        memory: bool,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> Awaitable[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +86,8 @@ Results = dict[str, dict[str, dict[str, bool]]]  # gate label → item → first
 
 async def run_gate(
     settings: Settings,
-    client: ModelClient,
+    store: Store,
+    evaluate: Evaluate,
     gates: list[GateSuite],
     current: str | None,
     candidate: str,
@@ -89,46 +104,37 @@ async def run_gate(
     runs: dict[str, dict[str, str]] = {}
     effects: dict[str, dict[str, Any]] = {}
     for side, adapter in (("current", current), ("candidate", candidate)):
-        # Recall is measured whatever the current policy says, or a suite whose recall was
-        # turned off would measure no difference and be turned back on.
-        async with open_agent(settings, client, adapter, recall_policy=False) as agent:
-            measured: dict[bool, Results] = {}
-            recalled: dict[str, list[int]] = {}  # item → memories in its prompt
-            for memory in modes:
-                results: Results = {}
-                for gate in gates:
-                    for split in gate.splits:
-                        label = f"{side}{'' if memory else ' unaided'} {gate.suite.name}:{split}"
-                        options = EvalOptions(
-                            split=split, reflect=False, adapter=adapter,
-                            concurrency=settings.cycle.concurrency, memory=memory,
-                        )  # fmt: skip
-                        report = await run_eval(
-                            agent, gate.suite, options,
-                            on_progress and (lambda d, t, label=label: on_progress(label, d, t)),
-                        )  # fmt: skip
-                        mode = "memory" if memory else "no memory"
-                        runs.setdefault(gate.label, {})[f"{side}:{split}:{mode}"] = report["run_id"]
-                        for item in report["items"]:
-                            key = f"{split}/{item['item_id']}"
-                            results.setdefault(gate.label, {})[key] = {
-                                "first_attempt": item["first_passed"],
-                                "final": item["final_passed"],
-                            }
-                            if memory:
-                                recalled[f"{gate.label}/{key}"] = _recalled(
-                                    agent.store, item["episode_id"]
-                                )
-                measured[memory] = results
-            if len(modes) == 1:
-                served[side] = measured[False]
-                continue
-            effects[side] = _memory_effect(
-                agent.store, adapter, gates, measured, recalled, settings.cycle.max_drop
-            )
-            served[side] = {
-                g.label: measured[effects[side][g.label]["recall"]].get(g.label, {}) for g in gates
-            }
+        measured: dict[bool, Results] = {}
+        recalled: dict[str, list[int]] = {}  # item → memories in its prompt
+        for memory in modes:
+            results: Results = {}
+            for gate in gates:
+                for split in gate.splits:
+                    label = f"{side}{'' if memory else ' unaided'} {gate.suite.name}:{split}"
+                    report = await evaluate(
+                        adapter, gate.suite, split, memory,
+                        on_progress and (lambda d, t, label=label: on_progress(label, d, t)),
+                    )  # fmt: skip
+                    mode = "memory" if memory else "no memory"
+                    runs.setdefault(gate.label, {})[f"{side}:{split}:{mode}"] = report["run_id"]
+                    for item in report["items"]:
+                        key = f"{split}/{item['item_id']}"
+                        results.setdefault(gate.label, {})[key] = {
+                            "first_attempt": item["first_passed"],
+                            "final": item["final_passed"],
+                        }
+                        if memory:
+                            recalled[f"{gate.label}/{key}"] = _recalled(store, item["episode_id"])
+            measured[memory] = results
+        if len(modes) == 1:
+            served[side] = measured[False]
+            continue
+        effects[side] = _memory_effect(
+            store, adapter, gates, measured, recalled, settings.cycle.max_drop
+        )
+        served[side] = {
+            g.label: measured[effects[side][g.label]["recall"]].get(g.label, {}) for g in gates
+        }
     verdict = decide(served["current"], served["candidate"], gates, runs, settings)
     return verdict | {"memory": effects}
 

@@ -19,12 +19,13 @@ from typing import Any
 
 import httpx
 
-from agent.model_client import ModelClient
+from agent.model.client import ModelClient
 from agent.settings import Settings
 from agent.store import Store
 from evals.contamination import TRAIN_SPLIT, Guard, prompt_hash
-from evals.gold import passes
 from evals.signal import vote
+from evals.verdict import grounded
+from evals.verify import passes
 
 
 def sampling_targets(store: Store, protected: Guard, limit: int) -> list[dict[str, Any]]:
@@ -40,7 +41,7 @@ def sampling_targets(store: Store, protected: Guard, limit: int) -> list[dict[st
         key = prompt_hash(e["prompt"])
         if key in covered or protected.protects(e["prompt"]):
             continue
-        if any(c["type"] != "judge" for c in e["checks"]):  # only grounded checks can verify
+        if grounded(e["checks"]):  # only grounded checks can verify
             targets[key] = e
     ordered = sorted(targets.values(), key=lambda e: bool(e["first_passed"]))
     return ordered[:limit]

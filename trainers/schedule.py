@@ -13,7 +13,6 @@ import logging
 import re
 import shlex
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -97,8 +96,9 @@ def remove(settings: Settings, job_id: str) -> None:
         scheduler.remove_job(job_id)
 
 
-def run(settings: Settings, log: Callable[[str], None]) -> None:
-    """Run the scheduler until interrupted; each due job starts a cycle."""
+def run(settings: Settings, command: list[str], log: Callable[[str], None]) -> None:
+    """Run the scheduler until interrupted; each due job runs `command` (the application's
+    cycle) in a child process."""
 
     def report(event: JobEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
@@ -112,6 +112,10 @@ def run(settings: Settings, log: Callable[[str], None]) -> None:
             log(f"job {event.job_id}: cycle finished: {event.retval}")
 
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    with _scheduler(settings) as jobs_now:  # each job runs this scheduler's command
+        jobs_now.start(paused=True)
+        for job in jobs_now.get_jobs():
+            jobs_now.modify_job(job.id, args=[command])
     with _scheduler(settings, BlockingScheduler) as scheduler:
         scheduler.add_listener(report, EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_EXECUTED)
         listed = jobs(settings)
@@ -122,9 +126,10 @@ def run(settings: Settings, log: Callable[[str], None]) -> None:
             scheduler.start()
 
 
-def scheduled_cycle() -> str:
-    """The job: one `reflexa cycle` in a child process (the scheduler stays small)."""
-    command = [sys.executable, "-m", "agent", "cycle", "--json", "--trigger", "schedule"]
+def scheduled_cycle(command: list[str] | None = None) -> str:
+    """The job: one cycle, `command`, in a child process (the scheduler stays small)."""
+    if not command:
+        return "no command: the job was not started by `reflexa schedule run`"
     child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     return f"exit status {child.returncode}"
 
@@ -135,7 +140,7 @@ def _job(job: Any) -> dict[str, Any]:
 
 
 def crontab_line(expr: str, reflexa: list[str], env: dict[str, str]) -> str:
-    """`reflexa` is the command as argv (the script, or python -m agent)."""
+    """`reflexa` is the command as argv (the script, or python -m agent, and its --config)."""
     words = [f"{k}={shlex.quote(v)}" for k, v in env.items()] + [shlex.join(reflexa)]
     log = shlex.quote(env.get("REFLEXA_HOME", "~/.reflexa") + "/logs/cycle.log")
     return f"{expr} {' '.join(words)} cycle --json >> {log} 2>&1"

@@ -8,9 +8,11 @@ default at the time. The folder is written under `adapters/.partial-<pid>-…` a
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -20,10 +22,10 @@ from typing import Any
 from transformers import TrainerCallback
 
 from agent.errors import ReflexaError
-from agent.model_client import adapter_name
-from agent.settings import Settings
-from agent.store import Store
-from trainers.config import TrainConfig
+from agent.model.client import adapter_name
+from agent.settings import Settings, settings_from_json
+from agent.store import Store, open_store
+from trainers.config import TrainConfig, train_config
 from trainers.registry import METADATA
 
 TRAIN_METRICS = ("loss", "train_s", "train_runtime_s", "samples_per_s", "by_source", "config")
@@ -235,3 +237,36 @@ class _Progress(TrainerCallback):
         if self.on_step:
             last = self.losses[-1]["loss"] if self.losses else None
             self.on_step(state.global_step, state.max_steps, last)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m trainers.train --settings FILE --dataset DIR [--parent VERSION]`: train one
+    adapter and register it (what a cycle runs in a child process). The settings come as a
+    JSON file (`agent.settings.settings_json`); the adapter's row is printed as JSON on
+    stdout, progress goes to stderr."""
+    parser = argparse.ArgumentParser(prog="python -m trainers.train", description=main.__doc__)
+    parser.add_argument("--settings", type=Path, required=True, help="settings as JSON")
+    parser.add_argument("--dataset", type=Path, required=True, help="a compiled dataset")
+    parser.add_argument("--parent", default=None, help="the adapter that is the default now")
+    args = parser.parse_args(argv)
+
+    def step(done: int, total: int, loss: float | None) -> None:
+        tail = f", loss {loss:.3f}" if loss is not None else ""
+        print(f"training: step {done}/{total}{tail}", file=sys.stderr, flush=True)
+
+    try:
+        settings = settings_from_json(args.settings.read_text())
+        with open_store(settings) as store:
+            row = train_adapter(
+                settings, store, args.dataset, train_config(settings),
+                parent=args.parent, on_step=step,
+            )  # fmt: skip
+    except (ReflexaError, OSError) as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(row, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

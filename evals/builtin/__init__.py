@@ -7,8 +7,8 @@ from evals.builtin.arithmetic import arithmetic, sums
 from evals.builtin.capabilities import capabilities
 from evals.builtin.humaneval import humaneval
 from evals.builtin.json_extract import json_extract
-from evals.gold import gold_answer
 from evals.suite import Suite
+from evals.verify import gold_answer
 
 BUILTIN: dict[str, Callable[[], Suite]] = {
     "arithmetic": arithmetic,

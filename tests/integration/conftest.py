@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.model_client import ModelClient
-from agent.runtime import connect
+from agent.model.client import ModelClient
+from agent.model.connect import connect
 from agent.settings import load_settings
 from tests.helpers import free_port
 

@@ -23,7 +23,7 @@ import psutil
 import pytest
 from safetensors.numpy import load_file
 
-from agent.model_client import ModelClient
+from agent.model.client import ModelClient
 from agent.settings import load_settings
 from agent.store import Store
 from evals.builtin import BUILTIN

@@ -8,11 +8,11 @@ import sqlite3
 
 import pytest
 
-from agent.model_client import ModelClient
+from agent.model.client import ModelClient
 from agent.settings import load_settings
 from agent.store import Store, prompt_hash
 from evals.builtin import BUILTIN
-from evals.gold import gold_answer
+from evals.verify import gold_answer
 from tests.integration.conftest import Session
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,9 @@ import pytest
 from openai import OpenAI
 
 from agent.errors import ReflexaError
-from agent.model_client import ModelClient
-from agent.model_prepare import LOGIT_TOLERANCE
-from agent.vllm_server import group_members, port_in_use
+from agent.model.client import ModelClient
+from agent.model.prepare import LOGIT_TOLERANCE
+from agent.model.server import group_members, port_in_use
 from tests.helpers import free_port, make_lora
 from tests.integration.conftest import Session, run_reflexa
 

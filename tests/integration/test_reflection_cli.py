@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.checkpointer import open_checkpointer
-from agent.episodes import EpisodeRequest, EpisodeResult, open_agent
-from agent.model_client import ModelClient
+from agent.app.agent import EpisodeRequest, EpisodeResult, open_agent
+from agent.app.checkpointer import open_checkpointer
+from agent.model.client import ModelClient
 from agent.settings import load_settings
+from agent.store import open_store
 from graphs import build_reflection_graph
 from tests.integration.conftest import REFLEXA, Session
 
@@ -141,8 +142,9 @@ def test_agents_in_consecutive_event_loops(vllm_session: Session, server: ModelC
     settings = load_settings()
 
     async def once() -> EpisodeResult:
-        async with open_agent(settings, server) as agent:
-            return await agent.run(EpisodeRequest(SUM, [{"type": "numeric", "expected": 42}]))
+        with open_store(settings) as store:
+            async with open_agent(settings, server, store) as agent:
+                return await agent.run(EpisodeRequest(SUM, [{"type": "numeric", "expected": 42}]))
 
     results = [asyncio.run(once()) for _ in range(2)]
     assert [r.error for r in results] == [None, None]

@@ -11,13 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given
 
-from agent.api import create_app
-from agent.checkpointer import open_checkpointer
-from agent.episodes import Agent
-from agent.memory import Memory
-from agent.model_client import ModelClient
+from agent.api.app import create_app
+from agent.app.agent import Agent
+from agent.app.checkpointer import open_checkpointer
+from agent.app.memory import Memory
+from agent.model.client import ModelClient
 from agent.settings import Settings, load_settings
-from agent.store import Store
+from agent.store import Store, open_store
 from evals.contamination import Guard
 from graphs import ReflectionContext, build_reflection_graph
 from tests.fakes import ScriptedChatModel
@@ -37,18 +37,17 @@ def app_client(script: list[Any], settings: Settings | None = None) -> TestClien
     settings = settings or load_settings()
     llm = ScriptedChatModel(script=script)
 
+    store = open_store(settings)
+
     @asynccontextmanager
     async def opener(adapter: str | None) -> AsyncIterator[Agent]:
-        with Store.open(settings.database) as store:
-            memory = Memory(store, settings.memory, lambda s: len(s.split()))
-            async with open_checkpointer(settings) as saver:
-                context = ReflectionContext(
-                    llm=llm, model_name=adapter or "base", recall=memory.recall
-                )
-                yield Agent(build_reflection_graph(saver), store, context, settings.reflect, memory)
+        memory = Memory(store, settings.memory, lambda s: len(s.split()))
+        async with open_checkpointer(settings) as saver:
+            context = ReflectionContext(llm=llm, model_name=adapter or "base", recall=memory.recall)
+            yield Agent(build_reflection_graph(saver), store, context, settings.reflect, memory)
 
     client = NoAdapters("http://127.0.0.1:9", "base")
-    return TestClient(create_app(settings, client, opener))
+    return TestClient(create_app(settings, client, store, opener))
 
 
 @pytest.fixture
@@ -128,7 +127,8 @@ def test_feedback_keeps_memory_within_the_configured_bound(
             assert api.post("/v1/feedback", json=feedback).status_code == 200
     with Store.open(load_settings().database) as store:
         assert [m["prompt"] for m in store.memories()] == [
-            "Name a colour number 1.", "Name a colour number 2."
+            "Name a colour number 1.",
+            "Name a colour number 2.",
         ]
 
 

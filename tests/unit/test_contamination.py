@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from agent.memory import contamination_guard
 from agent.settings import load_settings
 from agent.store import Store
 from evals.builtin import BUILTIN
 from evals.contamination import Guard, canonical_hash, shared_entities
-from evals.gold import gold_answer
+from evals.held_out import held_out_guard
+from evals.verify import gold_answer
 
 ADA = "Return a JSON object with keys name and age for: Ada Lovelace is 36 years old."
 ADA_GOLD = json.dumps({"name": "Ada Lovelace", "age": 36})
@@ -36,7 +36,7 @@ def test_the_same_entity_values_in_another_sentence_are_the_same_item() -> None:
 
 def test_builtin_held_out_near_duplicates_are_protected() -> None:
     with Store.open(load_settings().database) as store:
-        guard = contamination_guard(store)
+        guard = held_out_guard(store.held_out_prompts())
     sums = BUILTIN["sums"]()
     test_item = sums.select("test")[0]
     a, b = test_item.user_prompt.removeprefix("What is ").split("?")[0].split(" + ")

@@ -16,7 +16,7 @@ from agent.store import Store, prompt_hash
 from agent.store.db import sqlite_url
 from evals.builtin import BUILTIN
 from evals.contamination import Guard
-from evals.gold import gold_answer
+from evals.verify import gold_answer
 from trainers.dataset import compile_examples, to_records, write_dataset
 
 NUMERIC_42 = [{"type": "numeric", "expected": 42, "strict": True}]  # scoring
@@ -204,7 +204,7 @@ def test_failures_export_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("REFLEXA_HOME", str(tmp_path / "home"))
     runner = CliRunner()
     empty = runner.invoke(cli, ["failures", "export", "--format", "sft", "--out", "x"])
-    assert empty.exit_code == 1 and "no sft examples yet" in empty.output
+    assert empty.exit_code == 1 and "0 sft examples, fewer than the 1 needed" in empty.output
     with Store.open(sqlite_url(tmp_path / "home" / "reflexa.db")) as store:
         episode(store, "What is 39 + 3?", [attempt("45", False)])
     out = tmp_path / "out"

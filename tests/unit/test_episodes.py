@@ -12,9 +12,9 @@ import openai
 import pytest
 from rich.console import Console
 
+from agent.app.agent import Agent, EpisodeRequest, EpisodeResult
+from agent.app.checkpointer import open_checkpointer
 from agent.chat import chat_loop
-from agent.checkpointer import open_checkpointer
-from agent.episodes import Agent, EpisodeRequest, EpisodeResult
 from agent.settings import load_settings
 from agent.store import Store
 from evals import JudgeFn, JudgeResult

@@ -72,7 +72,7 @@ def test_the_gate_decides_on_dev_and_never_on_test(tmp_path: Path) -> None:
 
 
 def test_recall_that_hurts_a_suite_is_turned_off_and_its_memories_counted() -> None:
-    from agent.memory import Memory
+    from agent.app.memory import Memory
     from agent.settings import MemorySettings
     from evals.contamination import Guard
     from trainers.gate import _memory_effect

@@ -15,10 +15,10 @@ from alembic.config import Config
 from langchain_core.messages import BaseMessage
 from sqlalchemy import text
 
-from agent.checkpointer import open_checkpointer
-from agent.episodes import Agent, EpisodeRequest, EpisodeResult
-from agent.memory import Memory, retire_passed, similarity
-from agent.model_client import ModelClient
+from agent.app.agent import Agent, EpisodeRequest, EpisodeResult
+from agent.app.checkpointer import open_checkpointer
+from agent.app.memory import Memory, similarity
+from agent.model.client import ModelClient
 from agent.settings import MemorySettings, load_settings
 from agent.store import Store
 from agent.store.db import MIGRATIONS, make_engine, migrate
@@ -26,6 +26,7 @@ from evals.builtin import BUILTIN
 from evals.contamination import Guard
 from graphs import ReflectionContext, build_reflection_graph
 from tests.fakes import ScriptedChatModel
+from trainers.retire import retire_passed
 
 JSON_CHECK = [{"type": "json", "expected": {"name": "Ada Lovelace", "age": 36}}]
 DIAGNOSIS = '{"cause": "not JSON", "fix": "reply with the JSON object"}'

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import model_prepare
+from agent.model import prepare as model_prepare
 from agent.errors import ReflexaError
-from agent.model_prepare import MARKER, bundled_gguf, file_sha256, prepare_model, validate_model_dir
+from agent.model.prepare import MARKER, bundled_gguf, file_sha256, prepare_model, validate_model_dir
 from tests.helpers import make_model_dir
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ReflexaError
-from agent.model_client import adapter_name
+from agent.model.client import adapter_name
 from agent.settings import Settings
 from agent.store import Store
 from agent.store.db import sqlite_url

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.episodes import Agent, EpisodeRequest
-from agent.evaluation import EvalOptions, run_eval
+from agent.app.agent import Agent, EpisodeRequest
+from agent.app.eval_run import EvalOptions, run_eval
 from evals.builtin import BUILTIN
 from evals.metrics import paired_gain, percentile, summarize, wilson
 from evals.runner import ItemOutcome
@@ -260,8 +260,8 @@ def test_mcnemar_exact_p_values() -> None:
 
 
 def test_compare_two_recorded_runs() -> None:
+    from agent.app.eval_run import compare_eval_runs
     from agent.errors import ReflexaError
-    from agent.evaluation import compare_eval_runs
 
     async def body(agent: Agent) -> tuple[dict, dict, Agent]:
         a = await run_eval(agent, SUITE, EvalOptions(reflect=False))

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import vllm_server
+from agent.model import server as vllm_server
 from agent.errors import ReflexaError
-from agent.settings import Settings, load_settings
-from agent.vllm_server import (
+from agent.model.server import (
     PID_FILE,
     group_members,
     log_tail,
@@ -22,6 +21,7 @@ from agent.vllm_server import (
     start_server,
     stop_server,
 )
+from agent.settings import Settings, load_settings
 from tests.helpers import free_port, make_model_dir
 
 FAKE = Path(__file__).parent.parent / "fake_vllm_server.py"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agent.errors import ReflexaError
-from agent.model_client import ModelClient
-from agent.model_prepare import prepare_model
+from agent.model.client import ModelClient
+from agent.model.prepare import prepare_model
+from agent.model.server import is_healthy, read_record, start_server
 from agent.settings import Settings
-from agent.vllm_server import is_healthy, read_record, start_server
 
 
 def ensure_model(settings: Settings, log: Callable[[str], None] = lambda _: None) -> None:

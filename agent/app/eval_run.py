@@ -11,13 +11,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agent.episodes import Agent, EpisodeRequest
+from agent.app.agent import Agent, EpisodeRequest, open_agent
 from agent.errors import ReflexaError
+from agent.model.client import ModelClient
+from agent.settings import Settings
 from agent.store import Store
 from evals.compare import compare_runs
 from evals.metrics import summarize
 from evals.runner import ItemOutcome, run_items
 from evals.suite import TRAIN, Suite, SuiteItem
+from trainers.gate import Evaluate
 
 
 @dataclass(frozen=True)
@@ -161,3 +164,28 @@ def compare_eval_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
 
 def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
     return {k: run[k] for k in ("id", "suite", "created_at", "status", "config")}
+
+
+def gate_evaluator(settings: Settings, store: Store) -> Callable[[ModelClient], Evaluate]:
+    """The gate's `evaluate` on a model server: first attempts, recorded in `store`."""
+
+    def on(client: ModelClient) -> Evaluate:
+        async def evaluate(
+            adapter: str | None,
+            suite: Suite,
+            split: str,
+            memory: bool,
+            on_progress: ProgressFn | None,
+        ) -> dict[str, Any]:
+            options = EvalOptions(
+                split=split, reflect=False, adapter=adapter, memory=memory,
+                concurrency=settings.cycle.concurrency,
+            )  # fmt: skip
+            # Recall is measured whatever the current policy says, or a suite whose recall
+            # was turned off would measure no difference and be turned back on.
+            async with open_agent(settings, client, store, adapter, recall_policy=False) as agent:
+                return await run_eval(agent, suite, options, on_progress)
+
+        return evaluate
+
+    return on

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from evals.checks import parse_checks, run_checks
-from evals.verdict import VerifyContext
+from evals.verdict import VerifyContext, grounded
 
 
 def gold_answer(checks: Sequence[dict[str, Any]]) -> str | None:
@@ -29,7 +29,7 @@ def gold_answer(checks: Sequence[dict[str, Any]]) -> str | None:
 
 async def passes(checks: Sequence[dict[str, Any]], prompt: str, answer: str) -> bool:
     """True when every grounded check passes `answer` (no judge: it is not evidence)."""
-    parsed = [c for c in parse_checks(checks) if c.type != "judge"]
+    parsed = parse_checks(grounded(checks))
     if not parsed:
         return False
     verdicts = await run_checks(parsed, answer, VerifyContext(prompt))

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from agent.errors import ReflexaError
-from agent.model_prepare import validate_model_dir
+from agent.model.prepare import validate_model_dir
 from agent.settings import Settings
 
 PID_FILE = "vllm.json"

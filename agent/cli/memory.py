@@ -6,14 +6,14 @@ import asyncio
 
 import click
 from rich.console import Console
-from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
-from agent.cli_common import adapter_for, client_for, err, print_json
+from agent.cli.common import client_for, err, print_json, progress_bar
 from agent.errors import ReflexaError
-from agent.memory import retire_passed
 from agent.settings import Settings
 from agent.store import open_store
+from trainers.registry import resolve_adapter
+from trainers.retire import retire_passed
 
 
 @click.group()
@@ -54,20 +54,18 @@ def memory_retire(settings: Settings, adapter: str | None, as_json: bool) -> Non
     """Stop recalling what the adapter now gets right unaided: each memory's prompt is asked
     once, without recall; those its checks pass are retired for that adapter."""
     client = client_for(settings)
-    adapter = adapter_for(settings, client, adapter)
-    if adapter is None:
-        raise ReflexaError("no adapter to retire memories for (promote one, or give --adapter)")
-    with (
-        open_store(settings) as store,
-        Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as bar,
-    ):
-        task = bar.add_task(f"asking {adapter}", total=None)
-        counts = asyncio.run(
-            retire_passed(
-                settings, store, client, adapter,
-                lambda done, total: bar.update(task, completed=done, total=total),
-            )
-        )  # fmt: skip
+    with open_store(settings) as store:
+        adapter = resolve_adapter(settings, store, client, adapter)
+        if adapter is None:
+            raise ReflexaError("no adapter to retire memories for (promote one, or give --adapter)")
+        with progress_bar() as bar:
+            task = bar.add_task(f"asking {adapter}", total=None)
+            counts = asyncio.run(
+                retire_passed(
+                    settings, store, client, adapter,
+                    lambda done, total: bar.update(task, completed=done, total=total),
+                )
+            )  # fmt: skip
     if as_json:
         print_json(counts | {"adapter": adapter})
         return

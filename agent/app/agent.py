@@ -21,15 +21,16 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StreamMode
 
-from agent.checkpointer import open_checkpointer
-from agent.memory import Memory, token_counter
-from agent.model_client import ModelClient
+from agent.app.checkpointer import open_checkpointer
+from agent.app.memory import Memory, token_counter
+from agent.model.client import ModelClient
 from agent.settings import ReflectSettings, Settings
-from agent.store import Store, open_store
+from agent.store import Store
 from evals import CheckSpecError, make_judge, parse_checks
 from evals.checks import split_gold
 from evals.contamination import learnable
-from evals.gold import gold_answer, passes
+from evals.verdict import grounded_pass
+from evals.verify import gold_answer, passes
 from graphs import ReflectionContext, ReflectionState, build_reflection_graph, turn_input
 
 # (event, payload): ("token", {"node", "text"}) while an answer streams, ("node", {"node",
@@ -258,9 +259,9 @@ async def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:
     if state["status"] == "repaired" and (
         not state.get("allow_gold") or fix["gold_passed"] is not False
     ):
-        grounded = any(v["kind"] == "grounded" and v["error"] is None for v in fix["verdicts"])
+        verified = grounded_pass(fix["verdicts"])
         return [
-            correction | {"chosen": fix["answer"], "source": "repair", "verified": grounded,
+            correction | {"chosen": fix["answer"], "source": "repair", "verified": verified,
                           "justification": "checks", "correct": fix["gold_passed"]}
         ]  # fmt: skip
     if not state.get("allow_gold"):
@@ -289,12 +290,13 @@ def describe_model_error(e: Exception) -> str:
 async def open_agent(
     settings: Settings,
     client: ModelClient,
+    store: Store,
     adapter: str | None = None,
     recall_policy: bool = True,
 ) -> AsyncIterator[Agent]:
-    """An Agent on `client`'s server (answering through `adapter` if given), with the store
-    and the thread checkpointer open for its lifetime. `recall_policy` False: recall even
-    where the gate turned it off (the gate, measuring recall again)."""
+    """An Agent on `client`'s server (answering through `adapter` if given) recording into
+    `store`, with the thread checkpointer open for its lifetime. `recall_policy` False:
+    recall even where the gate turned it off (the gate, measuring recall again)."""
     r = settings.reflect
     # The agent owns its HTTP client: langchain-openai's default one is cached per process
     # and bound to the first event loop, which breaks the next asyncio.run().
@@ -303,19 +305,16 @@ async def open_agent(
             adapter, temperature=r.temperature, max_tokens=r.max_tokens, http_async_client=http
         )
         helper = client.chat_model(adapter, temperature=0, max_tokens=200, http_async_client=http)
-        with open_store(settings) as store:
-            memory = None
-            if settings.memory.enabled:
-                counter = token_counter(settings.model_dir if not settings.vllm_url else None)
-                memory = Memory(
-                    store, settings.memory, counter, model=adapter, policy=recall_policy
-                )
-            context = ReflectionContext(
-                llm=answerer,
-                model_name=adapter or client.model,
-                judge=make_judge(helper) if r.judge else None,
-                diagnose_llm=helper,
-                recall=memory.recall if memory else None,
-            )
-            async with open_checkpointer(settings) as saver:
-                yield Agent(build_reflection_graph(saver), store, context, r, memory)
+        memory = None
+        if settings.memory.enabled:
+            counter = token_counter(settings.model_dir if not settings.vllm_url else None)
+            memory = Memory(store, settings.memory, counter, model=adapter, policy=recall_policy)
+        context = ReflectionContext(
+            llm=answerer,
+            model_name=adapter or client.model,
+            judge=make_judge(helper) if r.judge else None,
+            diagnose_llm=helper,
+            recall=memory.recall if memory else None,
+        )
+        async with open_checkpointer(settings) as saver:
+            yield Agent(build_reflection_graph(saver), store, context, r, memory)

@@ -14,7 +14,6 @@ worse there), the suite's memories and anything on the suite's items.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import Counter
@@ -22,36 +21,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from agent.model_client import ModelClient
-from agent.settings import MemorySettings, Settings
+from agent.settings import MemorySettings
 from agent.store import Store
-from evals.builtin import all_prompts, held_out_items
-from evals.contamination import TRAIN_SPLIT, Guard, words
-from evals.gold import gold_answer, passes
-from evals.signal import normalise
-from evals.suite import Suite
-from graphs.prompts import SYSTEM
+from evals.builtin import all_prompts
+from evals.contamination import Guard, words
+from evals.held_out import held_out_guard
 from graphs.state import Recall
 
 TokenCounter = Callable[[str], int]
 TURN_OVERHEAD = 8  # chat-template tokens around a user turn and an assistant turn
 CANDIDATES = 4  # full-text hits examined per memory wanted
-
-
-def contamination_guard(store: Store, extra: Iterable[Suite] = ()) -> Guard:
-    """Prompts never learnt from (trained on or recalled): every non-train item of the
-    built-in suites and of `extra`, every recorded episode of a non-train split, and their
-    canonical duplicates (see `evals.contamination`)."""
-    guard = Guard()
-    for prompt, gold in held_out_items():
-        guard.add(prompt, gold)
-    for item in (i for s in extra for i in s.items if i.split != TRAIN_SPLIT):
-        guard.add(item.user_prompt, gold_answer(item.scoring_specs()))
-    for prompt, scoring in store.prompts_outside_split(TRAIN_SPLIT):
-        guard.add(prompt, gold_answer(scoring))
-    return guard
 
 
 Weight = Callable[[str], float]  # a word's weight: its rarity
@@ -110,7 +89,9 @@ class Memory:
         """`policy`: honour the recall policy (False: the gate, measuring recall itself)."""
         self.store, self.settings, self.model = store, settings, model
         self.count_tokens = count_tokens
-        self.protected = contamination_guard(store) if protected is None else protected
+        self.protected = (
+            held_out_guard(store.held_out_prompts()) if protected is None else protected
+        )
         # Rare across tasks (every built-in prompt as background): over the memories alone,
         # a store of one task would weigh that task's own words at nothing, and a request of
         # the same task would look unrelated.
@@ -163,49 +144,3 @@ def _note(rows: list[Any], chosen: list[Any], left: dict[str, int]) -> str | Non
     if not chosen:
         return f"nothing recalled ({skipped})"
     return f"left out: {skipped}" if skipped else None
-
-
-async def retire_passed(
-    settings: Settings,
-    store: Store,
-    client: ModelClient,
-    adapter: str,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> dict[str, int]:
-    """Ask `adapter` each memory's prompt unaided (one answer, nothing recalled); the
-    memories whose answer it gives again (the same up to form, and passing the memory's
-    visible checks) are retired for it. Memories without grounded checks cannot be tested
-    and stay. (Visible checks alone would not do: "a number" passes a wrong sum.)"""
-    todo = [
-        m
-        for m in store.memories(status="active")
-        if any(c.get("type") != "judge" for c in m["checks"])
-    ]
-    limit = asyncio.Semaphore(settings.cycle.concurrency)
-    passed: list[int] = []
-    done = 0
-    async with httpx.AsyncClient(timeout=settings.request_timeout_s) as http:
-        llm = client.chat_model(
-            adapter, temperature=0, max_tokens=settings.reflect.max_tokens, http_async_client=http
-        )
-
-        async def one(m: dict[str, Any]) -> None:
-            nonlocal done
-            async with limit:
-                reply = await llm.ainvoke(
-                    [
-                        {"role": "system", "content": SYSTEM},
-                        {"role": "user", "content": m["prompt"]},
-                    ]
-                )
-            same = normalise(reply.text, m["checks"]) == normalise(m["answer"], m["checks"])
-            if same and await passes(m["checks"], m["prompt"], reply.text):
-                passed.append(m["id"])
-            done += 1
-            if on_progress:
-                on_progress(done, len(todo))
-
-        await asyncio.gather(*(one(m) for m in todo))
-    if passed:
-        store.retire_memories(passed, adapter)
-    return {"tested": len(todo), "retired": len(passed)}

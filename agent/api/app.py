@@ -1,0 +1,236 @@
+"""`reflexa serve`: an OpenAI-compatible HTTP API in front of the reflection agent.
+
+    POST /v1/chat/completions   OpenAI's schema (stream=true: server-sent events); the answer
+                                is the reflection graph's final one, its trace in `reflexa`
+    GET  /v1/models             the base model and the promoted adapter
+    GET  /v1/episodes/{id}      a recorded episode with its attempts
+    POST /v1/feedback           a user's correction of an episode's answer
+    GET  /health, /metrics      liveness; Prometheus metrics
+    GET  /                      a small chat page
+
+Errors are 4xx in OpenAI's error shape. A bearer token (`serve.api_token`) is required
+whenever the host is not loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import replace
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+
+from agent.api.metrics import Metrics
+from agent.api.protocol import (
+    ApiError,
+    ChatRequest,
+    Feedback,
+    completion,
+    error_response,
+)
+from agent.api.streaming import stream
+from agent.app.agent import Agent, EpisodeRequest, open_agent, refuse_bad_input
+from agent.errors import ReflexaError
+from agent.model.client import ModelClient
+from agent.settings import ServeSettings, Settings
+from agent.store import Store
+from evals.validation import error_line
+from trainers.registry import resolve_adapter
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# Opens an agent answering through an adapter (None: the base model).
+Opener = Callable[[str | None], AbstractAsyncContextManager[Agent]]
+
+
+class Agents:
+    """One open agent per model (the base, or an adapter), opened on first use and closed
+    with the app; a request's own max_tokens is set on a copy of that agent's model."""
+
+    def __init__(self, opener: Opener) -> None:
+        self.opener = opener
+        self.stack = AsyncExitStack()
+        self.open: dict[str | None, Agent] = {}
+        self.lock = asyncio.Lock()
+
+    async def get(self, adapter: str | None, max_tokens: int | None) -> Agent:
+        async with self.lock:
+            if adapter not in self.open:
+                self.open[adapter] = await self.stack.enter_async_context(self.opener(adapter))
+        agent = self.open[adapter]
+        if max_tokens is None:
+            return agent
+        llm = agent.context.llm.model_copy(update={"max_tokens": max_tokens})
+        return Agent(agent.graph, agent.store, replace(agent.context, llm=llm), agent.reflect)
+
+
+def create_app(
+    settings: Settings, client: ModelClient, store: Store, opener: Opener | None = None
+) -> FastAPI:
+    """The API on `client`'s vLLM server, recording into `store` (the caller's, open for the
+    app's life). Agents are opened by `opener` (default: on that server, with that store and
+    the checkpointer) and kept for the app's life."""
+    limits = settings.serve
+    metrics = Metrics()
+    agents = Agents(opener or (lambda adapter: open_agent(settings, client, store, adapter)))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with agents.stack:
+            yield
+
+    app = FastAPI(title="Reflexa", version="0.1.0", lifespan=lifespan)
+    token = limits.api_token.get_secret_value() if limits.api_token else None
+
+    @app.middleware("http")
+    async def guard(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        path = request.url.path
+        if (
+            path.startswith("/v1/")
+            and token
+            and request.headers.get("authorization") != f"Bearer {token}"
+        ):
+            response: Response = error_response(401, "missing or wrong bearer token")
+        elif int(request.headers.get("content-length") or 0) > limits.max_body_bytes:
+            response = error_response(413, f"request body over {limits.max_body_bytes} bytes")
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")  # the template (/v1/episodes/{episode_id}), not ids
+        metrics.requests.labels(getattr(route, "path", "other"), str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        where = ".".join(str(p) for p in e.errors()[0]["loc"] if p != "body")
+        return error_response(400, error_line(e, skip=("body",)), where or None)
+
+    @app.exception_handler(HTTPException)
+    async def httperror_response(_: Request, e: HTTPException) -> JSONResponse:
+        return error_response(e.status_code, str(e.detail), getattr(e, "param", None))
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return resources.files("agent").joinpath("static/chat.html").read_text()
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        promoted = store.promoted_adapter()
+        ids = [client.model] + ([promoted["version"]] if promoted else [])
+        return {
+            "object": "list",
+            "data": [
+                {"id": i, "object": "model", "created": 0, "owned_by": "reflexa"} for i in ids
+            ],
+        }
+
+    @app.get("/v1/episodes/{episode_id}")
+    async def episode(episode_id: str) -> dict[str, Any]:
+        found = store.episode(episode_id)
+        if found is None:
+            raise ApiError(404, f"no episode {episode_id!r}", "episode_id")
+        return found
+
+    @app.post("/v1/feedback")
+    async def feedback(body: Feedback) -> dict[str, Any]:
+        found = store.episode(body.episode_id)
+        if found is None:
+            raise ApiError(404, f"no episode {body.episode_id!r}", "episode_id")
+        correction_id = store.add_correction(
+            body.episode_id,
+            prompt=found["prompt"],
+            chosen=body.correction,
+            rejected=found["answer"],
+            source="user",
+            verified=True,
+        )
+        return {"id": correction_id, "episode_id": body.episode_id, "recorded": True}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatRequest) -> JSONResponse | StreamingResponse:
+        request, max_tokens = _episode_request(body, limits)
+        if refused := refuse_bad_input(store, request, client.model, settings.reflect):
+            raise ApiError(400, f"{refused.error} (recorded as episode {refused.episode_id})")
+        adapter = _adapter(settings, store, client, body.model)
+        agent = await agents.get(adapter, max_tokens)
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        model = body.model or client.model
+        if body.stream:
+            return StreamingResponse(
+                stream(agent, request, completion_id, model, metrics),
+                media_type="text/event-stream",
+            )
+        result = await agent.run(request)
+        metrics.record(result)
+        if result.error:
+            raise ApiError(502, f"the model failed: {result.error} (episode {result.episode_id})")
+        return JSONResponse(completion(result, completion_id, model))
+
+    return app
+
+
+def _episode_request(body: ChatRequest, limits: ServeSettings) -> tuple[EpisodeRequest, int | None]:
+    if len(body.messages) > limits.max_messages:
+        raise ApiError(
+            400, f"{len(body.messages)} messages; at most {limits.max_messages}", "messages"
+        )
+    if body.messages[-1].role != "user":
+        raise ApiError(400, "the last message must be the user's", "messages")
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is not None and max_tokens > limits.max_tokens:
+        raise ApiError(
+            400, f"max_tokens {max_tokens} over the limit {limits.max_tokens}", "max_tokens"
+        )
+    history = [{"role": m.role, "content": m.text} for m in body.messages[:-1]]
+    request = EpisodeRequest(
+        body.messages[-1].text,
+        body.reflexa.checks,
+        body.reflexa.scoring,
+        history=history,
+        max_repairs=body.reflexa.max_repairs,
+        memory=body.reflexa.memory,
+    )
+    return request, max_tokens
+
+
+def _adapter(
+    settings: Settings, store: Store, client: ModelClient, model: str | None
+) -> str | None:
+    """The request's `model`: unset (the promoted adapter), the base model's name, a
+    registered adapter version (v3), or an adapter the server already serves."""
+    try:
+        if model in (None, ""):
+            return resolve_adapter(settings, store, client, None)
+        if model == client.model:
+            return None
+        if store.adapter(model) is not None or model in client.adapters():
+            return resolve_adapter(settings, store, client, model)
+    except ReflexaError as e:
+        raise ApiError(400, str(e), "model") from None
+    raise ApiError(404, f"model {model!r} not found (see /v1/models)", "model")

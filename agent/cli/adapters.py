@@ -1,0 +1,78 @@
+"""`reflexa adapters`: the registry: list, promote, roll back."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from agent.cli.common import (
+    client_for,
+    print_json,
+)
+from agent.settings import Settings
+from agent.store import open_store
+from trainers import registry
+
+
+@click.group()
+def adapters() -> None:
+    """The adapter registry: list, promote, roll back."""
+
+
+@adapters.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def adapters_list(settings: Settings, as_json: bool) -> None:
+    """Every adapter with its status and the gate's figures."""
+    with open_store(settings) as store:
+        rows = store.adapters()
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("no adapters yet: run `reflexa cycle` (or `reflexa train`)")
+        return
+    table = Table(
+        "version",
+        "status",
+        "method",
+        "examples",
+        "held-out (current → candidate)",
+        "created",
+        "reason",
+    )
+    for r in rows:
+        held = (r["metrics"].get("gate") or {}).get("heldout")
+        figure = f"{held['a']:.0%} → {held['b']:.0%} (p {held['p_value']:.2g})" if held else ""
+        table.add_row(
+            r["version"],
+            r["status"],
+            r["method"],
+            str(r["examples"]),
+            figure,
+            r["created_at"][:16],
+            (r["reason"] or "")[:70],
+        )
+    Console().print(table)
+
+
+@adapters.command("promote")
+@click.argument("version")
+@click.pass_obj
+def adapters_promote(settings: Settings, version: str) -> None:
+    """Make VERSION the default for ask, chat, serve and eval (loads it into vLLM)."""
+    client = client_for(settings)
+    with open_store(settings) as store:
+        row = registry.promote(settings, store, client, version, "promoted by hand")
+    click.echo(f"promoted {row['version']} ({row['name']})")
+
+
+@adapters.command("rollback")
+@click.pass_obj
+def adapters_rollback(settings: Settings) -> None:
+    """Reject the promoted adapter and go back to the one before it (or the base model)."""
+    client = client_for(settings)
+    with open_store(settings) as store:
+        row = registry.rollback(settings, store, client)
+    click.echo(f"rolled back: the default is now {row['version'] if row else 'the base model'}")

@@ -1,0 +1,53 @@
+"""What every `reflexa` command module shares: the stderr console, JSON output, the progress
+bar and the model connection with a spinner."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
+
+from agent.model.client import ModelClient
+from agent.model.connect import connect
+from agent.settings import Settings
+
+ADAPTER_HELP = (
+    "Answer through this adapter: a version (v3), a served name, or `base`. "
+    "Default: the promoted adapter, if any."
+)
+NO_MEMORY_HELP = "Do not recall past corrections as worked examples (see [memory])."
+
+CONFIG = "reflexa.config"  # click's context meta: the --config file, if one was given
+
+err = Console(stderr=True, highlight=False)
+
+
+def reflexa_command() -> list[str]:
+    """This `reflexa`, as argv for a scheduled run: the installed script (else `python -m
+    agent`), with the --config file this command was given."""
+    installed = Path(sys.executable).with_name("reflexa")
+    argv = [str(installed)] if installed.is_file() else [sys.executable, "-m", "agent"]
+    config = click.get_current_context().meta.get(CONFIG)
+    return argv + (["--config", str(config)] if config else [])
+
+
+def progress_bar() -> Progress:
+    """The bar long work shows on stderr: description, bar, percent, time left, done/total."""
+    return Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err)
+
+
+def print_json(doc: object) -> None:
+    click.echo(json.dumps(doc, indent=2, default=str))
+
+
+def client_for(settings: Settings) -> ModelClient:
+    with err.status("connecting to vLLM") as status:
+        return connect(
+            settings,
+            log=err.print,
+            on_wait=lambda s: status.update(f"starting vLLM: waiting for /health ({s:.0f} s)"),
+        )

@@ -1,0 +1,92 @@
+"""`reflexa cycle`: one self-repair cycle now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.progress import TaskID
+
+from agent.app.eval_run import gate_evaluator
+from agent.cli.common import (
+    client_for,
+    err,
+    print_json,
+    progress_bar,
+)
+from agent.cli.failures import precision_line
+from agent.settings import Settings
+from agent.store import open_store
+from trainers.cycle import run_cycle
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--trigger", type=click.Choice(["cli", "schedule"]), default="cli", hidden=True)
+@click.pass_obj
+def cycle(settings: Settings, as_json: bool, trigger: str) -> None:
+    """One self-repair cycle: sample, compile, train, gate, promote or reject.
+
+    Exit status 0 when promoted, rejected or skipped (too little data), 1 when it failed."""
+    with open_store(settings) as store, progress_bar() as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        result = run_cycle(
+            settings,
+            store,
+            lambda: client_for(settings),
+            gate_evaluator(settings, store),
+            trigger=trigger,
+            log=err.print,
+            on_progress=progress,
+        )
+    if as_json:
+        print_json(_cycle_summary(result))
+    else:
+        _print_cycle(result)
+    if result["status"] == "failed":
+        raise SystemExit(1)
+
+
+def _cycle_summary(result: dict[str, Any]) -> dict[str, Any]:
+    gate = result["gate"] or {}
+    suites = {
+        name: {k: s[k] for k in ("current", "candidate", "difference", "p_value", "items")}
+        for name, s in gate.get("suites", {}).items()
+    }
+    compiled: dict[str, Any] = next((s for s in result["stages"] if s["stage"] == "compile"), {})
+    return {k: result[k] for k in ("cycle_id", "status", "decision", "reason", "stages")} | {
+        "adapter": result["adapter"],
+        "heldout": gate.get("heldout"),
+        "suites": suites,
+        "precision": compiled.get("precision"),
+        "memory": gate.get("memory"),
+    }
+
+
+def _print_cycle(result: dict[str, Any]) -> None:
+    adapter = result["adapter"]
+    click.echo(
+        f"cycle {result['cycle_id'][:12]}: {result['status']}"
+        + (f" {adapter['version']}" if adapter else "")
+        + f": {result['reason']}"
+    )
+    for s in result["stages"]:
+        click.echo(f"  {s['stage']:8s} {s['seconds']:7.1f} s" + ("" if s["ok"] else " FAILED"))
+        if s.get("precision"):
+            click.echo(f"    {precision_line(s['precision'])}")
+    if result["gate"]:
+        click.echo("  gate suite                       current  candidate  p")
+        for name, s in result["gate"]["suites"].items():
+            click.echo(
+                f"  {name:32s} {s['current']:6.1%}  {s['candidate']:8.1%}  {s['p_value']:.3g}"
+            )
+        for side, effects in (result["gate"].get("memory") or {}).items():
+            for name, e in effects.items():
+                if isinstance(e, dict):
+                    click.echo(f"  recall, {side} on {name}: {e['reason']}")

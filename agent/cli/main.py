@@ -1,0 +1,62 @@
+"""The `reflexa` command. Each command parses, calls one library function and prints.
+
+Results go to stdout (`--json`: one JSON document and nothing else); progress and notes go
+to stderr. A `ReflexaError` anywhere becomes one `Error: …` line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent.cli.adapters import adapters
+from agent.cli.ask import ask
+from agent.cli.chat import chat
+from agent.cli.common import CONFIG
+from agent.cli.cycle import cycle
+from agent.cli.eval import eval_group
+from agent.cli.failures import failures
+from agent.cli.memory import memory
+from agent.cli.model import model
+from agent.cli.schedule import schedule_group
+from agent.cli.serve import serve
+from agent.cli.train import train
+from agent.errors import ReflexaError
+from agent.settings import load_settings
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ReflexaError as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=_Group)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Settings file (default: $REFLEXA_CONFIG, else ./reflexa.toml if present).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """Reflexa: a model that checks its own answers and learns from its mistakes."""
+    ctx.obj = load_settings(config)
+    if config is not None:  # for the commands scheduled cycles run
+        ctx.meta[CONFIG] = config.resolve()
+
+
+for command in (ask, chat, serve, model, eval_group, failures, memory, train, adapters, cycle,
+                schedule_group):  # fmt: skip
+    cli.add_command(command)
+
+
+def main() -> None:
+    # LangChain's structured output trips a harmless pydantic serializer warning per call.
+    warnings.filterwarnings("ignore", message="Pydantic serializer warnings")
+    cli(prog_name="reflexa")

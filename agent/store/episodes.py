@@ -1,0 +1,189 @@
+"""Episodes, their attempts, and corrections (which become memories)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from agent.store.memories import MemoryRecords
+from agent.store.records import columns
+from agent.store.tables import Attempt, Correction, Episode, Memory, utcnow
+from evals.contamination import TRAIN_SPLIT, learnable, prompt_hash
+from evals.signal import justification_of
+from evals.verdict import grounded_ran
+
+
+class EpisodeRecords(MemoryRecords):
+    def start_episode(
+        self,
+        *,
+        id: str,
+        thread_id: str,
+        prompt: str,
+        messages: list[dict[str, Any]],
+        checks: list[dict[str, Any]],
+        model: str,
+        scoring: list[dict[str, Any]] | None = None,
+        gold_allowed: bool = False,
+        adapter: str | None = None,
+        suite: str | None = None,
+        split: str | None = None,
+        item_id: str | None = None,
+        eval_run_id: str | None = None,
+    ) -> None:
+        """Record that an episode began (status `running`), so even a crash leaves a trace."""
+        with self._session.begin() as s:
+            s.add(
+                Episode(
+                    id=id, thread_id=thread_id, prompt=prompt, messages=messages, checks=checks,
+                    scoring=scoring or [], gold_allowed=gold_allowed, status="running",
+                    model=model, adapter=adapter, suite=suite, split=split,
+                    item_id=item_id, eval_run_id=eval_run_id, judge_only=False, n_attempts=0,
+                    prompt_tokens=0, completion_tokens=0,
+                )
+            )  # fmt: skip
+
+    def finish_episode(
+        self,
+        id: str,
+        *,
+        status: str,
+        answer: str | None,
+        error: str | None,
+        attempts: Sequence[dict[str, Any]],
+        latency_s: float,
+        final_index: int | None = None,
+        corrections: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """Write the outcome, its attempts and its corrections in one transaction.
+
+        `final_index` is the attempt whose answer was returned."""
+        with self._session.begin() as s:
+            episode = s.get_one(Episode, id)
+            episode.status, episode.answer, episode.error = status, answer, error
+            episode.finished_at = utcnow()
+            episode.latency_s = latency_s
+            episode.n_attempts = len(attempts)
+            episode.prompt_tokens = sum(a.get("prompt_tokens", 0) for a in attempts)
+            episode.completion_tokens = sum(a.get("completion_tokens", 0) for a in attempts)
+            if attempts:
+                episode.first_passed = bool(attempts[0]["passed"])
+                episode.final_passed = status in ("passed", "repaired")
+                episode.judge_only = not grounded_ran(v for a in attempts for v in a["verdicts"])
+                first, final = attempts[0], attempts[final_index if final_index is not None else -1]
+                if first.get("gold_passed") is not None:  # scored: the harm ledger
+                    episode.first_correct = bool(first["gold_passed"])
+                    episode.final_correct = bool(final["gold_passed"])
+                    episode.right_to_wrong = episode.first_correct and not episode.final_correct
+                    episode.wrong_to_right = episode.final_correct and not episode.first_correct
+            episode.attempts = [_attempt(i, a) for i, a in enumerate(attempts)]
+            # Gold is kept only where it may be learnt from (a training item, gold allowed).
+            gold_ok = learnable(episode.split) and episode.gold_allowed
+            keep = [c for c in corrections if gold_ok or c["source"] != "gold"]
+            rows = [_correction(id, c) for c in keep]
+            s.add_all(rows)
+            split, checks, suite = episode.split, episode.checks, episode.suite
+        used = {m["id"] for a in attempts for m in (a.get("memory") or {}).get("used", [])}
+        self._remember(rows if learnable(split) else [], checks, used, suite)
+
+    def add_correction(self, episode_id: str | None, **fields: Any) -> int:
+        with self._session.begin() as s:
+            row = _correction(episode_id, fields)
+            s.add(row)
+            episode = s.get(Episode, episode_id) if episode_id else None
+            split, checks, suite = (
+                (episode.split, episode.checks, episode.suite) if episode else (None, [], None)
+            )
+        self._remember([row] if learnable(split) else [], checks, suite=suite)
+        return row.id
+
+    def episode(self, id: str) -> dict[str, Any] | None:
+        with self._session() as s:
+            row = s.get(Episode, id)
+            return None if row is None else episode_dict(row, with_attempts=True)
+
+    def last_episode(self, thread_id: str) -> dict[str, Any] | None:
+        with self._session() as s:
+            row = s.scalars(
+                select(Episode)
+                .where(Episode.thread_id == thread_id)
+                .order_by(Episode.created_at.desc())
+                .limit(1)
+            ).first()
+            return None if row is None else episode_dict(row, with_attempts=True)
+
+    def failures(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Episodes whose first answer failed, or that ended in an error, newest first."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(Episode)
+                .where((Episode.first_passed.is_(False)) | (Episode.status == "error"))
+                .order_by(Episode.created_at.desc())
+                .limit(limit)
+            )
+            return [episode_dict(r) for r in rows]
+
+    def count(self, table: type[Episode] | type[Attempt] | type[Correction] | type[Memory]) -> int:
+        with self._session() as s:
+            return int(s.scalar(select(func.count()).select_from(table)) or 0)
+
+    def training_episodes(self, split: str) -> list[dict[str, Any]]:
+        """Answered episodes of `split` or of no split (chat, `ask`), with their attempts."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(Episode)
+                .options(selectinload(Episode.attempts))
+                .where(
+                    Episode.status.in_(("passed", "repaired", "unresolved")),
+                    Episode.split.is_(None) | (Episode.split == split),
+                )
+                .order_by(Episode.created_at)
+            )
+            return [episode_dict(r, with_attempts=True) for r in rows if r.attempts]
+
+    def held_out_prompts(self) -> list[tuple[str, list[Any]]]:
+        """(prompt, scoring) of the episodes recorded under any split but train (held-out,
+        gate, test), one per prompt."""
+        with self._session() as s:
+            rows = s.execute(
+                select(Episode.prompt, Episode.scoring).where(
+                    Episode.split.is_not(None), Episode.split != TRAIN_SPLIT
+                )
+            )
+            return list({prompt: (prompt, scoring) for prompt, scoring in rows}.values())
+
+    def corrections(self) -> list[dict[str, Any]]:
+        with self._session() as s:
+            rows = s.scalars(select(Correction).order_by(Correction.id))
+            return [columns(r) for r in rows]
+
+
+def _attempt(index: int, a: dict[str, Any]) -> Attempt:
+    return Attempt(
+        index=index, kind=a["kind"], answer=a["answer"], verdicts=a["verdicts"],
+        passed=a["passed"], score=a["score"], gold_passed=a.get("gold_passed"),
+        diagnosis=a.get("diagnosis"), prompt_tokens=a.get("prompt_tokens", 0),
+        completion_tokens=a.get("completion_tokens", 0), latency_s=a.get("latency_s", 0.0),
+        model=a["model"], memory=a.get("memory"),
+    )  # fmt: skip
+
+
+def _correction(episode_id: str | None, c: dict[str, Any]) -> Correction:
+    return Correction(
+        episode_id=episode_id, prompt=c["prompt"], prompt_hash=prompt_hash(c["prompt"]),
+        messages=c.get("messages") or [{"role": "user", "content": c["prompt"]}],
+        rejected=c.get("rejected"), chosen=c.get("chosen"), source=c["source"],
+        verified=c["verified"],
+        justification=c.get("justification") or justification_of(c["source"]),
+        correct=c.get("correct"),
+    )  # fmt: skip
+
+
+def episode_dict(row: Episode, with_attempts: bool = False) -> dict[str, Any]:
+    out = columns(row)
+    if with_attempts:
+        out["attempts"] = [columns(a) for a in row.attempts]
+    return out

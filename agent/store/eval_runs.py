@@ -1,0 +1,62 @@
+"""Eval runs: opened (or resumed), their episodes, finished with metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+
+from agent.store.episodes import episode_dict
+from agent.store.records import Records, columns
+from agent.store.tables import Episode, EvalRun, utcnow
+
+
+class EvalRunRecords(Records):
+    def open_eval_run(self, suite: str, source: str, config: dict[str, Any]) -> tuple[str, bool]:
+        """The unfinished run with this suite and config (resumed), or a new one."""
+        key = hashlib.sha256(json.dumps([suite, config], sort_keys=True).encode()).hexdigest()
+        with self._session.begin() as s:
+            run = s.scalars(
+                select(EvalRun)
+                .where(EvalRun.config_key == key, EvalRun.status == "running")
+                .order_by(EvalRun.created_at.desc())
+            ).first()
+            if run is not None:
+                return run.id, True
+            run_id = uuid.uuid4().hex
+            s.add(EvalRun(id=run_id, suite=suite, source=source, status="running",
+                          config=config, config_key=key))  # fmt: skip
+            return run_id, False
+
+    def run_episodes(self, run_id: str) -> list[dict[str, Any]]:
+        """The finished episodes of an eval run, one per item (the newest, if an item ran twice)."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(Episode)
+                .where(Episode.eval_run_id == run_id, Episode.status != "running")
+                .order_by(Episode.created_at)
+            )
+            return list({r.item_id: episode_dict(r) for r in rows}.values())
+
+    def finish_eval_run(self, run_id: str, metrics: dict[str, Any]) -> None:
+        with self._session.begin() as s:
+            run = s.get_one(EvalRun, run_id)
+            run.status, run.metrics, run.finished_at = "done", metrics, utcnow()
+
+    def eval_run(self, run_id: str) -> dict[str, Any] | None:
+        with self._session() as s:
+            row = s.get(EvalRun, run_id)
+            return None if row is None else columns(row)
+
+    def eval_run_source(self, suite: str) -> str | None:
+        """Where the suite of that name was last run from (a file path, or built-in)."""
+        with self._session() as s:
+            return s.scalars(
+                select(EvalRun.source)
+                .where(EvalRun.suite == suite)
+                .order_by(EvalRun.created_at.desc())
+                .limit(1)
+            ).first()

@@ -1,0 +1,189 @@
+"""Correction memory's records: memories, their full-text index, recall policies."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from agent.store.records import Records, columns
+from agent.store.tables import Correction, Memory, RecallPolicy, utcnow
+from evals.contamination import words
+
+SQLITE_FTS_TABLE = (  # as migration 0004 creates it (its triggers keep it in step)
+    "CREATE VIRTUAL TABLE memories_fts USING fts5("
+    "prompt, content='memories', content_rowid='id', tokenize='unicode61')"
+)
+# Recall prefers, for one prompt: a user's correction, then the model's verified repair, the
+# item's gold answer, a verified sample.
+MEMORY_SOURCES = ("user", "repair", "gold", "sampled")
+
+
+def search_terms(text: str, limit: int = 64) -> list[str]:
+    """The distinct words of `text`, lower-cased, in order: the full-text query."""
+    return list(dict.fromkeys(words(text)))[:limit]
+
+
+class MemoryRecords(Records):
+    def _remember(
+        self,
+        corrections: Sequence[Correction],
+        checks: list[Any],
+        used: Collection[int] = (),
+        suite: str | None = None,
+    ) -> None:
+        """Make verified corrections recallable, one memory per prompt (the better source, or
+        the newer of equals, wins), and count the memories an episode used. A transaction of
+        its own: a broken index (`reflexa memory rebuild`) or a concurrent writer of the same
+        prompt costs the memory, never the episode or the correction."""
+        try:
+            with self._session.begin() as s:
+                for c in corrections:
+                    if c.verified and c.chosen and c.source in MEMORY_SOURCES:
+                        self._upsert_memory(s, c, checks, suite)
+                if used:
+                    s.execute(
+                        update(Memory)
+                        .where(Memory.id.in_(used))
+                        .values(uses=Memory.uses + 1, last_used_at=utcnow())
+                    )
+        except SQLAlchemyError:
+            pass
+
+    def _upsert_memory(
+        self, s: Session, c: Correction, checks: list[Any], suite: str | None
+    ) -> None:
+        row = s.scalars(select(Memory).where(Memory.prompt_hash == c.prompt_hash)).first()
+        if row is None:
+            row = Memory(prompt_hash=c.prompt_hash, prompt=c.prompt, uses=0)
+            s.add(row)
+        elif MEMORY_SOURCES.index(c.source) > MEMORY_SOURCES.index(row.source):
+            return
+        row.answer, row.source, row.justification = c.chosen or "", c.source, c.justification
+        row.correction_id, row.episode_id = c.id, c.episode_id
+        row.checks, row.suite = checks, suite
+        row.status, row.retired_by = "active", None
+        s.flush()
+        surplus = (s.scalar(select(func.count()).select_from(Memory)) or 0) - self.memory_limit
+        if surplus > 0:
+            oldest = (
+                select(Memory.id)
+                .order_by(
+                    (Memory.status == "active").asc(),
+                    func.coalesce(Memory.last_used_at, Memory.created_at).asc(),
+                )
+                .limit(surplus)
+            )
+            s.execute(delete(Memory).where(Memory.id.in_(oldest.scalar_subquery())))
+
+    def search_memories(
+        self, query: str, limit: int, model: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Memories whose prompt shares words with `query`, best BM25 (SQLite) or ts_rank
+        (PostgreSQL) first; those retired for `model` (it passes them unaided) left out."""
+        terms = search_terms(query)
+        if not terms:
+            return []
+        params = {"limit": limit, "model": model or ""}
+        if self.engine.dialect.name == "sqlite":
+            sql = text(
+                "SELECT m.id, m.prompt_hash, m.prompt, m.answer, m.source, m.suite "
+                "FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid "
+                "WHERE memories_fts MATCH :q AND (m.retired_by IS NULL OR m.retired_by != :model) "
+                "AND m.status != 'harmful' ORDER BY bm25(memories_fts) LIMIT :limit"
+            )
+            params["q"] = " OR ".join(f'"{t}"' for t in terms)
+        else:
+            sql = text(
+                "SELECT id, prompt_hash, prompt, answer, source, suite "
+                "FROM memories, to_tsquery('simple', :q) q "
+                "WHERE search @@ q AND (retired_by IS NULL OR retired_by != :model) "
+                "AND status != 'harmful' ORDER BY ts_rank(search, q) DESC, id LIMIT :limit"
+            )
+            params["q"] = " | ".join(f"'{t}'" for t in terms)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sql, params)]
+
+    def memories(self, status: str | None = None) -> list[dict[str, Any]]:
+        with self._session() as s:
+            query = select(Memory).order_by(Memory.id)
+            if status:
+                query = query.where(Memory.status == status)
+            return [columns(r) for r in s.scalars(query)]
+
+    def count_recall_effect(self, helped: Sequence[int], hurt: Sequence[int]) -> int:
+        """Add paired measurements (with and without recall) to the memories that were
+        recalled; those that hurt more often than they helped become `harmful` and are no
+        longer recalled. Returns how many became harmful."""
+        with self._session.begin() as s:
+            for ids, column in ((helped, Memory.helped), (hurt, Memory.hurt)):
+                for memory_id in ids:  # one at a time: an id may come up more than once
+                    s.execute(
+                        update(Memory).where(Memory.id == memory_id).values({column: column + 1})
+                    )
+            result = s.execute(
+                update(Memory)
+                .where(Memory.hurt > Memory.helped, Memory.status != "harmful")
+                .values(status="harmful")
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def set_recall_policy(
+        self, model: str, suite: str, recall: bool, reason: str, measured: dict[str, Any]
+    ) -> None:
+        with self._session.begin() as s:
+            row = s.get(RecallPolicy, (model, suite)) or RecallPolicy(model=model, suite=suite)
+            row.recall, row.reason, row.measured, row.updated_at = (
+                recall,
+                reason,
+                measured,
+                utcnow(),
+            )
+            s.add(row)
+
+    def recall_policies(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Per model ("" the base) and suite: recall on or off, and why."""
+        with self._session() as s:
+            query = select(RecallPolicy).order_by(RecallPolicy.model, RecallPolicy.suite)
+            if model is not None:
+                query = query.where(RecallPolicy.model == model)
+            return [columns(r) for r in s.scalars(query)]
+
+    def memory_prompts(self) -> list[str]:
+        with self._session() as s:
+            return list(s.scalars(select(Memory.prompt)))
+
+    def retire_memories(self, ids: Sequence[int], by: str) -> None:
+        """`by` (an adapter version) passes these unaided: not recalled when it answers."""
+        with self._session.begin() as s:
+            s.execute(
+                update(Memory).where(Memory.id.in_(ids)).values(status="retired", retired_by=by)
+            )
+
+    def rebuild_memory_index(self) -> None:
+        """Rebuild the full-text index from the memories table (after corruption)."""
+        if self.engine.dialect.name != "sqlite":
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("REINDEX INDEX ix_memories_search")
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')")
+            return
+        except SQLAlchemyError:
+            pass  # its structure is damaged: FTS5 cannot even open it, nor DROP it
+        # The documented way out for a virtual table that cannot be opened: unlist it, then
+        # drop its shadow tables (plain tables) on a fresh connection, and create it anew.
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA writable_schema=ON")
+            conn.exec_driver_sql("DELETE FROM sqlite_schema WHERE name = 'memories_fts'")
+            conn.exec_driver_sql("PRAGMA writable_schema=OFF")
+        self.engine.dispose()
+        with self.engine.begin() as conn:
+            for shadow in ("data", "idx", "config", "docsize"):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS memories_fts_{shadow}")
+            conn.exec_driver_sql(SQLITE_FTS_TABLE)
+            conn.exec_driver_sql("INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')")

@@ -1,0 +1,59 @@
+"""Retiring memories: what an adapter now answers unaided needs no recalling for it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from agent.model.client import ModelClient
+from agent.settings import Settings
+from agent.store import Store
+from evals.signal import normalise
+from evals.verdict import grounded
+from evals.verify import passes
+from graphs.prompts import SYSTEM
+
+
+async def retire_passed(
+    settings: Settings,
+    store: Store,
+    client: ModelClient,
+    adapter: str,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
+    """Ask `adapter` each memory's prompt unaided (one answer, nothing recalled); the
+    memories whose answer it gives again (the same up to form, and passing the memory's
+    visible checks) are retired for it. Memories without grounded checks cannot be tested
+    and stay. (Visible checks alone would not do: "a number" passes a wrong sum.)"""
+    todo = [m for m in store.memories(status="active") if grounded(m["checks"])]
+    limit = asyncio.Semaphore(settings.cycle.concurrency)
+    passed: list[int] = []
+    done = 0
+    async with httpx.AsyncClient(timeout=settings.request_timeout_s) as http:
+        llm = client.chat_model(
+            adapter, temperature=0, max_tokens=settings.reflect.max_tokens, http_async_client=http
+        )
+
+        async def one(m: dict[str, Any]) -> None:
+            nonlocal done
+            async with limit:
+                reply = await llm.ainvoke(
+                    [
+                        {"role": "system", "content": SYSTEM},
+                        {"role": "user", "content": m["prompt"]},
+                    ]
+                )
+            same = normalise(reply.text, m["checks"]) == normalise(m["answer"], m["checks"])
+            if same and await passes(m["checks"], m["prompt"], reply.text):
+                passed.append(m["id"])
+            done += 1
+            if on_progress:
+                on_progress(done, len(todo))
+
+        await asyncio.gather(*(one(m) for m in todo))
+    if passed:
+        store.retire_memories(passed, adapter)
+    return {"tested": len(todo), "retired": len(passed)}
