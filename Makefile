@@ -42,7 +42,7 @@ DEMO_SUITE ?= sums
 demo: install
 	-REFLEXA_HOME=$(DEMO_HOME) $(BIN)/reflexa model stop
 	find $(DEMO_HOME) -mindepth 1 -maxdepth 1 ! -name models -exec rm -rf {} + 2>/dev/null || true
-	REFLEXA_HOME=$(DEMO_HOME) $(BIN)/python -m agent.demo --suite $(DEMO_SUITE)
+	REFLEXA_HOME=$(DEMO_HOME) $(BIN)/python -m reflexa.agent.demo --suite $(DEMO_SUITE)
 	@echo "Explore it with: REFLEXA_HOME=$(DEMO_HOME) $(BIN)/reflexa chat (stop: ... model stop)"
 
 # The same story with no label in the loop: JSON extraction learns from answers its own
@@ -50,7 +50,7 @@ demo: install
 demo-label-free demo-gold-free: install
 	-REFLEXA_HOME=$(DEMO_HOME) $(BIN)/reflexa model stop
 	find $(DEMO_HOME) -mindepth 1 -maxdepth 1 ! -name models -exec rm -rf {} + 2>/dev/null || true
-	REFLEXA_HOME=$(DEMO_HOME) $(BIN)/python -m agent.demo --suite json-extract --label-free
+	REFLEXA_HOME=$(DEMO_HOME) $(BIN)/python -m reflexa.agent.demo --suite json-extract --label-free
 
 # Both demos as measurements, stamped into bench/results/ (about 45 minutes on 2 cores).
 bench-demo: install
@@ -62,8 +62,11 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
+# mypy reads the folders under their installed names (reflexa.agent, …) through links in .lint/.
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy agent graphs trainers evals
+	mkdir -p .lint/reflexa && for p in agent graphs trainers evals; do ln -sfn ../../$$p .lint/reflexa/$$p; done
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && \
+	  MYPYPATH=.lint $(BIN)/mypy -p reflexa.agent -p reflexa.graphs -p reflexa.trainers -p reflexa.evals
 
 bench: install
 	$(BIN)/python bench/serve_bench.py

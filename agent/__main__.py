@@ -1,5 +1,5 @@
-"""`python -m agent …` is `reflexa …` (used for child processes: training, scheduled cycles)."""
+"""`python -m reflexa.agent …` is `reflexa …`."""
 
-from agent.cli import main
+from reflexa.agent.cli import main
 
 main()

@@ -10,8 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from agent.app.agent import Agent, EpisodeRequest
-from evals.verdict import grounded_ran
+from reflexa.agent.app.agent import Agent, EpisodeRequest
+from reflexa.evals.verdict import grounded_ran
 
 HELP = (
     "/trace  show how the last answer was checked and repaired\n"

@@ -9,7 +9,7 @@ gate, the precision of the training rows by justification) and an HTML page besi
 per-run reports; `reports/demo.json` keeps the numbers (`bench/demo_bench.py` stamps them
 into bench/results/).
 
-    python -m agent.demo [--suite sums|arithmetic|json-extract] [--label-free]
+    python -m reflexa.agent.demo [--suite sums|arithmetic|json-extract] [--label-free]
 
 Label-free: no gold answer anywhere in the loop (not in training rows, not in memories); a
 training row needs a user's answer or self-consistency among samples of the model. Scoring
@@ -35,10 +35,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from agent.cli.learn import precision_line
-from evals.report import figure_png
+from reflexa.agent.cli.learn import precision_line
+from reflexa.evals.report import figure_png
 
-REFLEXA = [sys.executable, "-m", "agent"]
+REFLEXA = [sys.executable, "-m", "reflexa.agent"]
 # Short answers suffice for these suites; the cap keeps a rambling base model from
 # dominating the run time.
 DEMO_ENV = {"REFLEXA_REFLECT__MAX_TOKENS": "128"}

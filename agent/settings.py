@@ -15,8 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from agent.errors import ReflexaError
-from evals.validation import error_line
+from reflexa.agent.errors import ReflexaError
+from reflexa.evals.validation import error_line
 
 BUNDLED_MODEL = "SmolLM2-135M-Instruct"
 

@@ -30,7 +30,7 @@ from openai import AsyncOpenAI
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from bench.record import write_result
-from graphs.prompts import SYSTEM
+from reflexa.graphs.prompts import SYSTEM
 from tests.helpers import free_port
 
 MODEL = "smollm2-135m-instruct"
@@ -84,7 +84,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFLEXA_")}
     env |= {"REFLEXA_HOME": str(home), "REFLEXA_SERVER__PORT": str(free_port()),
             "REFLEXA_REFLECT__JUDGE": "false"}  # fmt: skip
-    cli = [sys.executable, "-m", "agent"]
+    cli = [sys.executable, "-m", "reflexa.agent"]
     vllm = json.loads(subprocess.run([*cli, "model", "serve", "--json"], env=env, check=True,
                                      capture_output=True, text=True).stdout)["url"]  # fmt: skip
     port = free_port()

@@ -35,12 +35,14 @@ def main() -> None:
         shutil.copytree(models, home / "models")
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFLEXA_")}
     env |= {"REFLEXA_HOME": str(home), "REFLEXA_SERVER__PORT": str(args.port)}
-    command = [sys.executable, "-m", "agent.demo", "--suite", args.suite]
+    command = [sys.executable, "-m", "reflexa.agent.demo", "--suite", args.suite]
     try:
         subprocess.run(command + ["--label-free"] * args.label_free, env=env, check=True)
         summary = json.loads((home / "reports" / "demo.json").read_text())
     finally:
-        subprocess.run([sys.executable, "-m", "agent", "model", "stop"], env=env, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "reflexa.agent", "model", "stop"], env=env, check=False
+        )
         shutil.rmtree(home, ignore_errors=True)
     name = f"demo-{args.suite}" + ("-label-free" if args.label_free else "")
     print(f"written to {write_result(name, summary)}")

@@ -22,11 +22,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))
-from agent.model.connect import connect  # noqa: E402
-from agent.settings import load_settings  # noqa: E402
 from bench.record import write_result  # noqa: E402
-from evals.builtin import BUILTIN  # noqa: E402
-from graphs.prompts import SYSTEM  # noqa: E402
+from reflexa.agent.model.connect import connect  # noqa: E402
+from reflexa.agent.settings import load_settings  # noqa: E402
+from reflexa.evals.builtin import BUILTIN  # noqa: E402
+from reflexa.graphs.prompts import SYSTEM  # noqa: E402
 
 REFLEXA = str(Path(sys.executable).parent / "reflexa")
 INSPECT = str(ROOT / ".venv-bench" / "bin" / "inspect")

@@ -25,15 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.app.memory import Memory, token_counter
-from agent.settings import load_settings
-from agent.store import Store, prompt_hash
 from bench.record import write_result
-from evals.builtin import BUILTIN
-from evals.builtin.arithmetic import OPS
-from evals.builtin.arithmetic import PROMPT as SUM_PROMPT
-from evals.builtin.json_extract import CITIES, FIRST, LAST, SENTENCES
-from evals.builtin.json_extract import PROMPT as JSON_PROMPT
+from reflexa.agent.app.memory import Memory, token_counter
+from reflexa.agent.settings import load_settings
+from reflexa.agent.store import Store, prompt_hash
+from reflexa.evals.builtin import BUILTIN
+from reflexa.evals.builtin.arithmetic import OPS
+from reflexa.evals.builtin.arithmetic import PROMPT as SUM_PROMPT
+from reflexa.evals.builtin.json_extract import CITIES, FIRST, LAST, SENTENCES
+from reflexa.evals.builtin.json_extract import PROMPT as JSON_PROMPT
 
 
 def corrections(n: int, protected: set[str]) -> list[tuple[str, str]]:
@@ -69,7 +69,7 @@ def main() -> None:
     env |= {"REFLEXA_HOME": str(home), "REFLEXA_REFLECT__MAX_TOKENS": "128"}
     os.environ.update(env)
     settings = load_settings()
-    reflexa = [sys.executable, "-m", "agent"]
+    reflexa = [sys.executable, "-m", "reflexa.agent"]
     subprocess.run([*reflexa, "model", "prepare"], env=env, check=True)
 
     suites = [BUILTIN["json-extract"](), BUILTIN["arithmetic"]()]

@@ -15,8 +15,8 @@ import tempfile
 import time
 from typing import Any
 
-from agent.demo import reflexa, step
 from bench.record import write_result
+from reflexa.agent.demo import reflexa, step
 
 HELDOUT = ("--split", "test", "--no-reflect", "--concurrency", "16")
 

@@ -31,12 +31,12 @@ from pathlib import Path
 from openai import AsyncOpenAI
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from agent.app.agent import EpisodeRequest, EpisodeResult, open_agent
-from agent.model.connect import connect
-from agent.settings import load_settings
-from agent.store import open_store
 from bench.record import write_result
-from graphs.prompts import SYSTEM
+from reflexa.agent.app.agent import EpisodeRequest, EpisodeResult, open_agent
+from reflexa.agent.model.connect import connect
+from reflexa.agent.settings import load_settings
+from reflexa.agent.store import open_store
+from reflexa.graphs.prompts import SYSTEM
 
 REFLEXA = str(Path(sys.executable).parent / "reflexa")
 

@@ -95,7 +95,7 @@ def main(args: argparse.Namespace) -> None:
         client = OpenAI(base_url=f"{status['url']}/v1", api_key="EMPTY", timeout=600)
 
         sys.path.insert(0, str(Path(__file__).parent.parent))
-        from agent.model.client import ModelClient
+        from reflexa.agent.model.client import ModelClient
         from tests.helpers import make_lora
 
         adapter_dir = make_lora(home / "models" / "SmolLM2-135M-Instruct", home / "bench-lora")

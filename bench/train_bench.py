@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from bench.record import write_result
-from trainers.dataset import Example, to_records, write_dataset
+from reflexa.trainers.dataset import Example, to_records, write_dataset
 
 # The plain side: what a user would write with TRL and PEFT directly.
 PLAIN = """
@@ -64,7 +64,7 @@ def dataset(out: Path) -> Path:
 
 def run_reflexa(env: dict[str, str], data: Path, config: Path) -> float:
     out = subprocess.run(
-        [sys.executable, "-m", "agent", "train", "--dataset", str(data), "--train-config",
+        [sys.executable, "-m", "reflexa.agent", "train", "--dataset", str(data), "--train-config",
          str(config), "--json"],
         env=env, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
@@ -87,7 +87,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="reflexa-train-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFLEXA_")}
     env["REFLEXA_HOME"] = str(home)
-    prepared = subprocess.run([sys.executable, "-m", "agent", "model", "prepare", "--json"],
+    prepared = subprocess.run([sys.executable, "-m", "reflexa.agent", "model", "prepare", "--json"],
                               env=env, capture_output=True, text=True, check=True)  # fmt: skip
     model_dir = Path(json.loads(prepared.stdout)["path"])
     data = dataset(home / "data")

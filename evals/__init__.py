@@ -1,9 +1,9 @@
 """Verifiers, suites, runner, metrics and reports. Imports neither `graphs` nor `agent`."""
 
-from evals.checks import Check, CheckSpecError, checks_for, parse_checks, run_checks
-from evals.judge import make_judge
-from evals.sandbox import SandboxLimits, SandboxResult, run_python
-from evals.verdict import JudgeFn, JudgeResult, Verdict, VerifyContext
+from reflexa.evals.checks import Check, CheckSpecError, checks_for, parse_checks, run_checks
+from reflexa.evals.judge import make_judge
+from reflexa.evals.sandbox import SandboxLimits, SandboxResult, run_python
+from reflexa.evals.verdict import JudgeFn, JudgeResult, Verdict, VerifyContext
 
 __all__ = [
     "Check",

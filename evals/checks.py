@@ -8,13 +8,13 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from evals.intrinsic import JsonParsesCheck, PythonCompilesCheck, intrinsic_checks
-from evals.json_check import JsonCheck
-from evals.judge import JudgeCheck
-from evals.match_checks import ExactCheck, NumericCheck, RegexCheck
-from evals.python_check import PythonTestsCheck
-from evals.validation import error_line
-from evals.verdict import Kind, Verdict, VerifyContext
+from reflexa.evals.intrinsic import JsonParsesCheck, PythonCompilesCheck, intrinsic_checks
+from reflexa.evals.json_check import JsonCheck
+from reflexa.evals.judge import JudgeCheck
+from reflexa.evals.match_checks import ExactCheck, NumericCheck, RegexCheck
+from reflexa.evals.python_check import PythonTestsCheck
+from reflexa.evals.validation import error_line
+from reflexa.evals.verdict import Kind, Verdict, VerifyContext
 
 Check = Annotated[
     ExactCheck

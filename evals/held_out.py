@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from evals.builtin import held_out_items
-from evals.contamination import TRAIN_SPLIT, Guard
-from evals.suite import Suite
-from evals.verify import gold_answer
+from reflexa.evals.builtin import held_out_items
+from reflexa.evals.contamination import TRAIN_SPLIT, Guard
+from reflexa.evals.suite import Suite
+from reflexa.evals.verify import gold_answer
 
 
 def held_out_guard(

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from evals.json_check import NoJson, extract_json
-from evals.verdict import Verdict, VerifyContext
+from reflexa.evals.json_check import NoJson, extract_json
+from reflexa.evals.verdict import Verdict, VerifyContext
 
 ASKS_FOR_JSON = re.compile(r"\bjson\b", re.IGNORECASE)
 PYTHON_BLOCK = re.compile(r"```(?:python|py)\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)

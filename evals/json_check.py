@@ -9,7 +9,7 @@ from typing import Any, Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from evals.verdict import Verdict, VerifyContext
+from reflexa.evals.verdict import Verdict, VerifyContext
 
 FENCE = re.compile(r"```(?:json)?\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 

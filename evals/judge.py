@@ -7,7 +7,7 @@ from typing import Literal
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.verdict import JudgeFn, JudgeResult, Verdict, VerifyContext
+from reflexa.evals.verdict import JudgeFn, JudgeResult, Verdict, VerifyContext
 
 DEFAULT_RUBRIC = (
     "The answer responds to the request, is correct, and follows every instruction about its "

@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from evals.runner import ItemOutcome
+from reflexa.evals.runner import ItemOutcome
 
 Z95 = 1.959964
 

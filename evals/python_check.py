@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.sandbox import SandboxLimits, SandboxResult, run_python
-from evals.verdict import Verdict, VerifyContext
+from reflexa.evals.sandbox import SandboxLimits, SandboxResult, run_python
+from reflexa.evals.verdict import Verdict, VerifyContext
 
 CODE_BLOCK = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 FEEDBACK_LINES = 12

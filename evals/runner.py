@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from evals.suite import SuiteItem
+from reflexa.evals.suite import SuiteItem
 
 
 @dataclass(frozen=True)

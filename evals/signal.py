@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evals.json_check import NoJson, extract_json
-from evals.match_checks import numbers_in
+from reflexa.evals.json_check import NoJson, extract_json
+from reflexa.evals.match_checks import numbers_in
 
 JUSTIFICATIONS = ("user", "gold", "consistency", "checks")
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from evals.checks import Check, carries_gold, describe_validation_error, split_gold
+from reflexa.evals.checks import Check, carries_gold, describe_validation_error, split_gold
 
 TRAIN, DEV, TEST, HELDOUT = "train", "dev", "test", "heldout"
 
@@ -219,7 +219,7 @@ def _yaml(path: Path, text: str) -> tuple[list[tuple[int, Any]], str, str, bool]
 
 def resolve_suite(name_or_path: str) -> Suite:
     """A built-in suite by name, or a suite file by path."""
-    from evals.builtin import BUILTIN
+    from reflexa.evals.builtin import BUILTIN
 
     if name_or_path in BUILTIN:
         return BUILTIN[name_or_path]()

@@ -6,8 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from evals.checks import parse_checks, run_checks
-from evals.verdict import VerifyContext, grounded
+from reflexa.evals.checks import parse_checks, run_checks
+from reflexa.evals.verdict import VerifyContext, grounded
 
 
 def gold_answer(checks: Sequence[dict[str, Any]]) -> str | None:

@@ -1,7 +1,14 @@
 """The LangGraph reflection loop: recall → generate → evaluate → diagnose → repair."""
 
-from graphs.builder import build_reflection_graph
-from graphs.state import Attempt, Recall, RecallFn, ReflectionContext, ReflectionState, turn_input
+from reflexa.graphs.builder import build_reflection_graph
+from reflexa.graphs.state import (
+    Attempt,
+    Recall,
+    RecallFn,
+    ReflectionContext,
+    ReflectionState,
+    turn_input,
+)
 
 __all__ = [
     "Attempt",

@@ -12,8 +12,16 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from graphs.nodes import after_evaluate, diagnose, evaluate, finish, generate, recall, repair
-from graphs.state import ReflectionContext, ReflectionState
+from reflexa.graphs.nodes import (
+    after_evaluate,
+    diagnose,
+    evaluate,
+    finish,
+    generate,
+    recall,
+    repair,
+)
+from reflexa.graphs.state import ReflectionContext, ReflectionState
 
 
 def build_reflection_graph(

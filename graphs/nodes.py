@@ -11,9 +11,9 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from evals import JudgeResult, VerifyContext, checks_for, parse_checks, run_checks
-from graphs.prompts import DIAGNOSE, REPAIR, SYSTEM
-from graphs.state import Attempt, Recall, ReflectionContext, ReflectionState, Status
+from reflexa.evals import JudgeResult, VerifyContext, checks_for, parse_checks, run_checks
+from reflexa.graphs.prompts import DIAGNOSE, REPAIR, SYSTEM
+from reflexa.graphs.state import Attempt, Recall, ReflectionContext, ReflectionState, Status
 
 
 async def recall(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:

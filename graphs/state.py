@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 
-from evals import JudgeFn
+from reflexa.evals import JudgeFn
 
 # passed: the first answer passed every check (or nothing applied: see its empty verdicts)
 Status = Literal["running", "passed", "repaired", "unresolved", "verifier_error"]

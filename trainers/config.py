@@ -11,9 +11,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from agent.errors import ReflexaError
-from agent.settings import Settings
-from evals.checks import describe_validation_error
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.settings import Settings
+from reflexa.evals.checks import describe_validation_error
 
 Method = Literal["sft", "dpo"]
 

@@ -24,17 +24,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ReflexaError
-from agent.model.client import ModelClient
-from agent.settings import Settings, settings_json
-from agent.store import Store
-from evals.held_out import held_out_guard
-from trainers.config import train_config
-from trainers.dataset import TooFewExamples, build_dataset
-from trainers.gate import Evaluate, gate_suites, run_gate
-from trainers.registry import load, promote
-from trainers.retire import retire_passed
-from trainers.sampling import sample_corrections, sampling_targets
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.settings import Settings, settings_json
+from reflexa.agent.store import Store
+from reflexa.evals.held_out import held_out_guard
+from reflexa.trainers.config import train_config
+from reflexa.trainers.dataset import TooFewExamples, build_dataset
+from reflexa.trainers.gate import Evaluate, gate_suites, run_gate
+from reflexa.trainers.registry import load, promote
+from reflexa.trainers.retire import retire_passed
+from reflexa.trainers.sampling import sample_corrections, sampling_targets
 
 # (what, done, total): progress of the stage under way
 Progress = Callable[[str, int, int], None]
@@ -222,14 +222,14 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_in_child(settings: Settings, dataset_dir: Path, parent: str | None) -> dict[str, Any]:
-    """`python -m trainers.train` in its own process, given the settings as a file (secrets
+    """`python -m reflexa.trainers.train` in its own process, given the settings as a file (secrets
     included, so only its owner may read it): its progress goes to our stderr, its JSON
     result to us. A non-zero exit (an error, a kill) fails the stage."""
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=settings.run_dir, suffix=".json") as file:
         file.write(settings_json(settings))  # created 0600 by tempfile
         file.flush()
-        command = [sys.executable, "-m", "trainers.train", "--settings", file.name,
+        command = [sys.executable, "-m", "reflexa.trainers.train", "--settings", file.name,
                    "--dataset", str(dataset_dir)]  # fmt: skip
         if parent:
             command += ["--parent", parent]

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.errors import ReflexaError
-from agent.store import Store
-from evals.contamination import TRAIN_SPLIT, Guard, prompt_hash, shared_entities
-from evals.held_out import held_out_guard
-from evals.signal import JUSTIFICATIONS
-from evals.verdict import grounded_pass
-from evals.verify import gold_answer, passes
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.store import Store
+from reflexa.evals.contamination import TRAIN_SPLIT, Guard, prompt_hash, shared_entities
+from reflexa.evals.held_out import held_out_guard
+from reflexa.evals.signal import JUSTIFICATIONS
+from reflexa.evals.verdict import grounded_pass
+from reflexa.evals.verify import gold_answer, passes
 
 Format = Literal["sft", "dpo"]
 SOURCES = ("user", "repair", "gold", "sampled", "self")

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.settings import Settings
-from agent.store import Store
-from evals.builtin import BUILTIN
-from evals.compare import compare_runs
-from evals.suite import Suite, SuiteError, load_suite
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import Store
+from reflexa.evals.builtin import BUILTIN
+from reflexa.evals.compare import compare_runs
+from reflexa.evals.suite import Suite, SuiteError, load_suite
 
 FROZEN = "capabilities"
 # (label, done, total)

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ReflexaError
-from agent.model.client import ModelClient, adapter_name
-from agent.settings import Settings
-from agent.store import Store
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.model.client import ModelClient, adapter_name
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import Store
 
 METADATA = "reflexa_adapter.json"  # written last into each adapter folder
 BASE = "base"  # `--adapter base`: the base model, even when an adapter is promoted

@@ -8,13 +8,13 @@ from typing import Any
 
 import httpx
 
-from agent.model.client import ModelClient
-from agent.settings import Settings
-from agent.store import Store
-from evals.signal import normalise
-from evals.verdict import grounded
-from evals.verify import passes
-from graphs.prompts import SYSTEM
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import Store
+from reflexa.evals.signal import normalise
+from reflexa.evals.verdict import grounded
+from reflexa.evals.verify import passes
+from reflexa.graphs.prompts import SYSTEM
 
 
 async def retire_passed(

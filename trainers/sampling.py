@@ -19,13 +19,13 @@ from typing import Any
 
 import httpx
 
-from agent.model.client import ModelClient
-from agent.settings import Settings
-from agent.store import Store
-from evals.contamination import TRAIN_SPLIT, Guard, prompt_hash
-from evals.signal import vote
-from evals.verdict import grounded
-from evals.verify import passes
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import Store
+from reflexa.evals.contamination import TRAIN_SPLIT, Guard, prompt_hash
+from reflexa.evals.signal import vote
+from reflexa.evals.verdict import grounded
+from reflexa.evals.verify import passes
 
 
 def sampling_targets(store: Store, protected: Guard, limit: int) -> list[dict[str, Any]]:

@@ -25,11 +25,11 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from agent.errors import ReflexaError
-from agent.settings import Settings
-from agent.store.db import make_engine
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.settings import Settings
+from reflexa.agent.store.db import make_engine
 
-JOB = "trainers.schedule:scheduled_cycle"
+JOB = "reflexa.trainers.schedule:scheduled_cycle"
 DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun"]  # cron: 0 and 7 are Sunday
 
 
@@ -140,7 +140,8 @@ def _job(job: Any) -> dict[str, Any]:
 
 
 def crontab_line(expr: str, reflexa: list[str], env: dict[str, str]) -> str:
-    """`reflexa` is the command as argv (the script, or python -m agent, and its --config)."""
+    """`reflexa` is the command as argv (the script, else python -m reflexa.agent; with
+    --config, if given)."""
     words = [f"{k}={shlex.quote(v)}" for k, v in env.items()] + [shlex.join(reflexa)]
     log = shlex.quote(env.get("REFLEXA_HOME", "~/.reflexa") + "/logs/cycle.log")
     return f"{expr} {' '.join(words)} cycle --json >> {log} 2>&1"

@@ -21,12 +21,12 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from agent.errors import ReflexaError
-from agent.model.client import adapter_name
-from agent.settings import Settings, settings_from_json
-from agent.store import Store, open_store
-from trainers.config import TrainConfig, train_config
-from trainers.registry import METADATA
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.model.client import adapter_name
+from reflexa.agent.settings import Settings, settings_from_json
+from reflexa.agent.store import Store, open_store
+from reflexa.trainers.config import TrainConfig, train_config
+from reflexa.trainers.registry import METADATA
 
 TRAIN_METRICS = ("loss", "train_s", "train_runtime_s", "samples_per_s", "by_source", "config")
 # (step, total steps, latest loss or None)
@@ -240,11 +240,13 @@ class _Progress(TrainerCallback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m trainers.train --settings FILE --dataset DIR [--parent VERSION]`: train one
-    adapter and register it (what a cycle runs in a child process). The settings come as a
-    JSON file (`agent.settings.settings_json`); the adapter's row is printed as JSON on
-    stdout, progress goes to stderr."""
-    parser = argparse.ArgumentParser(prog="python -m trainers.train", description=main.__doc__)
+    """`python -m reflexa.trainers.train --settings FILE --dataset DIR [--parent VERSION]`:
+    train one adapter and register it (what a cycle runs in a child process). The settings
+    come as a JSON file (`settings_json`); the adapter's row is printed as JSON on stdout,
+    progress goes to stderr."""
+    parser = argparse.ArgumentParser(
+        prog="python -m reflexa.trainers.train", description=main.__doc__
+    )
     parser.add_argument("--settings", type=Path, required=True, help="settings as JSON")
     parser.add_argument("--dataset", type=Path, required=True, help="a compiled dataset")
     parser.add_argument("--parent", default=None, help="the adapter that is the default now")

@@ -1,6 +1,6 @@
 """`reflexa serve`: the OpenAI-compatible HTTP API (app), its wire format (protocol),
 streaming and metrics."""
 
-from agent.api.app import create_app, is_loopback
+from reflexa.agent.api.app import create_app, is_loopback
 
 __all__ = ["create_app", "is_loopback"]

@@ -29,22 +29,22 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
-from agent.api.metrics import Metrics
-from agent.api.protocol import (
+from reflexa.agent.api.metrics import Metrics
+from reflexa.agent.api.protocol import (
     ApiError,
     ChatRequest,
     Feedback,
     completion,
     error_response,
 )
-from agent.api.streaming import stream
-from agent.app.agent import Agent, EpisodeRequest, open_agent, refuse_bad_input
-from agent.errors import ReflexaError
-from agent.model.client import ModelClient
-from agent.settings import ServeSettings, Settings
-from agent.store import Store
-from evals.validation import error_line
-from trainers.registry import resolve_adapter
+from reflexa.agent.api.streaming import stream
+from reflexa.agent.app.agent import Agent, EpisodeRequest, open_agent, refuse_bad_input
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.settings import ServeSettings, Settings
+from reflexa.agent.store import Store
+from reflexa.evals.validation import error_line
+from reflexa.trainers.registry import resolve_adapter
 
 
 def is_loopback(host: str) -> bool:
@@ -137,7 +137,7 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
-        return resources.files("agent").joinpath("static/chat.html").read_text()
+        return resources.files("reflexa.agent").joinpath("static/chat.html").read_text()
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

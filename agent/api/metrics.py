@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from agent.app.agent import EpisodeResult
+from reflexa.agent.app.agent import EpisodeResult
 
 
 class Metrics:

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from agent.app.agent import EpisodeResult
+from reflexa.agent.app.agent import EpisodeResult
 
 
 class ApiError(HTTPException):

@@ -8,9 +8,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agent.api.metrics import Metrics
-from agent.api.protocol import trace
-from agent.app.agent import Agent, EpisodeRequest
+from reflexa.agent.api.metrics import Metrics
+from reflexa.agent.api.protocol import trace
+from reflexa.agent.app.agent import Agent, EpisodeRequest
 
 
 async def stream(

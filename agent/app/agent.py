@@ -21,17 +21,17 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StreamMode
 
-from agent.app.checkpointer import open_checkpointer
-from agent.app.memory import Memory, token_counter
-from agent.model.client import ModelClient
-from agent.settings import ReflectSettings, Settings
-from agent.store import Store
-from evals import CheckSpecError, make_judge, parse_checks
-from evals.checks import split_gold
-from evals.contamination import learnable
-from evals.verdict import grounded_pass
-from evals.verify import gold_answer, passes
-from graphs import ReflectionContext, ReflectionState, build_reflection_graph, turn_input
+from reflexa.agent.app.checkpointer import open_checkpointer
+from reflexa.agent.app.memory import Memory, token_counter
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.settings import ReflectSettings, Settings
+from reflexa.agent.store import Store
+from reflexa.evals import CheckSpecError, make_judge, parse_checks
+from reflexa.evals.checks import split_gold
+from reflexa.evals.contamination import learnable
+from reflexa.evals.verdict import grounded_pass
+from reflexa.evals.verify import gold_answer, passes
+from reflexa.graphs import ReflectionContext, ReflectionState, build_reflection_graph, turn_input
 
 # (event, payload): ("token", {"node", "text"}) while an answer streams, ("node", {"node",
 # "update"}) after each node, ("resumed", {...}) when an interrupted turn is taken up again.

@@ -10,8 +10,8 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from agent.errors import ReflexaError
-from agent.settings import Settings
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.settings import Settings
 
 
 @asynccontextmanager

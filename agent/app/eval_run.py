@@ -11,16 +11,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agent.app.agent import Agent, EpisodeRequest, open_agent
-from agent.errors import ReflexaError
-from agent.model.client import ModelClient
-from agent.settings import Settings
-from agent.store import Store
-from evals.compare import compare_runs
-from evals.metrics import summarize
-from evals.runner import ItemOutcome, run_items
-from evals.suite import TRAIN, Suite, SuiteItem
-from trainers.gate import Evaluate
+from reflexa.agent.app.agent import Agent, EpisodeRequest, open_agent
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import Store
+from reflexa.evals.compare import compare_runs
+from reflexa.evals.metrics import summarize
+from reflexa.evals.runner import ItemOutcome, run_items
+from reflexa.evals.suite import TRAIN, Suite, SuiteItem
+from reflexa.trainers.gate import Evaluate
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from agent.settings import MemorySettings
-from agent.store import Store
-from evals.builtin import all_prompts
-from evals.contamination import Guard, words
-from evals.held_out import held_out_guard
-from graphs.state import Recall
+from reflexa.agent.settings import MemorySettings
+from reflexa.agent.store import Store
+from reflexa.evals.builtin import all_prompts
+from reflexa.evals.contamination import Guard, words
+from reflexa.evals.held_out import held_out_guard
+from reflexa.graphs.state import Recall
 
 TokenCounter = Callable[[str], int]
 TURN_OVERHEAD = 8  # chat-template tokens around a user turn and an assistant turn

@@ -1,5 +1,5 @@
 """The `reflexa` command: one module per command group, assembled in `main`."""
 
-from agent.cli.main import cli, main
+from reflexa.agent.cli.main import cli, main
 
 __all__ = ["cli", "main"]

@@ -6,13 +6,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli.common import (
+from reflexa.agent.cli.common import (
     client_for,
     print_json,
 )
-from agent.settings import Settings
-from agent.store import open_store
-from trainers import registry
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import open_store
+from reflexa.trainers import registry
 
 
 @click.group()

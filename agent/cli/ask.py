@@ -8,19 +8,19 @@ from typing import Any
 
 import click
 
-from agent.app.agent import EpisodeRequest, EpisodeResult, open_agent, refuse_bad_input
-from agent.chat import verdict_line
-from agent.cli.common import (
+from reflexa.agent.app.agent import EpisodeRequest, EpisodeResult, open_agent, refuse_bad_input
+from reflexa.agent.chat import verdict_line
+from reflexa.agent.cli.common import (
     ADAPTER_HELP,
     NO_MEMORY_HELP,
     client_for,
     err,
     print_json,
 )
-from agent.errors import ReflexaError
-from agent.settings import Settings
-from agent.store import open_store
-from trainers.registry import resolve_adapter
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import open_store
+from reflexa.trainers.registry import resolve_adapter
 
 
 def _parse_check(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list:

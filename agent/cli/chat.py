@@ -8,16 +8,16 @@ import sys
 import click
 from rich.console import Console
 
-from agent.app.agent import open_agent
-from agent.chat import chat_loop
-from agent.cli.common import (
+from reflexa.agent.app.agent import open_agent
+from reflexa.agent.chat import chat_loop
+from reflexa.agent.cli.common import (
     ADAPTER_HELP,
     NO_MEMORY_HELP,
     client_for,
 )
-from agent.settings import Settings
-from agent.store import Store, open_store
-from trainers.registry import resolve_adapter
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import Store, open_store
+from reflexa.trainers.registry import resolve_adapter
 
 
 @click.command()

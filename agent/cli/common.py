@@ -11,9 +11,9 @@ import click
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 
-from agent.model.client import ModelClient
-from agent.model.connect import connect
-from agent.settings import Settings
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.model.connect import connect
+from reflexa.agent.settings import Settings
 
 ADAPTER_HELP = (
     "Answer through this adapter: a version (v3), a served name, or `base`. "
@@ -30,7 +30,7 @@ def reflexa_command() -> list[str]:
     """This `reflexa`, as argv for a scheduled run: the installed script (else `python -m
     agent`), with the --config file this command was given."""
     installed = Path(sys.executable).with_name("reflexa")
-    argv = [str(installed)] if installed.is_file() else [sys.executable, "-m", "agent"]
+    argv = [str(installed)] if installed.is_file() else [sys.executable, "-m", "reflexa.agent"]
     config = click.get_current_context().meta.get(CONFIG)
     return argv + (["--config", str(config)] if config else [])
 

@@ -7,17 +7,17 @@ from typing import Any
 import click
 from rich.progress import TaskID
 
-from agent.app.eval_run import gate_evaluator
-from agent.cli.common import (
+from reflexa.agent.app.eval_run import gate_evaluator
+from reflexa.agent.cli.common import (
     client_for,
     err,
     print_json,
     progress_bar,
 )
-from agent.cli.failures import precision_line
-from agent.settings import Settings
-from agent.store import open_store
-from trainers.cycle import run_cycle
+from reflexa.agent.cli.failures import precision_line
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import open_store
+from reflexa.trainers.cycle import run_cycle
 
 
 @click.command()

@@ -9,9 +9,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agent.app.agent import open_agent
-from agent.app.eval_run import EvalOptions, compare_eval_runs, run_eval
-from agent.cli.common import (
+from reflexa.agent.app.agent import open_agent
+from reflexa.agent.app.eval_run import EvalOptions, compare_eval_runs, run_eval
+from reflexa.agent.cli.common import (
     ADAPTER_HELP,
     NO_MEMORY_HELP,
     client_for,
@@ -19,13 +19,13 @@ from agent.cli.common import (
     print_json,
     progress_bar,
 )
-from agent.errors import ReflexaError
-from agent.settings import Settings
-from agent.store import open_store
-from evals.builtin import BUILTIN
-from evals.report import write_report
-from evals.suite import SuiteError, resolve_suite
-from trainers.registry import resolve_adapter
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import open_store
+from reflexa.evals.builtin import BUILTIN
+from reflexa.evals.report import write_report
+from reflexa.evals.suite import SuiteError, resolve_suite
+from reflexa.trainers.registry import resolve_adapter
 
 
 @click.group("eval")

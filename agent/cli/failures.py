@@ -9,13 +9,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli.common import (
+from reflexa.agent.cli.common import (
     print_json,
 )
-from agent.errors import ReflexaError
-from agent.settings import Settings
-from agent.store import open_store
-from trainers.dataset import build_dataset
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import open_store
+from reflexa.trainers.dataset import build_dataset
 
 
 @click.group()

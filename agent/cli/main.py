@@ -12,20 +12,20 @@ from typing import Any
 
 import click
 
-from agent.cli.adapters import adapters
-from agent.cli.ask import ask
-from agent.cli.chat import chat
-from agent.cli.common import CONFIG
-from agent.cli.cycle import cycle
-from agent.cli.eval import eval_group
-from agent.cli.failures import failures
-from agent.cli.memory import memory
-from agent.cli.model import model
-from agent.cli.schedule import schedule_group
-from agent.cli.serve import serve
-from agent.cli.train import train
-from agent.errors import ReflexaError
-from agent.settings import load_settings
+from reflexa.agent.cli.adapters import adapters
+from reflexa.agent.cli.ask import ask
+from reflexa.agent.cli.chat import chat
+from reflexa.agent.cli.common import CONFIG
+from reflexa.agent.cli.cycle import cycle
+from reflexa.agent.cli.eval import eval_group
+from reflexa.agent.cli.failures import failures
+from reflexa.agent.cli.memory import memory
+from reflexa.agent.cli.model import model
+from reflexa.agent.cli.schedule import schedule_group
+from reflexa.agent.cli.serve import serve
+from reflexa.agent.cli.train import train
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.settings import load_settings
 
 
 class _Group(click.Group):

@@ -8,12 +8,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli.common import client_for, err, print_json, progress_bar
-from agent.errors import ReflexaError
-from agent.settings import Settings
-from agent.store import open_store
-from trainers.registry import resolve_adapter
-from trainers.retire import retire_passed
+from reflexa.agent.cli.common import client_for, err, print_json, progress_bar
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import open_store
+from reflexa.trainers.registry import resolve_adapter
+from reflexa.trainers.retire import retire_passed
 
 
 @click.group()

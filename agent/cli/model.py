@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from agent.cli.common import (
+from reflexa.agent.cli.common import (
     client_for,
     err,
     print_json,
 )
-from agent.model.connect import describe
-from agent.model.prepare import prepare_model, validate_model_dir
-from agent.model.server import stop_server
-from agent.settings import Settings
+from reflexa.agent.model.connect import describe
+from reflexa.agent.model.prepare import prepare_model, validate_model_dir
+from reflexa.agent.model.server import stop_server
+from reflexa.agent.settings import Settings
 
 
 @click.group()

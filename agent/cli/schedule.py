@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from agent.cli.common import err, print_json, reflexa_command
-from agent.settings import Settings
-from trainers import schedule
+from reflexa.agent.cli.common import err, print_json, reflexa_command
+from reflexa.agent.settings import Settings
+from reflexa.trainers import schedule
 
 
 @click.group("schedule")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from agent.cli.common import (
+from reflexa.agent.cli.common import (
     client_for,
     err,
 )
-from agent.errors import ReflexaError
-from agent.model.server import port_in_use
-from agent.settings import Settings
-from agent.store import open_store
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.model.server import port_in_use
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import open_store
 
 
 @click.command()
@@ -22,7 +22,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     """An OpenAI-compatible API (and a chat page at /) in front of the agent."""
     import uvicorn
 
-    from agent.api import create_app, is_loopback
+    from reflexa.agent.api import create_app, is_loopback
 
     host, port = host or settings.serve.host, port or settings.serve.port
     if not is_loopback(host) and settings.serve.api_token is None:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import click
 
-from agent.cli.common import (
+from reflexa.agent.cli.common import (
     print_json,
     progress_bar,
 )
-from agent.settings import Settings
-from agent.store import Store, open_store
-from trainers.config import TrainConfig, train_config
-from trainers.dataset import build_dataset
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import Store, open_store
+from reflexa.trainers.config import TrainConfig, train_config
+from reflexa.trainers.dataset import build_dataset
 
 
 @click.command()
@@ -47,7 +47,7 @@ def train(
     as_json: bool,
 ) -> None:
     """Train a LoRA adapter (TRL SFT by default) and register it as a candidate."""
-    from trainers.train import train_adapter  # torch, TRL: only now
+    from reflexa.trainers.train import train_adapter  # torch, TRL: only now
 
     config = (
         TrainConfig.from_yaml(train_config_file) if train_config_file else (train_config(settings))

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from langchain_openai import ChatOpenAI
 
-from agent.errors import ReflexaError
+from reflexa.agent.errors import ReflexaError
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 

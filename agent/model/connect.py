@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.errors import ReflexaError
-from agent.model.client import ModelClient
-from agent.model.prepare import prepare_model
-from agent.model.server import is_healthy, read_record, start_server
-from agent.settings import Settings
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.model.prepare import prepare_model
+from reflexa.agent.model.server import is_healthy, read_record, start_server
+from reflexa.agent.settings import Settings
 
 
 def ensure_model(settings: Settings, log: Callable[[str], None] = lambda _: None) -> None:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import httpx
 
-from agent.errors import ReflexaError
-from agent.model.prepare import validate_model_dir
-from agent.settings import Settings
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.model.prepare import validate_model_dir
+from reflexa.agent.settings import Settings
 
 PID_FILE = "vllm.json"
 LOG_FILE = "vllm.log"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agent.store.store import Store
-from evals.contamination import prompt_hash
+from reflexa.agent.store.store import Store
+from reflexa.evals.contamination import prompt_hash
 
 if TYPE_CHECKING:
-    from agent.settings import Settings
+    from reflexa.agent.settings import Settings
 
 __all__ = ["Store", "open_store", "prompt_hash"]
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from agent.store.records import Records, columns
-from agent.store.tables import Adapter, utcnow
+from reflexa.agent.store.records import Records, columns
+from reflexa.agent.store.tables import Adapter, utcnow
 
 
 class AdapterRecords(Records):

@@ -12,7 +12,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.errors import ReflexaError
+from reflexa.agent.errors import ReflexaError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Alembic keeps its migration context in a process-global proxy: one migration at a time per

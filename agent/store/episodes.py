@@ -8,12 +8,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from agent.store.memories import MemoryRecords
-from agent.store.records import columns
-from agent.store.tables import Attempt, Correction, Episode, Memory, utcnow
-from evals.contamination import TRAIN_SPLIT, learnable, prompt_hash
-from evals.signal import justification_of
-from evals.verdict import grounded_ran
+from reflexa.agent.store.memories import MemoryRecords
+from reflexa.agent.store.records import columns
+from reflexa.agent.store.tables import Attempt, Correction, Episode, Memory, utcnow
+from reflexa.evals.contamination import TRAIN_SPLIT, learnable, prompt_hash
+from reflexa.evals.signal import justification_of
+from reflexa.evals.verdict import grounded_ran
 
 
 class EpisodeRecords(MemoryRecords):

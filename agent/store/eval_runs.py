@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from agent.store.episodes import episode_dict
-from agent.store.records import Records, columns
-from agent.store.tables import Episode, EvalRun, utcnow
+from reflexa.agent.store.episodes import episode_dict
+from reflexa.agent.store.records import Records, columns
+from reflexa.agent.store.tables import Episode, EvalRun, utcnow
 
 
 class EvalRunRecords(Records):

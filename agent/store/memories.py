@@ -9,9 +9,9 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from agent.store.records import Records, columns
-from agent.store.tables import Correction, Memory, RecallPolicy, utcnow
-from evals.contamination import words
+from reflexa.agent.store.records import Records, columns
+from reflexa.agent.store.tables import Correction, Memory, RecallPolicy, utcnow
+from reflexa.evals.contamination import words
 
 SQLITE_FTS_TABLE = (  # as migration 0004 creates it (its triggers keep it in step)
     "CREATE VIRTUAL TABLE memories_fts USING fts5("

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from agent.store.adapters import AdapterRecords
-from agent.store.cycles import CycleRecords
-from agent.store.db import make_engine, migrate
-from agent.store.episodes import EpisodeRecords
-from agent.store.eval_runs import EvalRunRecords
+from reflexa.agent.store.adapters import AdapterRecords
+from reflexa.agent.store.cycles import CycleRecords
+from reflexa.agent.store.db import make_engine, migrate
+from reflexa.agent.store.episodes import EpisodeRecords
+from reflexa.agent.store.eval_runs import EvalRunRecords
 
 
 class Store(EpisodeRecords, EvalRunRecords, AdapterRecords, CycleRecords):

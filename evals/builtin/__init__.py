@@ -3,12 +3,12 @@
 import functools
 from collections.abc import Callable
 
-from evals.builtin.arithmetic import arithmetic, sums
-from evals.builtin.capabilities import capabilities
-from evals.builtin.humaneval import humaneval
-from evals.builtin.json_extract import json_extract
-from evals.suite import Suite
-from evals.verify import gold_answer
+from reflexa.evals.builtin.arithmetic import arithmetic, sums
+from reflexa.evals.builtin.capabilities import capabilities
+from reflexa.evals.builtin.humaneval import humaneval
+from reflexa.evals.builtin.json_extract import json_extract
+from reflexa.evals.suite import Suite
+from reflexa.evals.verify import gold_answer
 
 BUILTIN: dict[str, Callable[[], Suite]] = {
     "arithmetic": arithmetic,

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from evals.suite import Suite, load_suite
+from reflexa.evals.suite import Suite, load_suite
 
 
 def capabilities() -> Suite:

@@ -13,7 +13,7 @@ import json
 from importlib.resources import files
 from typing import Any
 
-from evals.suite import Suite, SuiteItem
+from reflexa.evals.suite import Suite, SuiteItem
 
 PROMPT = (
     "Complete this Python function. Reply with the whole function in one ```python code "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from evals.suite import Suite, SuiteItem
+from reflexa.evals.suite import Suite, SuiteItem
 
 SPLITS = {"train": 200, "dev": 100, "test": 100}
 FIRST = [

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.model.client import ModelClient
-from agent.model.connect import connect
-from agent.settings import load_settings
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.model.connect import connect
+from reflexa.agent.settings import load_settings
 from tests.helpers import free_port
 
 REFLEXA = str(Path(sys.executable).parent / "reflexa")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.model.client import ModelClient
+from reflexa.agent.model.client import ModelClient
 from tests.integration.conftest import Session
 
 pytestmark = pytest.mark.integration

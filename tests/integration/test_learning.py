@@ -23,12 +23,12 @@ import psutil
 import pytest
 from safetensors.numpy import load_file
 
-from agent.model.client import ModelClient
-from agent.settings import load_settings
-from agent.store import Store
-from evals.builtin import BUILTIN
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.settings import load_settings
+from reflexa.agent.store import Store
+from reflexa.evals.builtin import BUILTIN
+from reflexa.trainers.dataset import Example, to_records, write_dataset
 from tests.integration.conftest import Session, run_reflexa
-from trainers.dataset import Example, to_records, write_dataset
 
 pytestmark = pytest.mark.integration
 TINY = "min_examples: 8\nmax_steps: {steps}\nbatch_size: 4\n"
@@ -152,8 +152,8 @@ def test_a_killed_trainer_leaves_no_adapter(vllm_session: Session, tmp_path: Pat
     env = home_env(vllm_session, tmp_path / "home", steps=500)
     dataset = sums_dataset(tmp_path / "data")
     child = subprocess.Popen(
-        [sys.executable, "-m", "agent", "train", "--dataset", str(dataset), "--train-config",
-         str(tmp_path / "home" / "train.yaml"), "--json"],
+        [sys.executable, "-m", "reflexa.agent", "train", "--dataset", str(dataset),
+         "--train-config", str(tmp_path / "home" / "train.yaml"), "--json"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     wait_for_cpu(child.pid, seconds=15)  # model loaded, steps under way
@@ -171,7 +171,7 @@ def test_cycle_killed_in_training_promotes_nothing_while_vllm_answers(
     env = home_env(vllm_session, tmp_path / "home", steps=500)
     seed_failures(env, 16)
     cycle = subprocess.Popen(
-        [sys.executable, "-m", "agent", "cycle", "--json"],
+        [sys.executable, "-m", "reflexa.agent", "cycle", "--json"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     trainer = wait_for_child(cycle.pid, "train")

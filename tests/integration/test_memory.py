@@ -8,11 +8,11 @@ import sqlite3
 
 import pytest
 
-from agent.model.client import ModelClient
-from agent.settings import load_settings
-from agent.store import Store, prompt_hash
-from evals.builtin import BUILTIN
-from evals.verify import gold_answer
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.settings import load_settings
+from reflexa.agent.store import Store, prompt_hash
+from reflexa.evals.builtin import BUILTIN
+from reflexa.evals.verify import gold_answer
 from tests.integration.conftest import Session
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from agent.errors import ReflexaError
-from agent.model.client import ModelClient
-from agent.model.prepare import LOGIT_TOLERANCE
-from agent.model.server import group_members, port_in_use
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.model.prepare import LOGIT_TOLERANCE
+from reflexa.agent.model.server import group_members, port_in_use
 from tests.helpers import free_port, make_lora
 from tests.integration.conftest import Session, run_reflexa
 

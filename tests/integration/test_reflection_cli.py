@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.app.agent import EpisodeRequest, EpisodeResult, open_agent
-from agent.app.checkpointer import open_checkpointer
-from agent.model.client import ModelClient
-from agent.settings import load_settings
-from agent.store import open_store
-from graphs import build_reflection_graph
+from reflexa.agent.app.agent import EpisodeRequest, EpisodeResult, open_agent
+from reflexa.agent.app.checkpointer import open_checkpointer
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.settings import load_settings
+from reflexa.agent.store import open_store
+from reflexa.graphs import build_reflection_graph
 from tests.integration.conftest import REFLEXA, Session
 
 pytestmark = pytest.mark.integration

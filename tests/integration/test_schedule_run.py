@@ -12,22 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings import Settings
-from agent.store import Store
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import Store
 
 pytestmark = pytest.mark.integration
 
 
 def scheduler(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "agent", "schedule", "run"],
+        [sys.executable, "-m", "reflexa.agent", "schedule", "run"],
         env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
 
 
 def test_schedule_survives_a_restart_and_runs_a_cycle(tmp_path: Path) -> None:
     env = dict(os.environ)  # REFLEXA_HOME: the test's own empty home
-    cli = [sys.executable, "-m", "agent", "schedule"]
+    cli = [sys.executable, "-m", "reflexa.agent", "schedule"]
     added = subprocess.run([*cli, "add", "--cron", "* * * * *", "--json"], env=env,
                            capture_output=True, text=True, check=True)  # fmt: skip
     job = json.loads(added.stdout)

@@ -30,7 +30,7 @@ def api(vllm_session: Session, tmp_path_factory: pytest.TempPathFactory) -> Iter
                               "REFLEXA_VLLM_URL": f"http://127.0.0.1:{vllm_session.port}",
                               "REFLEXA_REFLECT__MAX_TOKENS": "64"}  # fmt: skip
     log = (home / "serve.log").open("w")
-    child = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", str(port)],
+    child = subprocess.Popen([sys.executable, "-m", "reflexa.agent", "serve", "--port", str(port)],
                              env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

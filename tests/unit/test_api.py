@@ -11,17 +11,17 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given
 
-from agent.api.app import create_app
-from agent.app.agent import Agent
-from agent.app.checkpointer import open_checkpointer
-from agent.app.memory import Memory
-from agent.model.client import ModelClient
-from agent.settings import Settings, load_settings
-from agent.store import Store, open_store
-from evals.contamination import Guard
-from graphs import ReflectionContext, build_reflection_graph
+from reflexa.agent.api.app import create_app
+from reflexa.agent.app.agent import Agent
+from reflexa.agent.app.checkpointer import open_checkpointer
+from reflexa.agent.app.memory import Memory
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.settings import Settings, load_settings
+from reflexa.agent.store import Store, open_store
+from reflexa.evals.contamination import Guard
+from reflexa.graphs import ReflectionContext, build_reflection_graph
+from reflexa.trainers.dataset import compile_examples
 from tests.fakes import ScriptedChatModel
-from trainers.dataset import compile_examples
 
 # A check the client chose to show the model; an `expected` value would only score.
 CHECK = {"checks": [{"type": "regex", "pattern": "^4$", "description": "be the number 4"}]}
@@ -216,7 +216,7 @@ def test_no_input_from_the_openapi_schema_gets_a_5xx() -> None:
 def test_serve_refuses_to_listen_beyond_loopback_without_a_token() -> None:
     from click.testing import CliRunner
 
-    from agent.cli import cli
+    from reflexa.agent.cli import cli
 
     result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--port", "18080"])
     assert result.exit_code == 1 and "needs a bearer token" in result.output

@@ -4,8 +4,15 @@ import asyncio
 
 import pytest
 
-from evals import CheckSpecError, JudgeResult, VerifyContext, checks_for, parse_checks, run_checks
-from evals.json_check import extract_json
+from reflexa.evals import (
+    CheckSpecError,
+    JudgeResult,
+    VerifyContext,
+    checks_for,
+    parse_checks,
+    run_checks,
+)
+from reflexa.evals.json_check import extract_json
 
 CTX = VerifyContext(prompt="a prompt")
 

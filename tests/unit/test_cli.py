@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import cli
+from reflexa.agent.cli import cli
 from tests.helpers import make_model_dir
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from agent.settings import load_settings
-from agent.store import Store
-from evals.builtin import BUILTIN
-from evals.contamination import Guard, canonical_hash, shared_entities
-from evals.held_out import held_out_guard
-from evals.verify import gold_answer
+from reflexa.agent.settings import load_settings
+from reflexa.agent.store import Store
+from reflexa.evals.builtin import BUILTIN
+from reflexa.evals.contamination import Guard, canonical_hash, shared_entities
+from reflexa.evals.held_out import held_out_guard
+from reflexa.evals.verify import gold_answer
 
 ADA = "Return a JSON object with keys name and age for: Ada Lovelace is 36 years old."
 ADA_GOLD = json.dumps({"name": "Ada Lovelace", "age": 36})

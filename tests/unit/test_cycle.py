@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from agent.errors import ReflexaError
-from agent.settings import Settings
-from agent.store import Store, open_store
-from trainers.cycle import cycle_lock, run_cycle
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import Store, open_store
+from reflexa.trainers.cycle import cycle_lock, run_cycle
 
 
 def no_server() -> None:

@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 from datasets import load_from_disk
 
-from agent.cli import cli
-from agent.store import Store, prompt_hash
-from agent.store.db import sqlite_url
-from evals.builtin import BUILTIN
-from evals.contamination import Guard
-from evals.verify import gold_answer
-from trainers.dataset import compile_examples, to_records, write_dataset
+from reflexa.agent.cli import cli
+from reflexa.agent.store import Store, prompt_hash
+from reflexa.agent.store.db import sqlite_url
+from reflexa.evals.builtin import BUILTIN
+from reflexa.evals.contamination import Guard
+from reflexa.evals.verify import gold_answer
+from reflexa.trainers.dataset import compile_examples, to_records, write_dataset
 
 NUMERIC_42 = [{"type": "numeric", "expected": 42, "strict": True}]  # scoring
 NUMBER_ONLY = [{"type": "numeric", "strict": True}]  # what the loop sees

@@ -12,13 +12,13 @@ import openai
 import pytest
 from rich.console import Console
 
-from agent.app.agent import Agent, EpisodeRequest, EpisodeResult
-from agent.app.checkpointer import open_checkpointer
-from agent.chat import chat_loop
-from agent.settings import load_settings
-from agent.store import Store
-from evals import JudgeFn, JudgeResult
-from graphs import ReflectionContext, build_reflection_graph
+from reflexa.agent.app.agent import Agent, EpisodeRequest, EpisodeResult
+from reflexa.agent.app.checkpointer import open_checkpointer
+from reflexa.agent.chat import chat_loop
+from reflexa.agent.settings import load_settings
+from reflexa.agent.store import Store
+from reflexa.evals import JudgeFn, JudgeResult
+from reflexa.graphs import ReflectionContext, build_reflection_graph
 from tests.fakes import ScriptedChatModel
 
 # A check the user chose to show the model (a regex is visible); an `expected` value is not.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.settings import Settings, load_settings
-from agent.store import Store
-from evals.suite import Suite, SuiteItem
-from trainers.gate import GateSuite, decide, gate_suites
+from reflexa.agent.settings import Settings, load_settings
+from reflexa.agent.store import Store
+from reflexa.evals.suite import Suite, SuiteItem
+from reflexa.trainers.gate import GateSuite, decide, gate_suites
 
 
 def suite(name: str, n: int, split: str) -> GateSuite:
@@ -72,10 +72,10 @@ def test_the_gate_decides_on_dev_and_never_on_test(tmp_path: Path) -> None:
 
 
 def test_recall_that_hurts_a_suite_is_turned_off_and_its_memories_counted() -> None:
-    from agent.app.memory import Memory
-    from agent.settings import MemorySettings
-    from evals.contamination import Guard
-    from trainers.gate import _memory_effect
+    from reflexa.agent.app.memory import Memory
+    from reflexa.agent.settings import MemorySettings
+    from reflexa.evals.contamination import Guard
+    from reflexa.trainers.gate import _memory_effect
 
     with Store.open(load_settings().database) as store:
         for n in (1, 2):

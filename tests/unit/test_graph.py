@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from evals import JudgeResult
-from graphs import ReflectionContext, build_reflection_graph, turn_input
+from reflexa.evals import JudgeResult
+from reflexa.graphs import ReflectionContext, build_reflection_graph, turn_input
 from tests.fakes import ScriptedChatModel
 
 DIAGNOSIS = '{"cause": "the sum is wrong", "fix": "add the numbers again"}'

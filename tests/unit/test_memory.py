@@ -15,18 +15,18 @@ from alembic.config import Config
 from langchain_core.messages import BaseMessage
 from sqlalchemy import text
 
-from agent.app.agent import Agent, EpisodeRequest, EpisodeResult
-from agent.app.checkpointer import open_checkpointer
-from agent.app.memory import Memory, similarity
-from agent.model.client import ModelClient
-from agent.settings import MemorySettings, load_settings
-from agent.store import Store
-from agent.store.db import MIGRATIONS, make_engine, migrate
-from evals.builtin import BUILTIN
-from evals.contamination import Guard
-from graphs import ReflectionContext, build_reflection_graph
+from reflexa.agent.app.agent import Agent, EpisodeRequest, EpisodeResult
+from reflexa.agent.app.checkpointer import open_checkpointer
+from reflexa.agent.app.memory import Memory, similarity
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.settings import MemorySettings, load_settings
+from reflexa.agent.store import Store
+from reflexa.agent.store.db import MIGRATIONS, make_engine, migrate
+from reflexa.evals.builtin import BUILTIN
+from reflexa.evals.contamination import Guard
+from reflexa.graphs import ReflectionContext, build_reflection_graph
+from reflexa.trainers.retire import retire_passed
 from tests.fakes import ScriptedChatModel
-from trainers.retire import retire_passed
 
 JSON_CHECK = [{"type": "json", "expected": {"name": "Ada Lovelace", "age": 36}}]
 DIAGNOSIS = '{"cause": "not JSON", "fix": "reply with the JSON object"}'

@@ -6,9 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import prepare as model_prepare
-from agent.errors import ReflexaError
-from agent.model.prepare import MARKER, bundled_gguf, file_sha256, prepare_model, validate_model_dir
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.model import prepare as model_prepare
+from reflexa.agent.model.prepare import (
+    MARKER,
+    bundled_gguf,
+    file_sha256,
+    prepare_model,
+    validate_model_dir,
+)
 from tests.helpers import make_model_dir
 
 

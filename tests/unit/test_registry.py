@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ReflexaError
-from agent.model.client import adapter_name
-from agent.settings import Settings
-from agent.store import Store
-from agent.store.db import sqlite_url
-from trainers.registry import METADATA, promote, resolve_adapter, rollback
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.model.client import adapter_name
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import Store
+from reflexa.agent.store.db import sqlite_url
+from reflexa.trainers.registry import METADATA, promote, resolve_adapter, rollback
 
 
 class RecordingClient:

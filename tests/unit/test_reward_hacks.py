@@ -10,8 +10,8 @@ import asyncio
 
 import pytest
 
-from evals import parse_checks
-from evals.verdict import Verdict, VerifyContext
+from reflexa.evals import parse_checks
+from reflexa.evals.verdict import Verdict, VerifyContext
 
 TESTS = """
 import math

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from evals.sandbox import SandboxLimits, SandboxResult, run_python
+from reflexa.evals.sandbox import SandboxLimits, SandboxResult, run_python
 
 FAST = SandboxLimits(wall_s=4, cpu_s=2, memory_mb=256, processes=8)
 

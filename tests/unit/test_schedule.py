@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import cli
-from agent.errors import ReflexaError
-from trainers.schedule import parse_cron, systemd_units
+from reflexa.agent.cli import cli
+from reflexa.agent.errors import ReflexaError
+from reflexa.trainers.schedule import parse_cron, systemd_units
 
 
 def test_weekdays_follow_cron_numbering_sunday_is_zero() -> None:
@@ -56,7 +56,7 @@ def test_add_list_remove_persist_across_processes(tmp_path: Path, monkeypatch) -
     assert "/reflexa cycle --json >> " in job["crontab"]
     # A fresh process (as after a restart) reads the same job from the database.
     listed = subprocess.run(
-        [sys.executable, "-m", "agent", "schedule", "list", "--json"],
+        [sys.executable, "-m", "reflexa.agent", "schedule", "list", "--json"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     [again] = json.loads(listed.stdout)

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import cli
-from agent.errors import ReflexaError
-from agent.settings import BUNDLED_MODEL, load_settings
+from reflexa.agent.cli import cli
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.settings import BUNDLED_MODEL, load_settings
 
 
 def test_defaults(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

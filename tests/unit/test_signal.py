@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from evals.signal import normalise, vote
-from trainers.sampling import _judge
+from reflexa.evals.signal import normalise, vote
+from reflexa.trainers.sampling import _judge
 
 NUMBER = [{"type": "numeric", "strict": True}]
 SCHEMA = {

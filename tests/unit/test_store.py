@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from agent.store import Store, prompt_hash
-from agent.store.db import sqlite_url
-from agent.store.tables import Attempt, Correction, Episode
+from reflexa.agent.store import Store, prompt_hash
+from reflexa.agent.store.db import sqlite_url
+from reflexa.agent.store.tables import Attempt, Correction, Episode
 
 
 def attempt(answer: str, passed: bool, kind: str = "generate", gold: bool | None = None) -> dict:
@@ -175,7 +175,7 @@ def test_32_concurrent_writers_lose_nothing(database_url: str) -> None:
 
 
 def test_unusable_database_is_a_clear_error(tmp_path: Path) -> None:
-    from agent.errors import ReflexaError
+    from reflexa.agent.errors import ReflexaError
 
     bad = tmp_path / "not-a-db"
     bad.write_bytes(b"this is not sqlite" * 100)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.app.agent import Agent, EpisodeRequest
-from agent.app.eval_run import EvalOptions, run_eval
-from evals.builtin import BUILTIN
-from evals.metrics import paired_gain, percentile, summarize, wilson
-from evals.runner import ItemOutcome
-from evals.suite import Suite, SuiteError, SuiteItem, load_suite, resolve_suite
+from reflexa.agent.app.agent import Agent, EpisodeRequest
+from reflexa.agent.app.eval_run import EvalOptions, run_eval
+from reflexa.evals.builtin import BUILTIN
+from reflexa.evals.metrics import paired_gain, percentile, summarize, wilson
+from reflexa.evals.runner import ItemOutcome
+from reflexa.evals.suite import Suite, SuiteError, SuiteItem, load_suite, resolve_suite
 from tests.unit.test_episodes import with_agent
 
 GOOD_YAML = """\
@@ -133,7 +133,7 @@ def test_seeded_suites_are_deterministic_with_disjoint_splits(name: str) -> None
 
 
 def test_builtin_checks_accept_the_right_answer() -> None:
-    from evals import VerifyContext, run_checks
+    from reflexa.evals import VerifyContext, run_checks
 
     arithmetic = BUILTIN["arithmetic"]().items[0]
     a, op, b = arithmetic.user_prompt.split("? ")[0].removeprefix("What is ").split()
@@ -244,13 +244,13 @@ def test_the_harm_ledger_counts_what_reflection_broke_and_fixed() -> None:
     assert overall["harm"] == {"scored": 2, "right_to_wrong": 1, "wrong_to_right": 1, "net": 0.0}
     assert (overall["first_attempt_pass"]["k"], overall["checks_pass"]["k"]) == (1, 0)
     assert "no untouched test split" in run["note"]
-    from evals.report import markdown
+    from reflexa.evals.report import markdown
 
     assert "1 right→wrong, 1 wrong→right of 2 scored items" in markdown(run)
 
 
 def test_mcnemar_exact_p_values() -> None:
-    from evals.compare import mcnemar_p
+    from reflexa.evals.compare import mcnemar_p
 
     assert mcnemar_p(0, 0) == 1.0
     assert mcnemar_p(5, 5) == 1.0
@@ -260,8 +260,8 @@ def test_mcnemar_exact_p_values() -> None:
 
 
 def test_compare_two_recorded_runs() -> None:
-    from agent.app.eval_run import compare_eval_runs
-    from agent.errors import ReflexaError
+    from reflexa.agent.app.eval_run import compare_eval_runs
+    from reflexa.agent.errors import ReflexaError
 
     async def body(agent: Agent) -> tuple[dict, dict, Agent]:
         a = await run_eval(agent, SUITE, EvalOptions(reflect=False))
@@ -280,15 +280,15 @@ def test_compare_two_recorded_runs() -> None:
 
 
 def _verdicts(item: SuiteItem, answer: str) -> list:
-    from evals import VerifyContext, run_checks
+    from reflexa.evals import VerifyContext, run_checks
 
     checks = [*item.checks, *item.scoring]
     return asyncio.run(run_checks(checks, answer, VerifyContext(item.user_prompt)))
 
 
 def test_humaneval_canonical_solutions_pass_and_empty_bodies_fail() -> None:
-    from evals import VerifyContext, run_checks
-    from evals.builtin.humaneval import problems
+    from reflexa.evals import VerifyContext, run_checks
+    from reflexa.evals.builtin.humaneval import problems
 
     suite, solutions = BUILTIN["humaneval"](), problems()
     assert len(suite.items) == 164
@@ -333,7 +333,7 @@ def test_every_grounded_capability_item_can_be_passed_and_failed() -> None:
 def test_report_json_html_markdown(tmp_path: Path) -> None:
     import base64
 
-    from evals.report import cumulative_pass, write_report
+    from reflexa.evals.report import cumulative_pass, write_report
 
     async def body(agent: Agent) -> dict:
         return await run_eval(agent, SUITE, EvalOptions(max_repairs=1, concurrency=1))

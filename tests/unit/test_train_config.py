@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ReflexaError
-from trainers.config import TrainConfig
+from reflexa.agent.errors import ReflexaError
+from reflexa.trainers.config import TrainConfig
 
 
 def test_defaults_match_the_measured_cpu_recipe() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import server as vllm_server
-from agent.errors import ReflexaError
-from agent.model.server import (
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.model import server as vllm_server
+from reflexa.agent.model.server import (
     PID_FILE,
     group_members,
     log_tail,
@@ -21,7 +21,7 @@ from agent.model.server import (
     start_server,
     stop_server,
 )
-from agent.settings import Settings, load_settings
+from reflexa.agent.settings import Settings, load_settings
 from tests.helpers import free_port, make_model_dir
 
 FAKE = Path(__file__).parent.parent / "fake_vllm_server.py"
