@@ -10,7 +10,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -176,6 +176,7 @@ class Settings(BaseSettings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     cycle: CycleSettings = Field(default_factory=CycleSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    read_environment: ClassVar[bool] = True
 
     @classmethod
     def settings_customise_sources(
@@ -187,8 +188,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Earlier sources win: environment variables override the TOML file, which
-        # load_settings() hands in as init arguments.
-        return (env_settings, init_settings)
+        # load_settings() hands in as init arguments. A child process's settings (from
+        # settings_json) are the arguments alone.
+        return (env_settings, init_settings) if cls.read_environment else (init_settings,)
 
     @property
     def home_dir(self) -> Path:
@@ -247,16 +249,7 @@ def settings_json(settings: Settings) -> str:
 class _Given(Settings):
     """Settings from the arguments alone."""
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
+    read_environment: ClassVar[bool] = False
 
 
 def settings_from_json(text: str) -> Settings:

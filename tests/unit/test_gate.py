@@ -1,13 +1,15 @@
-"""The gate's decision rule on known per-item results (no model involved)."""
+"""The gate on known per-item results (no model involved): its decision rule, its suites, the
+recall measurement, and the runs it asks of the `evaluate` it is handed."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from reflexa.agent.settings import Settings, load_settings
 from reflexa.agent.store import Store
 from reflexa.evals.suite import Suite, SuiteItem
-from reflexa.trainers.gate import GateSuite, decide, gate_suites
+from reflexa.trainers.gate import GateSuite, decide, gate_suites, run_gate
 
 
 def suite(name: str, n: int, split: str) -> GateSuite:
@@ -113,3 +115,25 @@ def test_recall_that_hurts_a_suite_is_turned_off_and_its_memories_counted() -> N
         measuring = Memory(store, MemorySettings(min_similarity=0), lambda s: 1, "reflexa-abc",
                            Guard(), policy=False)  # fmt: skip
         assert measuring.recall("What is 2 + 2?", suite="arithmetic").memories  # the gate
+
+
+def test_the_gate_runs_both_sides_through_the_evaluate_it_is_handed() -> None:
+    calls = []
+
+    async def evaluate(adapter, suite, split, memory, on_progress):  # type: ignore[no-untyped-def]
+        calls.append((adapter, suite.name, split, memory))
+        passed = {None: 0, "cand": 60}[adapter] if suite.name == "arithmetic" else 20
+        items = [{"item_id": i.id, "episode_id": f"e-{i.id}", "first_passed": k < passed,
+                  "final_passed": k < passed} for k, i in enumerate(suite.items)]  # fmt: skip
+        return {"run_id": f"run-{len(calls)}", "items": items}
+
+    settings = load_settings()
+    with Store.open(settings.database) as store:
+        verdict = asyncio.run(run_gate(settings, store, evaluate, [HELD, FROZEN], None, "cand"))
+    assert verdict["decision"] == "promote", verdict["reason"]
+    assert verdict["heldout"]["a"] == 0.0 and verdict["heldout"]["b"] == 0.6
+    assert sorted(calls, key=str) == sorted(
+        [(side, s, split, memory) for side in (None, "cand") for memory in (True, False)
+         for s, split in (("arithmetic", "heldout"), ("capabilities", "test"))], key=str,
+    )  # fmt: skip
+    assert verdict["memory"]["candidate"][HELD.label]["recall"] is True  # recall changed nothing

@@ -7,7 +7,13 @@ from click.testing import CliRunner
 
 from reflexa.agent.cli import cli
 from reflexa.agent.errors import ReflexaError
-from reflexa.agent.settings import BUNDLED_MODEL, load_settings
+from reflexa.agent.settings import (
+    BUNDLED_MODEL,
+    Settings,
+    load_settings,
+    settings_from_json,
+    settings_json,
+)
 
 
 def test_defaults(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,3 +81,19 @@ def test_cli_reports_bad_config_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.output.startswith("Error: bad.toml: not valid TOML")
     assert "Traceback" not in result.output
+
+
+def test_a_child_process_gets_exactly_its_parents_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The training child is handed its settings as JSON (secrets included), and neither the
+    # environment nor a settings file changes them on the way.
+    monkeypatch.setenv("REFLEXA_MEMORY__MAX_ENTRIES", "5")
+    parent = Settings(api_key="key", serve={"api_token": "token"})  # type: ignore[arg-type]
+    assert parent.memory.max_entries == 5
+    text = settings_json(parent)
+    monkeypatch.setenv("REFLEXA_MEMORY__MAX_ENTRIES", "9")
+    child = settings_from_json(text)
+    assert child.model_dump() == parent.model_dump() and child.memory.max_entries == 5
+    assert child.api_key == "key" and child.serve.api_token is not None
+    assert child.serve.api_token.get_secret_value() == "token"
+    with pytest.raises(ReflexaError, match=r"memory\.max_entries"):
+        settings_from_json('{"memory": {"max_entries": 0}}')
