@@ -35,7 +35,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from reflexa.agent.cli.learn import precision_line
+from reflexa.agent.cli.failures import precision_line
 from reflexa.evals.report import figure_png
 
 REFLEXA = [sys.executable, "-m", "reflexa.agent"]

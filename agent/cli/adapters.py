@@ -6,10 +6,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from reflexa.agent.cli.common import (
-    client_for,
-    print_json,
-)
+from reflexa.agent.cli.common import client_for, print_json
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import open_store
 from reflexa.trainers import registry

@@ -10,13 +10,7 @@ import click
 
 from reflexa.agent.app.agent import EpisodeRequest, EpisodeResult, open_agent, refuse_bad_input
 from reflexa.agent.chat import verdict_line
-from reflexa.agent.cli.common import (
-    ADAPTER_HELP,
-    NO_MEMORY_HELP,
-    client_for,
-    err,
-    print_json,
-)
+from reflexa.agent.cli.common import ADAPTER_HELP, NO_MEMORY_HELP, client_for, err, print_json
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import open_store

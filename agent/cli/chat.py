@@ -10,11 +10,7 @@ from rich.console import Console
 
 from reflexa.agent.app.agent import open_agent
 from reflexa.agent.chat import chat_loop
-from reflexa.agent.cli.common import (
-    ADAPTER_HELP,
-    NO_MEMORY_HELP,
-    client_for,
-)
+from reflexa.agent.cli.common import ADAPTER_HELP, NO_MEMORY_HELP, client_for
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import Store, open_store
 from reflexa.trainers.registry import resolve_adapter

@@ -8,12 +8,7 @@ import click
 from rich.progress import TaskID
 
 from reflexa.agent.app.eval_run import gate_evaluator
-from reflexa.agent.cli.common import (
-    client_for,
-    err,
-    print_json,
-    progress_bar,
-)
+from reflexa.agent.cli.common import client_for, err, print_json, progress_bar
 from reflexa.agent.cli.failures import precision_line
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import open_store

@@ -9,9 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from reflexa.agent.cli.common import (
-    print_json,
-)
+from reflexa.agent.cli.common import print_json
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import open_store

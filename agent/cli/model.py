@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import click
 
-from reflexa.agent.cli.common import (
-    client_for,
-    err,
-    print_json,
-)
+from reflexa.agent.cli.common import client_for, err, print_json
 from reflexa.agent.model.connect import describe
 from reflexa.agent.model.prepare import prepare_model, validate_model_dir
 from reflexa.agent.model.server import stop_server

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import click
 
-from reflexa.agent.cli.common import (
-    client_for,
-    err,
-)
+from reflexa.agent.cli.common import client_for, err
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.model.server import port_in_use
 from reflexa.agent.settings import Settings

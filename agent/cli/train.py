@@ -8,10 +8,7 @@ from pathlib import Path
 
 import click
 
-from reflexa.agent.cli.common import (
-    print_json,
-    progress_bar,
-)
+from reflexa.agent.cli.common import print_json, progress_bar
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import Store, open_store
 from reflexa.trainers.config import TrainConfig, train_config
