@@ -2,9 +2,9 @@
 recorded in the `cycles` table. Before the gate runs, the memories the candidate passes
 unaided are retired for it, so the gate measures the memory it would serve with.
 
-A file lock keeps two cycles from overlapping. Training runs in a child process (`reflexa
-train --dataset …`) with the vLLM server untouched, so the server keeps answering; if the
-child fails or is killed, nothing is promoted. Outcomes: promoted, rejected, skipped (not
+A file lock keeps two cycles from overlapping. Training runs in a child process (`python -m
+reflexa.trainers.train`) with the vLLM server untouched, so the server keeps answering; if
+the child fails or is killed, nothing is promoted. Outcomes: promoted, rejected, skipped (not
 enough data), failed (an error; the message says which stage).
 """
 

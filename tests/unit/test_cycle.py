@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from reflexa.agent.errors import ReflexaError
-from reflexa.agent.settings import Settings
+from reflexa.agent.settings import Settings, settings_json
 from reflexa.agent.store import Store, open_store
 from reflexa.trainers.cycle import cycle_lock, run_cycle
 
@@ -44,3 +46,22 @@ def test_an_interrupted_cycle_is_marked_failed_by_the_next() -> None:
         newest, killed = store.cycles()
     assert killed["status"] == "failed" and "interrupted" in killed["reason"]
     assert newest["status"] == "skipped"
+
+
+def test_the_training_child_reads_its_settings_file_and_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reflexa.trainers.train import main
+
+    parent = Settings()
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(settings_json(parent))
+    monkeypatch.setenv("REFLEXA_HOME", str(tmp_path / "elsewhere"))  # not the child's concern
+    code = main(["--settings", str(settings_file), "--dataset", str(tmp_path / "nothing")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("Error: ") and "not a dataset folder" in err
+    assert (parent.home_dir / "reflexa.db").is_file()  # the store of the home it was handed
+    assert not (tmp_path / "elsewhere").exists()
+    settings_file.write_text('{"memory": {"max_entries": 0}}')
+    assert main(["--settings", str(settings_file), "--dataset", str(tmp_path)]) == 1
+    assert "memory.max_entries" in capsys.readouterr().err
