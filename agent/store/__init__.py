@@ -1,4 +1,5 @@
-"""The store: episodes, attempts and corrections in SQLite or PostgreSQL."""
+"""The store: episodes (with attempts and corrections), memories, eval runs, adapters and
+cycles, in SQLite or PostgreSQL, behind one `Store`; `open_store` opens it as configured."""
 
 from __future__ import annotations
 
