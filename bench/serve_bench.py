@@ -24,7 +24,8 @@ from pathlib import Path
 
 from openai import OpenAI
 
-from bench.record import write_result
+sys.path.insert(0, str(Path(__file__).parent.parent))  # run as a file: bench/ and tests/
+from bench.record import write_result  # noqa: E402
 
 REFLEXA = str(Path(sys.executable).parent / "reflexa")
 PROMPT = "Write a short story about a lighthouse keeper who learns from his mistakes."
@@ -94,7 +95,6 @@ def main(args: argparse.Namespace) -> None:
         idle_memory = group_memory_mib(status["pid"])
         client = OpenAI(base_url=f"{status['url']}/v1", api_key="EMPTY", timeout=600)
 
-        sys.path.insert(0, str(Path(__file__).parent.parent))
         from reflexa.agent.model.client import ModelClient
         from tests.helpers import make_lora
 
