@@ -25,7 +25,7 @@ from pathlib import Path
 from openai import OpenAI
 
 sys.path.insert(0, str(Path(__file__).parent.parent))  # run as a file: bench/ and tests/
-from bench.record import write_result  # noqa: E402
+from bench.record import write_result
 
 REFLEXA = str(Path(sys.executable).parent / "reflexa")
 PROMPT = "Write a short story about a lighthouse keeper who learns from his mistakes."
