@@ -4,6 +4,7 @@ bar and the model connection with a spinner."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,11 +29,11 @@ err = Console(stderr=True, highlight=False)
 
 def reflexa_command() -> list[str]:
     """This `reflexa`, as argv for a scheduled run: the installed script (else `python -m
-    agent`), with the --config file this command was given."""
+    reflexa.agent`), with the settings file this command read (--config or REFLEXA_CONFIG)."""
     installed = Path(sys.executable).with_name("reflexa")
     argv = [str(installed)] if installed.is_file() else [sys.executable, "-m", "reflexa.agent"]
-    config = click.get_current_context().meta.get(CONFIG)
-    return argv + (["--config", str(config)] if config else [])
+    config = click.get_current_context().meta.get(CONFIG) or os.environ.get("REFLEXA_CONFIG")
+    return argv + (["--config", str(Path(config).resolve())] if config else [])
 
 
 def progress_bar() -> Progress:

@@ -66,3 +66,20 @@ def test_add_list_remove_persist_across_processes(tmp_path: Path, monkeypatch) -
     assert missing.exit_code == 1 and "no scheduled job 'nope'" in missing.output
     assert runner.invoke(cli, ["schedule", "remove", job["id"]]).exit_code == 0
     assert json.loads(runner.invoke(cli, ["schedule", "list", "--json"]).stdout) == []
+
+
+def test_the_printed_forms_run_with_the_settings_file_this_command_read(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("REFLEXA_HOME", str(tmp_path))
+    settings = tmp_path / "reflexa.toml"
+    settings.write_text("[cycle]\nmax_drop = 0.05\n")
+    runner = CliRunner()
+    for argv in (["--config", str(settings)], []):
+        if not argv:
+            monkeypatch.setenv("REFLEXA_CONFIG", str(settings))
+        added = runner.invoke(cli, [*argv, "schedule", "add", "--cron", "0 2 * * *", "--json"])
+        assert added.exit_code == 0, added.output
+        job = json.loads(added.stdout)
+        assert f"--config {settings} cycle --json" in job["crontab"]
+        assert f"--config {settings} cycle --json" in job["systemd"]
