@@ -1,6 +1,6 @@
-"""Where every benchmark writes its result: `bench/results/NAME-DATE.json`, stamped with the
-date, the commit it measured (and whether the tree had changes on top, as it started) and
-the machine."""
+"""Where every benchmark writes its result: `bench/results/NAME-DATE.json` (`NAME-DATE-2.json`
+for the day's second run, and so on: a file is never replaced), stamped with the date, the
+commit it measured (and whether the tree had changes on top, as it started) and the machine."""
 
 from __future__ import annotations
 
@@ -50,5 +50,9 @@ def write_result(name: str, doc: dict[str, Any], out_dir: Path = RESULTS) -> Pat
                "machine": machine()} | doc  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}-{now:%Y-%m-%d}.json"
+    n = 1
+    while path.exists():  # a second run the same day never replaces the first one's file
+        n += 1
+        path = out_dir / f"{name}-{now:%Y-%m-%d}-{n}.json"
     path.write_text(json.dumps(stamped, indent=2, default=str) + "\n")
     return path
