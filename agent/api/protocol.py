@@ -83,7 +83,7 @@ def error_response(status: int, message: str, param: str | None = None) -> JSONR
 def completion(result: EpisodeResult, completion_id: str, model: str) -> dict[str, Any]:
     """OpenAI's chat.completion, plus `reflexa`: the episode and its trace."""
     prompt = sum(a.get("prompt_tokens", 0) for a in result.attempts)
-    completion = sum(a.get("completion_tokens", 0) for a in result.attempts)
+    generated = sum(a.get("completion_tokens", 0) for a in result.attempts)
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -98,8 +98,8 @@ def completion(result: EpisodeResult, completion_id: str, model: str) -> dict[st
         ],
         "usage": {
             "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
+            "completion_tokens": generated,
+            "total_tokens": prompt + generated,
         },
         "reflexa": trace(result),
     }
