@@ -140,7 +140,10 @@ class ServeSettings(BaseModel):
     host: str = Field(default="127.0.0.1", description="Interface to listen on.")
     port: int = Field(default=8080, ge=1, le=65535)
     api_token: SecretStr | None = Field(
-        default=None, description="Bearer token; required to listen beyond loopback."
+        default=None,
+        min_length=1,  # an empty token would turn authentication off
+        description="Bearer token; required to listen beyond loopback. When set, every route "
+        "but /health and the chat page needs it.",
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger requests: 413.")
     max_messages: int = Field(default=64, ge=1, description="Messages per request, at most.")

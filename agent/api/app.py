@@ -56,6 +56,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+OPEN_PATHS = ("/health", "/")  # liveness and the chat page; everything else needs the token
+
 # Opens an agent answering through an adapter (None: the base model).
 Opener = Callable[[str | None], AbstractAsyncContextManager[Agent]]
 
@@ -103,14 +105,16 @@ def create_app(
     async def guard(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        path = request.url.path
+        length = request.headers.get("content-length") or "0"
         if (
-            path.startswith("/v1/")
+            request.url.path not in OPEN_PATHS
             and token
             and request.headers.get("authorization") != f"Bearer {token}"
         ):
             response: Response = error_response(401, "missing or wrong bearer token")
-        elif int(request.headers.get("content-length") or 0) > limits.max_body_bytes:
+        elif not length.isdigit():
+            response = error_response(400, f"Content-Length {length[:20]!r} is not a number")
+        elif int(length) > limits.max_body_bytes:
             response = error_response(413, f"request body over {limits.max_body_bytes} bytes")
         else:
             response = await call_next(request)

@@ -37,15 +37,21 @@ async def stream(
             await queue.put(chunk({"content": data["text"]}))
 
     async def run() -> None:
-        result = await agent.run(request, on_event if live else None)
-        metrics.record(result)
-        if not live and result.answer:
-            await queue.put(chunk({"content": result.answer}))
-        if result.error:
-            await queue.put(chunk({}, "stop", reflexa=trace(result) | {"error": result.error}))
-        else:
-            await queue.put(chunk({}, "stop", reflexa=trace(result)))
-        await queue.put(None)
+        try:
+            result = await agent.run(request, on_event if live else None)
+            metrics.record(result)
+            if not live and result.answer:
+                await queue.put(chunk({"content": result.answer}))
+            if result.error:
+                await queue.put(chunk({}, "stop", reflexa=trace(result) | {"error": result.error}))
+            else:
+                await queue.put(chunk({}, "stop", reflexa=trace(result)))
+        except Exception as e:  # the model's own failures are results; this is anything else
+            error = {"message": f"the episode failed: {type(e).__name__}: {e}",
+                     "type": "server_error", "param": None, "code": None}  # fmt: skip
+            await queue.put(f"data: {json.dumps({'error': error})}\n\n")
+        finally:
+            await queue.put(None)  # the stream always ends
 
     yield chunk({"role": "assistant", "content": ""})
     task = asyncio.create_task(run())

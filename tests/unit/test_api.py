@@ -15,6 +15,7 @@ from reflexa.agent.api.app import create_app
 from reflexa.agent.app.agent import Agent
 from reflexa.agent.app.checkpointer import open_checkpointer
 from reflexa.agent.app.memory import Memory
+from reflexa.agent.errors import ReflexaError
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.settings import Settings, load_settings
 from reflexa.agent.store import Store, open_store
@@ -177,6 +178,41 @@ def test_a_token_guards_the_api_but_not_health_or_the_page(monkeypatch) -> None:
         assert ok.status_code == 200 and ok.json()["data"][0]["id"] == "base"
         assert api.get("/health").status_code == 200
         assert "<title>Reflexa chat</title>" in api.get("/").text
+        for path in ("/metrics", "/docs", "/openapi.json"):  # not only /v1/: all but two
+            assert api.get(path).status_code == 401, path
+            assert api.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_an_empty_token_is_refused_not_taken_for_no_auth(monkeypatch) -> None:
+    monkeypatch.setenv("REFLEXA_SERVE__API_TOKEN", "")
+    with pytest.raises(ReflexaError, match=r"serve\.api_token"):
+        load_settings()
+
+
+def test_a_content_length_that_is_not_a_number_is_a_400(api: TestClient) -> None:
+    reply = api.post("/v1/feedback", content=b"{}", headers={"content-length": "abc"})
+    assert reply.status_code == 400 and "Content-Length" in reply.json()["error"]["message"]
+
+
+def test_a_stream_ends_with_an_error_event_when_the_episode_fails() -> None:
+    class Failing:
+        async def run(self, request: Any, on_event: Any = None) -> Any:
+            raise RuntimeError("the store is gone")
+
+    @asynccontextmanager
+    async def opener(adapter: str | None) -> AsyncIterator[Any]:
+        yield Failing()
+
+    settings = load_settings()
+    app = create_app(settings, NoAdapters("http://127.0.0.1:9", "base"), open_store(settings),
+                     opener)  # fmt: skip
+    with TestClient(app) as api, api.stream("POST", "/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "2+2?"}], "stream": True,
+    }) as reply:  # fmt: skip
+        events = [line[6:] for line in reply.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["type"] == "server_error" and "the store is gone" in error["message"]
 
 
 def test_metrics_count_requests_and_episodes(api: TestClient) -> None:
