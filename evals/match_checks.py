@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import string
 from typing import Literal
 
+import regex  # `re` with a timeout
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reflexa.evals.verdict import Verdict, VerifyContext
 
+REGEX_S = 1.0  # the longest a user's pattern may run on one answer
 NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
@@ -97,15 +100,20 @@ class RegexCheck(BaseModel):
     @classmethod
     def _compiles(cls, pattern: str) -> str:
         try:
-            re.compile(pattern)
-        except re.error as e:
+            regex.compile(pattern)
+        except regex.error as e:
             raise ValueError(f"invalid regular expression: {e}") from None
         return pattern
 
     async def verify(self, answer: str, ctx: VerifyContext) -> Verdict:
-        flags = re.IGNORECASE if self.ignore_case else 0
+        flags = regex.IGNORECASE if self.ignore_case else 0
         text = answer.strip()
-        match = (re.fullmatch if self.full else re.search)(self.pattern, text, flags)
+        find = regex.fullmatch if self.full else regex.search
+        try:  # a pattern from a request or a suite may backtrack for ever: bounded, off the loop
+            match = await asyncio.to_thread(find, self.pattern, text, flags, timeout=REGEX_S)
+        except TimeoutError:
+            return Verdict("regex", False, 0.0, kind="grounded",
+                           error=f"the pattern took over {REGEX_S:g} s on this answer")  # fmt: skip
         if (match is not None) == self.must_match:
             return Verdict("regex", True, 1.0)
         rule = self.description or (

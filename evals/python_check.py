@@ -29,7 +29,7 @@ class PythonTestsCheck(BaseModel):
     tests: str = Field(description="Python appended after the answer's code: asserts, a check().")
     prefix: str = Field(default="", description="Python placed before the answer's code.")
     timeout_s: float = Field(default=10.0, gt=0, le=120)
-    memory_mb: int = Field(default=512, ge=64)
+    memory_mb: int = Field(default=512, ge=64, le=4096)
 
     async def verify(self, answer: str, ctx: VerifyContext) -> Verdict:
         limits = SandboxLimits(

@@ -13,6 +13,9 @@ from starlette.exceptions import HTTPException
 from reflexa.agent.app.agent import EpisodeResult
 
 
+MAX_CHECKS = 16  # per list, per request
+
+
 class ApiError(HTTPException):
     def __init__(self, status: int, message: str, param: str | None = None) -> None:
         super().__init__(status, message)
@@ -40,10 +43,13 @@ class ReflexaOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     checks: list[dict[str, Any]] = Field(
         default_factory=list,
+        max_length=MAX_CHECKS,
         description="Checks the model may see; an `expected` value in one only scores.",
     )
     scoring: list[dict[str, Any]] = Field(
-        default_factory=list, description="Checks that only score the episode (gold)."
+        default_factory=list,
+        max_length=MAX_CHECKS,
+        description="Checks that only score the episode (gold).",
     )
     max_repairs: int | None = Field(default=None, ge=0, le=10)
     memory: bool = Field(default=True, description="Recall past corrections as examples.")

@@ -269,3 +269,9 @@ def test_expected_values_in_a_request_only_score_the_episode() -> None:
             assert episode["first_correct"] is False and "expected" not in str(episode["checks"])
     with Store.open(load_settings().database) as store:
         assert store.corrections() == []  # never a verified correction
+
+
+def test_checks_per_request_are_capped(api: TestClient) -> None:
+    many = [{"type": "regex", "pattern": "4"}] * 17
+    reply = ask(api, reflexa={"checks": many})
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "reflexa.checks"

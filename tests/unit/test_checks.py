@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -197,3 +198,16 @@ def test_a_schema_check_takes_bare_or_fenced_json() -> None:
     schema = {"type": "object", "required": ["name"]}
     assert verdict({"type": "json", "schema": schema}, ' {"name": "Ada"} ').passed
     assert verdict({"type": "json", "schema": schema}, '```json\n{"name": "Ada"}\n```').passed
+
+
+def test_a_pattern_that_backtracks_for_ever_is_stopped_and_not_a_failure() -> None:
+    started = time.perf_counter()
+    result = verdict({"type": "regex", "pattern": r"(a|aa)+$"}, "a" * 40 + "b")
+    assert time.perf_counter() - started < 10
+    assert result.error is not None and "took over" in result.error
+    assert verdict({"type": "regex", "pattern": r"(a|aa)+$"}, "aaaa").passed  # the same, quick
+
+
+def test_sandbox_memory_is_capped() -> None:
+    with pytest.raises(CheckSpecError, match="memory_mb"):
+        parse_checks([{"type": "python_tests", "tests": "assert True", "memory_mb": 10**6}])
