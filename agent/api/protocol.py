@@ -12,7 +12,6 @@ from starlette.exceptions import HTTPException
 
 from reflexa.agent.app.agent import EpisodeResult
 
-
 MAX_CHECKS = 16  # per list, per request
 
 
