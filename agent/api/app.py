@@ -112,9 +112,9 @@ def create_app(
             and request.headers.get("authorization") != f"Bearer {token}"
         ):
             response: Response = error_response(401, "missing or wrong bearer token")
-        elif not length.isdigit():
+        elif not (length.isascii() and length.isdigit()):
             response = error_response(400, f"Content-Length {length[:20]!r} is not a number")
-        elif int(length) > limits.max_body_bytes:
+        elif len(length) > 15 or int(length) > limits.max_body_bytes:
             response = error_response(413, f"request body over {limits.max_body_bytes} bytes")
         else:
             response = await call_next(request)

@@ -192,6 +192,8 @@ def test_an_empty_token_is_refused_not_taken_for_no_auth(monkeypatch) -> None:
 def test_a_content_length_that_is_not_a_number_is_a_400(api: TestClient) -> None:
     reply = api.post("/v1/feedback", content=b"{}", headers={"content-length": "abc"})
     assert reply.status_code == 400 and "Content-Length" in reply.json()["error"]["message"]
+    huge = api.post("/v1/feedback", content=b"{}", headers={"content-length": "9" * 5000})
+    assert huge.status_code == 413  # int() refuses 5,000 digits: never reached
 
 
 def test_a_stream_ends_with_an_error_event_when_the_episode_fails() -> None:
