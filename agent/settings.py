@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from reflexa.agent.errors import ReflexaError
@@ -148,6 +148,17 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger requests: 413.")
     max_messages: int = Field(default=64, ge=1, description="Messages per request, at most.")
     max_tokens: int = Field(default=2048, ge=1, description="The largest max_tokens accepted.")
+    allow_request_code: bool = Field(
+        default=False,
+        description="Accept checks that run code (python_tests) from requests: whoever can call "
+        "the API runs code as this user. Needs api_token.",
+    )
+
+    @model_validator(mode="after")
+    def _code_needs_a_token(self) -> ServeSettings:
+        if self.allow_request_code and self.api_token is None:
+            raise ValueError("allow_request_code needs api_token (anyone could run code)")
+        return self
 
 
 class Settings(BaseSettings):

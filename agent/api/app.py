@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reflexa.agent.api.metrics import Metrics
 from reflexa.agent.api.protocol import (
@@ -56,7 +57,43 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+CODE = ("python_tests",)  # check types that run code
 OPEN_PATHS = ("/health", "/")  # liveness and the chat page; everything else needs the token
+
+
+class BodyLimit:
+    """Reads each request's body before the app does, at most `limit` bytes however it is
+    sent (a declared Content-Length or chunks): larger, 413 without reading on."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                too_big = error_response(413, f"request body over {self.limit} bytes")
+                return await too_big(scope, receive, send)
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # a disconnect, for streaming responses to notice
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        return await self.app(scope, replay, send)
+
 
 # Opens an agent answering through an adapter (None: the base model).
 Opener = Callable[[str | None], AbstractAsyncContextManager[Agent]]
@@ -99,6 +136,7 @@ def create_app(
             yield
 
     app = FastAPI(title="Reflexa", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)  # inside the guard below
     token = limits.api_token.get_secret_value() if limits.api_token else None
 
     @app.middleware("http")
@@ -210,6 +248,14 @@ def _episode_request(body: ChatRequest, limits: ServeSettings) -> tuple[EpisodeR
     if max_tokens is not None and max_tokens > limits.max_tokens:
         raise ApiError(
             400, f"max_tokens {max_tokens} over the limit {limits.max_tokens}", "max_tokens"
+        )
+    code = [c for c in [*body.reflexa.checks, *body.reflexa.scoring] if c.get("type") in CODE]
+    if code and not limits.allow_request_code:
+        raise ApiError(
+            400,
+            "a python_tests check runs code on this machine: refused unless "
+            "serve.allow_request_code is set (it needs serve.api_token)",
+            "reflexa.checks",
         )
     history = [{"role": m.role, "content": m.text} for m in body.messages[:-1]]
     request = EpisodeRequest(

@@ -277,3 +277,36 @@ def test_checks_per_request_are_capped(api: TestClient) -> None:
     many = [{"type": "regex", "pattern": "4"}] * 17
     reply = ask(api, reflexa={"checks": many})
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "reflexa.checks"
+
+
+def test_a_chunked_body_counts_against_the_limit(api: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"messages": [{"role": "user", "content": "'
+        for _ in range(20):
+            yield b"x" * 100_000
+        yield b'"}]}'
+
+    reply = api.post("/v1/chat/completions", content=chunks(),
+                     headers={"content-type": "application/json"})  # fmt: skip
+    assert reply.status_code == 413 and "over" in reply.json()["error"]["message"]
+    parts = iter([b'{"episode_id": "nope", ', b'"correction": "x"}'])
+    small = api.post("/v1/feedback", content=parts, headers={"content-type": "application/json"})
+    assert small.status_code == 404  # read whole, then handled as usual
+
+
+def test_checks_that_run_code_are_refused_unless_allowed(monkeypatch) -> None:
+    code = {"checks": [{"type": "python_tests", "tests": "assert True"}]}
+    with app_client(["4"]) as api:
+        refused = ask(api, reflexa=code)
+    assert refused.status_code == 400 and "allow_request_code" in refused.json()["error"]["message"]
+    monkeypatch.setenv("REFLEXA_SERVE__ALLOW_REQUEST_CODE", "true")
+    with pytest.raises(ReflexaError, match="allow_request_code needs api_token"):
+        load_settings()
+    monkeypatch.setenv("REFLEXA_SERVE__API_TOKEN", "s3cret")
+    with app_client(["4"]) as api:
+        allowed = api.post(
+            "/v1/chat/completions", headers={"Authorization": "Bearer s3cret"},
+            json={"messages": [{"role": "user", "content": "2+2?"}], "reflexa": code},
+        )  # fmt: skip
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["reflexa"]["attempts"][0]["verdicts"][0]["verifier"] == "python_tests"
