@@ -148,6 +148,11 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger requests: 413.")
     max_messages: int = Field(default=64, ge=1, description="Messages per request, at most.")
     max_tokens: int = Field(default=2048, ge=1, description="The largest max_tokens accepted.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Names the API answers to in Host (and Origin) besides the loopback names "
+        "and `host`: what stops a web page from reaching it through DNS rebinding.",
+    )
     allow_request_code: bool = Field(
         default=False,
         description="Accept checks that run code (python_tests) from requests: whoever can call "

@@ -22,6 +22,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import replace
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -58,6 +59,16 @@ def is_loopback(host: str) -> bool:
 
 
 CODE = ("python_tests",)  # check types that run code
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def host_allowed(netloc: str, hosts: set[str]) -> bool:
+    """Whether a Host header (or an Origin's netloc), port aside, names one of `hosts`."""
+    name = netloc.rsplit("@", 1)[-1]
+    name = name[1:].split("]", 1)[0] if name.startswith("[") else name.rsplit(":", 1)[0]
+    return name.lower() in hosts
+
+
 OPEN_PATHS = ("/health", "/")  # liveness and the chat page; everything else needs the token
 
 
@@ -138,18 +149,26 @@ def create_app(
     app = FastAPI(title="Reflexa", version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)  # inside the guard below
     token = limits.api_token.get_secret_value() if limits.api_token else None
+    hosts = {*LOOPBACK_NAMES, *limits.allowed_hosts, limits.host} - {"0.0.0.0", "::", ""}
 
     @app.middleware("http")
     async def guard(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         length = request.headers.get("content-length") or "0"
-        if (
+        origin = request.headers.get("origin")
+        if not host_allowed(request.headers.get("host", ""), hosts):
+            response: Response = error_response(
+                400, "this Host is not served here: add it to serve.allowed_hosts", "host"
+            )
+        elif origin is not None and not host_allowed(urlsplit(origin).netloc, hosts):
+            response = error_response(403, "requests from this Origin are not accepted", "origin")
+        elif (
             request.url.path not in OPEN_PATHS
             and token
             and request.headers.get("authorization") != f"Bearer {token}"
         ):
-            response: Response = error_response(401, "missing or wrong bearer token")
+            response = error_response(401, "missing or wrong bearer token")
         elif not (length.isascii() and length.isdigit()):
             response = error_response(400, f"Content-Length {length[:20]!r} is not a number")
         elif len(length) > 15 or int(length) > limits.max_body_bytes:

@@ -48,7 +48,7 @@ def app_client(script: list[Any], settings: Settings | None = None) -> TestClien
             yield Agent(build_reflection_graph(saver), store, context, settings.reflect, memory)
 
     client = NoAdapters("http://127.0.0.1:9", "base")
-    return TestClient(create_app(settings, client, store, opener))
+    return TestClient(create_app(settings, client, store, opener), base_url="http://127.0.0.1")
 
 
 @pytest.fixture
@@ -208,7 +208,8 @@ def test_a_stream_ends_with_an_error_event_when_the_episode_fails() -> None:
     settings = load_settings()
     app = create_app(settings, NoAdapters("http://127.0.0.1:9", "base"), open_store(settings),
                      opener)  # fmt: skip
-    with TestClient(app) as api, api.stream("POST", "/v1/chat/completions", json={
+    with TestClient(app, base_url="http://localhost:8080") as api, api.stream(
+        "POST", "/v1/chat/completions", json={
         "messages": [{"role": "user", "content": "2+2?"}], "stream": True,
     }) as reply:  # fmt: skip
         events = [line[6:] for line in reply.iter_lines() if line.startswith("data: ")]
@@ -225,11 +226,12 @@ def test_metrics_count_requests_and_episodes(api: TestClient) -> None:
     assert 'reflexa_http_requests_total{path="/v1/chat/completions",status="200"} 1.0' in text
 
 
-def test_no_input_from_the_openapi_schema_gets_a_5xx() -> None:
+def test_no_input_from_the_openapi_schema_gets_a_5xx(monkeypatch: pytest.MonkeyPatch) -> None:
     """Schemathesis generates requests from the app's own OpenAPI schema."""
     import schemathesis
     from hypothesis import HealthCheck, settings
 
+    monkeypatch.setenv("REFLEXA_SERVE__ALLOWED_HOSTS", '["testserver"]')  # its client's Host
     api = app_client(["4"] * 100_000)
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.app)
     failures, calls = [], []
@@ -310,3 +312,27 @@ def test_checks_that_run_code_are_refused_unless_allowed(monkeypatch) -> None:
         )  # fmt: skip
     assert allowed.status_code == 200, allowed.text
     assert allowed.json()["reflexa"]["attempts"][0]["verdicts"][0]["verifier"] == "python_tests"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"host": "127.0.0.1:8080"}, 200),
+        ({"host": "localhost"}, 200),
+        ({"host": "[::1]:8080"}, 200),
+        ({"host": "attacker.example:8080"}, 400),  # DNS rebinding: a name that resolves here
+        ({"host": "127.0.0.1:8080", "origin": "http://127.0.0.1:8080"}, 200),
+        ({"host": "127.0.0.1:8080", "origin": "https://attacker.example"}, 403),
+    ],
+)
+def test_only_loopback_names_reach_the_api_unless_configured(
+    api: TestClient, headers: dict[str, str], status: int
+) -> None:
+    assert api.get("/v1/models", headers=headers).status_code == status
+
+
+def test_a_configured_name_is_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFLEXA_SERVE__ALLOWED_HOSTS", '["reflexa.lan"]')
+    with app_client(["4"]) as api:
+        assert api.get("/health", headers={"host": "reflexa.lan:8080"}).status_code == 200
+        assert api.get("/health", headers={"host": "other.lan"}).status_code == 400
