@@ -149,7 +149,8 @@ def create_app(
     app = FastAPI(title="Reflexa", version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)  # inside the guard below
     token = limits.api_token.get_secret_value() if limits.api_token else None
-    hosts = {*LOOPBACK_NAMES, *limits.allowed_hosts, limits.host} - {"0.0.0.0", "::", ""}
+    names = (*LOOPBACK_NAMES, *limits.allowed_hosts, limits.host)
+    hosts = {n.lower() for n in names} - {"0.0.0.0", "::", ""}
 
     @app.middleware("http")
     async def guard(

@@ -332,7 +332,8 @@ def test_only_loopback_names_reach_the_api_unless_configured(
 
 
 def test_a_configured_name_is_served(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REFLEXA_SERVE__ALLOWED_HOSTS", '["reflexa.lan"]')
+    monkeypatch.setenv("REFLEXA_SERVE__ALLOWED_HOSTS", '["Reflexa.LAN"]')
     with app_client(["4"]) as api:
         assert api.get("/health", headers={"host": "reflexa.lan:8080"}).status_code == 200
         assert api.get("/health", headers={"host": "other.lan"}).status_code == 400
+        assert api.get("/health", headers={"origin": "null"}).status_code == 403
