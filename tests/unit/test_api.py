@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from reflexa.agent.errors import ReflexaError
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.settings import Settings, load_settings
 from reflexa.agent.store import Store, open_store
+from reflexa.agent.store.tables import Episode
 from reflexa.evals.contamination import Guard
 from reflexa.graphs import ReflectionContext, build_reflection_graph
 from reflexa.trainers.dataset import compile_examples
@@ -337,3 +339,28 @@ def test_a_configured_name_is_served(monkeypatch: pytest.MonkeyPatch) -> None:
         assert api.get("/health", headers={"host": "reflexa.lan:8080"}).status_code == 200
         assert api.get("/health", headers={"host": "other.lan"}).status_code == 400
         assert api.get("/health", headers={"origin": "null"}).status_code == 403
+
+
+def test_32_concurrent_clients_lose_no_episode() -> None:
+    # 32 requests at once into one real SQLite store (and checkpointer): every one answered,
+    # recorded once and finished.
+    import httpx
+
+    app = app_client([str(n) for n in range(32)]).app
+
+    async def clients() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            return list(await asyncio.gather(*(
+                http.post("/v1/chat/completions",
+                          json={"messages": [{"role": "user", "content": f"Say {n}."}]})
+                for n in range(32)
+            )))  # fmt: skip
+
+    replies = asyncio.run(clients())
+    assert [r.status_code for r in replies] == [200] * 32
+    ids = {r.json()["reflexa"]["episode_id"] for r in replies}
+    with Store.open(load_settings().database) as store:
+        episodes = [store.episode(i) for i in ids]
+        assert store.count(Episode) == 32
+    assert len(ids) == 32 and all(e and e["status"] == "passed" for e in episodes)
