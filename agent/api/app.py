@@ -74,7 +74,8 @@ OPEN_PATHS = ("/health", "/")  # liveness and the chat page; everything else nee
 
 class BodyLimit:
     """Reads each request's body before the app does, at most `limit` bytes however it is
-    sent (a declared Content-Length or chunks): larger, 413 without reading on."""
+    sent: a declared Content-Length over the limit (or not a number) is refused before
+    reading, chunks are counted as they come; larger, 413 without reading on."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -82,6 +83,14 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        declared = (dict(scope["headers"]).get(b"content-length") or b"0").decode("latin-1")
+        refused = None
+        if not (declared.isascii() and declared.isdigit()):
+            refused = error_response(400, f"Content-Length {declared[:20]!r} is not a number")
+        elif len(declared) > 15 or int(declared) > self.limit:
+            refused = error_response(413, f"request body over {self.limit} bytes")
+        if refused is not None:
+            return await refused(scope, receive, send)
         chunks: list[bytes] = []
         size, more = 0, True
         while more:
@@ -156,7 +165,6 @@ def create_app(
     async def guard(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        length = request.headers.get("content-length") or "0"
         origin = request.headers.get("origin")
         if not host_allowed(request.headers.get("host", ""), hosts):
             response: Response = error_response(
@@ -170,10 +178,6 @@ def create_app(
             and request.headers.get("authorization") != f"Bearer {token}"
         ):
             response = error_response(401, "missing or wrong bearer token")
-        elif not (length.isascii() and length.isdigit()):
-            response = error_response(400, f"Content-Length {length[:20]!r} is not a number")
-        elif len(length) > 15 or int(length) > limits.max_body_bytes:
-            response = error_response(413, f"request body over {limits.max_body_bytes} bytes")
         else:
             response = await call_next(request)
         route = request.scope.get("route")  # the template (/v1/episodes/{episode_id}), not ids
