@@ -93,6 +93,16 @@ class MemorySettings(BaseModel):
     )
 
 
+class SandboxSettings(BaseModel):
+    """Where model-written code (python_tests checks) runs: bubblewrap's namespaces."""
+
+    allow_unconfined: bool = Field(
+        default=False,
+        description="Where bwrap cannot isolate code (no user namespaces, no bwrap), run it "
+        "anyway with resource limits only. Off: such checks report that they could not run.",
+    )
+
+
 class CycleSettings(BaseModel):
     """The self-repair cycle: what it trains on and when the gate promotes."""
 
@@ -195,6 +205,7 @@ class Settings(BaseSettings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     cycle: CycleSettings = Field(default_factory=CycleSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     read_environment: ClassVar[bool] = True
 
     @classmethod

@@ -2,11 +2,12 @@
 """Runs inside the sandbox: the item's prefix, the model's code, then the tests, and proves
 to the parent that the tests ran to their end.
 
-Passed to the interpreter as `-c` text (standard library only) with two file descriptors
-and a job file: `python -I -B -c HARNESS TOKEN_FD DONE_FD job.json`. The parent writes a
-random token into TOKEN_FD; the harness reads it before any model code runs and writes it
-to DONE_FD only after the last test line has run. Exit status means nothing: an answer
-that exits early (`os._exit(0)`, `SystemExit`, a signal handler, atexit) never gets there.
+Passed to the interpreter as `-c` text (standard library only) with three file descriptors:
+`python -I -B -c HARNESS TOKEN_FD DONE_FD JOB_FD` (JOB_FD: prefix, code and tests as JSON).
+The parent writes a random token into TOKEN_FD; the harness reads it before any model code
+runs and writes it to DONE_FD only after the last test line has run. Exit status means
+nothing: an answer that exits early (`os._exit(0)`, `SystemExit`, a signal handler, atexit)
+never gets there.
 
 What keeps the token away from the model's code, which runs in this same interpreter:
 - the token lives only in a local variable of `_run`, and an audit hook (which cannot be
@@ -105,13 +106,12 @@ def _patched(modules):
 
 
 def _run():
-    token_fd, done_fd, job_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    token_fd, done_fd, job_fd = (int(arg) for arg in sys.argv[1:4])
     read, write, close, exit_now = os.read, os.write, os.close, os._exit
     token = read(token_fd, 64)
     close(token_fd)
-    with open(job_path, encoding="utf-8") as f:
+    with open(job_fd, encoding="utf-8") as f:  # closes it: the code cannot read the tests
         job = json.load(f)
-    os.remove(job_path)  # the working directory holds what the code wrote, and main.py
     _not_dumpable()
     strict = [True]
     _install_hook(strict)

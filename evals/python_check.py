@@ -36,7 +36,11 @@ class PythonTestsCheck(BaseModel):
             wall_s=self.timeout_s, cpu_s=int(self.timeout_s) + 1, memory_mb=self.memory_mb
         )
         result = await run_python(
-            extract_code(answer), limits, prefix=self.prefix, tests=self.tests
+            extract_code(answer),
+            limits,
+            prefix=self.prefix,
+            tests=self.tests,
+            allow_unconfined=ctx.allow_unconfined,
         )
         if result.ok:
             return Verdict("python_tests", True, 1.0)

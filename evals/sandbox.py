@@ -1,10 +1,12 @@
-"""Run untrusted (model-written) Python in a confined subprocess.
+"""Run untrusted (model-written) Python in an isolated subprocess.
 
-Every run gets a fresh temp working directory, a scrubbed environment, limits on wall time,
-CPU time, memory, processes, file size and open files, and an audit hook that refuses
-sockets. Run as root (as in CI) it is also put in its own network and mount namespaces
-(no network, private /tmp, /root hidden) under a fresh unprivileged uid. On timeout, and
-after every run, its whole process group and every process of its uid are killed.
+Every run gets a fresh, size-limited working directory, a scrubbed environment, limits on
+wall time, CPU time, memory, processes, file size and open files, and an audit hook that
+refuses sockets, inside bubblewrap's namespaces (see `isolation`): no network, no view of
+the host's processes or home directories, nothing writable outside its own tmpfs. As root it
+also runs under a fresh uid. Where bwrap cannot run, model code is refused unless the caller
+allows it to run unconfined (limits and the audit hook only). On timeout, and after every
+run, everything it started is killed.
 """
 
 from __future__ import annotations
@@ -23,10 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-LAUNCHER = Path(__file__).with_name("_sandbox_launch.py")
+from reflexa.evals.isolation import STAGE, Isolation, bwrap_argv, find_isolation
 
+# Confines the process from the inside, then execs the harness (see there).
+LAUNCHER = Path(__file__).with_name("_sandbox_launch.py").read_text()
 # Runs the prefix, the code and the tests, and proves the tests ran to their end (see there).
 HARNESS = Path(__file__).with_name("_sandbox_harness.py").read_text()
+
+
+class SandboxUnavailable(RuntimeError):
+    """No isolation on this machine, and running model code unconfined was not allowed."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class SandboxLimits:
     memory_mb: int = 512
     processes: int = 16
     file_size_mb: int = 16
+    scratch_mb: int = 64  # the working directory's tmpfs: all files together
     output_bytes: int = 64_000
 
 
@@ -46,7 +55,7 @@ class SandboxResult:
     stderr: str
     timed_out: bool
     duration_s: float
-    isolation: str  # "namespaces" (root) or "rlimits"
+    isolation: str  # "bwrap", or "none" (allowed to run unconfined)
     completed: bool = False  # the harness saw the tests (or the script) run to their end
 
     @property
@@ -61,29 +70,37 @@ async def run_python(
     *,
     prefix: str = "",
     tests: str = "",
+    allow_unconfined: bool = False,
+    isolation: Isolation | None = None,
 ) -> SandboxResult:
     """Run `prefix`, then `code` (untrusted) as `__main__`, then `tests`, in the sandbox;
     `files` are written beside them first. `completed` only when all three ran to the end:
-    exiting early, by any route, is failing."""
+    exiting early, by any route, is failing. Raises SandboxUnavailable when this machine
+    cannot isolate the code and `allow_unconfined` is false."""
+    isolation = isolation or find_isolation()
+    confined = isolation.kind == "bwrap"
+    if not confined and not allow_unconfined:
+        raise SandboxUnavailable(
+            f"model code was not run: {isolation.detail}. Set sandbox.allow_unconfined = true "
+            "to run it with resource limits only (no file-system or network isolation)."
+        )
     workdir = Path(tempfile.mkdtemp(prefix="reflexa-sbx-"))
-    as_root = os.geteuid() == 0
-    uid = 200_000 + secrets.randbelow(1_000_000) if as_root else None
-    job = json.dumps({"prefix": prefix, "code": code, "tests": tests})
+    uid = 200_000 + secrets.randbelow(1_000_000) if confined and os.geteuid() == 0 else None
+    job = {"prefix": prefix, "code": code, "tests": tests}
     try:
-        for name, text in {**(files or {}), "main.py": code, "job.json": job}.items():
+        for name, text in {**(files or {}), "main.py": code}.items():
             (workdir / name).write_text(text)
-        if uid is not None:
-            for path in [workdir, *workdir.iterdir()]:
-                os.chown(path, uid, uid)
         config: dict[str, object] = {
             "workdir": str(workdir),
+            "stage": STAGE if confined else None,
             "python": os.path.realpath(sys.executable),  # the base interpreter: stdlib only
-            "prefix": os.path.realpath(sys.base_prefix),
             "uid": uid,
             "cpu_s": limits.cpu_s,
             "memory_mb": limits.memory_mb,
             "file_size_mb": limits.file_size_mb,
-            "nproc": limits.processes if uid is not None else _user_processes() + limits.processes,
+            # bwrap: counted in the sandbox's own namespace or uid (with its init and the
+            # harness); unconfined: among all of this user's processes.
+            "nproc": limits.processes + 2 if confined else _user_processes() + limits.processes,
             "harness": HARNESS,
             "env": {
                 "PATH": "/usr/bin:/bin",
@@ -93,63 +110,83 @@ async def run_python(
                 "PYTHONHASHSEED": "0",
             },
         }
-        return await _run(config, limits, uid)
+        return await _run(config, job, limits, isolation)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _run(config: dict[str, object], limits: SandboxLimits, uid: int | None) -> SandboxResult:
+async def _run(
+    config: dict[str, object], job: dict[str, str], limits: SandboxLimits, isolation: Isolation
+) -> SandboxResult:
     started = time.monotonic()
     token = secrets.token_hex(16).encode()
     token_r, token_w = os.pipe()
     done_r, done_w = os.pipe()
+    info_r, info_w = os.pipe()  # bwrap writes the pid of its init here
     os.write(token_w, token)
     os.close(token_w)
-    config |= {"token_fd": token_r, "done_fd": done_w}
     # Output goes to files, not pipes: asyncio's wait() returns only when the pipes close,
-    # and a child that escaped into the background would hold them open.
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    # and a child that escaped into the background would hold them open. The job (prefix,
+    # code, tests) is read from an unlinked file: the code cannot find the tests on disk,
+    # and the harness closes it before the code runs.
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryFile() as job_file,
+    ):
+        job_file.write(json.dumps(job).encode())
+        job_file.seek(0)
+        config |= {"token_fd": token_r, "done_fd": done_w, "job_fd": job_file.fileno()}
+        command = [str(config["python"]), "-I", "-S", "-c", LAUNCHER, json.dumps(config)]
+        if isolation.kind == "bwrap":
+            workdir = str(config["workdir"])
+            bwrap = bwrap_argv(isolation.detail, workdir, limits.scratch_mb, info_w)
+            command = [*bwrap, *command]
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(config),
+                *command,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
                 env={"PATH": "/usr/bin:/bin"},  # the launcher needs nothing of ours
                 start_new_session=True,
-                pass_fds=(token_r, done_w),
-            )  # fmt: skip
+                pass_fds=(token_r, done_w, info_w, job_file.fileno()),
+            )
         finally:
-            os.close(token_r)
-            os.close(done_w)
+            for fd in (token_r, done_w, info_w):
+                os.close(fd)
         timed_out = False
         try:
             await asyncio.wait_for(proc.wait(), limits.wall_s)
         except TimeoutError:
             timed_out = True
         finally:
-            _kill_all(proc.pid, uid)
+            _kill_all(proc.pid)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-        completed = _read_done(done_r) == token
+            _wait_gone(_read_pipe(info_r))
+        completed = _read_pipe(done_r) == token
         stdout, stderr = (_read_capped(f, limits.output_bytes) for f in (out, err))
+    code = proc.returncode
+    if isolation.kind == "bwrap" and code is not None and code > 128:
+        code = 128 - code  # bwrap's init reports a signal as 128 + its number
     return SandboxResult(
-        exit_code=proc.returncode,
+        exit_code=code,
         stdout=stdout,
         stderr=stderr,
         timed_out=timed_out,
         duration_s=round(time.monotonic() - started, 3),
-        isolation="namespaces" if uid is not None else "rlimits",
+        isolation=isolation.kind,
         completed=completed,
     )
 
 
-def _read_done(fd: int) -> bytes:
-    """What the harness wrote to the completion pipe (every writer is dead by now)."""
+def _read_pipe(fd: int) -> bytes:
+    """What was written to a pipe whose writers are all dead by now."""
     os.set_blocking(fd, False)
     try:
-        return os.read(fd, 256)
+        return os.read(fd, 4096)
     except BlockingIOError:
         return b""
     finally:
@@ -163,36 +200,27 @@ def _read_capped(f: IO[bytes], cap: int) -> str:
     return text + "\n[output truncated]" if len(data) > cap else text
 
 
-def _kill_all(pgid: int, uid: int | None) -> None:
-    """Kill the sandbox's process group and, if it has its own uid, every process of it
-    (which catches children that left the group with setsid)."""
+def _kill_all(pgid: int) -> None:
+    """Kill the sandbox's process group: bwrap, whose namespace then dies with everything in
+    it, or (unconfined) the code and the children it left in the group."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    if uid is None:
+
+
+def _wait_gone(info: bytes) -> None:
+    """Wait until bwrap's init, from its --info-fd report, has exited: by then the kernel
+    has killed every process in its pid namespace (setsid survivors, a fork bomb)."""
+    if not info:
         return
-    for _ in range(50):  # a fork bomb may still be forking while we kill
-        pids = _pids_of_uid(uid)
-        if not pids:
+    status = Path(f"/proc/{json.loads(info)['child-pid']}/stat")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if status.read_text().rsplit(")", 1)[1].split()[0] in "ZX":
+                return
+        except (OSError, IndexError):
             return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.01)
-
-
-def _pids_of_uid(uid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                status = (entry / "status").read_text()
-            except OSError:
-                continue
-            real_uid = next(line for line in status.splitlines() if line.startswith("Uid:"))
-            state = next(line for line in status.splitlines() if line.startswith("State:"))
-            if int(real_uid.split()[1]) == uid and "zombie" not in state:
-                pids.append(int(entry.name))
-    return pids
+        time.sleep(0.005)
 
 
 def _user_processes() -> int:

@@ -44,6 +44,7 @@ JudgeFn = Callable[[str, str, str], Awaitable[JudgeResult]]
 class VerifyContext:
     prompt: str
     judge: JudgeFn | None = None
+    allow_unconfined: bool = False  # run model code where the sandbox cannot isolate it
 
 
 # "Grounded": evidence other than the judge, a model's opinion of an answer. The judge alone

@@ -27,10 +27,13 @@ def gold_answer(checks: Sequence[dict[str, Any]]) -> str | None:
     return None
 
 
-async def passes(checks: Sequence[dict[str, Any]], prompt: str, answer: str) -> bool:
+async def passes(
+    checks: Sequence[dict[str, Any]], prompt: str, answer: str, *, allow_unconfined: bool = False
+) -> bool:
     """True when every grounded check passes `answer` (no judge: it is not evidence)."""
     parsed = parse_checks(grounded(checks))
     if not parsed:
         return False
-    verdicts = await run_checks(parsed, answer, VerifyContext(prompt))
+    ctx = VerifyContext(prompt, allow_unconfined=allow_unconfined)
+    verdicts = await run_checks(parsed, answer, ctx)
     return all(v.passed and v.error is None for v in verdicts)

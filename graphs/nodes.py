@@ -107,7 +107,8 @@ async def evaluate(state: ReflectionState, runtime: Runtime[ReflectionContext]) 
         finally:
             judge_s += time.perf_counter() - started
 
-    ctx = VerifyContext(prompt, timed_judge if runtime.context.judge else None)
+    judge = timed_judge if runtime.context.judge else None
+    ctx = VerifyContext(prompt, judge, runtime.context.allow_unconfined)
     task_checks = parse_checks(state["checks"])
     checks = checks_for(prompt, last["answer"], task_checks, judge=ctx.judge is not None)
     verdicts = await run_checks(checks, last["answer"], ctx)

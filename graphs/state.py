@@ -81,6 +81,7 @@ class ReflectionContext:
     judge: JudgeFn | None = None
     diagnose_llm: BaseChatModel | None = None  # default: llm
     recall: RecallFn | None = None  # the correction memory; None: off
+    allow_unconfined: bool = False  # run model code where the sandbox cannot isolate it
 
 
 def turn_input(

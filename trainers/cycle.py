@@ -164,6 +164,7 @@ def _run(
                 store, dataset_dir, config.method, allow_gold=settings.cycle.allow_gold,
                 justifications=settings.cycle.justifications, protected=protected,
                 min_examples=config.min_examples, cycle=stage.cycle_id,
+                allow_unconfined=settings.sandbox.allow_unconfined,
             )  # fmt: skip
         except TooFewExamples as e:
             detail |= e.summary

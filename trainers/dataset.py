@@ -100,12 +100,14 @@ def compile_examples(
     allow_gold: bool = True,
     protected: Guard | None = None,
     justifications: Collection[str] = JUSTIFICATIONS,
+    allow_unconfined: bool = False,
 ) -> Compiled:
-    """Every usable example in the store, deduplicated by normalised prompt."""
+    """Every usable example in the store, deduplicated by normalised prompt.
+    `allow_unconfined`: gold answers are checked even where code runs unisolated."""
     protected = held_out_guard(store.held_out_prompts()) if protected is None else protected
     kept: dict[str, Example] = {}
     skipped = merged = unjustified = 0
-    for row in _rows(store, allow_gold):
+    for row in _rows(store, allow_gold, allow_unconfined):
         if protected.protects(row.prompt):
             skipped += 1
             continue
@@ -131,7 +133,7 @@ def _rank(e: Example) -> tuple[int, int]:
     return JUSTIFICATIONS.index(e.justification), SOURCES.index(e.source)
 
 
-def _rows(store: Store, allow_gold: bool) -> list[Example]:
+def _rows(store: Store, allow_gold: bool, allow_unconfined: bool) -> list[Example]:
     episodes = store.training_episodes(TRAIN_SPLIT)
     suite_of = {e["id"]: [e["suite"]] if e["suite"] else [] for e in episodes}
     rows, corrected = [], set()
@@ -162,7 +164,9 @@ def _rows(store: Store, allow_gold: bool) -> list[Example]:
             golds.append((row, [*e["checks"], *e["scoring"]]))
 
     async def verify() -> list[bool]:
-        return await asyncio.gather(*(passes(checks, r.prompt, r.chosen) for r, checks in golds))
+        return await asyncio.gather(
+            *(passes(c, r.prompt, r.chosen, allow_unconfined=allow_unconfined) for r, c in golds)
+        )
 
     verified = asyncio.run(verify()) if golds else []
     return rows + [r for (r, _), ok in zip(golds, verified, strict=True) if ok]
@@ -241,13 +245,15 @@ def build_dataset(
     justifications: Collection[str] = JUSTIFICATIONS,
     protected: Guard | None = None,
     min_examples: int = 1,
+    allow_unconfined: bool = False,
     **manifest: Any,
 ) -> tuple[Compiled, int]:
     """Compile the store's corrections into `fmt` rows and write them to `out`; the
     compilation and the number of rows. Fewer than `min_examples`: TooFewExamples."""
     compiled = compile_examples(
-        store, allow_gold=allow_gold, protected=protected, justifications=justifications
-    )
+        store, allow_gold=allow_gold, protected=protected, justifications=justifications,
+        allow_unconfined=allow_unconfined,
+    )  # fmt: skip
     records = to_records(compiled.examples, fmt)
     if len(records) < max(min_examples, 1):
         raise TooFewExamples(

@@ -47,7 +47,10 @@ async def retire_passed(
                     ]
                 )
             same = normalise(reply.text, m["checks"]) == normalise(m["answer"], m["checks"])
-            if same and await passes(m["checks"], m["prompt"], reply.text):
+            unconfined = settings.sandbox.allow_unconfined
+            if same and await passes(
+                m["checks"], m["prompt"], reply.text, allow_unconfined=unconfined
+            ):
                 passed.append(m["id"])
             done += 1
             if on_progress:

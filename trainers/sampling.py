@@ -80,7 +80,9 @@ async def sample_corrections(
             response = await http.post(f"{client.url}/v1/chat/completions", json=body)
         response.raise_for_status()
         samples = [choice["message"]["content"] or "" for choice in response.json()["choices"]]
-        kept = await _judge(episode, samples, c.agree_greedy, c.agree_majority)
+        kept = await _judge(
+            episode, samples, c.agree_greedy, c.agree_majority, settings.sandbox.allow_unconfined
+        )
         if kept is not None:
             store.add_correction(episode["id"], **kept)
             counts[kept["justification"]] += 1
@@ -95,13 +97,18 @@ async def sample_corrections(
 
 
 async def _judge(
-    episode: dict[str, Any], samples: list[str], min_greedy: int, min_majority: int
+    episode: dict[str, Any],
+    samples: list[str],
+    min_greedy: int,
+    min_majority: int,
+    allow_unconfined: bool = False,
 ) -> dict[str, Any] | None:
     """The correction the samples justify for `episode`, or None."""
     prompt, checks = episode["prompt"], episode["checks"]
     greedy = episode["attempts"][0]["answer"]
     answers = [greedy, *samples]
-    ok = await asyncio.gather(*(passes(checks, prompt, a) for a in answers))
+    unconfined = {"allow_unconfined": allow_unconfined}
+    ok = await asyncio.gather(*(passes(checks, prompt, a, **unconfined) for a in answers))
     chosen = vote(greedy, samples, checks, ok, min_greedy, min_majority)
     if chosen is not None:
         answer, justification = chosen.answer, "consistency"
@@ -109,7 +116,8 @@ async def _judge(
         answer, justification = samples[ok[1:].index(True)], "checks"
     else:
         return None
-    correct = await passes(episode["scoring"], prompt, answer) if episode["scoring"] else None
+    scoring = episode["scoring"]
+    correct = await passes(scoring, prompt, answer, **unconfined) if scoring else None
     is_greedy = answer == greedy
     return {
         "prompt": prompt,

@@ -239,12 +239,15 @@ class Agent:
         self.store.finish_episode(
             episode_id, status=result.status, answer=result.answer, error=None,
             attempts=result.attempts, latency_s=result.latency_s,
-            final_index=state["final_index"], corrections=await corrections_from(state),
+            final_index=state["final_index"],
+            corrections=await corrections_from(state, self.context.allow_unconfined),
         )  # fmt: skip
         return result
 
 
-async def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:
+async def corrections_from(
+    state: dict[str, Any], allow_unconfined: bool = False
+) -> list[dict[str, Any]]:
     """A wrong first answer and what fixed it: the model's repair when grounded visible
     checks (not the judge alone) passed it, justified by those checks (scoring, where there
     is one, says whether it was right: `correct`, a measurement only); else, where gold may
@@ -268,7 +271,7 @@ async def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     checks = [*state["checks"], *state["gold"]]
     gold = gold_answer(state["gold"])
-    if gold is not None and await passes(checks, prompt, gold):
+    if gold is not None and await passes(checks, prompt, gold, allow_unconfined=allow_unconfined):
         return [correction | {"chosen": gold, "source": "gold", "verified": True,
                               "justification": "gold", "correct": True}]  # fmt: skip
     return []
@@ -315,6 +318,7 @@ async def open_agent(
             judge=make_judge(helper) if r.judge else None,
             diagnose_llm=helper,
             recall=memory.recall if memory else None,
+            allow_unconfined=settings.sandbox.allow_unconfined,
         )
         async with open_checkpointer(settings) as saver:
             yield Agent(build_reflection_graph(saver), store, context, r, memory)

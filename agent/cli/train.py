@@ -78,5 +78,6 @@ def _compile_now(settings: Settings, store: Store, config: TrainConfig) -> Path:
     build_dataset(
         store, out, config.method, allow_gold=settings.cycle.allow_gold,
         justifications=settings.cycle.justifications, min_examples=config.min_examples,
+        allow_unconfined=settings.sandbox.allow_unconfined,
     )  # fmt: skip
     return out

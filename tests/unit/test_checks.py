@@ -114,6 +114,23 @@ def test_python_tests_pass_and_fail_with_the_error() -> None:
     assert "runpy" not in bad.feedback  # the sandbox's own frames are trimmed
 
 
+def test_python_tests_without_isolation_say_why_and_count_as_not_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from reflexa.evals import sandbox
+    from reflexa.evals.checks import run_checks
+    from reflexa.evals.isolation import Isolation
+
+    monkeypatch.setattr(sandbox, "find_isolation", lambda: Isolation("none", "no bwrap found"))
+    spec = {"type": "python_tests", "tests": "assert add(1, 2) == 3"}
+    answer = "def add(a, b):\n    return a + b"
+    (refused,) = asyncio.run(run_checks(parse_checks([spec]), answer, CTX))
+    assert refused.error is not None and "no bwrap found" in refused.error
+    assert "sandbox.allow_unconfined" in refused.error
+    allowed = verdict(spec, answer, VerifyContext("p", allow_unconfined=True))
+    assert allowed.passed and allowed.error is None
+
+
 def test_python_tests_report_a_loop_as_a_timeout() -> None:
     spec = {"type": "python_tests", "tests": "f()", "timeout_s": 1}
     v = verdict(spec, "def f():\n    while True:\n        pass")

@@ -190,3 +190,41 @@ def test_with_the_judge_off_an_unchecked_answer_is_accepted() -> None:
         "Hello!",
         [],
     )
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_sandbox_allow_unconfined_reaches_the_python_checks(
+    monkeypatch: pytest.MonkeyPatch, allowed: bool
+) -> None:
+    """Settings → open_agent → the evaluate node → the sandbox: without isolation a code
+    check is an error (not a failed answer) unless allow_unconfined."""
+    from reflexa.agent.app.agent import open_agent
+    from reflexa.agent.model.client import ModelClient
+    from reflexa.agent.store import open_store
+    from reflexa.evals import sandbox
+    from reflexa.evals.isolation import Isolation
+
+    monkeypatch.setattr(sandbox, "find_isolation", lambda: Isolation("none", "no bwrap found"))
+    monkeypatch.setenv("REFLEXA_SANDBOX__ALLOW_UNCONFINED", str(allowed).lower())
+    monkeypatch.setenv("REFLEXA_MEMORY__ENABLED", "false")
+    settings = load_settings()
+    checks = [{"type": "python_tests", "tests": "assert one() == 1"}]
+
+    async def body() -> dict[str, Any]:
+        store = open_store(settings)
+        async with open_agent(settings, ModelClient("http://127.0.0.1:9", "m"), store) as agent:
+            assert agent.context.allow_unconfined is allowed
+            scripted = ReflectionContext(
+                llm=ScriptedChatModel(script=["def one():\n    return 1"]), model_name="fake",
+                allow_unconfined=agent.context.allow_unconfined,
+            )  # fmt: skip
+            agent.context = scripted
+            result = await agent.run(EpisodeRequest("Write one().", checks, max_repairs=0))
+        verdict: dict[str, Any] = result.attempts[0]["verdicts"][0]
+        return verdict
+
+    verdict = asyncio.run(body())
+    if allowed:
+        assert verdict["passed"] and verdict["error"] is None
+    else:
+        assert "no bwrap found" in verdict["error"]
