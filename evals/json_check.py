@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any, Literal
 
-import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from reflexa.evals.json_schema import PatternTooSlow, check_schema, schema_errors
 from reflexa.evals.verdict import Verdict, VerifyContext
 
 FENCE = re.compile(r"```(?:json)?\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -47,12 +48,6 @@ def extract_json(text: str, strict: bool = False) -> Any:
     raise NoJson(f"the JSON is invalid: {first_error}")
 
 
-def schema_errors(value: Any, schema: dict[str, Any], limit: int = 3) -> list[str]:
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
-    return [f"at {e.json_path}: {e.message}" for e in errors[:limit]]
-
-
 class JsonCheck(BaseModel):
     """The answer is JSON, valid against `schema` and, if given, equal to `expected`.
 
@@ -70,10 +65,7 @@ class JsonCheck(BaseModel):
     @classmethod
     def _valid_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
         if schema is not None:
-            try:
-                jsonschema.Draft202012Validator.check_schema(schema)
-            except jsonschema.SchemaError as e:
-                raise ValueError(f"invalid JSON Schema: {e.message}") from None
+            check_schema(schema)
         return schema
 
     async def verify(self, answer: str, ctx: VerifyContext) -> Verdict:
@@ -82,7 +74,13 @@ class JsonCheck(BaseModel):
             value = extract_json(answer, strict)
         except NoJson as e:
             return Verdict("json", False, 0.0, f"Reply with valid JSON: {e}.")
-        if self.json_schema is not None and (errors := schema_errors(value, self.json_schema)):
+        errors = []
+        if self.json_schema is not None:
+            try:  # off the event loop: a big answer takes a while, and patterns up to 1 s each
+                errors = await asyncio.to_thread(schema_errors, value, self.json_schema)
+            except PatternTooSlow as e:
+                return Verdict("json", False, 0.0, error=f"{e} on this answer")
+        if errors:
             return Verdict(
                 "json", False, 0.3, "The JSON does not fit the schema: " + "; ".join(errors)
             )

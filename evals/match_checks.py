@@ -110,7 +110,9 @@ class RegexCheck(BaseModel):
         text = answer.strip()
         find = regex.fullmatch if self.full else regex.search
         try:  # a pattern from a request or a suite may backtrack for ever: bounded, off the loop
-            match = await asyncio.to_thread(find, self.pattern, text, flags, timeout=REGEX_S)
+            match = await asyncio.to_thread(
+                find, self.pattern, text, flags, concurrent=True, timeout=REGEX_S
+            )
         except TimeoutError:
             return Verdict("regex", False, 0.0, kind="grounded",
                            error=f"the pattern took over {REGEX_S:g} s on this answer")  # fmt: skip

@@ -1,10 +1,11 @@
 """A scripted chat model: it replies with the given texts, in order, and remembers the
-messages it was sent. An Exception in the script is raised instead of replying."""
+messages it was sent. An Exception in the script is raised instead of replying; a function
+is called (a fault injected mid-episode, say) and its text is the reply."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -16,7 +17,7 @@ from pydantic import PrivateAttr
 
 
 class ScriptedChatModel(BaseChatModel):
-    script: list[str | Exception]
+    script: list[str | Exception | Callable[[], str]]
     _calls: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
 
     @property
@@ -34,7 +35,7 @@ class ScriptedChatModel(BaseChatModel):
         reply = self.script.pop(0)
         if isinstance(reply, Exception):
             raise reply
-        return reply
+        return reply if isinstance(reply, str) else reply()
 
     def _generate(
         self,

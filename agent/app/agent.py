@@ -104,6 +104,21 @@ def validate_request(request: EpisodeRequest, reflect: ReflectSettings) -> None:
         parse_checks(request.gold)
     except CheckSpecError as e:
         raise BadRequest(str(e)) from None
+    if where := _too_big(request.checks + request.gold, "checks"):
+        raise BadRequest(f"{where}: an integer beyond 64 bits (write it as a string or float)")
+
+
+def _too_big(value: Any, where: str) -> str | None:
+    """Where an integer the thread's checkpoints cannot hold (msgpack: 64 bits) is, if any."""
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return where
+    if isinstance(value, dict):
+        children = list(value.items())
+    elif isinstance(value, list):
+        children = list(enumerate(value))
+    else:
+        return None
+    return next((found for k, v in children if (found := _too_big(v, f"{where}.{k}"))), None)
 
 
 def start_record(

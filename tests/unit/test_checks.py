@@ -228,3 +228,23 @@ def test_a_pattern_that_backtracks_for_ever_is_stopped_and_not_a_failure() -> No
 def test_sandbox_memory_is_capped() -> None:
     with pytest.raises(CheckSpecError, match="memory_mb"):
         parse_checks([{"type": "python_tests", "tests": "assert True", "memory_mb": 10**6}])
+
+
+def test_a_schema_pattern_that_backtracks_for_ever_is_stopped_and_reported() -> None:
+    slow = "(a|a)+$"
+    key = "a" * 40 + "!"
+    for schema, answer in (
+        ({"type": "string", "pattern": slow}, f'"{key}"'),
+        ({"patternProperties": {slow: {}}}, f'{{"{key}": 1}}'),
+        ({"additionalProperties": False, "patternProperties": {slow: {}}}, f'{{"{key}": 1}}'),
+    ):
+        started = time.monotonic()
+        v = verdict({"type": "json", "schema": schema}, answer)
+        assert time.monotonic() - started < 5
+        assert v.error is not None and "took over 1 s" in v.error, v
+
+
+def test_a_schema_that_could_run_patterns_unbounded_is_refused() -> None:
+    schema = {"unevaluatedProperties": False, "patternProperties": {"^a": {}}}
+    with pytest.raises(CheckSpecError, match="unevaluatedProperties with patternProperties"):
+        parse_checks([{"type": "json", "schema": schema}])
