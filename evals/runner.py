@@ -45,7 +45,8 @@ async def run_items(
     concurrency: int = 8,
     on_done: Callable[[ItemOutcome], None] | None = None,
 ) -> list[ItemOutcome]:
-    """Every item's outcome, in the items' order; at most `concurrency` at once."""
+    """Every item's outcome, in the items' order; at most `concurrency` at once. The first
+    item that raises stops the rest (cancelled, not left running) and is raised."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(item: SuiteItem) -> ItemOutcome:
@@ -55,4 +56,11 @@ async def run_items(
             on_done(outcome)
         return outcome
 
-    return list(await asyncio.gather(*(one(item) for item in items)))
+    tasks = [asyncio.ensure_future(one(item)) for item in items]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:  # one failed (or we were cancelled): the others stop too
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -19,13 +19,14 @@ import openai
 from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import StreamMode
+from langgraph.types import StateSnapshot, StreamMode
 
 from reflexa.agent.app.checkpointer import open_checkpointer
 from reflexa.agent.app.memory import Memory, token_counter
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.settings import ReflectSettings, Settings
 from reflexa.agent.store import Store
+from reflexa.agent.store.db import StoreUnavailable
 from reflexa.evals import CheckSpecError, make_judge, parse_checks
 from reflexa.evals.checks import split_gold
 from reflexa.evals.contamination import learnable
@@ -202,13 +203,20 @@ class Agent:
         """Finish the thread's interrupted turn (a crash, a model error) under its own
         episode; None if nothing was interrupted."""
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-        pending = await self.graph.aget_state(config)
+        pending = await self._checkpoint(config)
         if not pending.next:
             return None
         episode_id = pending.values.get("episode_id") or uuid.uuid4().hex
         if on_event:
             await on_event("resumed", {"episode_id": episode_id})
         return await self._drive(None, episode_id, thread_id, config, None)
+
+    async def _checkpoint(self, config: RunnableConfig) -> StateSnapshot:
+        """The thread's checkpointed state; a database that is down is one clear error."""
+        try:
+            return await self.graph.aget_state(config)
+        except Exception as e:
+            raise StoreUnavailable(f"the thread's checkpoints could not be read: {e}") from None
 
     async def _drive(
         self,
@@ -240,7 +248,7 @@ class Agent:
         except Exception as e:
             latency = time.perf_counter() - started
             return record_error(self.store, episode_id, thread_id, describe_model_error(e), latency)
-        state = (await self.graph.aget_state(config)).values
+        state = (await self._checkpoint(config)).values
         result = EpisodeResult(
             episode_id=episode_id,
             thread_id=thread_id,
@@ -292,12 +300,15 @@ async def corrections_from(
     return []
 
 
+UNREACHABLE = "cannot reach the model server"  # how an episode's error starts when it was down
+
+
 def describe_model_error(e: Exception) -> str:
     """One line a user can act on, for the ways a model request fails."""
     if isinstance(e, openai.APITimeoutError):
         return "the model did not answer in time (request_timeout_s)"
     if isinstance(e, openai.APIConnectionError):
-        return f"cannot reach the model server: {e}"
+        return f"{UNREACHABLE}: {e}"
     if isinstance(e, openai.APIStatusError):
         detail = e.body.get("message", e.message) if isinstance(e.body, dict) else e.message
         return f"the model server refused the request ({e.status_code}): {detail}"

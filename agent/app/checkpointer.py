@@ -24,10 +24,27 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
             raise ReflexaError(
                 "a PostgreSQL database needs `pip install 'reflexa[postgres]'`"
             ) from None
-        conninfo = url.replace("postgresql+psycopg://", "postgresql://")
-        async with AsyncPostgresSaver.from_conn_string(conninfo) as saver:
-            await saver.setup()
-            yield saver
+        from psycopg import AsyncConnection
+        from psycopg.rows import DictRow, dict_row
+        from psycopg_pool import AsyncConnectionPool
+
+        # A pool that checks each connection before lending it: after the server restarts,
+        # the next episode gets a fresh connection (a single one would stay broken). While
+        # the server is down, an episode waits at most `timeout` for one, then fails.
+        async with AsyncConnectionPool(
+            url.replace("postgresql+psycopg://", "postgresql://"),
+            connection_class=AsyncConnection[DictRow],
+            min_size=1,
+            max_size=16,
+            timeout=5,
+            reconnect_timeout=5,  # then a new attempt on the next request, not a long backoff
+            open=False,
+            check=AsyncConnectionPool.check_connection,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        ) as pool:
+            postgres = AsyncPostgresSaver(pool)
+            await postgres.setup()
+            yield postgres
         return
     settings.home_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncSqliteSaver.from_conn_string(

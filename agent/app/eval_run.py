@@ -2,7 +2,9 @@
 
 Every item is an episode tagged with its suite, split, item id and run, so eval failures feed
 the training data. A run interrupted half-way is resumed by running the same command again:
-the items it finished are not run twice.
+the items it finished are not run twice, and those that ended in a model error (the server
+went down, a timeout) are run again. When the server stops answering, the run stops at once
+rather than record every remaining item as an error.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from reflexa.agent.app.agent import Agent, EpisodeRequest, open_agent
+from reflexa.agent.app.agent import UNREACHABLE, Agent, EpisodeRequest, open_agent
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.settings import Settings
@@ -94,7 +96,7 @@ async def run_eval(
     by_id = {i.id: i for i in items}
     store = agent.store
     run_id, resumed = store.open_eval_run(suite.name, suite.source, options.config())
-    done = {e["item_id"] for e in store.run_episodes(run_id)}
+    done = {e["item_id"] for e in store.run_episodes(run_id) if e["status"] != "error"}
     todo = [i for i in items if i.id not in done]
     done_count = len(items) - len(todo)
     if on_progress:
@@ -111,6 +113,12 @@ async def run_eval(
                 memory=options.memory,
             )
         )  # fmt: skip
+        if result.status == "error" and (result.error or "").startswith(UNREACHABLE):
+            raise ReflexaError(
+                f"the model server stopped answering ({result.error}); {done_count} of "
+                f"{len(items)} items are recorded. Start it again and run the same command: "
+                "the run resumes where it stopped."
+            )
         episode = store.episode(result.episode_id)
         assert episode is not None, "agent.run records every episode"
         return outcome(episode, item)

@@ -10,7 +10,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from reflexa.agent.errors import ReflexaError
 
@@ -24,9 +25,15 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+class StoreUnavailable(ReflexaError):
+    """The database could not be read or written: full, locked, or gone away."""
+
+
 def make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
+        event.listen(engine, "handle_error", _unavailable)
+        return engine
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +55,20 @@ def make_engine(url: str) -> Engine:
         # instead of failing when a read transaction tries to become a write.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+    event.listen(engine, "handle_error", _unavailable)
     return engine
+
+
+def _unavailable(context: ExceptionContext) -> None:
+    """An operational failure (disk full, database locked, server gone) as one clear line;
+    the transaction it hit was rolled back, so nothing is half-written. Programming errors,
+    and the pool's own liveness pings, pass through unchanged."""
+    if context.is_pre_ping or not isinstance(context.sqlalchemy_exception, OperationalError):
+        return
+    engine = context.engine
+    where = engine.url.render_as_string(hide_password=True) if engine is not None else "?"
+    cause = str(context.original_exception).strip().splitlines()[0]
+    raise StoreUnavailable(f"the store ({where}) failed, nothing was half-written: {cause}")
 
 
 def migrate(engine: Engine) -> None:

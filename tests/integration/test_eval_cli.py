@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from reflexa.agent.model.client import ModelClient
-from tests.integration.conftest import Session
+from tests.integration.conftest import REFLEXA, Session
 
 pytestmark = pytest.mark.integration
 
@@ -50,3 +55,51 @@ def test_a_malformed_suite_is_refused_with_file_and_line(
     assert result.returncode == 1
     assert result.stderr.startswith(f"Error: {suite}:3: duplicate id 'a'"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.stops_server
+def test_vllm_killed_mid_eval_then_the_run_resumes(
+    vllm_session: Session, server: ModelClient
+) -> None:
+    """The server dies half-way: the command stops with a clear error; after a restart the
+    same command resumes, and every item ends up answered exactly once."""
+    args = ["eval", "run", "json-extract", "--split", "test", "--limit", "16", "--no-reflect"]
+    args += ["--concurrency", "2", "--json"]
+    db = vllm_session.home / "reflexa.db"
+    running = subprocess.Popen(
+        [REFLEXA, *args], env=vllm_session.env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while _finished_in_open_runs(db) < 3:
+        assert running.poll() is None and time.monotonic() < deadline, running.stderr
+        time.sleep(0.1)
+    pid = json.loads((vllm_session.home / "run" / "vllm.json").read_text())["pid"]
+    os.killpg(pid, signal.SIGKILL)  # as a crash or the OOM killer would
+    _, stderr = running.communicate(timeout=120)
+    assert running.returncode == 1, stderr
+    assert "the model server stopped answering" in stderr and "Traceback" not in stderr
+    assert "run the same command" in stderr
+
+    vllm_session.run("model", "serve")
+    doc = json.loads(vllm_session.run(*args).stdout)
+    assert doc["resumed"] is True
+    assert doc["metrics"]["overall"]["items"] == 16 and doc["metrics"]["overall"]["errors"] == 0
+    with sqlite3.connect(db) as conn:
+        answered = conn.execute(
+            "select item_id, count(*) from episodes where eval_run_id = ? "
+            "and status not in ('running', 'error') group by item_id",
+            (doc["run_id"],),
+        ).fetchall()
+    assert len(answered) == 16 and {n for _, n in answered} == {1}  # none lost, none twice
+
+
+def _finished_in_open_runs(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
+        (n,) = conn.execute(
+            "select count(*) from episodes e join eval_runs r on e.eval_run_id = r.id "
+            "where r.status = 'running' and e.status not in ('running', 'error')"
+        ).fetchone()
+    return int(n)

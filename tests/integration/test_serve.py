@@ -4,10 +4,12 @@ streamed and not, bad requests, and the chat page in headless Chromium."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -19,17 +21,27 @@ from tests.integration.conftest import Session
 
 pytestmark = pytest.mark.integration
 SUM = "What is 17 + 25? Reply with only the number."
+MODEL = "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="module")
 def api(vllm_session: Session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A `reflexa serve` process on a free loopback port; its base URL."""
-    port = free_port()
     home = tmp_path_factory.mktemp("serve-home")
+    child, url = start_api(vllm_session, home, free_port())
+    yield url
+    child.terminate()
+    child.wait(timeout=30)
+
+
+def start_api(
+    vllm_session: Session, home: Path, port: int, max_tokens: int = 64
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`reflexa serve` with its own home, on the session's vLLM; once healthy."""
     env = vllm_session.env | {"REFLEXA_HOME": str(home),
                               "REFLEXA_VLLM_URL": f"http://127.0.0.1:{vllm_session.port}",
-                              "REFLEXA_REFLECT__MAX_TOKENS": "64"}  # fmt: skip
-    log = (home / "serve.log").open("w")
+                              "REFLEXA_REFLECT__MAX_TOKENS": str(max_tokens)}  # fmt: skip
+    log = (home / "serve.log").open("a")
     child = subprocess.Popen([sys.executable, "-m", "reflexa.agent", "serve", "--port", str(port)],
                              env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -37,15 +49,45 @@ def api(vllm_session: Session, tmp_path_factory: pytest.TempPathFactory) -> Iter
     while True:
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
+                return child, url
         except httpx.HTTPError:
             pass
         assert child.poll() is None, (home / "serve.log").read_text()
         assert time.monotonic() < deadline, "reflexa serve never became healthy"
         time.sleep(0.5)
-    yield url
-    child.terminate()
+
+
+def test_the_api_killed_mid_stream_cuts_the_stream_and_loses_nothing(
+    vllm_session: Session, tmp_path: Path
+) -> None:
+    """SIGKILL while tokens stream: the client sees the stream end without [DONE] (an error,
+    not a short answer); after a restart the episode's request is on record and the API
+    answers again."""
+    port = free_port()
+    child, url = start_api(vllm_session, tmp_path, port, max_tokens=256)
+    prompt = "Write a long story about a lighthouse keeper."
+    body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 256, "reflexa": {"max_repairs": 0}}  # fmt: skip
+    lines = []
+    request = httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60)
+    with pytest.raises(httpx.HTTPError), request as response:  # the connection drops mid-body
+        for line in response.iter_lines():
+            lines.append(line)
+            if len([x for x in lines if x.startswith("data: {")]) == 3:
+                child.kill()
     child.wait(timeout=30)
+    assert "data: [DONE]" not in lines, lines
+    child, url = start_api(vllm_session, tmp_path, port)
+    try:
+        reply = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
+            "model": MODEL, "messages": [{"role": "user", "content": "Say OK."}]})  # fmt: skip
+        assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"]
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+    with sqlite3.connect(tmp_path / "reflexa.db") as db:
+        rows = db.execute("select prompt, status from episodes order by created_at").fetchall()
+    assert rows[0][0] == prompt and rows[1][1] in ("passed", "unresolved", "repaired")
 
 
 def test_openai_sdk_non_streaming_and_streaming(api: str) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from reflexa.agent.app.agent import Agent, EpisodeRequest
 from reflexa.agent.app.eval_run import EvalOptions, run_eval
+from reflexa.agent.errors import ReflexaError
 from reflexa.evals.builtin import BUILTIN
 from reflexa.evals.metrics import paired_gain, percentile, summarize, wilson
 from reflexa.evals.runner import ItemOutcome
@@ -223,6 +224,28 @@ def test_runner_end_to_end_then_resume() -> None:
     assert resumed["metrics"]["by_tag"]["odd"]["first_attempt_pass"]["k"] == 1
     assert (fresh["resumed"], fresh["metrics"]["overall"]["final_pass"]["k"]) == (False, 4)
     assert fresh["run_id"] != resumed["run_id"]
+
+
+def test_a_run_stops_when_the_server_goes_down_and_resumes_without_loss_or_repeats() -> None:
+    import httpx
+    import openai
+
+    down = openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9/v1"))
+
+    async def body(agent: Agent) -> tuple[str, dict]:
+        options = EvalOptions(reflect=False, concurrency=1)
+        with pytest.raises(ReflexaError, match=r"stopped answering.*1 of 4 items are recorded"):
+            await run_eval(agent, SUITE, options)
+        return "stopped", await run_eval(agent, SUITE, options)
+
+    # q1 answered; q2 meets a dead server; after the restart the run resumes: q2 again, then
+    # q3 and q4. The script would run out on any repeat.
+    script = ["2", down, "4", "6", "8"]
+    _, resumed = asyncio.run(with_agent(script, body))
+    assert resumed["resumed"] is True
+    assert [i["item_id"] for i in resumed["items"]] == ["q1", "q2", "q3", "q4"]
+    assert resumed["metrics"]["overall"]["first_attempt_pass"]["k"] == 4
+    assert resumed["metrics"]["overall"]["errors"] == 0
 
 
 def test_the_harm_ledger_counts_what_reflection_broke_and_fixed() -> None:
