@@ -17,4 +17,6 @@ __all__ = ["Store", "open_store", "prompt_hash"]
 def open_store(settings: Settings) -> Store:
     """The store as configured: its database and its memory bound. Every command opens one
     (at its edge) and hands it down."""
-    return Store.open(settings.database, memory_limit=settings.memory.max_entries)
+    store = Store.open(settings.database, memory_limit=settings.memory.max_entries)
+    store.interrupt_orphans()  # what a killed process of this host left running
+    return store

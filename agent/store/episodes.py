@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -42,9 +45,24 @@ class EpisodeRecords(MemoryRecords):
                     scoring=scoring or [], gold_allowed=gold_allowed, status="running",
                     model=model, adapter=adapter, suite=suite, split=split,
                     item_id=item_id, eval_run_id=eval_run_id, judge_only=False, n_attempts=0,
-                    prompt_tokens=0, completion_tokens=0,
+                    prompt_tokens=0, completion_tokens=0, owner=process_name(os.getpid()),
                 )
             )  # fmt: skip
+
+    def interrupt_orphans(self) -> int:
+        """Mark the episodes that a process of this host left `running` and has since
+        stopped (killed, crashed) as interrupted errors: they then count as failures of
+        the system, not of the model, and a resumed eval run runs them again."""
+        host = socket.gethostname()
+        with self._session.begin() as s:
+            running = s.scalars(
+                select(Episode).where(Episode.status == "running", Episode.owner.like(f"{host}:%"))
+            ).all()
+            orphans = [e for e in running if e.owner and _stopped(e.owner)]
+            for e in orphans:
+                e.status, e.finished_at = "error", utcnow()
+                e.error = f"interrupted: the process that ran it stopped ({e.owner})"
+        return len(orphans)
 
     def finish_episode(
         self,
@@ -187,3 +205,18 @@ def episode_dict(row: Episode, with_attempts: bool = False) -> dict[str, Any]:
     if with_attempts:
         out["attempts"] = [columns(a) for a in row.attempts]
     return out
+
+
+def process_name(pid: int) -> str | None:
+    """`host:pid:start` for a live process of this host (its start time, in clock ticks
+    since boot, tells a reused pid apart); None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    start = stat.rsplit(")", 1)[1].split()[19]  # field 22 of the whole line
+    return f"{socket.gethostname()}:{pid}:{start}"
+
+
+def _stopped(owner: str) -> bool:
+    return process_name(int(owner.rsplit(":", 2)[1])) != owner

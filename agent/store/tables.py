@@ -55,6 +55,7 @@ class Episode(Base):
     split: Mapped[str | None] = mapped_column(String(50))
     item_id: Mapped[str | None] = mapped_column(String(200))
     eval_run_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    owner: Mapped[str | None] = mapped_column(String(300))  # host:pid:start of its process
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="episode", order_by="Attempt.index", cascade="all, delete-orphan"
     )

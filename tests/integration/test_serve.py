@@ -61,8 +61,8 @@ def test_the_api_killed_mid_stream_cuts_the_stream_and_loses_nothing(
     vllm_session: Session, tmp_path: Path
 ) -> None:
     """SIGKILL while tokens stream: the client sees the stream end without [DONE] (an error,
-    not a short answer); after a restart the episode's request is on record and the API
-    answers again."""
+    not a short answer); after a restart the episode's request is on record, marked
+    interrupted, and the API answers again."""
     port = free_port()
     child, url = start_api(vllm_session, tmp_path, port, max_tokens=256)
     prompt = "Write a long story about a lighthouse keeper."
@@ -86,8 +86,10 @@ def test_the_api_killed_mid_stream_cuts_the_stream_and_loses_nothing(
         child.terminate()
         child.wait(timeout=30)
     with sqlite3.connect(tmp_path / "reflexa.db") as db:
-        rows = db.execute("select prompt, status from episodes order by created_at").fetchall()
-    assert rows[0][0] == prompt and rows[1][1] in ("passed", "unresolved", "repaired")
+        rows = db.execute("select prompt, status, error from episodes order by created_at")
+        (killed, killed_status, why), (_, status, _) = rows.fetchall()
+    assert (killed, killed_status) == (prompt, "error") and why.startswith("interrupted:")
+    assert status in ("passed", "unresolved", "repaired")
 
 
 def test_openai_sdk_non_streaming_and_streaming(api: str) -> None:

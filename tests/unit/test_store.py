@@ -51,7 +51,7 @@ def test_sqlite_file_is_migrated_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "new" / "reflexa.db"  # its folder is created too
     Store.open(sqlite_url(path)).close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("select version_num from alembic_version").fetchall() == [("0005",)]
+        assert conn.execute("select version_num from alembic_version").fetchall() == [("0006",)]
         assert conn.execute("pragma journal_mode").fetchone() == ("wal",)
 
 
@@ -181,3 +181,33 @@ def test_unusable_database_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ReflexaError, match="cannot migrate"):
         Store.open(sqlite_url(bad))
+
+
+def test_episodes_a_killed_process_left_running_are_marked_interrupted(
+    database_url: str,
+) -> None:
+    """Only those of a process of this host that has stopped: a live process's episode,
+    and another host's (which cannot be checked from here), stay running."""
+    import socket
+    import subprocess
+
+    from reflexa.agent.store.episodes import process_name
+
+    store = Store.open(database_url)
+    child = subprocess.Popen(["sleep", "60"])
+    name = process_name(child.pid)
+    assert name is not None
+    for id, owner in [("killed", name), ("mine", None), ("elsewhere", "other-host:1:1")]:
+        start(store, id)
+        if owner is not None:
+            with store._session.begin() as s:
+                s.get_one(Episode, id).owner = owner
+    assert store.interrupt_orphans() == 0  # its process is still running
+    child.kill()
+    child.wait()
+    assert store.interrupt_orphans() == 1
+    killed = store.episode("killed")
+    assert killed is not None and killed["status"] == "error"
+    assert killed["error"] == f"interrupted: the process that ran it stopped ({name})"
+    assert [store.episode(i)["status"] for i in ("mine", "elsewhere")] == ["running"] * 2  # type: ignore[index]
+    assert name.startswith(socket.gethostname())
