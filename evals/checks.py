@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 
+from reflexa.evals.arithmetic import ArithmeticCheck, stated_expression
 from reflexa.evals.intrinsic import JsonParsesCheck, PythonCompilesCheck, intrinsic_checks
 from reflexa.evals.json_check import JsonCheck
 from reflexa.evals.judge import JudgeCheck
@@ -24,11 +25,12 @@ Check = Annotated[
     | PythonTestsCheck
     | JudgeCheck
     | JsonParsesCheck
-    | PythonCompilesCheck,
+    | PythonCompilesCheck
+    | ArithmeticCheck,
     Field(discriminator="type"),
 ]
 CHECKS: TypeAdapter[list[Check]] = TypeAdapter(list[Check])
-CHECK_TYPES = ("exact", "numeric", "regex", "json", "python_tests", "judge")
+CHECK_TYPES = ("exact", "numeric", "regex", "json", "python_tests", "judge", "arithmetic")
 
 
 class CheckSpecError(ValueError):
@@ -84,10 +86,13 @@ def checks_for(
     prompt: str, answer: str, task_checks: Sequence[Check], judge: bool = True
 ) -> list[Check]:
     """The task's own checks; with none, the judge (if there is one) plus the intrinsic
-    checks that apply. May be empty: then nothing checks the answer."""
+    checks that apply. Either way, the tool-grounded arithmetic check when the prompt asks
+    for the value of an expression. May be empty: then nothing checks the answer."""
+    has_tool = any(c.type == "arithmetic" for c in task_checks)
+    tools = [ArithmeticCheck()] if not has_tool and stated_expression(prompt) else []
     if task_checks:
-        return list(task_checks)
-    return [*([JudgeCheck()] if judge else []), *intrinsic_checks(prompt, answer)]
+        return [*task_checks, *tools]
+    return [*([JudgeCheck()] if judge else []), *intrinsic_checks(prompt, answer), *tools]
 
 
 async def run_checks(checks: Sequence[Check], answer: str, ctx: VerifyContext) -> list[Verdict]:

@@ -248,3 +248,43 @@ def test_a_schema_that_could_run_patterns_unbounded_is_refused() -> None:
     schema = {"unevaluatedProperties": False, "patternProperties": {"^a": {}}}
     with pytest.raises(CheckSpecError, match="unevaluatedProperties with patternProperties"):
         parse_checks([{"type": "json", "schema": schema}])
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expression"),
+    [
+        ("What is 34 + 41? Reply with only the number.", "34 + 41"),
+        ("Compute (12 - 4) * 3.", "(12 - 4) * 3"),
+        ("34+41 = ?", "34+41"),
+        ("what is 5 \u00d7 6", "5 \u00d7 6"),
+        ("What is 1,000 + 2?", "1,000 + 2"),
+        ("What is the capital of France?", None),
+        ("What is 2024?", None),  # a bare number: nothing to evaluate
+        ("What is 10 / 0?", None),
+        ("What is 3 + 4, and what is 5 + 6?", None),  # two: ambiguous
+        ("Call 555-1234 tomorrow.", None),  # no cue that a value is asked for
+    ],
+)
+def test_the_expression_a_prompt_asks_about(prompt: str, expression: str | None) -> None:
+    from reflexa.evals.arithmetic import stated_expression
+
+    assert stated_expression(prompt) == expression
+
+
+@pytest.mark.parametrize(
+    ("prompt", "answer", "passed"),
+    [
+        ("What is 7 / 2?", "3.5", True),
+        ("What is 7 / 2?", "It is 3.5.", True),
+        ("What is 1 / 3?", "0.333333", True),
+        ("What is 1 / 3?", "0.3", False),
+        ("What is 48 - 71?", "-23", True),
+        ("What is 48 - 71?", "23", False),
+        ("What is 34 + 41?", "seventy-five", False),
+    ],
+)
+def test_the_arithmetic_tool_checks_the_answers_number(
+    prompt: str, answer: str, passed: bool
+) -> None:
+    v = verdict({"type": "arithmetic"}, answer, VerifyContext(prompt))
+    assert v.passed is passed and v.error is None

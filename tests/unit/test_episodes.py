@@ -101,7 +101,9 @@ def test_an_expected_value_only_scores_and_never_reaches_the_model() -> None:
     gold = [{"type": "numeric", "expected": 4817, "strict": True}]
 
     async def body(agent: Agent) -> tuple[EpisodeResult, Store]:
-        result = await agent.run(EpisodeRequest("What is 4800 + 17?", gold, max_repairs=1))
+        result = await agent.run(
+            EpisodeRequest("What is forty-eight hundred plus seventeen?", gold, max_repairs=1)
+        )
         llm_seen.extend(str(m.content) for call in agent.context.llm.calls for m in call)  # type: ignore[attr-defined]
         return result, agent.store
 

@@ -16,12 +16,16 @@ DIAGNOSIS = '{"cause": "the sum is wrong", "fix": "add the numbers again"}'
 NUMBER = [{"type": "numeric", "expected": 4, "strict": True}]
 
 
-def run(script: list, checks: list | None = None, **kw: Any) -> tuple[dict, ScriptedChatModel]:
+def run(
+    script: list, checks: list | None = None, prompt: str = "What is two plus two?", **kw: Any
+) -> tuple[dict, ScriptedChatModel]:
+    """One turn on a scripted model. The default prompt states no digits, so only the given
+    checks (and the judge) apply: no tool-grounded arithmetic check."""
     llm = ScriptedChatModel(script=script)
     judge = kw.pop("judge", None)
     graph = build_reflection_graph()
     ctx = ReflectionContext(llm=llm, model_name="fake", judge=judge)
-    state = asyncio.run(graph.ainvoke(turn_input("What is 2 + 2?", checks, **kw), context=ctx))
+    state = asyncio.run(graph.ainvoke(turn_input(prompt, checks, **kw), context=ctx))
     return state, llm
 
 
@@ -150,3 +154,28 @@ def test_an_interrupted_episode_resumes_where_it_stopped() -> None:
     state = asyncio.run(graph.ainvoke(None, config, context=ctx))  # resume
     assert summary(state)[:2] == ("repaired", "4")
     assert len(llm.calls) == 4  # generate and diagnose were not run again
+
+
+def test_a_wrong_sum_is_caught_in_chat_by_the_arithmetic_tool_without_a_label() -> None:
+    """No checks given, and the judge passes the answer: evaluating the prompt's expression
+    catches 181, and its feedback names the expression, not the value."""
+
+    async def judge(prompt: str, answer: str, rubric: str) -> JudgeResult:
+        return JudgeResult(True, 1.0, "looks fine")
+
+    prompt = "What is 34 + 41? Reply with only the number."
+    state, llm = run(["181", DIAGNOSIS, "75"], prompt=prompt, judge=judge)
+    first = state["attempts"][0]
+    tool = next(v for v in first["verdicts"] if v["verifier"] == "arithmetic")
+    assert not first["passed"] and not tool["passed"] and tool["kind"] == "grounded"
+    assert tool["feedback"] == "181 is not the value of 34 + 41 (checked by evaluating it exactly)."
+    assert state["status"] == "repaired" and state["answer"] == "75"
+    assert not any("75" in str(m.content) for call in llm.calls for m in call)  # never told
+
+
+def test_the_arithmetic_tool_applies_beside_a_tasks_own_checks() -> None:
+    form = [{"type": "numeric", "strict": True}]  # a number: 181 passes the form
+    state, _ = run(["181"], form, prompt="What is 34 + 41?", max_repairs=0)
+    verdicts = {v["verifier"]: v["passed"] for v in state["attempts"][0]["verdicts"]}
+    assert verdicts == {"numeric": True, "arithmetic": False}
+    assert state["status"] == "unresolved"
