@@ -72,6 +72,15 @@ class ReflectSettings(BaseModel):
     max_prompt_chars: int = Field(
         default=16_000, ge=1, description="Longer prompts are refused (and recorded as errors)."
     )
+    strategies: list[Literal["constrained", "sample", "feedback"]] = Field(
+        default=["constrained", "sample", "feedback"], min_length=1,
+        description="Repairs the router may choose (graphs/repair.py): decoding under a failed "
+        "check's shape, sampling candidates for a tool to select, the feedback prompt.",
+    )  # fmt: skip
+    samples: int = Field(
+        default=8, ge=2, le=64, description="Candidates a sampling repair draws in one request."
+    )
+    sample_temperature: float = Field(default=1.0, ge=0, le=2, description="For those samples.")
 
 
 class MemorySettings(BaseModel):

@@ -8,11 +8,16 @@ import time
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
+from langchain_core.outputs import ChatGeneration
+from langchain_core.runnables import Runnable
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
 from reflexa.evals import JudgeResult, VerifyContext, checks_for, parse_checks, run_checks
+from reflexa.evals.arithmetic import stated_expression
 from reflexa.graphs.prompts import DIAGNOSE, REPAIR, SYSTEM
+from reflexa.graphs.repair import route, select
 from reflexa.graphs.state import Attempt, Recall, ReflectionContext, ReflectionState, Status
 
 
@@ -49,8 +54,12 @@ def _examples(state: ReflectionState) -> list[dict[str, str]]:
 
 
 async def repair(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
-    last = state["attempts"][-1]
+    """The strategy the diagnosis chose (see graphs/repair.py)."""
+    ctx, last = runtime.context, state["attempts"][-1]
     diagnosis = last["diagnosis"] or {}
+    strategy = diagnosis.get("strategy", "feedback")
+    if strategy == "sample":
+        return await _sample(state, ctx)
     instruction = REPAIR.format(
         feedback=failure_feedback(last["verdicts"]),
         cause=diagnosis.get("cause") or "see the problems above",
@@ -63,7 +72,51 @@ async def repair(state: ReflectionState, runtime: Runtime[ReflectionContext]) ->
         {"role": "assistant", "content": last["answer"]},
         {"role": "user", "content": instruction},
     ]
-    return await _answer(state, runtime.context, messages, "repair")
+    if strategy == "constrained":
+        constrained = ctx.llm.bind(extra_body={"structured_outputs": diagnosis["shape"]})
+        try:
+            return await _answer(state, ctx, messages, "repair", "constrained", constrained)
+        except Exception as e:  # vLLM could not compile the shape (400): plain feedback
+            if getattr(e, "status_code", None) != 400:
+                raise
+            note = f"the shape could not be decoded under ({e}); repaired from feedback"
+            return await _answer(state, ctx, messages, "repair", "feedback", note=note)
+    return await _answer(state, ctx, messages, "repair", "feedback")
+
+
+async def _sample(state: ReflectionState, ctx: ReflectionContext) -> dict[str, Any]:
+    """N answers to the original request in one call; each is checked (no judge: it is not
+    evidence), and the most common passing one is chosen. None passing: the answer stays."""
+    prompt, last = state["messages"][-1]["content"], state["attempts"][-1]
+    messages = [{"role": "system", "content": SYSTEM}, *_examples(state), *state["messages"]]
+    started = time.perf_counter()
+    result = await ctx.llm.agenerate(
+        [convert_to_messages(messages)], n=ctx.samples, temperature=ctx.sample_temperature,
+        stream=False,  # n answers come back whole; a stream carries only the first
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    replies = [g.message for g in result.generations[0] if isinstance(g, ChatGeneration)]
+    candidates = [str(r.text) for r in replies]
+    passed = await _passing(prompt, state["checks"], candidates, ctx)
+    numbers = [{"type": "numeric"}] if stated_expression(prompt) else []  # vote on the value
+    chosen, note = select(candidates, passed, [*state["checks"], *numbers])
+    attempt = _attempt(state, ctx, "repair", "sample", note, chosen or last["answer"], seconds)
+    usage = [r.usage_metadata for r in replies if isinstance(r, AIMessage) and r.usage_metadata]
+    attempt["prompt_tokens"] = max((u["input_tokens"] for u in usage), default=0)  # one prompt
+    attempt["completion_tokens"] = sum(u["output_tokens"] for u in usage)
+    return {"attempts": [*state["attempts"], attempt], "model_s": state["model_s"] + seconds}
+
+
+async def _passing(
+    prompt: str, specs: list[dict[str, Any]], candidates: list[str], ctx: ReflectionContext
+) -> list[bool]:
+    """Whether each candidate passes the checks that apply to it (the judge left out)."""
+    task_checks = parse_checks(specs)
+    vctx = VerifyContext(prompt, None, ctx.allow_unconfined)
+    checked = await asyncio.gather(
+        *(run_checks(checks_for(prompt, c, task_checks, judge=False), c, vctx) for c in candidates)
+    )
+    return [bool(vs) and all(v.passed for v in vs if v.error is None) for vs in checked]
 
 
 async def _answer(
@@ -71,26 +124,45 @@ async def _answer(
     ctx: ReflectionContext,
     messages: list[dict[str, str]],
     kind: Literal["generate", "repair"],
+    strategy: str | None = None,
+    llm: Runnable[Any, BaseMessage] | None = None,
+    note: str | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    reply = await ctx.llm.ainvoke(messages)
+    reply = await (llm or ctx.llm).ainvoke(messages)
     seconds = time.perf_counter() - started
-    usage = reply.usage_metadata
-    attempt: Attempt = {
+    attempt = _attempt(state, ctx, kind, strategy, note, reply.text, seconds)
+    if isinstance(reply, AIMessage) and reply.usage_metadata:
+        attempt["prompt_tokens"] = reply.usage_metadata["input_tokens"]
+        attempt["completion_tokens"] = reply.usage_metadata["output_tokens"]
+    return {"attempts": [*state["attempts"], attempt], "model_s": state["model_s"] + seconds}
+
+
+def _attempt(
+    state: ReflectionState,
+    ctx: ReflectionContext,
+    kind: Literal["generate", "repair"],
+    strategy: str | None,
+    note: str | None,
+    answer: str,
+    seconds: float,
+) -> Attempt:
+    return {
         "kind": kind,
-        "answer": reply.text,
+        "strategy": strategy,
+        "note": note,
+        "answer": answer,
         "verdicts": [],
         "passed": False,
         "score": 0.0,
         "gold_passed": None,
         "diagnosis": None,
-        "prompt_tokens": usage["input_tokens"] if usage else 0,
-        "completion_tokens": usage["output_tokens"] if usage else 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
         "latency_s": round(seconds, 3),
         "model": ctx.model_name,
         "memory": state.get("memory") or {},
     }
-    return {"attempts": [*state["attempts"], attempt], "model_s": state["model_s"] + seconds}
 
 
 async def evaluate(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
@@ -141,7 +213,15 @@ class Diagnosis(BaseModel):
 
 
 async def diagnose(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
+    """Route the failure to a repair strategy; only a feedback repair asks the model why."""
     last = state["attempts"][-1].copy()
+    tried = [str(a.get("strategy")) for a in state["attempts"] if a.get("strategy")]
+    checks = state["checks"]
+    ctx = runtime.context
+    strategy, why, shape = route(last["verdicts"], checks, tried, ctx.samples, ctx.strategies)
+    if strategy != "feedback":
+        last["diagnosis"] = {"strategy": strategy, "why": why, "shape": shape}
+        return {"attempts": [*state["attempts"][:-1], last]}
     llm: BaseChatModel = runtime.context.diagnose_llm or runtime.context.llm
     started = time.perf_counter()
     try:
@@ -153,9 +233,10 @@ async def diagnose(state: ReflectionState, runtime: Runtime[ReflectionContext]) 
             )
         )
         assert isinstance(out, Diagnosis)
-        last["diagnosis"] = out.model_dump()
+        last["diagnosis"] = out.model_dump() | {"strategy": strategy, "why": why}
     except Exception as e:  # advisory: a repair can still go on the verifiers' feedback
-        last["diagnosis"] = {"cause": "", "fix": "", "error": f"{type(e).__name__}: {e}"}
+        last["diagnosis"] = {"cause": "", "fix": "", "error": f"{type(e).__name__}: {e}",
+                             "strategy": strategy, "why": why}  # fmt: skip
     seconds = time.perf_counter() - started
     attempts = [*state["attempts"][:-1], last]
     return {"attempts": attempts, "model_s": state["model_s"] + seconds}

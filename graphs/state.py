@@ -17,6 +17,8 @@ Status = Literal["running", "passed", "repaired", "unresolved", "verifier_error"
 
 class Attempt(TypedDict):
     kind: Literal["generate", "repair"]
+    strategy: str | None  # a repair's: constrained | sample | feedback (graphs/repair.py)
+    note: str | None  # what the strategy did (candidates that passed, a fallback)
     answer: str
     verdicts: list[dict[str, Any]]
     passed: bool
@@ -81,6 +83,9 @@ class ReflectionContext:
     judge: JudgeFn | None = None
     diagnose_llm: BaseChatModel | None = None  # default: llm
     recall: RecallFn | None = None  # the correction memory; None: off
+    samples: int = 8  # candidates a sampling repair draws in one request (≤ 1: never sample)
+    sample_temperature: float = 1.0
+    strategies: tuple[str, ...] = ("constrained", "sample", "feedback")  # repairs allowed
     allow_unconfined: bool = False  # run model code where the sandbox cannot isolate it
 
 

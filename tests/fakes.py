@@ -19,6 +19,7 @@ from pydantic import PrivateAttr
 class ScriptedChatModel(BaseChatModel):
     script: list[str | Exception | Callable[[], str]]
     _calls: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
+    _kwargs: list[dict[str, Any]] = PrivateAttr(default_factory=list)
 
     @property
     def _llm_type(self) -> str:
@@ -27,6 +28,11 @@ class ScriptedChatModel(BaseChatModel):
     @property
     def calls(self) -> list[list[BaseMessage]]:
         return self._calls
+
+    @property
+    def call_kwargs(self) -> list[dict[str, Any]]:
+        """What each non-streamed call was given besides the messages (n, extra_body)."""
+        return self._kwargs
 
     def _next(self, messages: Sequence[BaseMessage]) -> str:
         self._calls.append(list(messages))
@@ -44,10 +50,14 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        text = self._next(messages)
-        usage = {"input_tokens": 10, "output_tokens": len(text.split()), "total_tokens": 0}
-        message = AIMessage(content=text, usage_metadata=usage)  # type: ignore[arg-type]
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        self._kwargs.append(kwargs)
+        generations = []
+        for _ in range(kwargs.get("n") or 1):  # n: that many replies, in script order
+            text = self._next(messages)
+            usage = {"input_tokens": 10, "output_tokens": len(text.split()), "total_tokens": 0}
+            message = AIMessage(content=text, usage_metadata=usage)  # type: ignore[arg-type]
+            generations.append(ChatGeneration(message=message))
+        return ChatResult(generations=generations)
 
     def _stream(
         self,

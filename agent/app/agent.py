@@ -345,6 +345,9 @@ async def open_agent(
             diagnose_llm=helper,
             recall=memory.recall if memory else None,
             allow_unconfined=settings.sandbox.allow_unconfined,
+            samples=r.samples,
+            sample_temperature=r.sample_temperature,
+            strategies=tuple(r.strategies),
         )
         async with open_checkpointer(settings) as saver:
             yield Agent(build_reflection_graph(saver), store, context, r, memory)

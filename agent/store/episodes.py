@@ -181,7 +181,8 @@ class EpisodeRecords(MemoryRecords):
 
 def _attempt(index: int, a: dict[str, Any]) -> Attempt:
     return Attempt(
-        index=index, kind=a["kind"], answer=a["answer"], verdicts=a["verdicts"],
+        index=index, kind=a["kind"], strategy=a.get("strategy"), note=a.get("note"),
+        answer=a["answer"], verdicts=a["verdicts"],
         passed=a["passed"], score=a["score"], gold_passed=a.get("gold_passed"),
         diagnosis=a.get("diagnosis"), prompt_tokens=a.get("prompt_tokens", 0),
         completion_tokens=a.get("completion_tokens", 0), latency_s=a.get("latency_s", 0.0),

@@ -71,6 +71,8 @@ class Attempt(Base):
     )
     index: Mapped[int]
     kind: Mapped[str] = mapped_column(String(16))  # generate | repair
+    strategy: Mapped[str | None] = mapped_column(String(16))  # a repair's (graphs/repair.py)
+    note: Mapped[str | None] = mapped_column(Text)  # what the strategy did
     answer: Mapped[str] = mapped_column(Text)
     verdicts: Mapped[list[Any]]
     passed: Mapped[bool]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -58,6 +59,47 @@ def test_grounded_check_drives_diagnosis_and_repair(
         assert doc["status"] in ("repaired", "unresolved")
         failures = json.loads(vllm_session.run("failures", "list", "--json").stdout)
         assert doc["episode_id"] in [f["id"] for f in failures]
+
+
+def test_a_wrong_sum_in_chat_is_flagged_by_the_arithmetic_tool(
+    vllm_session: Session, server: ModelClient
+) -> None:
+    """No checks given: the arithmetic tool's verdict says whether the number is right."""
+    doc = json.loads(vllm_session.run("ask", "What is 57 + 68? Reply with only the number.",
+                                      "--max-repairs", "0", "--json").stdout)  # fmt: skip
+    (tool,) = [v for v in doc["attempts"][0]["verdicts"] if v["verifier"] == "arithmetic"]
+    numbers = re.findall(r"-?\d+", doc["attempts"][0]["answer"])
+    assert tool["passed"] is (bool(numbers) and numbers[-1] == "125"), (doc["answer"], tool)
+    if not tool["passed"]:
+        assert doc["status"] == "unresolved" and "125" not in tool["feedback"]
+
+
+def test_a_shape_failure_is_repaired_under_structured_outputs(
+    vllm_session: Session, server: ModelClient
+) -> None:
+    """The model will not answer "Say hello." with three digits; decoding under the check's
+    regex makes the repair match it."""
+    check = json.dumps({"type": "regex", "pattern": "^[0-9]{3}$"})
+    doc = json.loads(vllm_session.run("ask", "Say hello.", "--check", check,
+                                      "--max-repairs", "1", "--json").stdout)  # fmt: skip
+    first, fix = doc["attempts"]
+    assert not first["passed"] and first["diagnosis"]["strategy"] == "constrained"
+    assert fix["strategy"] == "constrained" and re.fullmatch(r"[0-9]{3}", fix["answer"])
+    assert doc["status"] == "repaired"
+
+
+def test_a_tool_decided_failure_samples_eight_candidates_in_one_request(
+    vllm_session: Session, server: ModelClient
+) -> None:
+    check = json.dumps({"type": "numeric"})  # a number (no shape); the tool decides the sum
+    doc = json.loads(vllm_session.run("ask", "What is 93 + 29?", "--check", check,
+                                      "--max-repairs", "1", "--json").stdout)  # fmt: skip
+    first = doc["attempts"][0]
+    if first["passed"]:
+        pytest.skip("the model added 93 + 29 correctly: nothing to repair")
+    fix = doc["attempts"][1]
+    assert fix["strategy"] == "sample" and "of 8 candidates" in fix["note"]
+    assert fix["completion_tokens"] > first["completion_tokens"]  # eight answers' worth
 
 
 def test_model_written_code_is_run_in_the_sandbox(

@@ -46,7 +46,8 @@ def app_client(script: list[Any], settings: Settings | None = None) -> TestClien
     async def opener(adapter: str | None) -> AsyncIterator[Agent]:
         memory = Memory(store, settings.memory, lambda s: len(s.split()))
         async with open_checkpointer(settings) as saver:
-            context = ReflectionContext(llm=llm, model_name=adapter or "base", recall=memory.recall)
+            context = ReflectionContext(llm=llm, model_name=adapter or "base",
+                                        recall=memory.recall, strategies=("feedback",))  # fmt: skip
             yield Agent(build_reflection_graph(saver), store, context, settings.reflect, memory)
 
     client = NoAdapters("http://127.0.0.1:9", "base")

@@ -34,7 +34,7 @@ async def with_agent(script: list, body: Any, judge: JudgeFn | None = None) -> A
         agent = Agent(
             build_reflection_graph(saver),
             store,
-            ReflectionContext(llm=llm, model_name="fake", judge=judge),
+            ReflectionContext(llm=llm, model_name="fake", judge=judge, strategies=("feedback",)),
             settings.reflect,
         )
         return await body(agent)
@@ -57,6 +57,10 @@ def test_a_repaired_episode_is_recorded_with_a_verified_correction() -> None:
         False,
         2,
     )
+    assert [(a["kind"], a["strategy"]) for a in episode["attempts"]] == [
+        ("generate", None),
+        ("repair", "feedback"),
+    ]
     (correction,) = store.corrections()
     assert (correction["rejected"], correction["chosen"]) == ("5", "4")
     assert (correction["source"], correction["verified"]) == ("repair", True)

@@ -14,17 +14,22 @@ from tests.fakes import ScriptedChatModel
 
 DIAGNOSIS = '{"cause": "the sum is wrong", "fix": "add the numbers again"}'
 NUMBER = [{"type": "numeric", "expected": 4, "strict": True}]
+FEEDBACK = ("feedback",)  # the repair from feedback and diagnosis only (no routing)
 
 
 def run(
-    script: list, checks: list | None = None, prompt: str = "What is two plus two?", **kw: Any
+    script: list,
+    checks: list | None = None,
+    prompt: str = "What is two plus two?",
+    strategies: tuple[str, ...] = FEEDBACK,
+    **kw: Any,
 ) -> tuple[dict, ScriptedChatModel]:
     """One turn on a scripted model. The default prompt states no digits, so only the given
     checks (and the judge) apply: no tool-grounded arithmetic check."""
     llm = ScriptedChatModel(script=script)
     judge = kw.pop("judge", None)
     graph = build_reflection_graph()
-    ctx = ReflectionContext(llm=llm, model_name="fake", judge=judge)
+    ctx = ReflectionContext(llm=llm, model_name="fake", judge=judge, strategies=strategies)
     state = asyncio.run(graph.ainvoke(turn_input(prompt, checks, **kw), context=ctx))
     return state, llm
 
@@ -52,6 +57,8 @@ def test_fails_then_is_repaired() -> None:
     assert state["attempts"][0]["diagnosis"] == {
         "cause": "the sum is wrong",
         "fix": "add the numbers again",
+        "strategy": "feedback",
+        "why": "no other strategy applies, or is left",
     }
     repair_request = llm.calls[2][-1].content
     assert "5 is not the correct number." in repair_request  # grounded feedback, verbatim
@@ -117,7 +124,7 @@ def test_gold_is_scored_but_never_shown_and_flips_are_visible() -> None:
 def test_threads_accumulate_turns_and_reset_attempts() -> None:
     llm = ScriptedChatModel(script=["4", "6"])
     graph = build_reflection_graph(InMemorySaver())
-    ctx = ReflectionContext(llm=llm, model_name="fake")
+    ctx = ReflectionContext(llm=llm, model_name="fake", strategies=FEEDBACK)
     config = {"configurable": {"thread_id": "t1"}}
     asyncio.run(graph.ainvoke(turn_input("2 + 2?", NUMBER), config, context=ctx))
     six = [{"type": "numeric", "expected": 6}]
@@ -130,7 +137,7 @@ def test_threads_accumulate_turns_and_reset_attempts() -> None:
 def test_node_events_stream_in_order() -> None:
     llm = ScriptedChatModel(script=["5", DIAGNOSIS, "4"])
     graph = build_reflection_graph()
-    ctx = ReflectionContext(llm=llm, model_name="fake")
+    ctx = ReflectionContext(llm=llm, model_name="fake", strategies=FEEDBACK)
 
     async def nodes() -> list[str]:
         return [
@@ -146,7 +153,7 @@ def test_node_events_stream_in_order() -> None:
 def test_an_interrupted_episode_resumes_where_it_stopped() -> None:
     llm = ScriptedChatModel(script=["5", DIAGNOSIS, ConnectionError("server went away"), "4"])
     graph = build_reflection_graph(InMemorySaver())
-    ctx = ReflectionContext(llm=llm, model_name="fake")
+    ctx = ReflectionContext(llm=llm, model_name="fake", strategies=FEEDBACK)
     config = {"configurable": {"thread_id": "t"}}
     with pytest.raises(ConnectionError):
         asyncio.run(graph.ainvoke(turn_input("2+2?", NUMBER), config, context=ctx))
@@ -179,3 +186,83 @@ def test_the_arithmetic_tool_applies_beside_a_tasks_own_checks() -> None:
     verdicts = {v["verifier"]: v["passed"] for v in state["attempts"][0]["verdicts"]}
     assert verdicts == {"numeric": True, "arithmetic": False}
     assert state["status"] == "unresolved"
+
+
+ALL = ("constrained", "sample", "feedback")
+NUM = r"-?[0-9]+(\.[0-9]+)?"
+SCHEMA = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
+
+
+def test_a_failed_shape_is_repaired_under_structured_outputs_without_a_diagnosis() -> None:
+    checks = [{"type": "json", "schema": SCHEMA}]
+    state, llm = run(["age: 36", '{"age": 36}'], checks, strategies=ALL)
+    first, fix = state["attempts"]
+    assert first["diagnosis"] == {"strategy": "constrained", "shape": {"json": SCHEMA},
+                                  "why": "a failed check has a formal shape (json)"}  # fmt: skip
+    assert (fix["strategy"], fix["answer"], fix["passed"]) == ("constrained", '{"age": 36}', True)
+    assert len(llm.calls) == 2  # no diagnosis call
+    assert llm.call_kwargs[-1]["extra_body"] == {"structured_outputs": {"json": SCHEMA}}
+
+
+class ShapeRefused(Exception):
+    status_code = 400  # as openai.BadRequestError carries it
+
+
+def test_a_shape_vllm_cannot_compile_falls_back_to_feedback_with_a_note() -> None:
+    checks = [{"type": "regex", "pattern": "^4(?!x)$"}]  # a lookahead: not for grammars
+    state, _ = run(["5", ShapeRefused("unsupported"), "4"], checks, strategies=ALL)
+    fix = state["attempts"][1]
+    assert (fix["strategy"], fix["answer"], state["status"]) == ("feedback", "4", "repaired")
+    assert fix["note"].startswith("the shape could not be decoded under (unsupported)")
+
+
+def test_a_tool_decided_failure_samples_and_the_checks_select() -> None:
+    """The arithmetic tool checks each of 4 candidates; two say 75 and pass: chosen."""
+    form = [{"type": "numeric"}]  # a number, no shape: not strict
+    llm = ScriptedChatModel(script=["181", "75", "76", "75", "180"])
+    ctx = ReflectionContext(llm=llm, model_name="fake", samples=4)
+    turn = turn_input("What is 34 + 41?", form, max_repairs=1)
+    state = asyncio.run(build_reflection_graph().ainvoke(turn, context=ctx))
+    fix = state["attempts"][1]
+    assert state["attempts"][0]["diagnosis"]["strategy"] == "sample"
+    assert (fix["strategy"], fix["answer"], fix["passed"]) == ("sample", "75", True)
+    assert fix["note"] == "2 of 4 candidates passed; 2 agree"
+    assert llm.call_kwargs[-1]["n"] == 4 and fix["completion_tokens"] == 4
+    assert state["status"] == "repaired"
+
+
+def test_when_no_candidate_passes_the_answer_stays_and_feedback_comes_next() -> None:
+    form = [{"type": "numeric"}]
+    script = ["181", "180", "182", DIAGNOSIS, "75"]
+    llm = ScriptedChatModel(script=script)
+    ctx = ReflectionContext(llm=llm, model_name="fake", samples=2)
+    turn = turn_input("What is 34 + 41?", form, max_repairs=2)
+    state = asyncio.run(build_reflection_graph().ainvoke(turn, context=ctx))
+    _, sampled, fed = state["attempts"]
+    assert (sampled["strategy"], sampled["answer"]) == ("sample", "181")  # no harm
+    assert sampled["note"] == "none of 2 candidates passed the checks"
+    assert (fed["strategy"], fed["answer"], state["status"]) == ("feedback", "75", "repaired")
+
+
+@pytest.mark.parametrize(
+    ("failed", "checks", "expected"),
+    [
+        ({"json"}, [{"type": "json", "schema": SCHEMA}], ("constrained", {"json": SCHEMA})),
+        ({"regex"}, [{"type": "regex", "pattern": "^OK$"}], ("constrained", {"regex": "(?:OK)"})),
+        ({"regex"}, [{"type": "regex", "pattern": "OK"}], ("constrained", {"regex": ".*(?:OK).*"})),
+        ({"numeric"}, [{"type": "numeric", "strict": True}], ("constrained", {"regex": NUM})),
+        ({"arithmetic"}, [{"type": "numeric"}], ("sample", None)),
+        ({"python_tests"}, [{"type": "python_tests", "tests": "f()"}], ("sample", None)),
+        ({"judge"}, [], ("feedback", None)),
+        ({"regex"}, [{"type": "regex", "pattern": "ok", "ignore_case": True}], ("feedback", None)),
+    ],
+)  # fmt: skip
+def test_routing(failed: set[str], checks: list, expected: tuple) -> None:
+    from reflexa.graphs.repair import route
+
+    verdicts = [{"verifier": f, "passed": False, "error": None} for f in failed]
+    strategy, _, shape = route(verdicts, checks, tried=[], samples=8)
+    assert (strategy, shape) == expected
+    assert route(verdicts, checks, tried=[strategy], samples=8)[0] != strategy or (
+        strategy == "feedback"
+    )
