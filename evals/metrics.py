@@ -84,3 +84,27 @@ def summarize(outcomes: Sequence[ItemOutcome]) -> dict[str, Any]:
             "p95": round(percentile(latencies, 0.95), 3),
         },
     }
+
+
+def by_strategy(outcomes: Sequence[ItemOutcome]) -> dict[str, dict[str, Any]]:
+    """Per repair strategy: repairs made, how many passed the visible checks, the scored items
+    whose returned answer it made that scoring found fixed (wrong → right) or broken, and its
+    tokens and seconds, in all and per fixed item."""
+    out: dict[str, dict[str, Any]] = {}
+    for o in outcomes:
+        for r in o.repair_log:
+            empty = {"repairs": 0, "passed": 0, "fixed": 0, "broke": 0, "tokens": 0, "seconds": 0.0}
+            s = out.setdefault(r["strategy"], empty)
+            s["repairs"] += 1
+            s["passed"] += bool(r["passed"])
+            s["tokens"] += r["tokens"]
+            s["seconds"] += r["latency_s"]
+        if o.final_strategy is not None and o.scored:
+            s = out[o.final_strategy]
+            s["fixed"] += o.wrong_to_right
+            s["broke"] += o.right_to_wrong
+    for s in out.values():
+        s["seconds"] = round(s["seconds"], 3)
+        s["tokens_per_fix"] = round(s["tokens"] / s["fixed"]) if s["fixed"] else None
+        s["seconds_per_fix"] = round(s["seconds"] / s["fixed"], 3) if s["fixed"] else None
+    return dict(sorted(out.items()))

@@ -117,6 +117,18 @@ def _rows(run: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+STRATEGY_COLUMNS = ("strategy", "repairs", "passed checks", "fixed", "broke", "tokens",
+                    "tokens per fix", "seconds", "seconds per fix")  # fmt: skip
+
+
+def _strategy_rows(run: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Repairs by strategy: what each did, and what it cost per item it fixed (by scoring)."""
+    keys = ("repairs", "passed", "fixed", "broke", "tokens", "tokens_per_fix", "seconds",
+            "seconds_per_fix")  # fmt: skip
+    by = run["metrics"].get("by_strategy") or {}
+    return [(name, *("-" if s[k] is None else str(s[k]) for k in keys)) for name, s in by.items()]
+
+
 def markdown(run: dict[str, Any]) -> str:
     options = json.dumps(run["config"])
     lines = [f"# {run['suite']}, run {run['run_id']}", "", f"Options: `{options}`", ""]
@@ -124,6 +136,10 @@ def markdown(run: dict[str, Any]) -> str:
         lines += [f"Note: {run['note']}", ""]
     lines += ["| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in _rows(run)]
+    if strategies := _strategy_rows(run):
+        lines += ["", "Repairs by strategy:", "", "| " + " | ".join(STRATEGY_COLUMNS) + " |"]
+        lines += ["|" + "---|" * len(STRATEGY_COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in strategies]
     return "\n".join(lines) + "\n"
 
 
@@ -138,6 +154,12 @@ def page(run: dict[str, Any], plots: list[str]) -> str:
         for i in failed
     )
     images = "".join(f'<img alt="plot" src="data:image/png;base64,{p}">' for p in plots)
+    head = "".join(f"<th>{c}</th>" for c in STRATEGY_COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+        for row in _strategy_rows(run)
+    )
+    strategies = f"<h2>Repairs by strategy</h2><table><tr>{head}</tr>{body}</table>" if body else ""
     title = html.escape(f"{run['suite']}, run {run['run_id']}")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -146,7 +168,7 @@ table{{border-collapse:collapse;margin:1em 0}}th,td{{border:1px solid #ddd;paddi
 text-align:left}}img{{max-width:100%;margin:.5em}}code{{font-size:.85em}}</style></head>
 <body><h1>{title}</h1><p>Options: <code>{html.escape(json.dumps(run["config"]))}</code></p>
 <p>{html.escape(run.get("note") or "")}</p>
-<table>{rows}</table><div>{images}</div>
+<table>{rows}</table>{strategies}<div>{images}</div>
 <h2>Items that did not pass ({len(failed)} shown)</h2>
 <table><tr><th>item</th><th>status</th><th>error</th><th>episode</th></tr>{failures}</table>
 </body></html>

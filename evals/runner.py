@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from reflexa.evals.suite import SuiteItem
 
@@ -31,6 +32,9 @@ class ItemOutcome:
     scored: bool = False
     checks_passed: bool = False
     wrong_to_right: bool = False
+    # Each repair: its strategy, whether it passed the visible checks, tokens, seconds.
+    repair_log: list[dict[str, Any]] = field(default_factory=list)
+    final_strategy: str | None = None  # the repair whose answer was returned (None: the first)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -19,7 +19,7 @@ from reflexa.agent.model.client import ModelClient
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import Store
 from reflexa.evals.compare import compare_runs
-from reflexa.evals.metrics import summarize
+from reflexa.evals.metrics import by_strategy, summarize
 from reflexa.evals.runner import ItemOutcome, run_items
 from reflexa.evals.suite import TRAIN, Suite, SuiteItem
 from reflexa.trainers.gate import Evaluate
@@ -53,8 +53,16 @@ def scored(episode: dict[str, Any]) -> tuple[bool, bool]:
 
 
 def outcome(episode: dict[str, Any], item: SuiteItem) -> ItemOutcome:
-    """An item's outcome, read from its recorded episode."""
+    """An item's outcome, read from its recorded episode (with its attempts)."""
     first, final = scored(episode)
+    attempts = episode.get("attempts") or []
+    returned = [a for a in attempts if a["answer"] == episode["answer"]]
+    repair_log = [
+        {"strategy": a["strategy"] or "feedback",  # before routing, every repair was feedback
+         "passed": a["passed"], "latency_s": a["latency_s"],
+         "tokens": a["prompt_tokens"] + a["completion_tokens"]}
+        for a in attempts if a["kind"] == "repair"
+    ]  # fmt: skip
     return ItemOutcome(
         item_id=item.id,
         split=item.split,
@@ -71,6 +79,8 @@ def outcome(episode: dict[str, Any], item: SuiteItem) -> ItemOutcome:
         tokens=episode["prompt_tokens"] + episode["completion_tokens"],
         latency_s=episode["latency_s"] or 0.0,
         error=episode["error"],
+        repair_log=repair_log,
+        final_strategy=returned[-1]["strategy"] if returned else None,
     )
 
 
@@ -85,6 +95,7 @@ def breakdown(outcomes: list[ItemOutcome]) -> dict[str, Any]:
         "overall": summarize(outcomes),
         "by_split": {k: summarize(v) for k, v in sorted(by_split.items())},
         "by_tag": {k: summarize(v) for k, v in sorted(by_tag.items())},
+        "by_strategy": by_strategy(outcomes),
     }
 
 

@@ -39,7 +39,8 @@ class EvalRunRecords(Records):
                 .where(Episode.eval_run_id == run_id, Episode.status != "running")
                 .order_by(Episode.created_at)
             )
-            return list({r.item_id: episode_dict(r) for r in rows}.values())
+            latest = {r.item_id: r for r in rows}  # the newest of an item that ran twice
+            return [episode_dict(r, with_attempts=True) for r in latest.values()]
 
     def finish_eval_run(self, run_id: str, metrics: dict[str, Any]) -> None:
         with self._session.begin() as s:

@@ -270,6 +270,15 @@ def test_the_harm_ledger_counts_what_reflection_broke_and_fixed() -> None:
     from reflexa.evals.report import markdown
 
     assert "1 right→wrong, 1 wrong→right of 2 scored items" in markdown(run)
+    feedback = run["metrics"]["by_strategy"]["feedback"]
+    assert {k: feedback[k] for k in ("repairs", "passed", "fixed", "broke")} == {
+        "repairs": 2,
+        "passed": 2,
+        "fixed": 1,
+        "broke": 1,
+    }
+    assert feedback["tokens"] == 2 * (10 + 1) and feedback["tokens_per_fix"] == 22
+    assert "| feedback | 2 | 2 | 1 | 1 | 22 | 22 |" in markdown(run)
 
 
 def test_mcnemar_exact_p_values() -> None:
