@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from reflexa.evals.match_checks import numbers_in
+from reflexa.evals.match_checks import NUMBER
 from reflexa.evals.verdict import Verdict, VerifyContext
 
 TIMES, DIVIDED = "\u00d7", "\u00f7"  # the signs people write besides * and /
@@ -82,14 +82,15 @@ class ArithmeticCheck(BaseModel):
         value = evaluate(expression) if expression else None
         if expression is None or value is None:
             return Verdict("arithmetic", False, 0.0, error="the prompt states no expression")
-        found = numbers_in(answer)
+        found = NUMBER.findall(answer)
         if not found:
             return Verdict("arithmetic", False, 0.0, f"The answer has no number for {expression}.")
-        got = found[-1]
+        # Exactly, from the text: a 500-digit answer is a wrong number, not a float overflow.
+        got = Fraction(found[-1].replace(",", ""))
         scale = max(Fraction(1), abs(value))
-        if abs(Fraction(str(got)) - value) <= scale / 10**6:  # "0.333333" is 1/3
+        if abs(got - value) <= scale / 10**6:  # "0.333333" is 1/3
             return Verdict("arithmetic", True, 1.0)
-        shown = int(got) if got.is_integer() else got
+        shown = found[-1] if len(found[-1]) <= 24 else found[-1][:20] + "…"
         return Verdict(
             "arithmetic", False, 0.0,
             f"{shown} is not the value of {expression} (checked by evaluating it exactly).",

@@ -21,7 +21,7 @@ from reflexa.evals.signal import normalise
 
 Strategy = Literal["constrained", "sample", "feedback"]
 DECIDED_BY_TOOLS = {"arithmetic", "python_tests", "exact"}  # a candidate can be checked
-NUMBER = r"-?[0-9]+(\.[0-9]+)?"
+NUMBER = r"-?[0-9]{1,30}(\.[0-9]{1,30})?"  # bounded: unbounded, the model wrote 512 digits
 
 
 STRATEGIES: tuple[Strategy, ...] = ("constrained", "sample", "feedback")

@@ -281,6 +281,9 @@ def test_the_expression_a_prompt_asks_about(prompt: str, expression: str | None)
         ("What is 48 - 71?", "-23", True),
         ("What is 48 - 71?", "23", False),
         ("What is 34 + 41?", "seventy-five", False),
+        ("What is 77 + 81?", "-1" + "0" * 511, False),  # overflows a float: was an error
+        ("What is 77 + 81?", "1,58", False),
+        ("What is 1000 + 58?", "1,058", True),
     ],
 )
 def test_the_arithmetic_tool_checks_the_answers_number(

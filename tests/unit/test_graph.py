@@ -189,7 +189,7 @@ def test_the_arithmetic_tool_applies_beside_a_tasks_own_checks() -> None:
 
 
 ALL = ("constrained", "sample", "feedback")
-NUM = r"-?[0-9]+(\.[0-9]+)?"
+NUM = r"-?[0-9]{1,30}(\.[0-9]{1,30})?"
 SCHEMA = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
 
 
