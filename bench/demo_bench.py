@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
+from bench.home import fresh_home
 from bench.record import write_result
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
@@ -29,12 +25,7 @@ def main() -> None:
     parser.add_argument("--label-free", action="store_true")
     parser.add_argument("--port", type=int, default=8011, help="The bench's own vLLM port.")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="reflexa-demo-bench-"))
-    models = ROOT / ".demo" / "models"
-    if models.is_dir():
-        shutil.copytree(models, home / "models")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REFLEXA_")}
-    env |= {"REFLEXA_HOME": str(home), "REFLEXA_SERVER__PORT": str(args.port)}
+    home, env = fresh_home("demo-bench", args.port)
     command = [sys.executable, "-m", "reflexa.agent.demo", "--suite", args.suite]
     try:
         subprocess.run(command + ["--label-free"] * args.label_free, env=env, check=True)

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
+from bench.home import fresh_home
 from bench.record import write_result
 
-ROOT = Path(__file__).resolve().parent.parent
 SUITES = ["sums", "arithmetic", "json-extract", "humaneval"]
 
 
@@ -35,12 +32,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--port", type=int, default=8012, help="The bench's own vLLM port.")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="reflexa-self-correction-"))
-    models = ROOT / ".demo" / "models"
-    if models.is_dir():
-        shutil.copytree(models, home / "models")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REFLEXA_")}
-    env |= {"REFLEXA_HOME": str(home), "REFLEXA_SERVER__PORT": str(args.port)}
+    home, env = fresh_home("self-correction", args.port)
     results: dict[str, Any] = {}
     try:
         reflexa(env, "model", "prepare")
