@@ -70,12 +70,15 @@ def test_the_api_killed_mid_stream_cuts_the_stream_and_loses_nothing(
             "max_tokens": 256, "reflexa": {"max_repairs": 0}}  # fmt: skip
     lines = []
     request = httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60)
-    with pytest.raises(httpx.HTTPError), request as response:  # the connection drops mid-body
-        for line in response.iter_lines():
-            lines.append(line)
-            if len([x for x in lines if x.startswith("data: {")]) == 3:
-                child.kill()
-    child.wait(timeout=30)
+    try:
+        with pytest.raises(httpx.HTTPError), request as response:  # it drops mid-body
+            for line in response.iter_lines():
+                lines.append(line)
+                if len([x for x in lines if x.startswith("data: {")]) == 3:
+                    child.kill()
+    finally:
+        child.kill()  # killed above, or still running after a failure: never left behind
+        child.wait(timeout=30)
     assert "data: [DONE]" not in lines, lines
     child, url = start_api(vllm_session, tmp_path, port)
     try:
