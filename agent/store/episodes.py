@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from collections.abc import Sequence
@@ -45,7 +46,7 @@ class EpisodeRecords(MemoryRecords):
                     scoring=scoring or [], gold_allowed=gold_allowed, status="running",
                     model=model, adapter=adapter, suite=suite, split=split,
                     item_id=item_id, eval_run_id=eval_run_id, judge_only=False, n_attempts=0,
-                    prompt_tokens=0, completion_tokens=0, owner=process_name(os.getpid()),
+                    prompt_tokens=0, completion_tokens=0, owner=_this_process(os.getpid()),
                 )
             )  # fmt: skip
 
@@ -217,6 +218,13 @@ def process_name(pid: int) -> str | None:
         return None
     start = stat.rsplit(")", 1)[1].split()[19]  # field 22 of the whole line
     return f"{socket.gethostname()}:{pid}:{start}"
+
+
+@functools.cache
+def _this_process(pid: int) -> str | None:
+    """This process's name, read once per pid (a forked child has its own) rather than from
+    /proc on every episode."""
+    return process_name(pid)
 
 
 def _stopped(owner: str) -> bool:
