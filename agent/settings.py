@@ -81,6 +81,15 @@ class ReflectSettings(BaseModel):
         default=8, ge=2, le=64, description="Candidates a sampling repair draws in one request."
     )
     sample_temperature: float = Field(default=1.0, ge=0, le=2, description="For those samples.")
+    repair_tokens: int = Field(
+        default=4096, ge=1, le=1_000_000,
+        description="Completion tokens all repairs of one request may use together (samples "
+        "included); each sample gets its share.",
+    )  # fmt: skip
+    repair_seconds: float = Field(
+        default=60.0, gt=0, le=86_400,
+        description="No repair starts once a request has run this long (wall seconds).",
+    )  # fmt: skip
 
 
 class MemorySettings(BaseModel):

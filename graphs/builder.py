@@ -1,7 +1,8 @@
 """Wiring the reflection graph:
 
-recall → generate → evaluate ─pass / budget spent / verifiers broken→ finish
-              └fail→ diagnose → repair → evaluate …
+recall → generate → evaluate ─pass / repairs done / verifiers broken→ finish
+              └fail→ diagnose ─budget spent→ finish
+                        └→ repair → evaluate …
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from reflexa.graphs.nodes import (
+    after_diagnose,
     after_evaluate,
     diagnose,
     evaluate,
@@ -38,7 +40,7 @@ def build_reflection_graph(
     graph.add_edge("recall", "generate")
     graph.add_edge("generate", "evaluate")
     graph.add_conditional_edges("evaluate", after_evaluate, ["diagnose", "finish"])
-    graph.add_edge("diagnose", "repair")
+    graph.add_conditional_edges("diagnose", after_diagnose, ["repair", "finish"])
     graph.add_edge("repair", "evaluate")
     graph.add_edge("finish", END)
     return graph.compile(checkpointer=checkpointer)

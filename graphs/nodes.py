@@ -54,12 +54,13 @@ def _examples(state: ReflectionState) -> list[dict[str, str]]:
 
 
 async def repair(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
-    """The strategy the diagnosis chose (see graphs/repair.py)."""
+    """The strategy the diagnosis chose (see graphs/repair.py), within the turn's tokens."""
     ctx, last = runtime.context, state["attempts"][-1]
     diagnosis = last["diagnosis"] or {}
-    strategy = diagnosis.get("strategy", "feedback")
+    strategy, shape = diagnosis.get("strategy", "feedback"), diagnosis.get("shape")
+    left = min(ctx.max_tokens, ctx.repair_tokens - _repair_tokens(state))
     if strategy == "sample":
-        return await _sample(state, ctx)
+        return await _sample(state, ctx, shape, left)
     instruction = REPAIR.format(
         feedback=failure_feedback(last["verdicts"]),
         cause=diagnosis.get("cause") or "see the problems above",
@@ -72,28 +73,40 @@ async def repair(state: ReflectionState, runtime: Runtime[ReflectionContext]) ->
         {"role": "assistant", "content": last["answer"]},
         {"role": "user", "content": instruction},
     ]
+    llm = ctx.llm.bind(max_tokens=left)
     if strategy == "constrained":
-        constrained = ctx.llm.bind(extra_body={"structured_outputs": diagnosis["shape"]})
+        constrained = ctx.llm.bind(max_tokens=left, extra_body={"structured_outputs": shape})
         try:
             return await _answer(state, ctx, messages, "repair", "constrained", constrained)
         except Exception as e:  # vLLM could not compile the shape (400): plain feedback
             if getattr(e, "status_code", None) != 400:
                 raise
             note = f"the shape could not be decoded under ({e}); repaired from feedback"
-            return await _answer(state, ctx, messages, "repair", "feedback", note=note)
-    return await _answer(state, ctx, messages, "repair", "feedback")
+            return await _answer(state, ctx, messages, "repair", "feedback", llm, note)
+    return await _answer(state, ctx, messages, "repair", "feedback", llm)
 
 
-async def _sample(state: ReflectionState, ctx: ReflectionContext) -> dict[str, Any]:
-    """N answers to the original request in one call; each is checked (no judge: it is not
-    evidence), and the most common passing one is chosen. None passing: the answer stays."""
+async def _sample(
+    state: ReflectionState, ctx: ReflectionContext, shape: dict[str, Any] | None, left: int
+) -> dict[str, Any]:
+    """N answers to the original request in one call (under `shape`, if given); each is
+    checked (no judge: it is not evidence), and repair.select chooses. None chosen: the
+    answer stays. Each candidate may be 4 times as long as the first answer (at least 64
+    tokens: at temperature 1 the model rambles), and all of them `left` tokens together."""
     prompt, last = state["messages"][-1]["content"], state["attempts"][-1]
     messages = [{"role": "system", "content": SYSTEM}, *_examples(state), *state["messages"]]
+    each = max(1, min(left // ctx.samples, max(64, 4 * state["attempts"][0]["completion_tokens"])))
+    options: dict[str, Any] = {"extra_body": {"structured_outputs": shape}} if shape else {}
     started = time.perf_counter()
-    result = await ctx.llm.agenerate(
-        [convert_to_messages(messages)], n=ctx.samples, temperature=ctx.sample_temperature,
-        stream=False,  # n answers come back whole; a stream carries only the first
-    )  # fmt: skip
+    try:
+        result = await ctx.llm.agenerate(
+            [convert_to_messages(messages)], n=ctx.samples, temperature=ctx.sample_temperature,
+            max_tokens=each, stream=False, **options,  # n answers come back whole, not streamed
+        )  # fmt: skip
+    except Exception as e:  # vLLM could not compile the shape (400): sample free text
+        if not shape or getattr(e, "status_code", None) != 400:
+            raise
+        return await _sample(state, ctx, None, left)
     seconds = time.perf_counter() - started
     replies = [g.message for g in result.generations[0] if isinstance(g, ChatGeneration)]
     candidates = [str(r.text) for r in replies]
@@ -107,16 +120,22 @@ async def _sample(state: ReflectionState, ctx: ReflectionContext) -> dict[str, A
     return {"attempts": [*state["attempts"], attempt], "model_s": state["model_s"] + seconds}
 
 
+def _repair_tokens(state: ReflectionState) -> int:
+    return sum(a["completion_tokens"] for a in state["attempts"][1:])
+
+
 async def _passing(
     prompt: str, specs: list[dict[str, Any]], candidates: list[str], ctx: ReflectionContext
-) -> list[bool]:
-    """Whether each candidate passes the checks that apply to it (the judge left out)."""
+) -> list[bool | None]:
+    """Whether each candidate passes the checks that apply to it (the judge left out);
+    None where none applied (or all were broken)."""
     task_checks = parse_checks(specs)
     vctx = VerifyContext(prompt, None, ctx.allow_unconfined)
     checked = await asyncio.gather(
         *(run_checks(checks_for(prompt, c, task_checks, judge=False), c, vctx) for c in candidates)
     )
-    return [bool(vs) and all(v.passed for v in vs if v.error is None) for vs in checked]
+    counted = [[v.passed for v in vs if v.error is None] for vs in checked]
+    return [all(oks) if oks else None for oks in counted]  # None: nothing could decide
 
 
 async def _answer(
@@ -213,11 +232,15 @@ class Diagnosis(BaseModel):
 
 
 async def diagnose(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
-    """Route the failure to a repair strategy; only a feedback repair asks the model why."""
+    """Route the failure to a repair strategy; only a feedback repair asks the model why.
+    With the turn's repair budget spent, no strategy (`after_diagnose`: finish)."""
     last = state["attempts"][-1].copy()
     tried = [str(a.get("strategy")) for a in state["attempts"] if a.get("strategy")]
     checks = state["checks"]
     ctx = runtime.context
+    if spent := budget_spent(state, ctx):
+        last["diagnosis"] = {"strategy": None, "why": spent}
+        return {"attempts": [*state["attempts"][:-1], last]}
     strategy, why, shape = route(last["verdicts"], checks, tried, ctx.samples, ctx.strategies)
     if strategy != "feedback":
         last["diagnosis"] = {"strategy": strategy, "why": why, "shape": shape}
@@ -240,6 +263,22 @@ async def diagnose(state: ReflectionState, runtime: Runtime[ReflectionContext]) 
     seconds = time.perf_counter() - started
     attempts = [*state["attempts"][:-1], last]
     return {"attempts": attempts, "model_s": state["model_s"] + seconds}
+
+
+def budget_spent(state: ReflectionState, ctx: ReflectionContext) -> str | None:
+    """Why no repair may start now, or None."""
+    tokens = _repair_tokens(state)
+    if tokens >= ctx.repair_tokens:
+        return f"the turn's repair tokens are spent ({tokens} of {ctx.repair_tokens})"
+    elapsed = time.time() - state.get("started", time.time())
+    if elapsed >= ctx.repair_seconds:
+        return f"the turn's repair time is spent ({elapsed:.1f} of {ctx.repair_seconds:g} s)"
+    return None
+
+
+def after_diagnose(state: ReflectionState) -> str:
+    diagnosis = state["attempts"][-1]["diagnosis"] or {}
+    return "finish" if diagnosis.get("strategy", "feedback") is None else "repair"
 
 
 def finish(state: ReflectionState) -> dict[str, Any]:

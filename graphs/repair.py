@@ -2,12 +2,15 @@
 its own advice (a small model does not: measured, feedback alone fixed 0 of 16 json-extract
 failures).
 
+- sample: N candidates in one request, each run through the visible checks (not the
+  judge); among those that pass, the most common normalised answer is chosen. First choice
+  when a tool or test decides the failure (the arithmetic tool, python_tests, an exact
+  value), decoded under the task's formal shape if it has one, so one request fixes form
+  and value together. When only the judge objected, no check can tell candidates apart:
+  self-consistency chooses (a majority of all candidates, else the answer stays).
 - constrained: a failed visible check has a formal shape (a regex, a number, a JSON
   Schema); the repair decodes under vLLM's structured outputs with it, so that format
   failure cannot come back.
-- sample: a tool or test decides each answer (the arithmetic tool, python_tests, an exact
-  value); N candidates come in one request, each is checked, and among those that pass
-  the most common (normalised) answer is chosen. None passing: the answer stays.
 - feedback: the verifiers' feedback and the model's diagnosis, as a prompt.
 """
 
@@ -20,7 +23,7 @@ from typing import Any, Literal
 from reflexa.evals.signal import normalise
 
 Strategy = Literal["constrained", "sample", "feedback"]
-DECIDED_BY_TOOLS = {"arithmetic", "python_tests", "exact"}  # a candidate can be checked
+DECIDED_BY_TOOLS = {"arithmetic", "python_tests", "exact"}  # a candidate's value is checked
 NUMBER = r"-?[0-9]{1,30}(\.[0-9]{1,30})?"  # bounded: unbounded, the model wrote 512 digits
 
 
@@ -35,25 +38,33 @@ def route(
     allowed: Sequence[str] = STRATEGIES,
 ) -> tuple[Strategy, str, dict[str, Any] | None]:
     """The strategy for the failed verdicts (an allowed one, not already tried this turn),
-    why, and the structured-output shape for a constrained repair. Feedback is the last
-    resort, and always there."""
+    why, and the structured-output shape to decode under (None: free text). Feedback is
+    the last resort, and always there."""
     failed = {v["verifier"] for v in verdicts if v["error"] is None and not v["passed"]}
     usable = set(allowed) - set(tried)
-    if "constrained" in usable and (shape := shape_for(failed, checks)) is not None:
+    can_sample = "sample" in usable and samples > 1
+    if can_sample and failed & DECIDED_BY_TOOLS:
+        shape = shape_for(checks)
+        deciders = ", ".join(sorted(failed & DECIDED_BY_TOOLS))
+        within = f", decoded under the task's shape ({next(iter(shape))})" if shape else ""
+        return "sample", f"{deciders} can check each of {samples} candidates{within}", shape
+    if "constrained" in usable and (shape := shape_for(checks, failed)) is not None:
         kind = next(iter(shape))
         return "constrained", f"a failed check has a formal shape ({kind})", shape
-    if "sample" in usable and samples > 1 and failed & DECIDED_BY_TOOLS:
-        deciders = ", ".join(sorted(failed & DECIDED_BY_TOOLS))
-        return "sample", f"{deciders} can check each of {samples} candidates", None
+    if can_sample:
+        by = "the checks" if failed - {"judge"} else "a majority (only the judge objected)"
+        return "sample", f"{samples} candidates, chosen by {by}", shape_for(checks)
     return "feedback", "no other strategy applies, or is left", None
 
 
-def shape_for(failed: set[str], checks: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """A structured-output shape from a failed check: its JSON Schema, its regex (to match
-    whole), or a bare number for a strict numeric check."""
+def shape_for(
+    checks: Sequence[dict[str, Any]], failed: set[str] | None = None
+) -> dict[str, Any] | None:
+    """A structured-output shape from a check (of those `failed`, if given): its JSON
+    Schema, its regex (to match whole), or a bare number for a strict numeric check."""
     for spec in checks:
         kind = spec.get("type")
-        if kind not in failed:
+        if failed is not None and kind not in failed:
             continue
         if kind == "json" and isinstance(spec.get("schema"), dict):
             return {"json": spec["schema"]}
@@ -72,14 +83,24 @@ def _whole(pattern: str) -> str:
 
 
 def select(
-    candidates: Sequence[str], passed: Sequence[bool], checks: Sequence[dict[str, Any]]
+    candidates: Sequence[str], passed: Sequence[bool | None], checks: Sequence[dict[str, Any]]
 ) -> tuple[str | None, str]:
-    """The candidate to answer with, and a note: among those that passed, the most common
-    normalised answer (ties: the earliest); None when none passed."""
+    """The candidate to answer with, and a note. Among those that passed, the most common
+    normalised answer (ties: the earliest). When no check could judge them (every `passed`
+    is None), the answer at least half the candidates agree on and no other ties; else None
+    (the answer stays)."""
+    n = len(candidates)
+    if n and all(ok is None for ok in passed):
+        forms = [normalise(c, checks) for c in candidates]
+        ranked = Counter(forms).most_common(2)
+        best, agree = ranked[0]
+        if 2 * agree < n or (len(ranked) > 1 and ranked[1][1] == agree):
+            return None, f"no check decides, and no majority among {n} candidates ({agree} agree)"
+        return candidates[forms.index(best)], f"no check decides; {agree} of {n} candidates agree"
     winners = [c for c, ok in zip(candidates, passed, strict=True) if ok]
     if not winners:
-        return None, f"none of {len(candidates)} candidates passed the checks"
+        return None, f"none of {n} candidates passed the checks"
     forms = [normalise(c, checks) for c in winners]
     best, agree = Counter(forms).most_common(1)[0]
     chosen = winners[forms.index(best)]
-    return chosen, f"{len(winners)} of {len(candidates)} candidates passed; {agree} agree"
+    return chosen, f"{len(winners)} of {n} candidates passed; {agree} agree"

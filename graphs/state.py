@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict
@@ -72,6 +73,7 @@ class ReflectionState(TypedDict, total=False):
     suite: str | None  # the eval suite the turn's item belongs to (None: chat)
     recalled: list[dict[str, Any]]  # the memories shown as worked examples
     memory: dict[str, Any]  # Recall.trace(): what each attempt of this turn was shown
+    started: float  # the turn's start (epoch seconds), for its repair time budget
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ class ReflectionContext:
     samples: int = 8  # candidates a sampling repair draws in one request (≤ 1: never sample)
     sample_temperature: float = 1.0
     strategies: tuple[str, ...] = ("constrained", "sample", "feedback")  # repairs allowed
+    max_tokens: int = 512  # per answer (the answering model's own limit)
+    repair_tokens: int = 4096  # completion tokens all repairs of a turn may use together
+    repair_seconds: float = 60.0  # no repair starts once the turn has run this long
     allow_unconfined: bool = False  # run model code where the sandbox cannot isolate it
 
 
@@ -117,4 +122,5 @@ def turn_input(
         "suite": suite,
         "recalled": [],
         "memory": {},
+        "started": time.time(),
     }

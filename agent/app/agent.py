@@ -348,6 +348,9 @@ async def open_agent(
             samples=r.samples,
             sample_temperature=r.sample_temperature,
             strategies=tuple(r.strategies),
+            max_tokens=r.max_tokens,
+            repair_tokens=r.repair_tokens,
+            repair_seconds=r.repair_seconds,
         )
         async with open_checkpointer(settings) as saver:
             yield Agent(build_reflection_graph(saver), store, context, r, memory)

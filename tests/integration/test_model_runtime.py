@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
 
 import httpx
 import pytest
+from langchain_core.messages import HumanMessage
 from openai import OpenAI
 
 from reflexa.agent.errors import ReflexaError
@@ -56,6 +59,17 @@ def test_status_url_answers_models_and_chat(vllm_session: Session, server: Model
 def test_langchain_chat_model(server: ModelClient) -> None:
     answer = server.chat_model(temperature=0, max_tokens=16).invoke(PROMPT).content
     assert "Paris" in str(answer)
+
+
+def test_n_candidates_in_one_request_all_decoded_under_a_shape(server: ModelClient) -> None:
+    """What the sampling repair relies on: `n` samples, each within its token share, each
+    under the structured-output regex (the model, free, would chatter)."""
+    llm = server.chat_model(temperature=1.0)
+    shape = {"structured_outputs": {"regex": "-?[0-9]{1,30}"}}
+    result = asyncio.run(llm.agenerate([[HumanMessage("Say hello to me.")]], n=4,
+                                       max_tokens=8, stream=False, extra_body=shape))  # fmt: skip
+    texts = [g.text for g in result.generations[0]]
+    assert len(texts) == 4 and all(re.fullmatch(r"-?[0-9]{1,8}", t) for t in texts), texts
 
 
 def test_ask_reuses_the_running_server(vllm_session: Session, server: ModelClient) -> None:

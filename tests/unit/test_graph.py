@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ def run(
     checks: list | None = None,
     prompt: str = "What is two plus two?",
     strategies: tuple[str, ...] = FEEDBACK,
+    context: dict | None = None,
     **kw: Any,
 ) -> tuple[dict, ScriptedChatModel]:
     """One turn on a scripted model. The default prompt states no digits, so only the given
@@ -29,7 +31,9 @@ def run(
     llm = ScriptedChatModel(script=script)
     judge = kw.pop("judge", None)
     graph = build_reflection_graph()
-    ctx = ReflectionContext(llm=llm, model_name="fake", judge=judge, strategies=strategies)
+    ctx = ReflectionContext(
+        llm=llm, model_name="fake", judge=judge, strategies=strategies, **(context or {})
+    )
     state = asyncio.run(graph.ainvoke(turn_input(prompt, checks, **kw), context=ctx))
     return state, llm
 
@@ -253,8 +257,10 @@ def test_when_no_candidate_passes_the_answer_stays_and_feedback_comes_next() -> 
         ({"numeric"}, [{"type": "numeric", "strict": True}], ("constrained", {"regex": NUM})),
         ({"arithmetic"}, [{"type": "numeric"}], ("sample", None)),
         ({"python_tests"}, [{"type": "python_tests", "tests": "f()"}], ("sample", None)),
-        ({"judge"}, [], ("feedback", None)),
-        ({"regex"}, [{"type": "regex", "pattern": "ok", "ignore_case": True}], ("feedback", None)),
+        ({"arithmetic", "numeric"}, [{"type": "numeric", "strict": True}],
+         ("sample", {"regex": NUM})),
+        ({"judge"}, [], ("sample", None)),
+        ({"regex"}, [{"type": "regex", "pattern": "ok", "ignore_case": True}], ("sample", None)),
     ],
 )  # fmt: skip
 def test_routing(failed: set[str], checks: list, expected: tuple) -> None:
@@ -263,6 +269,80 @@ def test_routing(failed: set[str], checks: list, expected: tuple) -> None:
     verdicts = [{"verifier": f, "passed": False, "error": None} for f in failed]
     strategy, _, shape = route(verdicts, checks, tried=[], samples=8)
     assert (strategy, shape) == expected
-    assert route(verdicts, checks, tried=[strategy], samples=8)[0] != strategy or (
-        strategy == "feedback"
+    assert route(verdicts, checks, tried=[strategy], samples=8)[0] != strategy
+    assert route(verdicts, checks, tried=["constrained", "sample"], samples=8)[0] == "feedback"
+    assert route(verdicts, checks, tried=[], samples=1)[0] in ("constrained", "feedback")
+
+
+def test_a_tool_decided_failure_samples_under_the_tasks_shape_in_one_request() -> None:
+    """A strict number check and the arithmetic tool: one repair fixes form and value, its
+    candidates decoded as numbers, each within its share of the tokens."""
+    strict = [{"type": "numeric", "strict": True}]
+    llm = ScriptedChatModel(script=["34 + 41 = 181", "75", "75", "74", "75"])
+    ctx = ReflectionContext(llm=llm, model_name="fake", samples=4, repair_tokens=100)
+    turn = turn_input("What is 34 + 41?", strict, max_repairs=2)
+    state = asyncio.run(build_reflection_graph().ainvoke(turn, context=ctx))
+    first, fix = state["attempts"]
+    assert first["diagnosis"]["strategy"] == "sample"
+    assert (fix["answer"], state["status"]) == ("75", "repaired")
+    sent = llm.call_kwargs[-1]
+    assert sent["extra_body"] == {"structured_outputs": {"regex": NUM}}
+    assert (sent["n"], sent["max_tokens"]) == (4, 25)  # 100 tokens among 4 candidates
+
+
+def test_a_candidate_is_at_most_four_times_the_first_answer_and_64_tokens_at_least() -> None:
+    llm = ScriptedChatModel(script=["181", "180", "182"])
+    ctx = ReflectionContext(llm=llm, model_name="fake", samples=2)
+    turn = turn_input("What is 34 + 41?", [{"type": "numeric"}], max_repairs=1)
+    asyncio.run(build_reflection_graph().ainvoke(turn, context=ctx))
+    assert llm.call_kwargs[-1]["max_tokens"] == 64  # the first answer: 1 token
+
+
+async def unconvinced(prompt: str, answer: str, rubric: str) -> JudgeResult:
+    return JudgeResult(answer == "Paris", 1.0 if answer == "Paris" else 0.0, "not convinced")
+
+
+def test_when_only_the_judge_objects_a_majority_of_samples_chooses() -> None:
+    script = ["Lyon", "Paris", "paris.", "Paris", "Nice"]
+    context = {"samples": 4}
+    state, _ = run(script, [], strategies=ALL, judge=unconvinced, context=context)
+    first, fix = state["attempts"]
+    why = "4 candidates, chosen by a majority (only the judge objected)"
+    assert first["diagnosis"]["why"] == why
+    assert (fix["strategy"], fix["answer"], fix["note"]) == (
+        "sample",
+        "Paris",
+        "no check decides; 3 of 4 candidates agree",
     )
+    assert state["status"] == "repaired"
+
+
+def test_with_no_majority_among_samples_the_answer_stays() -> None:
+    script = ["Lyon", "Paris", "Nice", "Paris", "Nice"]  # 2 against 2: a tie
+    state, _ = run(script, [], strategies=ALL, judge=unconvinced, context={"samples": 4},
+                   max_repairs=1)  # fmt: skip
+    fix = state["attempts"][1]
+    assert (fix["answer"], state["answer"], state["status"]) == ("Lyon", "Lyon", "unresolved")
+    assert fix["note"] == "no check decides, and no majority among 4 candidates (2 agree)"
+
+
+def test_a_spent_token_budget_stops_repairs_and_says_why() -> None:
+    form = [{"type": "numeric", "strict": True}]
+    script = ["about five", "5 5 5"]  # the constrained repair fails again, using 3 tokens
+    context = {"repair_tokens": 3}
+    state, llm = run(script, form, strategies=ALL, context=context, max_repairs=2)
+    assert len(state["attempts"]) == 2 and state["status"] == "unresolved"
+    assert state["attempts"][1]["diagnosis"] == {
+        "strategy": None,
+        "why": "the turn's repair tokens are spent (3 of 3)",
+    }
+    assert llm.call_kwargs[-1]["max_tokens"] == 3
+
+
+def test_a_spent_time_budget_stops_repairs_before_they_start() -> None:
+    llm = ScriptedChatModel(script=["five"])
+    ctx = ReflectionContext(llm=llm, model_name="fake", repair_seconds=60)
+    turn = turn_input("What is two plus two?", NUMBER) | {"started": time.time() - 61}
+    state = asyncio.run(build_reflection_graph().ainvoke(turn, context=ctx))
+    assert (len(state["attempts"]), len(llm.calls), state["status"]) == (1, 1, "unresolved")
+    assert state["attempts"][0]["diagnosis"]["why"].startswith("the turn's repair time is spent")

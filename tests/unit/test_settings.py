@@ -54,6 +54,9 @@ def test_config_from_env_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ("[server]\nport = 70000\n", "server.port"),
         ("[server]\nport = 'eighty'\n", "server.port"),
         ("no_such_key = 1\n", "no_such_key"),
+        ("[reflect]\nrepair_tokens = 0\n", "reflect.repair_tokens"),
+        ("[reflect]\nrepair_seconds = -1\n", "reflect.repair_seconds"),
+        ("[reflect]\nsamples = 1000\n", "reflect.samples"),
     ],
 )
 def test_bad_config_names_the_file(tmp_path: Path, text: str, message: str) -> None:
