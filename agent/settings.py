@@ -135,6 +135,11 @@ class CycleSettings(BaseModel):
         description="What may admit a training row: a user's answer, gold (where allowed), "
         "self-consistency of samples, the visible checks alone.",
     )
+    repair_turns: bool = Field(
+        default=True,
+        description="Also train each of the model's own verified repairs as a repair turn "
+        "(its wrong first answer and the feedback it was shown, then the repair).",
+    )
     sample_n: int = Field(
         default=8, ge=0, le=16,
         description="Samples per training prompt, for self-consistency (0: none).",

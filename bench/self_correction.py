@@ -1,13 +1,18 @@
 """Net self-correction: what reflection does to answers, by scoring (gold only scores).
 
     .venv/bin/python -m bench.self_correction [--suites sums json-extract …] [--limit 50]
+        [--best-of 4 8] [--adapter sums]
 
 In a fresh home on the bench's own vLLM server, for each suite's `test` split (the first
-`--limit` items), the base model, no memory: one run with reflection off and one with it on
-(`--max-repairs 2`, every repair strategy allowed). The first attempt is greedy in both, so
-the "on" run's harm ledger is the paired comparison: net self-correction = (wrong → right
-minus right → wrong) / n. Also per strategy (repairs, fixes, harm, tokens and seconds per fix) and
-wall time per episode with reflection on against off. Writes
+`--limit` items), no memory: one run with reflection off and one with it on (`--max-repairs
+2`, every repair strategy allowed). The first attempt is greedy in both, so the "on" run's
+harm ledger is the paired comparison: net self-correction = (wrong → right minus right →
+wrong) / n. Also per strategy (repairs, fixes, harm, tokens and seconds per fix) and wall
+time per episode with reflection on against off. `--best-of N`: verifier-selected best of N
+against greedy (N = 1): one repair, sampling only, N candidates chosen by the visible checks
+(`reflect.strategies = ["sample"]`). And the feedback repair alone (one repair): what
+training on repair turns should move. `--adapter SUITE`: then the same for the adapter that
+`make demo --suite SUITE` trains and promotes (one cycle; gold allowed). Writes
 bench/results/self-correction-DATE.json.
 """
 
@@ -30,25 +35,59 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suites", nargs="+", default=SUITES, choices=SUITES)
     parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--best-of", nargs="*", type=int, default=[4, 8], metavar="N")
+    parser.add_argument(
+        "--adapter",
+        choices=["sums", "arithmetic", "json-extract"],
+        help="Also measure the adapter one demo cycle on this suite promotes.",
+    )
     parser.add_argument("--port", type=int, default=8012, help="The bench's own vLLM port.")
-    args = parser.parse_args()
+    args = parser.parse_args()  # fmt: skip
     home, env = fresh_home("self-correction", args.port)
     results: dict[str, Any] = {}
     try:
         reflexa(env, "model", "prepare")
         reflexa(env, "model", "serve")
-        for suite in args.suites:
-            common = ["eval", "run", suite, "--split", "test", "--limit", str(args.limit),
-                      "--no-memory", "--adapter", "base"]  # fmt: skip
-            off = reflexa(env, *common, "--no-reflect")
-            on = reflexa(env, *common, "--max-repairs", "2")
-            results[suite] = summary(off["metrics"]["overall"], on["metrics"])
-            print(f"{suite}: {json.dumps(results[suite]['net'])}", file=sys.stderr)
+        results["base"] = measure(env, args, "base")
+        if args.adapter:
+            demo = [sys.executable, "-m", "reflexa.agent.demo", "--suite", args.adapter]
+            subprocess.run(demo, env=env, check=True, stdout=sys.stderr)
+            cycle = json.loads((home / "reports" / "demo.json").read_text())["cycle"]
+            if cycle["status"] != "promoted":
+                sys.exit(f"the demo cycle promoted nothing: {cycle['reason']}")
+            (adapter,) = [a["name"] for a in reflexa(env, "adapters", "list")
+                          if a["status"] == "promoted"]  # fmt: skip
+            results["adapter"] = measure(env, args, adapter) | {"cycle": cycle["reason"]}
     finally:
         subprocess.run([sys.executable, "-m", "reflexa.agent", "model", "stop"], env=env)
         shutil.rmtree(home, ignore_errors=True)
-    doc = {"limit": args.limit, "model": "base", "max_repairs": 2, "suites": results}
+    doc = {"limit": args.limit, "max_repairs": 2, "trained_on": args.adapter,
+           "models": results}  # fmt: skip
     print(f"written to {write_result('self-correction', doc)}")
+
+
+def measure(env: dict[str, str], args: argparse.Namespace, adapter: str) -> dict[str, Any]:
+    """Each suite: reflection off, on, and best of N, through `adapter`."""
+    out: dict[str, Any] = {}
+    for suite in args.suites:
+        common = ["eval", "run", suite, "--split", "test", "--limit", str(args.limit),
+                  "--no-memory", "--adapter", adapter]  # fmt: skip
+        off = reflexa(env, *common, "--no-reflect")
+        on = reflexa(env, *common, "--max-repairs", "2")
+        out[suite] = summary(off["metrics"]["overall"], on["metrics"])
+        best = {"1": off["metrics"]["overall"]["first_attempt_pass"]["rate"]}
+        for n in args.best_of:
+            sampling = env | {"REFLEXA_REFLECT__STRATEGIES": '["sample"]',
+                              "REFLEXA_REFLECT__SAMPLES": str(n)}  # fmt: skip
+            run = reflexa(sampling, *common, "--max-repairs", "1")["metrics"]["overall"]
+            best[str(n)] = run["final_pass"]["rate"]
+        out[suite]["best_of"] = best
+        feedback = env | {"REFLEXA_REFLECT__STRATEGIES": '["feedback"]'}
+        fed = reflexa(feedback, *common, "--max-repairs", "1")["metrics"]["overall"]["harm"]
+        out[suite]["feedback_only"] = {k: fed[k] for k in ("wrong_to_right", "right_to_wrong",
+                                                           "net")}  # fmt: skip
+        print(f"{adapter} {suite}: {json.dumps(out[suite]['net'])} best of {best}", file=sys.stderr)
+    return out
 
 
 def reflexa(env: dict[str, str], *args: str) -> dict[str, Any]:

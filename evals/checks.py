@@ -12,13 +12,14 @@ from reflexa.evals.arithmetic import ArithmeticCheck, stated_expression
 from reflexa.evals.intrinsic import JsonParsesCheck, PythonCompilesCheck, intrinsic_checks
 from reflexa.evals.json_check import JsonCheck
 from reflexa.evals.judge import JudgeCheck
-from reflexa.evals.match_checks import ExactCheck, NumericCheck, RegexCheck
+from reflexa.evals.match_checks import ChoiceCheck, ExactCheck, NumericCheck, RegexCheck
 from reflexa.evals.python_check import PythonTestsCheck
 from reflexa.evals.validation import error_line
 from reflexa.evals.verdict import Kind, Verdict, VerifyContext
 
 Check = Annotated[
     ExactCheck
+    | ChoiceCheck
     | NumericCheck
     | RegexCheck
     | JsonCheck
@@ -30,7 +31,7 @@ Check = Annotated[
     Field(discriminator="type"),
 ]
 CHECKS: TypeAdapter[list[Check]] = TypeAdapter(list[Check])
-CHECK_TYPES = ("exact", "numeric", "regex", "json", "python_tests", "judge", "arithmetic")
+CHECK_TYPES = ("exact", "choice", "numeric", "regex", "json", "python_tests", "judge", "arithmetic")
 
 
 class CheckSpecError(ValueError):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import string
-from typing import Literal
+from typing import Annotated, Literal
 
 import regex  # `re` with a timeout
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from reflexa.evals.verdict import Verdict, VerifyContext
 
@@ -44,6 +44,23 @@ class ExactCheck(BaseModel):
         else:
             feedback = "The answer is not correct."
         return Verdict("exact", False, 0.0, feedback)
+
+
+class ChoiceCheck(BaseModel):
+    """The answer is one of `options` (after normalisation): a form, like "A, B, C or D",
+    which the loop may see; which option is right is an `exact` check's (gold)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["choice"] = "choice"
+    options: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        min_length=1, max_length=100
+    )
+
+    async def verify(self, answer: str, ctx: VerifyContext) -> Verdict:
+        if normalize(answer) in {normalize(o) for o in self.options}:
+            return Verdict("choice", True, 1.0)
+        listed = ", ".join(repr(o) for o in self.options[:20])
+        return Verdict("choice", False, 0.0, f"The answer must be exactly one of: {listed}.")
 
 
 class NumericCheck(BaseModel):

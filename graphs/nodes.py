@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from reflexa.evals import JudgeResult, VerifyContext, checks_for, parse_checks, run_checks
 from reflexa.evals.arithmetic import stated_expression
-from reflexa.graphs.prompts import DIAGNOSE, REPAIR, SYSTEM
+from reflexa.graphs.prompts import DIAGNOSE, SYSTEM, failure_feedback, repair_request
 from reflexa.graphs.repair import route, select
 from reflexa.graphs.state import Attempt, Recall, ReflectionContext, ReflectionState, Status
 
@@ -61,17 +61,12 @@ async def repair(state: ReflectionState, runtime: Runtime[ReflectionContext]) ->
     left = min(ctx.max_tokens, ctx.repair_tokens - _repair_tokens(state))
     if strategy == "sample":
         return await _sample(state, ctx, shape, left)
-    instruction = REPAIR.format(
-        feedback=failure_feedback(last["verdicts"]),
-        cause=diagnosis.get("cause") or "see the problems above",
-        fix=diagnosis.get("fix") or "correct those problems",
-    )
     messages = [
         {"role": "system", "content": SYSTEM},
         *_examples(state),
         *state["messages"],
         {"role": "assistant", "content": last["answer"]},
-        {"role": "user", "content": instruction},
+        {"role": "user", "content": repair_request(last["verdicts"], diagnosis)},
     ]
     llm = ctx.llm.bind(max_tokens=left)
     if strategy == "constrained":
@@ -298,12 +293,3 @@ def finish(state: ReflectionState) -> dict[str, Any]:
         "final_index": index,
         "messages": [{"role": "assistant", "content": answer}],
     }
-
-
-def failure_feedback(verdicts: list[dict[str, Any]]) -> str:
-    lines = [
-        f"- {v['feedback'] or v['verifier'] + ' check failed'}"
-        for v in verdicts
-        if v["error"] is None and not v["passed"]
-    ]
-    return "\n".join(lines) or "- (no details)"

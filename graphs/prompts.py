@@ -1,6 +1,10 @@
 """The prompts. Small models need precise, grounded feedback: what exactly was wrong, and
 what form is wanted; so the repair prompt quotes the verifiers' feedback verbatim."""
 
+from __future__ import annotations
+
+from typing import Any
+
 SYSTEM = (
     "You are a careful assistant. Answer exactly what is asked, in exactly the form that is "
     "asked for, with nothing extra."
@@ -29,3 +33,22 @@ Fix: {fix}
 
 Answer the original request again, correctly. Reply with only the corrected answer, in the \
 requested form."""
+
+
+def repair_request(verdicts: list[dict[str, Any]], diagnosis: dict[str, Any] | None) -> str:
+    """The user turn that asks for a feedback repair (and that a repair turn is trained on)."""
+    d = diagnosis or {}
+    return REPAIR.format(
+        feedback=failure_feedback(verdicts),
+        cause=d.get("cause") or "see the problems above",
+        fix=d.get("fix") or "correct those problems",
+    )
+
+
+def failure_feedback(verdicts: list[dict[str, Any]]) -> str:
+    lines = [
+        f"- {v['feedback'] or v['verifier'] + ' check failed'}"
+        for v in verdicts
+        if v["error"] is None and not v["passed"]
+    ]
+    return "\n".join(lines) or "- (no details)"

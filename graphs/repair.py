@@ -9,8 +9,8 @@ failures).
   and value together. When only the judge objected, no check can tell candidates apart:
   self-consistency chooses (a majority of all candidates, else the answer stays).
 - constrained: a failed visible check has a formal shape (a regex, a number, a JSON
-  Schema); the repair decodes under vLLM's structured outputs with it, so that format
-  failure cannot come back.
+  Schema, one of listed options); the repair decodes under vLLM's structured outputs with
+  it, so that format failure cannot come back.
 - feedback: the verifiers' feedback and the model's diagnosis, as a prompt.
 """
 
@@ -61,7 +61,8 @@ def shape_for(
     checks: Sequence[dict[str, Any]], failed: set[str] | None = None
 ) -> dict[str, Any] | None:
     """A structured-output shape from a check (of those `failed`, if given): its JSON
-    Schema, its regex (to match whole), or a bare number for a strict numeric check."""
+    Schema, its regex (to match whole), its options, or a bare number for a strict numeric
+    check."""
     for spec in checks:
         kind = spec.get("type")
         if failed is not None and kind not in failed:
@@ -69,16 +70,19 @@ def shape_for(
         if kind == "json" and isinstance(spec.get("schema"), dict):
             return {"json": spec["schema"]}
         if kind == "regex" and spec.get("must_match", True) and not spec.get("ignore_case"):
-            return {"regex": _whole(spec["pattern"])}
+            return {"regex": _whole(spec["pattern"], spec.get("full", False))}
+        if kind == "choice" and spec.get("options"):
+            return {"choice": list(spec["options"])}
         if kind == "numeric" and spec.get("strict"):
             return {"regex": NUMBER}
     return None
 
 
-def _whole(pattern: str) -> str:
+def _whole(pattern: str, full: bool = False) -> str:
     """A search pattern as a whole-answer one: structured outputs match the entire text."""
     core = pattern.removeprefix("^").removesuffix("$")
-    starts, ends = pattern.startswith("^"), pattern.endswith("$") and not pattern.endswith("\\$")
+    starts = full or pattern.startswith("^")
+    ends = full or (pattern.endswith("$") and not pattern.endswith("\\$"))
     return ("" if starts else ".*") + f"(?:{core})" + ("" if ends else ".*")
 
 

@@ -165,6 +165,7 @@ def _run(
                 justifications=settings.cycle.justifications, protected=protected,
                 min_examples=config.min_examples, cycle=stage.cycle_id,
                 allow_unconfined=settings.sandbox.allow_unconfined,
+                repair_turns=settings.cycle.repair_turns,
             )  # fmt: skip
         except TooFewExamples as e:
             detail |= e.summary

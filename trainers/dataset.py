@@ -9,6 +9,10 @@ wins (user > gold > consistency > checks; see `evals.signal`), then the best sou
   self     the model's own first answer (passed the visible checks; or the vote's choice)
 Only `gold` needs a label. Every example keeps its justification and, where the item has
 scoring, whether scoring found it right: the precision of each justification, reported.
+A `repair` example also becomes a repair turn (SFT, `repair_turns`): the request, the
+model's own wrong first answer, the repair request it was shown (visible feedback only),
+then the verified repair, the loss on that last turn alone; so the next adapter learns to
+repair, not only to answer.
 A prompt of any gate or held-out split, or a canonical duplicate of one, is never used.
 """
 
@@ -29,6 +33,7 @@ from reflexa.evals.held_out import held_out_guard
 from reflexa.evals.signal import JUSTIFICATIONS
 from reflexa.evals.verdict import grounded_pass
 from reflexa.evals.verify import gold_answer, passes
+from reflexa.graphs.prompts import repair_request
 
 Format = Literal["sft", "dpo"]
 SOURCES = ("user", "repair", "gold", "sampled", "self")
@@ -45,6 +50,7 @@ class Example:
     suites: list[str] = field(default_factory=list)
     justification: str = "checks"
     correct: bool | None = None  # scoring's view, where the item has scoring
+    repair_request: str | None = None  # a repair's: the feedback turn its first answer got
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class Compiled:
             "duplicates_merged": self.merged,
             "unjustified_skipped": self.unjustified,
             "heldout_sharing_entities": self.sharing_entities,
+            "repairs_with_turns": sum(1 for e in self.examples if e.repair_request),
             "precision": self.precision(),
         }
 
@@ -136,14 +143,20 @@ def _rank(e: Example) -> tuple[int, int]:
 def _rows(store: Store, allow_gold: bool, allow_unconfined: bool) -> list[Example]:
     episodes = store.training_episodes(TRAIN_SPLIT)
     suite_of = {e["id"]: [e["suite"]] if e["suite"] else [] for e in episodes}
+    first_of = {e["id"]: e["attempts"][0] for e in episodes}
     rows, corrected = [], set()
     for c in store.corrections():
         if c["verified"] and c["chosen"] and (allow_gold or c["justification"] != "gold"):
             ids = [c["episode_id"]] if c["episode_id"] else []
+            first = first_of.get(c["episode_id"])
+            asked = None
+            if c["source"] == "repair" and first and first["answer"] == c["rejected"]:
+                asked = repair_request(first["verdicts"], first["diagnosis"])
             rows.append(
                 Example(
                     c["prompt_hash"], c["prompt"], c["chosen"], c["source"], c["rejected"],
                     ids, suite_of.get(c["episode_id"], []), c["justification"], c["correct"],
+                    asked,
                 )
             )  # fmt: skip
             if c["correct"] is not False:  # right, or no scoring to say: gold not needed
@@ -172,9 +185,12 @@ def _rows(store: Store, allow_gold: bool, allow_unconfined: bool) -> list[Exampl
     return rows + [r for (r, _), ok in zip(golds, verified, strict=True) if ok]
 
 
-def to_records(examples: Sequence[Example], fmt: Format) -> list[dict[str, Any]]:
-    """Rows in TRL's conversational formats: `messages` for SFT, prompt/chosen/rejected for
-    DPO (only examples with a rejected answer), each with its provenance."""
+def to_records(
+    examples: Sequence[Example], fmt: Format, repair_turns: bool = True
+) -> list[dict[str, Any]]:
+    """Rows in TRL's conversational formats: `messages` for SFT (and, with `repair_turns`,
+    a repair's conversation, source `repair_turn`), prompt/chosen/rejected for DPO (only
+    examples with a rejected answer), each with its provenance."""
     records = []
     for e in examples:
         user = [{"role": "user", "content": e.prompt}]
@@ -186,6 +202,11 @@ def to_records(examples: Sequence[Example], fmt: Format) -> list[dict[str, Any]]
         }
         if fmt == "sft":
             records.append({"messages": [*user, {"role": "assistant", "content": e.chosen}]} | meta)
+            if repair_turns and e.repair_request and e.rejected is not None:
+                turn = [*user, {"role": "assistant", "content": e.rejected},
+                        {"role": "user", "content": e.repair_request},
+                        {"role": "assistant", "content": e.chosen}]  # fmt: skip
+                records.append({"messages": turn} | meta | {"source": "repair_turn"})
         elif e.rejected is not None and e.rejected.strip() != e.chosen.strip():
             records.append(
                 {
@@ -246,6 +267,7 @@ def build_dataset(
     protected: Guard | None = None,
     min_examples: int = 1,
     allow_unconfined: bool = False,
+    repair_turns: bool = True,
     **manifest: Any,
 ) -> tuple[Compiled, int]:
     """Compile the store's corrections into `fmt` rows and write them to `out`; the
@@ -254,7 +276,7 @@ def build_dataset(
         store, allow_gold=allow_gold, protected=protected, justifications=justifications,
         allow_unconfined=allow_unconfined,
     )  # fmt: skip
-    records = to_records(compiled.examples, fmt)
+    records = to_records(compiled.examples, fmt, repair_turns)
     if len(records) < max(min_examples, 1):
         raise TooFewExamples(
             f"{len(records)} {fmt} examples, fewer than the {max(min_examples, 1)} needed "

@@ -71,6 +71,7 @@ def failures_export(settings: Settings, fmt: str, out: Path, no_gold: bool, as_j
             allow_gold=settings.cycle.allow_gold and not no_gold,
             justifications=settings.cycle.justifications,
             allow_unconfined=settings.sandbox.allow_unconfined,
+            repair_turns=settings.cycle.repair_turns,
         )  # fmt: skip
     doc = {"out": str(out), "format": fmt} | compiled.summary(examples)
     if as_json:

@@ -79,5 +79,6 @@ def _compile_now(settings: Settings, store: Store, config: TrainConfig) -> Path:
         store, out, config.method, allow_gold=settings.cycle.allow_gold,
         justifications=settings.cycle.justifications, min_examples=config.min_examples,
         allow_unconfined=settings.sandbox.allow_unconfined,
+        repair_turns=settings.cycle.repair_turns,
     )  # fmt: skip
     return out

@@ -47,12 +47,16 @@ def home_env(session: Session, home: Path, steps: int = 2) -> dict[str, str]:
     }
 
 
-def sums_dataset(out: Path, n: int = 16) -> Path:
+def sums_dataset(out: Path, n: int = 16, repairs: int = 4) -> Path:
+    """`n` examples; the first `repairs` are the model's own repairs, so also repair turns
+    (a conversation of four messages, the loss on the last)."""
     examples = [
         Example(f"h{i}", f"What is {i} + {i + 1}? Reply with only the number.", str(2 * i + 1),
                 "gold", f"{i} + {i + 1} = {i}")
         for i in range(10, 10 + n)
     ]  # fmt: skip
+    for e in examples[:repairs]:
+        e.source, e.repair_request = "repair", "Your answer was checked and it is wrong. …"
     return write_dataset(to_records(examples, "sft"), out, "sft")
 
 
@@ -115,14 +119,14 @@ def trained(vllm_session: Session, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def test_sft_changes_the_adapter_and_never_the_base(trained: dict, vllm_session: Session) -> None:
     row = trained["rows"][0]
-    assert row["version"] == "v1" and row["status"] == "candidate" and row["examples"] == 16
+    assert row["version"] == "v1" and row["status"] == "candidate" and row["examples"] == 20
     assert [p["step"] for p in row["metrics"]["train"]["loss"]] == [1, 2]
     assert sha256(vllm_session.model_dir / "model.safetensors") == trained["base_before"]
     weights = load_file(str(Path(row["path"]) / "adapter_model.safetensors"))
     lora_b = [w for name, w in weights.items() if "lora_B" in name]
     assert lora_b and all(abs(w).max() > 0 for w in lora_b)  # PEFT starts B at zero
     meta = json.loads((Path(row["path"]) / "reflexa_adapter.json").read_text())
-    assert meta["base_model"] == "smollm2-135m-instruct" and meta["examples"] == 16
+    assert meta["base_model"] == "smollm2-135m-instruct" and meta["examples"] == 20
     assert not trained["stale"].exists()  # a dead trainer's half-written folder is removed
     assert not list((trained["home"] / "adapters").glob(".partial-*"))
 

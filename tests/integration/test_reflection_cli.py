@@ -7,6 +7,7 @@ import json
 import re
 import sqlite3
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -74,17 +75,24 @@ def test_a_wrong_sum_in_chat_is_flagged_by_the_arithmetic_tool(
         assert doc["status"] == "unresolved" and "125" not in tool["feedback"]
 
 
+@pytest.mark.parametrize(
+    ("check", "fits"),
+    [
+        ({"type": "regex", "pattern": "^[0-9]{3}$"}, lambda a: re.fullmatch(r"[0-9]{3}", a)),
+        ({"type": "choice", "options": ["walrus", "narwhal"]}, lambda a: a in ("walrus",
+                                                                                 "narwhal")),
+    ],
+)  # fmt: skip
 def test_a_shape_failure_is_repaired_under_structured_outputs(
-    vllm_session: Session, server: ModelClient
+    vllm_session: Session, server: ModelClient, check: dict, fits: Callable[[str], object]
 ) -> None:
-    """The model will not answer "Say hello." with three digits; decoding under the check's
-    regex makes the repair match it."""
-    check = json.dumps({"type": "regex", "pattern": "^[0-9]{3}$"})
-    doc = json.loads(vllm_session.run("ask", "Say hello.", "--check", check,
+    """The model will not answer "Say hello." with three digits, or with the name of an
+    animal; decoding under the check's regex (or options) makes the repair fit it."""
+    doc = json.loads(vllm_session.run("ask", "Say hello.", "--check", json.dumps(check),
                                       "--max-repairs", "1", "--json").stdout)  # fmt: skip
     first, fix = doc["attempts"]
     assert not first["passed"] and first["diagnosis"]["strategy"] == "constrained"
-    assert fix["strategy"] == "constrained" and re.fullmatch(r"[0-9]{3}", fix["answer"])
+    assert fix["strategy"] == "constrained" and fits(fix["answer"]), fix["answer"]
     assert doc["status"] == "repaired"
 
 

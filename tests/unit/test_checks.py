@@ -181,7 +181,7 @@ def test_a_crashing_verifier_gives_an_error_verdict() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"type": "nope"}, "checks.0: unknown check type; known: exact, numeric"),
+        ({"type": "nope"}, "checks.0: unknown check type; known: exact, choice, numeric"),
         ({"type": "exact"}, "checks.0.exact.expected: Field required"),
         ({"type": "regex", "pattern": "("}, "invalid regular expression"),
         ({"type": "json", "schema": {"type": "nonsense"}}, "invalid JSON Schema"),
@@ -291,3 +291,15 @@ def test_the_arithmetic_tool_checks_the_answers_number(
 ) -> None:
     v = verdict({"type": "arithmetic"}, answer, VerifyContext(prompt))
     assert v.passed is passed and v.error is None
+
+
+def test_choice_is_one_of_the_options_after_normalisation() -> None:
+    check = parse_checks([{"type": "choice", "options": ["Yes", "No"]}])[0]
+    ctx = VerifyContext("Is it raining? Yes or no.", None)
+    assert asyncio.run(check.verify(" yes. ", ctx)).passed
+    verdict = asyncio.run(check.verify("Maybe", ctx))
+    assert (
+        not verdict.passed and verdict.feedback == "The answer must be exactly one of: 'Yes', 'No'."
+    )
+    with pytest.raises(CheckSpecError, match="options"):
+        parse_checks([{"type": "choice", "options": []}])

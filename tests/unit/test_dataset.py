@@ -215,3 +215,36 @@ def test_failures_export_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert len(load_from_disk(str(out))) == 1
     again = runner.invoke(cli, ["failures", "export", "--format", "dpo", "--out", str(out)])
     assert again.exit_code == 1 and "not empty" in again.output
+
+
+def test_an_own_repair_is_also_a_repair_turn_with_only_visible_feedback(store: Store) -> None:
+    """The wrong first answer and the feedback it was shown (never the scoring's value),
+    then the repair; the loss is on that last turn (train.py: prompt = all but the last)."""
+    wrong = attempt("41+1=43", False)
+    wrong["verdicts"][0]["feedback"] = "Reply with only the number, nothing else."
+    wrong["diagnosis"] = {"strategy": "feedback", "cause": "extra text", "fix": "number only"}
+    correction = {"prompt": "What is 41 + 1?", "rejected": "41+1=43", "chosen": "42",
+                  "source": "repair", "verified": True, "justification": "checks",
+                  "correct": True}  # fmt: skip
+    episode(store, "What is 41 + 1?", [wrong, attempt("42", True)], corrections=[correction])
+    examples = compile_examples(store, protected=Guard()).examples
+    plain, turn = to_records(examples, "sft")
+    assert plain["messages"][-1] == {"role": "assistant", "content": "42"}
+    assert turn["source"] == "repair_turn"
+    user, first, asked, fixed = turn["messages"]
+    assert (user["content"], first["content"], fixed["content"]) == (
+        "What is 41 + 1?",
+        "41+1=43",
+        "42",
+    )
+    assert asked["role"] == "user" and "Reply with only the number" in asked["content"]
+    assert "Cause: extra text" in asked["content"] and "42" not in asked["content"]
+    assert len(to_records(examples, "sft", repair_turns=False)) == 1
+    assert len(to_records(examples, "dpo")) == 1  # pairs are unchanged
+
+
+def test_gold_and_first_answers_never_become_repair_turns(store: Store) -> None:
+    episode(store, "What is 40 + 2?", [attempt("42", True)])
+    episode(store, "What is 39 + 3?", [attempt("45", False)])  # gold: not the model's repair
+    records = to_records(compile_examples(store, protected=Guard()).examples, "sft")
+    assert {r["source"] for r in records} == {"self", "gold"}

@@ -169,8 +169,9 @@ async def run_agent(store: Store, script: list, request: EpisodeRequest,
                     recall: Memory | None) -> tuple[EpisodeResult, ScriptedChatModel]:  # fmt: skip
     settings = load_settings()
     llm = ScriptedChatModel(script=script)
-    context = ReflectionContext(llm=llm, model_name="fake", recall=recall and recall.recall,
-                                strategies=("feedback",))  # the repair that shows memories  # fmt: skip
+    context = ReflectionContext(  # feedback: the repair that shows memories
+        llm=llm, model_name="fake", recall=recall and recall.recall, strategies=("feedback",)
+    )
     async with open_checkpointer(settings) as saver:
         agent = Agent(build_reflection_graph(saver), store, context, settings.reflect, recall)
         return await agent.run(request), llm
