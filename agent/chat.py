@@ -67,9 +67,11 @@ def recalled(memory: dict[str, Any] | None) -> str:
 
 def trace_table(episode: dict[str, Any]) -> Table:
     table = Table(title=f"episode {episode['id']} · {episode['status']}", show_lines=True)
-    for column in ("#", "kind", "answer", "checks", "diagnosis", "recalled"):
+    for column in ("#", "attempt", "answer", "checks", "diagnosis", "recalled"):
         table.add_column(column, overflow="fold")
     for a in episode["attempts"]:
+        how = a["kind"] + (f" · {a['strategy']}" if a.get("strategy") else "")
+        cost = f"{a['completion_tokens']} tokens, {a['latency_s']:.1f} s"
         checks = "\n".join(
             f"{'✓' if v['passed'] else '✗'} {v['verifier']}"
             + (" (judge)" if v["kind"] == "judge" else "")
@@ -77,10 +79,13 @@ def trace_table(episode: dict[str, Any]) -> Table:
             for v in a["verdicts"]
         )
         diagnosis = a["diagnosis"] or {}
-        cause = diagnosis.get("cause") or diagnosis.get("error") or ""
+        lines = [diagnosis.get("cause") or diagnosis.get("error")]
+        if diagnosis.get("why"):  # the route: the next strategy (none: a budget was spent)
+            lines.append(f"→ {diagnosis.get('strategy') or 'stop'}: {diagnosis['why']}")
         table.add_row(
-            str(a["index"]), a["kind"], a["answer"][:400], checks, cause, recalled(a["memory"])
-        )
+            str(a["index"]), "\n".join(filter(None, [how, cost, a.get("note")])),
+            a["answer"][:400], checks, "\n".join(filter(None, lines)), recalled(a["memory"]),
+        )  # fmt: skip
     return table
 
 

@@ -28,6 +28,7 @@ TRAILING_EQUALS = re.compile(EXPRESSION + r"\s*=\s*\??\s*$")
 OPERATORS = {ast.Add: Fraction.__add__, ast.Sub: Fraction.__sub__,
              ast.Mult: Fraction.__mul__, ast.Div: Fraction.__truediv__}  # fmt: skip
 MAX_DIGITS = 30  # bigger numbers are not chat arithmetic
+DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}")  # not a - b - c, a / b / c
 
 
 def stated_expression(prompt: str) -> str | None:
@@ -35,7 +36,7 @@ def stated_expression(prompt: str) -> str | None:
     only a bare number)."""
     found = {m.group("expr").strip() for m in ASKED.finditer(prompt)}
     found |= {m.group("expr").strip() for m in TRAILING_EQUALS.finditer(prompt.strip())}
-    exprs = {e for e in found if evaluate(e) is not None}
+    exprs = {e for e in found if not DATE.fullmatch(e) and evaluate(e) is not None}
     return exprs.pop() if len(exprs) == 1 else None
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from reflexa.evals.arithmetic import ArithmeticCheck, stated_expression
+from reflexa.evals.examples import ExamplesCheck, has_code, stated_examples
 from reflexa.evals.intrinsic import JsonParsesCheck, PythonCompilesCheck, intrinsic_checks
 from reflexa.evals.json_check import JsonCheck
 from reflexa.evals.judge import JudgeCheck
@@ -27,11 +28,13 @@ Check = Annotated[
     | JudgeCheck
     | JsonParsesCheck
     | PythonCompilesCheck
-    | ArithmeticCheck,
+    | ArithmeticCheck
+    | ExamplesCheck,
     Field(discriminator="type"),
 ]
 CHECKS: TypeAdapter[list[Check]] = TypeAdapter(list[Check])
-CHECK_TYPES = ("exact", "choice", "numeric", "regex", "json", "python_tests", "judge", "arithmetic")
+CHECK_TYPES = ("exact", "choice", "numeric", "regex", "json", "python_tests", "judge",
+               "arithmetic", "examples")  # fmt: skip
 
 
 class CheckSpecError(ValueError):
@@ -87,10 +90,17 @@ def checks_for(
     prompt: str, answer: str, task_checks: Sequence[Check], judge: bool = True
 ) -> list[Check]:
     """The task's own checks; with none, the judge (if there is one) plus the intrinsic
-    checks that apply. Either way, the tool-grounded arithmetic check when the prompt asks
-    for the value of an expression. May be empty: then nothing checks the answer."""
-    has_tool = any(c.type == "arithmetic" for c in task_checks)
-    tools = [ArithmeticCheck()] if not has_tool and stated_expression(prompt) else []
+    checks that apply. Either way, the tool-grounded checks that apply and the task has not
+    got: arithmetic, when the prompt asks for the value of an expression; examples, when it
+    gives doctest examples, the answer has code and the task has no tests. May be empty:
+    then nothing checks the answer."""
+    has = {c.type for c in task_checks}
+    tools: list[Check] = []
+    if "arithmetic" not in has and stated_expression(prompt):
+        tools.append(ArithmeticCheck())
+    code_checked = has & {"examples", "python_tests"}
+    if not code_checked and has_code(answer) and stated_examples(prompt):
+        tools.append(ExamplesCheck())
     if task_checks:
         return [*task_checks, *tools]
     return [*([JudgeCheck()] if judge else []), *intrinsic_checks(prompt, answer), *tools]

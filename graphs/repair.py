@@ -4,10 +4,11 @@ failures).
 
 - sample: N candidates in one request, each run through the visible checks (not the
   judge); among those that pass, the most common normalised answer is chosen. First choice
-  when a tool or test decides the failure (the arithmetic tool, python_tests, an exact
-  value), decoded under the task's formal shape if it has one, so one request fixes form
-  and value together. When only the judge objected, no check can tell candidates apart:
-  self-consistency chooses (a majority of all candidates, else the answer stays).
+  when a tool or test decides the failure (the arithmetic tool, the prompt's examples run
+  on the answer's code, python_tests, an exact value), decoded under the task's formal
+  shape if it has one, so one request fixes form and value together. When only the judge
+  objected, no check can tell candidates apart: self-consistency chooses (a majority of
+  all candidates, else the answer stays).
 - constrained: a failed visible check has a formal shape (a regex, a number, a JSON
   Schema, one of listed options); the repair decodes under vLLM's structured outputs with
   it, so that format failure cannot come back.
@@ -23,7 +24,7 @@ from typing import Any, Literal
 from reflexa.evals.signal import normalise
 
 Strategy = Literal["constrained", "sample", "feedback"]
-DECIDED_BY_TOOLS = {"arithmetic", "python_tests", "exact"}  # a candidate's value is checked
+DECIDED_BY_TOOLS = {"arithmetic", "examples", "python_tests", "exact"}  # a value is checked
 NUMBER = r"-?[0-9]{1,30}(\.[0-9]{1,30})?"  # bounded: unbounded, the model wrote 512 digits
 
 

@@ -263,6 +263,9 @@ def test_a_schema_that_could_run_patterns_unbounded_is_refused() -> None:
         ("What is 10 / 0?", None),
         ("What is 3 + 4, and what is 5 + 6?", None),  # two: ambiguous
         ("Call 555-1234 tomorrow.", None),  # no cue that a value is asked for
+        ("What is 2024-11-24? A holiday?", None),  # a date, not a subtraction
+        ("What is 24/11/2026 in ISO form?", None),
+        ("What is 2024 - 11?", "2024 - 11"),
     ],
 )
 def test_the_expression_a_prompt_asks_about(prompt: str, expression: str | None) -> None:
@@ -303,3 +306,43 @@ def test_choice_is_one_of_the_options_after_normalisation() -> None:
     )
     with pytest.raises(CheckSpecError, match="options"):
         parse_checks([{"type": "choice", "options": []}])
+
+
+ADD_PROMPT = """Write a Python function add(a, b) that returns the sum.
+
+>>> add(2, 3)
+5
+>>> add(-1, [1][0])
+0
+>>> __import__("os").system("touch /tmp/pwned")
+0
+>>> add(1, 1)
+two
+"""
+
+
+def test_only_literal_calls_with_literal_results_are_examples_to_run() -> None:
+    from reflexa.evals.examples import stated_examples
+
+    assert stated_examples(ADD_PROMPT) == [("add(2, 3)", "5")]  # nothing else runs
+    assert stated_examples("no examples here") == []
+
+
+def test_the_prompts_own_examples_check_the_answers_code_without_a_label() -> None:
+    """Applies with no task checks when the answer has code; a wrong function is caught,
+    with feedback naming the example (the prompt shows it already)."""
+    right = "```python\ndef add(a, b):\n    return a + b\n```"
+    wrong = "```python\ndef add(a, b):\n    return a * b\n```"
+    checks = checks_for(ADD_PROMPT, wrong, [], judge=False)
+    assert [c.type for c in checks] == ["python_compiles", "examples"]
+    ctx = VerifyContext(ADD_PROMPT)
+    good = asyncio.run(run_checks(checks, right, ctx))
+    bad = asyncio.run(run_checks(checks, wrong, ctx))
+    assert all(v.passed for v in good)
+    (failed,) = [v for v in bad if not v.passed]
+    assert failed.verifier == "examples" and "add(2, 3) should be 5" in failed.feedback
+    assert checks_for(ADD_PROMPT, "five", [], judge=False) == []  # no code: nothing to run
+    tests = [{"type": "python_tests", "tests": "assert add(2, 3) == 5"}]
+    assert [c.type for c in checks_for(ADD_PROMPT, right, parse_checks(tests))] == [
+        "python_tests"
+    ]  # the task's own tests decide

@@ -180,7 +180,8 @@ def test_chat_loop_streams_traces_and_records_corrections() -> None:
     assert "✗ judge: that sum is wrong" in text
     assert "↻ repaired answer:\n4" in text
     assert "✓ passed the model's own review (judge only)" in text
-    assert "episode" in text and "generate" in text  # the /trace table
+    assert "episode" in text and "generate" in text  # the /trace table …
+    assert "repair · feedback" in text and "→ feedback: " in text  # … with each route
     assert "unknown command /nope" in text
     assert text.rstrip().endswith("bye")
     assert [c["verified"] for c in store.corrections() if c["source"] == "repair"] == [False]
