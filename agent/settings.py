@@ -135,6 +135,11 @@ class CycleSettings(BaseModel):
         description="What may admit a training row: a user's answer, gold (where allowed), "
         "self-consistency of samples, the visible checks alone.",
     )
+    rounds: int = Field(
+        default=1, ge=1, le=10,
+        description="Cycles in a row per `reflexa cycle` (and per scheduled run); each samples "
+        "from the adapter the last one promoted; the chain stops at the first that does not.",
+    )  # fmt: skip
     repair_turns: bool = Field(
         default=True,
         description="Also train each of the model's own verified repairs as a repair turn "

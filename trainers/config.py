@@ -15,7 +15,7 @@ from reflexa.agent.errors import ReflexaError
 from reflexa.agent.settings import Settings
 from reflexa.evals.checks import describe_validation_error
 
-Method = Literal["sft", "dpo"]
+Method = Literal["sft", "dpo", "grpo"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,12 @@ class TrainConfig:
     max_length: int = 512
     min_examples: int = 16  # fewer corrections than this: nothing is trained
     dpo_beta: float = 0.1
+    # GRPO (trainers/rewards.py: the loop's own verifiers are the reward). Each step draws
+    # `grpo_generations` completions per prompt; batch_size must be a multiple of it.
+    grpo_generations: int = 4
+    grpo_max_completion: int = 64  # tokens per completion: short answers (sums, JSON)
+    grpo_temperature: float = 1.0
+    grpo_beta: float = 0.0  # KL to the base model; 0: no reference model is kept (TRL default)
     seed: int = 0
     threads: int | None = None  # torch threads on the CPU; None: all cores
     extra: dict[str, Any] = field(default_factory=dict)  # passed on to SFTConfig / DPOConfig
@@ -46,10 +52,19 @@ class TrainConfig:
             "max_length",
             "min_examples",
             "dpo_beta",
+            "grpo_max_completion",
+            "grpo_temperature",
         )
         problems = [f"{name} must be positive" for name in positive if not getattr(self, name) > 0]
-        if self.method not in ("sft", "dpo"):
-            problems.append(f"method must be sft or dpo, not {self.method!r}")
+        if self.method not in ("sft", "dpo", "grpo"):
+            problems.append(f"method must be sft, dpo or grpo, not {self.method!r}")
+        if self.grpo_generations < 2:
+            problems.append("grpo_generations must be at least 2 (a group to compare)")
+        elif self.method == "grpo" and self.batch_size % self.grpo_generations:
+            problems.append(
+                f"batch_size ({self.batch_size}) must be a multiple of grpo_generations "
+                f"({self.grpo_generations})"
+            )
         if not 0 <= self.lora_dropout < 1:
             problems.append("lora_dropout must be in [0, 1)")
         if problems:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.store import Store
+from reflexa.evals.arithmetic import stated_expression
 from reflexa.evals.contamination import TRAIN_SPLIT, Guard, prompt_hash, shared_entities
 from reflexa.evals.held_out import held_out_guard
 from reflexa.evals.signal import JUSTIFICATIONS
@@ -35,7 +36,7 @@ from reflexa.evals.verdict import grounded_pass
 from reflexa.evals.verify import gold_answer, passes
 from reflexa.graphs.prompts import repair_request
 
-Format = Literal["sft", "dpo"]
+Format = Literal["sft", "dpo", "grpo"]
 SOURCES = ("user", "repair", "gold", "sampled", "self")
 
 
@@ -62,6 +63,7 @@ class Compiled:
     merged: int  # rows folded into an example with the same prompt
     unjustified: int = 0  # rows whose justification is not allowed
     sharing_entities: int = 0  # held-out items sharing an entity word with a training row
+    prompt_suites: tuple[str, ...] = ()  # GRPO: the suites its prompts come from
 
     def by_source(self) -> dict[str, int]:
         counts = {s: 0 for s in SOURCES}
@@ -83,7 +85,7 @@ class Compiled:
         }
 
     def suites(self) -> list[str]:
-        return sorted({s for e in self.examples for s in e.suites})
+        return sorted({s for e in self.examples for s in e.suites} | set(self.prompt_suites))
 
     def precision(self) -> dict[str, dict[str, Any]]:
         """Per justification: examples, how many scoring could judge, how many it found
@@ -219,6 +221,39 @@ def to_records(
     return records
 
 
+def prompt_records(
+    store: Store, *, allow_gold: bool, protected: Guard | None = None
+) -> tuple[list[dict[str, Any]], Compiled]:
+    """GRPO rows: each training prompt once (not a protected one), with the checks its
+    completions are rewarded by: the visible ones, and the scoring where gold is allowed.
+    A prompt nothing could check (no checks, no tool applies) is left out. The rows, and
+    what was skipped, in a Compiled with no examples."""
+    protected = held_out_guard(store.held_out_prompts()) if protected is None else protected
+    rows: dict[str, dict[str, Any]] = {}
+    suites: set[str] = set()
+    skipped = 0
+    for e in store.training_episodes(TRAIN_SPLIT):
+        key = prompt_hash(e["prompt"])
+        if protected.protects(e["prompt"]):
+            skipped += 1
+            continue
+        scoring = e["scoring"] if allow_gold and e["gold_allowed"] else []
+        if not (e["checks"] or scoring or stated_expression(e["prompt"])) or key in rows:
+            continue
+        rows[key] = {
+            "prompt": [{"role": "user", "content": e["prompt"]}],
+            "checks": json.dumps(e["checks"]),
+            "scoring": json.dumps(scoring),
+            "source": "prompt",
+            "justification": "gold" if scoring else "checks",
+            "prompt_hash": key,
+            "episode_ids": [e["id"]],
+        }
+        if e["suite"]:
+            suites.add(e["suite"])
+    return list(rows.values()), Compiled([], skipped, 0, prompt_suites=tuple(sorted(suites)))
+
+
 def dataset_hash(records: Sequence[dict[str, Any]]) -> str:
     """Hash of the training content (not the provenance): same data, same hash."""
     provenance = ("episode_ids", "source", "justification")
@@ -272,11 +307,14 @@ def build_dataset(
 ) -> tuple[Compiled, int]:
     """Compile the store's corrections into `fmt` rows and write them to `out`; the
     compilation and the number of rows. Fewer than `min_examples`: TooFewExamples."""
-    compiled = compile_examples(
-        store, allow_gold=allow_gold, protected=protected, justifications=justifications,
-        allow_unconfined=allow_unconfined,
-    )  # fmt: skip
-    records = to_records(compiled.examples, fmt, repair_turns)
+    if fmt == "grpo":  # prompts and their verifiers, not answers
+        records, compiled = prompt_records(store, allow_gold=allow_gold, protected=protected)
+    else:
+        compiled = compile_examples(
+            store, allow_gold=allow_gold, protected=protected, justifications=justifications,
+            allow_unconfined=allow_unconfined,
+        )  # fmt: skip
+        records = to_records(compiled.examples, fmt, repair_turns)
     if len(records) < max(min_examples, 1):
         raise TooFewExamples(
             f"{len(records)} {fmt} examples, fewer than the {max(min_examples, 1)} needed "

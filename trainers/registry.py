@@ -76,11 +76,13 @@ def promote(
         raise ReflexaError(f"no adapter {version!r} (see `reflexa adapters list`)")
     if row["status"] == "promoted":
         raise ReflexaError(f"adapter {version} is already the promoted one")
-    if row["method"] == "dpo" and row["metrics"].get("gate", {}).get("decision") != "promote":
+    gated = row["metrics"].get("gate", {}).get("decision") == "promote"
+    if row["method"] in ("dpo", "grpo") and not gated:
+        method = row["method"].upper()
         raise ReflexaError(
-            f"adapter {version} is a DPO adapter the gate did not pass; only the gate may "
-            "promote DPO adapters (DPO collapsed held-out JSON accuracy from 72 % to 12 % on the "
-            "bundled model: README, Self-repair)"
+            f"adapter {version} is a {method} adapter the gate did not pass; only the gate may "
+            f"promote {method} adapters (DPO collapsed held-out JSON accuracy from 72 % to 12 % "
+            "on the bundled model: README, Self-repair; GRPO optimises the visible checks)"
         )
     previous = store.promoted_adapter()
     load(settings, client, row)

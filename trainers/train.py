@@ -27,6 +27,7 @@ from reflexa.agent.settings import Settings, settings_from_json
 from reflexa.agent.store import Store, open_store
 from reflexa.trainers.config import TrainConfig, train_config
 from reflexa.trainers.registry import METADATA
+from reflexa.trainers.rewards import verifier_reward
 
 TRAIN_METRICS = ("loss", "train_s", "train_runtime_s", "samples_per_s", "by_source", "config")
 # (step, total steps, latest loss or None)
@@ -81,7 +82,8 @@ def train_adapter(
     partial = adapters / f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     try:
-        losses, speed = _fit(settings.model_dir, dataset, config, partial, on_step)
+        unconfined = settings.sandbox.allow_unconfined  # GRPO's reward may run code
+        losses, speed = _fit(settings.model_dir, dataset, config, partial, on_step, unconfined)
         metadata = {
             "base_model": settings.model.name,
             "base_model_path": str(settings.model_dir),
@@ -142,7 +144,12 @@ def _fsync_tree(path: Path) -> None:
 
 
 def _fit(
-    model_dir: Path, dataset: Any, config: TrainConfig, out: Path, on_step: StepFn | None
+    model_dir: Path,
+    dataset: Any,
+    config: TrainConfig,
+    out: Path,
+    on_step: StepFn | None,
+    allow_unconfined: bool = False,
 ) -> tuple[list[dict[str, float]], dict[str, float]]:
     """Run the TRL trainer; save the adapter weights to `out`. Returns the loss curve and
     the trainer's speed metrics (train_runtime, train_samples_per_second)."""
@@ -151,7 +158,7 @@ def _fit(
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from transformers.utils import logging as hf_logging
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+    from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
     disable_progress_bars()  # our own bar shows the steps; stdout stays for --json
     hf_logging.disable_progress_bar()
@@ -201,6 +208,24 @@ def _fit(
             peft_config=lora,
             callbacks=callbacks,
         )
+    elif config.method == "grpo":
+        # The verifiers are the reward; GRPO samples its own completions (no max_length).
+        grpo = {k: v for k, v in common.items() if k != "max_length"}
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=verifier_reward(allow_unconfined),
+            args=GRPOConfig(
+                num_generations=config.grpo_generations,
+                max_completion_length=config.grpo_max_completion,
+                temperature=config.grpo_temperature,
+                beta=config.grpo_beta,
+                **grpo,
+            ),
+            train_dataset=dataset.select_columns(["prompt", "checks", "scoring"]),
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=callbacks,
+        )
     else:
         rows = dataset.select_columns(["prompt", "chosen", "rejected"])
         trainer = DPOTrainer(
@@ -231,7 +256,10 @@ class _Progress(TrainerCallback):
         self, args: Any, state: Any, control: Any, logs: dict | None = None, **_: Any
     ) -> None:
         if logs and "loss" in logs:
-            self.losses.append({"step": state.global_step, "loss": round(float(logs["loss"]), 4)})
+            entry = {"step": state.global_step, "loss": round(float(logs["loss"]), 4)}
+            if "reward" in logs:  # GRPO: the mean verifier reward of the step's completions
+                entry["reward"] = round(float(logs["reward"]), 4)
+            self.losses.append(entry)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
         if self.on_step:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
@@ -16,13 +17,21 @@ from reflexa.trainers.cycle import run_cycle
 
 
 @click.command()
+@click.option(
+    "--rounds", type=click.IntRange(1, 10), default=None,
+    help="Cycles in a row (default: cycle.rounds), each sampling from the adapter the last "
+    "promoted; the chain stops at the first that does not promote.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--trigger", type=click.Choice(["cli", "schedule"]), default="cli", hidden=True)
 @click.pass_obj
-def cycle(settings: Settings, as_json: bool, trigger: str) -> None:
-    """One self-repair cycle: sample, compile, train, gate, promote or reject.
+def cycle(settings: Settings, rounds: int | None, as_json: bool, trigger: str) -> None:
+    """A self-repair cycle: sample, compile, train, gate, promote or reject; with
+    --rounds, several in a row.
 
-    Exit status 0 when promoted, rejected or skipped (too little data), 1 when it failed."""
+    Exit status 0 when the last is promoted, rejected or skipped (too little data), 1 when
+    it failed."""
+    results: list[dict[str, Any]] = []
     with open_store(settings) as store, progress_bar() as bar:
         tasks: dict[str, TaskID] = {}
 
@@ -31,20 +40,27 @@ def cycle(settings: Settings, as_json: bool, trigger: str) -> None:
                 tasks[what] = bar.add_task(what, total=total)
             bar.update(tasks[what], completed=done, total=total)
 
-        result = run_cycle(
-            settings,
-            store,
-            lambda: client_for(settings),
-            gate_evaluator(settings, store),
-            trigger=trigger,
-            log=err.print,
-            on_progress=progress,
-        )
+        for n in range(1, (rounds or settings.cycle.rounds) + 1):
+            started = time.perf_counter()
+            result = run_cycle(
+                settings,
+                store,
+                lambda: client_for(settings),
+                gate_evaluator(settings, store),
+                trigger=trigger,
+                log=err.print,
+                on_progress=progress,
+            )
+            results.append(result | {"round": n, "seconds": round(time.perf_counter() - started)})
+            if result["status"] != "promoted":
+                break
     if as_json:
-        print_json(_cycle_summary(result))
+        chain = [_cycle_summary(r) | {k: r[k] for k in ("round", "seconds")} for r in results]
+        print_json(_cycle_summary(results[-1]) | ({"rounds": chain} if len(chain) > 1 else {}))
     else:
-        _print_cycle(result)
-    if result["status"] == "failed":
+        for r in results:
+            _print_cycle(r, len(results) > 1)
+    if results[-1]["status"] == "failed":
         raise SystemExit(1)
 
 
@@ -64,10 +80,11 @@ def _cycle_summary(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _print_cycle(result: dict[str, Any]) -> None:
+def _print_cycle(result: dict[str, Any], numbered: bool = False) -> None:
     adapter = result["adapter"]
     click.echo(
-        f"cycle {result['cycle_id'][:12]}: {result['status']}"
+        (f"round {result['round']} ({result['seconds']} s), " if numbered else "")
+        + f"cycle {result['cycle_id'][:12]}: {result['status']}"
         + (f" {adapter['version']}" if adapter else "")
         + f": {result['reason']}"
     )

@@ -16,7 +16,10 @@ from reflexa.trainers.dataset import build_dataset
 
 
 @click.command()
-@click.option("--method", type=click.Choice(["sft", "dpo"]), default=None, help="Default: sft.")
+@click.option(
+    "--method", type=click.Choice(["sft", "dpo", "grpo"]), default=None,
+    help="Default: sft. grpo: reinforcement from the loop's verifiers (trainers/rewards.py).",
+)  # fmt: skip
 @click.option(
     "--dataset",
     type=click.Path(path_type=Path, file_okay=False),
@@ -43,7 +46,8 @@ def train(
     parent: str | None,
     as_json: bool,
 ) -> None:
-    """Train a LoRA adapter (TRL SFT by default) and register it as a candidate."""
+    """Train a LoRA adapter (TRL SFT by default; DPO; GRPO rewarded by the verifiers) and
+    register it as a candidate."""
     from reflexa.trainers.train import train_adapter  # torch, TRL: only now
 
     config = (

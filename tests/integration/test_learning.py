@@ -259,3 +259,29 @@ def test_dpo_trains_but_only_the_gate_may_promote_it(trained: dict, tmp_path: Pa
     assert row["method"] == "dpo" and row["metrics"]["train"]["loss"]
     refused = run_reflexa("adapters", "promote", row["version"], env=env, check=False)
     assert refused.returncode == 1 and "only the gate may promote DPO" in refused.stderr
+
+
+def test_grpo_two_real_steps_rewarded_by_the_verifiers(trained: dict, tmp_path: Path) -> None:
+    """`reflexa train --method grpo`: 4 completions per prompt sampled on the CPU, rewarded by
+    the strict number check (no label; some samples chatter, so a group's rewards differ and
+    there is something to learn), 2 optimizer steps."""
+    from reflexa.evals.contamination import prompt_hash
+
+    env = trained["env"]
+    rows = [
+        {"prompt": [{"role": "user", "content": f"Pick a number from 1 to {i}. Reply with only "
+                                                "the number."}],
+         "checks": '[{"type": "numeric", "strict": true}]', "scoring": "[]", "source": "prompt",
+         "justification": "checks", "prompt_hash": prompt_hash(str(i)), "episode_ids": []}
+        for i in range(10, 18)
+    ]  # fmt: skip
+    data = write_dataset(rows, tmp_path / "grpo", "grpo")
+    row = json.loads(run_reflexa("train", "--method", "grpo", "--dataset", str(data),
+                                 "--max-steps", "2", "--json", env=env).stdout)  # fmt: skip
+    curve = row["metrics"]["train"]["loss"]
+    assert row["method"] == "grpo" and [p["step"] for p in curve] == [1, 2]
+    assert all(0.0 <= p["reward"] <= 1.0 for p in curve)  # the verifiers' mean reward
+    weights = load_file(str(Path(row["path"]) / "adapter_model.safetensors"))
+    assert any(abs(w).max() > 0 for name, w in weights.items() if "lora_B" in name)
+    refused = run_reflexa("adapters", "promote", row["version"], env=env, check=False)
+    assert refused.returncode == 1 and "only the gate may promote GRPO" in refused.stderr

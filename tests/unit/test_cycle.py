@@ -65,3 +65,31 @@ def test_the_training_child_reads_its_settings_file_and_fails_in_one_line(
     settings_file.write_text('{"memory": {"max_entries": 0}}')
     assert main(["--settings", str(settings_file), "--dataset", str(tmp_path)]) == 1
     assert "memory.max_entries" in capsys.readouterr().err
+
+
+def test_rounds_chain_cycles_and_stop_at_the_first_that_does_not_promote(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from reflexa.agent.cli import cli
+    from reflexa.agent.cli import cycle as cycle_cli
+
+    outcomes = iter(["promoted", "promoted", "rejected", "promoted"])
+
+    def fake_cycle(*args: object, **kwargs: object) -> dict:
+        status = next(outcomes)
+        return {"cycle_id": status + "-id", "status": status, "decision": status,
+                "reason": "r", "stages": [], "adapter": None, "gate": None}  # fmt: skip
+
+    monkeypatch.setattr(cycle_cli, "run_cycle", fake_cycle)
+    done = CliRunner().invoke(cli, ["cycle", "--rounds", "5", "--json"])
+    doc = json.loads(done.stdout)
+    assert [(r["round"], r["status"]) for r in doc["rounds"]] == [
+        (1, "promoted"), (2, "promoted"), (3, "rejected")]  # fmt: skip
+    assert doc["status"] == "rejected" and done.exit_code == 0
+    for bad in ("0", "11", "two"):
+        refused = CliRunner().invoke(cli, ["cycle", "--rounds", bad])
+        assert refused.exit_code == 2 and "--rounds" in refused.output

@@ -215,6 +215,11 @@ def test_failures_export_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert len(load_from_disk(str(out))) == 1
     again = runner.invoke(cli, ["failures", "export", "--format", "dpo", "--out", str(out)])
     assert again.exit_code == 1 and "not empty" in again.output
+    grpo = runner.invoke(cli, ["failures", "export", "--format", "grpo", "--out",
+                               str(tmp_path / "grpo")])  # fmt: skip
+    assert grpo.exit_code == 0, grpo.output
+    (row,) = load_from_disk(str(tmp_path / "grpo"))
+    assert row["prompt"][0]["content"] == "What is 39 + 3?" and row["source"] == "prompt"
 
 
 def test_an_own_repair_is_also_a_repair_turn_with_only_visible_feedback(store: Store) -> None:
