@@ -57,7 +57,12 @@ def main() -> None:
                 sys.exit(f"the demo cycle promoted nothing: {cycle['reason']}")
             (adapter,) = [a["name"] for a in reflexa(env, "adapters", "list")
                           if a["status"] == "promoted"]  # fmt: skip
-            results["adapter"] = measure(env, args, adapter) | {"cycle": cycle["reason"]}
+            compiled = next(s for s in cycle["stages"] if s["stage"] == "compile")
+            trained = {k: compiled.get(k) for k in ("by_source", "precision", "repairs_with_turns")}
+            results["adapter"] = measure(env, args, adapter) | {
+                "cycle": cycle["reason"],
+                "trained_on": trained,
+            }
     finally:
         subprocess.run([sys.executable, "-m", "reflexa.agent", "model", "stop"], env=env)
         shutil.rmtree(home, ignore_errors=True)
