@@ -1,9 +1,12 @@
 """`reflexa train`: a LoRA adapter from a compiled dataset, with TRL and PEFT.
 
-Each adapter is trained afresh on the base model from the whole (cumulative) dataset, so an
-adapter never inherits an earlier one's mistakes; `parent` records only which adapter was the
-default at the time. The folder is written under `adapters/.partial-<pid>-…` and renamed to
-`adapters/<version>/` only when complete, so a killed trainer leaves no adapter behind.
+An SFT or DPO adapter is trained afresh on the base model from the whole (cumulative)
+dataset, so it never inherits an earlier one's mistakes; `parent` records only which adapter
+was the default at the time. A GRPO adapter continues its parent's LoRA: reinforcement needs
+a policy that sometimes succeeds (from the base model every sums completion scored 0:
+bench/results/grpo-2026-11-24.json), and on-policy means sampling from the current model.
+The folder is written under `adapters/.partial-<pid>-…` and renamed to `adapters/<version>/`
+only when complete, so a killed trainer leaves no adapter behind.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from reflexa.trainers.config import TrainConfig, train_config
 from reflexa.trainers.registry import METADATA
 from reflexa.trainers.rewards import verifier_reward
 
-TRAIN_METRICS = ("loss", "train_s", "train_runtime_s", "samples_per_s", "by_source", "config")
+TRAIN_METRICS = ("loss", "train_s", "train_runtime_s", "samples_per_s", "by_source", "config",
+                 "continued_from")  # fmt: skip
 # (step, total steps, latest loss or None)
 StepFn = Callable[[int, int, float | None], None]
 
@@ -83,7 +87,10 @@ def train_adapter(
     started = time.perf_counter()
     try:
         unconfined = settings.sandbox.allow_unconfined  # GRPO's reward may run code
-        losses, speed = _fit(settings.model_dir, dataset, config, partial, on_step, unconfined)
+        start = _grpo_start(store, config, parent)
+        losses, speed = _fit(
+            settings.model_dir, dataset, config, partial, on_step, unconfined, start
+        )
         metadata = {
             "base_model": settings.model.name,
             "base_model_path": str(settings.model_dir),
@@ -98,6 +105,7 @@ def train_adapter(
             "samples_per_s": round(speed["train_samples_per_second"], 3),
             "train_s": round(time.perf_counter() - started, 1),
             "parent": parent,
+            "continued_from": start and str(start),
         }
         (partial / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
         _fsync_tree(partial)
@@ -117,6 +125,17 @@ def train_adapter(
         examples=len(dataset),
         metrics={"train": {k: metadata[k] for k in TRAIN_METRICS}},
     )
+
+
+def _grpo_start(store: Store, config: TrainConfig, parent: str | None) -> Path | None:
+    """The parent adapter's folder a GRPO run continues, or None (from the base model)."""
+    row = store.adapter(parent) if config.method == "grpo" and parent else None
+    if row is None:
+        return None
+    path = Path(row["path"])
+    if not (path / "adapter_config.json").is_file():
+        raise ReflexaError(f"adapter {parent}: {path} holds no LoRA to continue from")
+    return path
 
 
 def remove_stale_partials(adapters: Path) -> None:
@@ -150,12 +169,13 @@ def _fit(
     out: Path,
     on_step: StepFn | None,
     allow_unconfined: bool = False,
+    start: Path | None = None,
 ) -> tuple[list[dict[str, float]], dict[str, float]]:
     """Run the TRL trainer; save the adapter weights to `out`. Returns the loss curve and
     the trainer's speed metrics (train_runtime, train_samples_per_second)."""
     import torch
     from datasets import disable_progress_bars
-    from peft import LoraConfig
+    from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from transformers.utils import logging as hf_logging
     from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
@@ -211,8 +231,11 @@ def _fit(
     elif config.method == "grpo":
         # The verifiers are the reward; GRPO samples its own completions (no max_length).
         grpo = {k: v for k, v in common.items() if k != "max_length"}
+        policy: Any = model
+        if start is not None:  # continue the parent's LoRA (its rank and modules)
+            policy = PeftModel.from_pretrained(model, str(start), is_trainable=True)
         trainer = GRPOTrainer(
-            model=model,
+            model=policy,
             reward_funcs=verifier_reward(allow_unconfined),
             args=GRPOConfig(
                 num_generations=config.grpo_generations,
@@ -223,7 +246,7 @@ def _fit(
             ),
             train_dataset=dataset.select_columns(["prompt", "checks", "scoring"]),
             processing_class=tokenizer,
-            peft_config=lora,
+            peft_config=None if start is not None else lora,
             callbacks=callbacks,
         )
     else:

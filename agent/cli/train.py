@@ -55,6 +55,8 @@ def train(
     )
     config = config.replace(method=method, max_steps=max_steps)
     with open_store(settings) as store:
+        if parent is None and (promoted := store.promoted_adapter()):
+            parent = promoted["version"]  # the default now (GRPO continues it)
         if dataset is None:
             dataset = _compile_now(settings, store, config)
         with progress_bar() as bar:

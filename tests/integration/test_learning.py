@@ -261,10 +261,12 @@ def test_dpo_trains_but_only_the_gate_may_promote_it(trained: dict, tmp_path: Pa
     assert refused.returncode == 1 and "only the gate may promote DPO" in refused.stderr
 
 
-def test_grpo_two_real_steps_rewarded_by_the_verifiers(trained: dict, tmp_path: Path) -> None:
-    """`reflexa train --method grpo`: 4 completions per prompt sampled on the CPU, rewarded by
-    the strict number check (no label; some samples chatter, so a group's rewards differ and
-    there is something to learn), 2 optimizer steps."""
+def test_grpo_two_real_steps_rewarded_by_the_verifiers(
+    trained: dict, vllm_session: Session, tmp_path: Path
+) -> None:
+    """`reflexa train --method grpo`, continuing an SFT adapter: 4 completions per prompt
+    sampled on the CPU, rewarded by the strict number check (no label; some samples chatter,
+    so a group's rewards differ and there is something to learn), 2 optimizer steps."""
     from reflexa.evals.contamination import prompt_hash
 
     env = trained["env"]
@@ -276,12 +278,21 @@ def test_grpo_two_real_steps_rewarded_by_the_verifiers(trained: dict, tmp_path: 
         for i in range(10, 18)
     ]  # fmt: skip
     data = write_dataset(rows, tmp_path / "grpo", "grpo")
+    alone = home_env(vllm_session, tmp_path / "alone")  # no adapter yet: a new LoRA
+    fresh = json.loads(run_reflexa("train", "--method", "grpo", "--dataset", str(data),
+                                   "--max-steps", "1", "--json", env=alone).stdout)  # fmt: skip
+    assert fresh["metrics"]["train"]["continued_from"] is None
+    parent = trained["rows"][0]
     row = json.loads(run_reflexa("train", "--method", "grpo", "--dataset", str(data),
-                                 "--max-steps", "2", "--json", env=env).stdout)  # fmt: skip
-    curve = row["metrics"]["train"]["loss"]
-    assert row["method"] == "grpo" and [p["step"] for p in curve] == [1, 2]
-    assert all(0.0 <= p["reward"] <= 1.0 for p in curve)  # the verifiers' mean reward
-    weights = load_file(str(Path(row["path"]) / "adapter_model.safetensors"))
-    assert any(abs(w).max() > 0 for name, w in weights.items() if "lora_B" in name)
+                                 "--max-steps", "2", "--parent", parent["version"], "--json",
+                                 env=env).stdout)  # fmt: skip
+    train = row["metrics"]["train"]
+    assert row["method"] == "grpo" and [p["step"] for p in train["loss"]] == [1, 2]
+    assert all(0.0 <= p["reward"] <= 1.0 for p in train["loss"])  # the verifiers' mean reward
+    assert train["continued_from"] == parent["path"]  # on-policy: the parent's LoRA goes on
+    before = load_file(str(Path(parent["path"]) / "adapter_model.safetensors"))
+    after = load_file(str(Path(row["path"]) / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    assert any(abs(after[k] - before[k]).max() > 0 for k in after if "lora_" in k)
     refused = run_reflexa("adapters", "promote", row["version"], env=env, check=False)
     assert refused.returncode == 1 and "only the gate may promote GRPO" in refused.stderr
