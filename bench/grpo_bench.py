@@ -2,13 +2,18 @@
 --method grpo` on the bundled model.
 
     .venv/bin/python -m bench.grpo_bench [--steps 10] [--generations 4 8]
+    .venv/bin/python -m bench.grpo_bench --after-demo sums --steps 30 --generations 4
 
 In a fresh home, for each group size: 64 two-digit sum prompts ("What is 23 + 45? Reply
 with only the number.") rewarded by the loop's verifiers with no label (the strict number
 check and the arithmetic tool), batch 8 (8 / G prompts a step), completions of up to 64
 tokens, `--steps` optimizer steps, in its own `reflexa train` process. Reported: seconds
 per step (the trainer's runtime over its steps), the trainer process's peak RSS, the mean
-reward per step. Writes bench/results/grpo-DATE.json.
+reward per step. `--after-demo SUITE`: instead, the gold-backed demo first (one SFT cycle,
+promoted), then GRPO continuing that adapter on the suite's training prompts with no label
+(`failures export --format grpo --no-gold`: the visible checks and the tools), then both
+adapters' first-attempt pass on the suite's test split (no reflection, no memory). Writes
+bench/results/grpo-DATE.json.
 """
 
 from __future__ import annotations
@@ -36,12 +41,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--generations", nargs="+", type=int, default=[4, 8])
+    parser.add_argument("--after-demo", choices=["sums", "arithmetic", "json-extract"])
     args = parser.parse_args()
     home, env = fresh_home("grpo", 8013)
     runs = []
     try:
         run(env, "model", "prepare")  # the model, converted once into this home
         data = write_dataset(rows(), home / "grpo-data", "grpo")
+        if args.after_demo:
+            demo = [sys.executable, "-m", "reflexa.agent.demo", "--suite", args.after_demo]
+            subprocess.run(demo, env=env, check=True, stdout=sys.stderr)
+            data = home / "grpo-suite"
+            run(env, "failures", "export", "--format", "grpo", "--no-gold", "--out", str(data))
         for g in args.generations:
             config = home / f"grpo-{g}.yaml"
             config.write_text(f"method: grpo\nbatch_size: 8\ngrpo_generations: {g}\n"
@@ -56,10 +67,25 @@ def main() -> None:
                 "peak_rss_mib": peak,
                 "reward": [p.get("reward") for p in train["loss"]],
             })  # fmt: skip
+            if args.after_demo:
+                runs[-1] |= compare(env, args.after_demo, row)
             print(json.dumps(runs[-1]), file=sys.stderr)
     finally:
+        if args.after_demo:
+            subprocess.run([sys.executable, "-m", "reflexa.agent", "model", "stop"], env=env)
         shutil.rmtree(home, ignore_errors=True)
-    print(f"written to {write_result('grpo', {'model': 'base', 'runs': runs})}")
+    start = f"the {args.after_demo} demo's SFT adapter" if args.after_demo else "base"
+    print(f"written to {write_result('grpo', {'model': start, 'runs': runs})}")
+
+
+def compare(env: dict[str, str], suite: str, grpo: dict) -> dict:
+    """First-attempt pass on the suite's test split: the SFT parent against its GRPO child."""
+    rates = {}
+    for adapter in (grpo["parent"], grpo["version"]):
+        done, _ = run(env, "eval", "run", suite, "--split", "test", "--no-reflect",
+                      "--no-memory", "--adapter", adapter)  # fmt: skip
+        rates[adapter] = done["metrics"]["overall"]["first_attempt_pass"]["rate"]
+    return {"parent": grpo["parent"], "test_first_pass": rates}
 
 
 def rows() -> list[dict]:
