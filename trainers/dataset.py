@@ -222,12 +222,18 @@ def to_records(
 
 
 def prompt_records(
-    store: Store, *, allow_gold: bool, protected: Guard | None = None
+    store: Store,
+    *,
+    allow_gold: bool,
+    protected: Guard | None = None,
+    justifications: Collection[str] = JUSTIFICATIONS,
 ) -> tuple[list[dict[str, Any]], Compiled]:
     """GRPO rows: each training prompt once (not a protected one), with the checks its
-    completions are rewarded by: the visible ones, and the scoring where gold is allowed.
-    A prompt nothing could check (no checks, no tool applies) is left out. The rows, and
-    what was skipped, in a Compiled with no examples."""
+    completions are rewarded by: the visible ones (where `checks` may justify a row), and
+    the scoring where gold is allowed (and may). A prompt nothing could check is left out.
+    The rows, and what was skipped, in a Compiled with no examples."""
+    allow_gold = allow_gold and "gold" in justifications
+    by_checks = "checks" in justifications
     protected = held_out_guard(store.held_out_prompts()) if protected is None else protected
     rows: dict[str, dict[str, Any]] = {}
     suites: set[str] = set()
@@ -238,11 +244,12 @@ def prompt_records(
             skipped += 1
             continue
         scoring = e["scoring"] if allow_gold and e["gold_allowed"] else []
-        if not (e["checks"] or scoring or stated_expression(e["prompt"])) or key in rows:
+        checked = by_checks and (e["checks"] or stated_expression(e["prompt"]))
+        if not (checked or scoring) or key in rows:
             continue
         rows[key] = {
             "prompt": [{"role": "user", "content": e["prompt"]}],
-            "checks": json.dumps(e["checks"]),
+            "checks": json.dumps(e["checks"] if by_checks else []),
             "scoring": json.dumps(scoring),
             "source": "prompt",
             "justification": "gold" if scoring else "checks",
@@ -308,7 +315,9 @@ def build_dataset(
     """Compile the store's corrections into `fmt` rows and write them to `out`; the
     compilation and the number of rows. Fewer than `min_examples`: TooFewExamples."""
     if fmt == "grpo":  # prompts and their verifiers, not answers
-        records, compiled = prompt_records(store, allow_gold=allow_gold, protected=protected)
+        records, compiled = prompt_records(
+            store, allow_gold=allow_gold, protected=protected, justifications=justifications
+        )
     else:
         compiled = compile_examples(
             store, allow_gold=allow_gold, protected=protected, justifications=justifications,

@@ -83,3 +83,9 @@ def test_grpo_rows_are_prompts_with_their_verifiers_and_gold_only_where_allowed(
         assert compiled.suites() == ["s"]
         (label_free,), _ = prompt_records(store, allow_gold=False, protected=Guard())
         assert json.loads(label_free["scoring"]) == []
+        (gold_only,), _ = prompt_records(store, allow_gold=True, protected=Guard(),
+                                         justifications=["gold"])  # fmt: skip
+        assert json.loads(gold_only["checks"]) == [] and json.loads(gold_only["scoring"])
+        nothing, _ = prompt_records(store, allow_gold=True, protected=Guard(),
+                                    justifications=["user", "consistency"])  # fmt: skip
+        assert nothing == []
