@@ -140,6 +140,17 @@ class CycleSettings(BaseModel):
         description="Cycles in a row per `reflexa cycle` (and per scheduled run); each samples "
         "from the adapter the last one promoted; the chain stops at the first that does not.",
     )  # fmt: skip
+    gold_rounds: int = Field(
+        default=1, ge=0, le=10,
+        description="In a chain of rounds, gold may justify rows in the first this many only; "
+        "later rounds learn from the model's own verified samples (0: never).",
+    )  # fmt: skip
+    methods: list[Literal["sft", "sft-label-free", "dpo", "grpo"]] | None = Field(
+        default=None, min_length=1,
+        description="Candidates per round, each trained on the same training prompts and "
+        "gated against the promoted adapter; the gate's best is promoted (sft-label-free: SFT "
+        "without gold). Unset: the training config's method alone.",
+    )  # fmt: skip
     repair_turns: bool = Field(
         default=True,
         description="Also train each of the model's own verified repairs as a repair turn "

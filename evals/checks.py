@@ -94,6 +94,14 @@ def checks_for(
     got: arithmetic, when the prompt asks for the value of an expression; examples, when it
     gives doctest examples, the answer has code and the task has no tests. May be empty:
     then nothing checks the answer."""
+    tools = tool_checks(prompt, answer, task_checks)
+    if task_checks:
+        return [*task_checks, *tools]
+    return [*([JudgeCheck()] if judge else []), *intrinsic_checks(prompt, answer), *tools]
+
+
+def tool_checks(prompt: str, answer: str, task_checks: Sequence[Check]) -> list[Check]:
+    """The tool-grounded checks that apply and the task has not got (see `checks_for`)."""
     has = {c.type for c in task_checks}
     tools: list[Check] = []
     if "arithmetic" not in has and stated_expression(prompt):
@@ -101,9 +109,7 @@ def checks_for(
     code_checked = has & {"examples", "python_tests"}
     if not code_checked and has_code(answer) and stated_examples(prompt):
         tools.append(ExamplesCheck())
-    if task_checks:
-        return [*task_checks, *tools]
-    return [*([JudgeCheck()] if judge else []), *intrinsic_checks(prompt, answer), *tools]
+    return tools
 
 
 async def run_checks(checks: Sequence[Check], answer: str, ctx: VerifyContext) -> list[Verdict]:

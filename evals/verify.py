@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from reflexa.evals.checks import parse_checks, run_checks
+from reflexa.evals.checks import parse_checks, run_checks, tool_checks
 from reflexa.evals.verdict import VerifyContext, grounded
 
 
@@ -30,8 +30,11 @@ def gold_answer(checks: Sequence[dict[str, Any]]) -> str | None:
 async def passes(
     checks: Sequence[dict[str, Any]], prompt: str, answer: str, *, allow_unconfined: bool = False
 ) -> bool:
-    """True when every grounded check passes `answer` (no judge: it is not evidence)."""
+    """True when every grounded check passes `answer`: the given ones and the tool checks
+    that apply (a stated sum is computed; no judge: it is not evidence). False when none
+    applies."""
     parsed = parse_checks(grounded(checks))
+    parsed += tool_checks(prompt, answer, parsed)
     if not parsed:
         return False
     ctx = VerifyContext(prompt, allow_unconfined=allow_unconfined)

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +29,24 @@ from reflexa.agent.errors import ReflexaError
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.settings import Settings, settings_json
 from reflexa.agent.store import Store
+from reflexa.evals.contamination import Guard
 from reflexa.evals.held_out import held_out_guard
 from reflexa.trainers.config import train_config
-from reflexa.trainers.dataset import TooFewExamples, build_dataset
+from reflexa.trainers.dataset import Format, TooFewExamples, build_dataset
 from reflexa.trainers.gate import Evaluate, gate_suites, run_gate
 from reflexa.trainers.registry import load, promote
 from reflexa.trainers.retire import retire_passed
-from reflexa.trainers.sampling import sample_corrections, sampling_targets
+from reflexa.trainers.sampling import COVERING, sample_corrections, sampling_targets
 
 # (what, done, total): progress of the stage under way
 Progress = Callable[[str, int, int], None]
 Connect = Callable[[], ModelClient]
 # The gate's eval runs on a connected server (see `gate.Evaluate`), from the application.
 Evaluator = Callable[[ModelClient], Evaluate]
+
+
+# What each candidate method (`cycle.methods`) trains: sft-label-free is SFT without gold.
+FORMAT: dict[str, Format] = {"sft": "sft", "sft-label-free": "sft", "dpo": "dpo", "grpo": "grpo"}
 
 
 class Skip(Exception):
@@ -69,8 +75,10 @@ def cycle_lock(settings: Settings) -> Iterator[None]:
 class _Stages:
     """Times each stage and records it as it ends, success or not."""
 
-    def __init__(self, store: Store, cycle_id: str, log: Callable[[str], None]) -> None:
-        self.store, self.cycle_id, self.log = store, cycle_id, log
+    def __init__(
+        self, store: Store, cycle_id: str, round_no: int, log: Callable[[str], None]
+    ) -> None:
+        self.store, self.cycle_id, self.round_no, self.log = store, cycle_id, round_no, log
         self.done: list[dict[str, Any]] = []
 
     @contextmanager
@@ -100,18 +108,28 @@ def run_cycle(
     evaluator: Evaluator,
     *,
     trigger: str = "cli",
+    round_no: int = 1,
     log: Callable[[str], None] = lambda _: None,
     on_progress: Progress | None = None,
 ) -> dict[str, Any]:
     """One whole cycle, recorded in `store`; returns what `reflexa cycle --json` prints.
     `connect` starts or finds the model server when a stage first needs it; `evaluator`
-    gives the gate its eval runs on that server."""
+    gives the gate its eval runs on that server. `round_no`: its place in a chain of
+    rounds (`round_settings`)."""
+    settings = round_settings(settings, round_no)
     with cycle_lock(settings):
         cycle_id = store.start_cycle(trigger)
-        stages = _Stages(store, cycle_id, log)
-        out: dict[str, Any] = {"cycle_id": cycle_id, "adapter": None, "gate": None}
+        stages = _Stages(store, cycle_id, round_no, log)
+        out: dict[str, Any] = {
+            "cycle_id": cycle_id,
+            "round": round_no,
+            "gold": settings.cycle.allow_gold,
+            "adapter": None,
+            "gate": None,
+        }
         try:
-            out |= _run(settings, store, connect, evaluator, stages, log, on_progress)
+            out |= _run(settings, store, functools.cache(connect), evaluator, stages, log,
+                        on_progress)  # fmt: skip
         except Skip as e:
             out |= {"status": "skipped", "decision": "skip", "reason": str(e)}
         except (ReflexaError, subprocess.SubprocessError, OSError) as e:
@@ -127,6 +145,34 @@ def run_cycle(
         return out
 
 
+def round_settings(settings: Settings, round_no: int) -> Settings:
+    """The settings of round `round_no` of a chain: gold is allowed in the first
+    `cycle.gold_rounds` only; later rounds learn from the model's own verified answers."""
+    if round_no <= settings.cycle.gold_rounds or not settings.cycle.allow_gold:
+        return settings
+    cycle = settings.cycle.model_copy(update={"allow_gold": False})
+    return settings.model_copy(update={"cycle": cycle})
+
+
+@dataclass
+class _Candidate:
+    method: str
+    adapter: dict[str, Any]
+    name: str  # as the server knows it
+    gate: dict[str, Any]
+    compiled: dict[str, Any]
+
+    @property
+    def promotable(self) -> bool:
+        return bool(self.gate["decision"] == "promote")
+
+    def summary(self) -> dict[str, Any]:
+        held = self.gate["heldout"] or {}
+        return {"adapter": self.adapter["version"], "decision": self.gate["decision"],
+                "gate_split": held.get("b"), "examples": self.compiled.get("examples"),
+                "train_s": self.adapter["metrics"]["train"]["train_s"]}  # fmt: skip
+
+
 def _run(
     settings: Settings,
     store: Store,
@@ -137,31 +183,98 @@ def _run(
     on_progress: Progress | None,
 ) -> dict[str, Any]:
     config = train_config(settings)
-    client: ModelClient | None = None
+    methods = settings.cycle.methods or [config.method]
     protected = held_out_guard(store.held_out_prompts())
     current = store.promoted_adapter()
+    allowed = _justifications(settings)
 
-    targets = sampling_targets(store, protected, settings.cycle.sample_limit)
+    targets = sampling_targets(
+        store, protected, settings.cycle.sample_limit, [j for j in COVERING if j in allowed]
+    )
     if settings.cycle.sample_n > 0 and targets:
         with stage("sample") as detail:
-            client = connect()
-            model = load(settings, client, current) if current else None
+            model = load(settings, connect(), current) if current else None
             detail |= asyncio.run(
                 sample_corrections(
-                    settings,
-                    store,
-                    client,
-                    model,
-                    targets,
+                    settings, store, connect(), model, targets,
                     on_progress and (lambda d, t: on_progress("sample", d, t)),
                 )
-            )
+            )  # fmt: skip
 
-    with stage("compile") as detail:
-        dataset_dir = settings.home_dir / "datasets" / dataset_name(stage.cycle_id)
+    tried: list[_Candidate] = []
+    skipped: dict[str, str] = {}
+    for method in methods:
+        args = (method, len(methods) > 1, protected, current, on_progress)
+        try:
+            tried.append(_candidate(settings, store, connect, evaluator, stage, *args))
+        except Skip as e:
+            if len(methods) == 1:
+                raise
+            skipped[method] = str(e)
+    if not tried:
+        raise Skip(
+            "no method had enough data: " + "; ".join(f"{m}: {r}" for m, r in skipped.items())
+        )
+    promotable = [c for c in tried if c.promotable]
+    best = max(promotable, key=lambda c: c.gate["heldout"]["b"], default=None)
+    shown = best or max(tried, key=lambda c: (c.gate["heldout"] or {}).get("b", 0))
+
+    with stage("promote" if best else "reject"):
+        for c in tried:
+            if c is best:
+                promote(settings, store, connect(), c.adapter["version"], c.gate["reason"])
+                continue
+            reason = c.gate["reason"]
+            if best is not None and c.promotable:
+                reason = f"the gate preferred {best.adapter['version']} ({best.method}): {reason}"
+            store.update_adapter(c.adapter["version"], status="rejected", reason=reason)
+            connect().unload_adapter(c.name)
+    status = "promoted" if best else "rejected"
+    log(f"cycle: {status} {shown.adapter['version']} ({shown.method}): {shown.gate['reason']}")
+    adapter = store.adapter(shown.adapter["version"])
+    out = {
+        "status": status,
+        "decision": shown.gate["decision"],
+        "reason": shown.gate["reason"],
+        "adapter": adapter and _public(adapter),
+        "gate": shown.gate,
+    }
+    if len(methods) > 1:  # the evidence for the choice
+        out["methods"] = {c.method: c.summary() for c in tried} | {
+            m: {"skipped": reason} for m, reason in skipped.items()
+        }
+    return out
+
+
+def _justifications(settings: Settings) -> list[str]:
+    """What may justify a row this round: gold only where it is allowed."""
+    allowed = settings.cycle.justifications
+    return [j for j in allowed if j != "gold" or settings.cycle.allow_gold]
+
+
+def _candidate(
+    settings: Settings,
+    store: Store,
+    connect: Connect,
+    evaluator: Evaluator,
+    stage: _Stages,
+    method: str,
+    named: bool,
+    protected: Guard,
+    current: dict[str, Any] | None,
+    on_progress: Progress | None,
+) -> _Candidate:
+    """Compile, train and gate one method's candidate (stages named after the method when
+    several are tried)."""
+    fmt = FORMAT[method]
+    allow_gold = settings.cycle.allow_gold and method != "sft-label-free"
+    suffix = f" {method}" if named else ""
+    config = train_config(settings)
+    with stage("compile" + suffix) as detail:
+        dataset_dir = settings.home_dir / "datasets" / dataset_name(stage.cycle_id, suffix)
         try:
             compiled, examples = build_dataset(
-                store, dataset_dir, config.method, allow_gold=settings.cycle.allow_gold,
+                store, dataset_dir, fmt, allow_gold=allow_gold,
                 justifications=settings.cycle.justifications, protected=protected,
                 min_examples=config.min_examples, cycle=stage.cycle_id,
                 allow_unconfined=settings.sandbox.allow_unconfined,
@@ -170,14 +283,16 @@ def _run(
         except TooFewExamples as e:
             detail |= e.summary
             raise Skip(str(e)) from None
-        detail |= compiled.summary(examples) | {"dataset": str(dataset_dir)}
+        summary = compiled.summary(examples) | {"dataset": str(dataset_dir)}
+        detail |= summary
 
-    with stage("train") as detail:
-        row = _train_in_child(settings, dataset_dir, current["version"] if current else None)
+    with stage("train" + suffix) as detail:
+        parent = current["version"] if current else None
+        row = _train_in_child(settings, dataset_dir, parent, fmt)
         detail |= {"adapter": row["version"], "train_s": row["metrics"]["train"]["train_s"]}
 
-    with stage("gate") as detail:
-        client = client or connect()
+    with stage("gate" + suffix) as detail:
+        client = connect()
         current_name = load(settings, client, current) if current else None
         candidate_name = load(settings, client, row)
         if settings.memory.enabled:  # what the candidate passes unaided: retired for it
@@ -188,34 +303,25 @@ def _run(
                 )
             )  # fmt: skip
         gates, notes = gate_suites(store, compiled.suites())
-        evaluate = evaluator(client)
         gate = asyncio.run(
-            run_gate(settings, store, evaluate, gates, current_name, candidate_name, on_progress)
+            run_gate(
+                settings, store, evaluator(client), gates, current_name, candidate_name, on_progress
+            )
         )
         gate |= {"current": current and current["version"], "notes": notes}
-        store.update_adapter(row["version"], metrics={"gate": gate})
+        store.update_adapter(
+            row["version"],
+            metrics={"gate": gate, "cycle": {"id": stage.cycle_id, "round": stage.round_no,
+                                             "method": method, "gold": allow_gold,
+                                             "data": summary}},
+        )  # fmt: skip
         detail |= {"decision": gate["decision"], "suites": len(gate["suites"])}
-
-    with stage("promote" if gate["decision"] == "promote" else "reject"):
-        if gate["decision"] == "promote":
-            promote(settings, store, client, row["version"], gate["reason"])
-        else:
-            store.update_adapter(row["version"], status="rejected", reason=gate["reason"])
-            client.unload_adapter(candidate_name)
-    status = "promoted" if gate["decision"] == "promote" else "rejected"
-    log(f"cycle: {status} {row['version']}: {gate['reason']}")
-    adapter = store.adapter(row["version"])
-    return {
-        "status": status,
-        "decision": gate["decision"],
-        "reason": gate["reason"],
-        "adapter": adapter and _public(adapter),
-        "gate": gate,
-    }
+    adapter = store.adapter(row["version"]) or row
+    return _Candidate(method, adapter, candidate_name, gate, summary)
 
 
-def dataset_name(cycle_id: str) -> str:
-    return f"cycle-{time.strftime('%Y%m%d-%H%M%S')}-{cycle_id[:8]}"
+def dataset_name(cycle_id: str, suffix: str = "") -> str:
+    return f"cycle-{time.strftime('%Y%m%d-%H%M%S')}-{cycle_id[:8]}" + suffix.replace(" ", "-")
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
@@ -223,7 +329,9 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in keep}
 
 
-def _train_in_child(settings: Settings, dataset_dir: Path, parent: str | None) -> dict[str, Any]:
+def _train_in_child(
+    settings: Settings, dataset_dir: Path, parent: str | None, method: str
+) -> dict[str, Any]:
     """`python -m reflexa.trainers.train` in its own process, given the settings as a file (secrets
     included, so only its owner may read it): its progress goes to our stderr, its JSON
     result to us. A non-zero exit (an error, a kill) fails the stage."""
@@ -232,7 +340,7 @@ def _train_in_child(settings: Settings, dataset_dir: Path, parent: str | None) -
         file.write(settings_json(settings))  # created 0600 by tempfile
         file.flush()
         command = [sys.executable, "-m", "reflexa.trainers.train", "--settings", file.name,
-                   "--dataset", str(dataset_dir)]  # fmt: skip
+                   "--dataset", str(dataset_dir), "--method", method]  # fmt: skip
         if parent:
             command += ["--parent", parent]
         child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)

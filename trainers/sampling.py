@@ -1,20 +1,20 @@
-"""On-policy samples, judged without labels: for each training prompt, `cycle.sample_n`
-answers from the current model in one request, and a vote among them and the model's first
-(greedy) answer.
+"""On-policy samples, judged without labels: for each training prompt, the current model's
+greedy answer and `cycle.sample_n` samples (two requests), then a vote among them.
 
-- The vote's answer (self-consistency: the first answer when enough agree with it, else a
+- The vote's answer (self-consistency: the greedy answer when enough agree with it, else a
   large enough majority; it must pass the visible checks) becomes a correction justified by
   `consistency`.
-- Else, for a prompt the model failed, a sample that passes the visible grounded checks is
-  kept as before, justified by `checks` alone.
+- Else an answer that passes the visible grounded checks and the tool checks that apply (a
+  stated sum is computed) is kept, the greedy one first, justified by `checks` alone.
 Scoring, where the item has it, only records whether the kept answer was right (`correct`,
-for precision); it never chooses.
+for precision); it never chooses. The greedy answer is asked afresh, so a later round
+judges the model it samples from, not the one that answered when the episode was logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import httpx
@@ -22,26 +22,34 @@ import httpx
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import Store
+from reflexa.evals.arithmetic import stated_expression
 from reflexa.evals.contamination import TRAIN_SPLIT, Guard, prompt_hash
 from reflexa.evals.signal import vote
 from reflexa.evals.verdict import grounded
 from reflexa.evals.verify import passes
 
+# Corrections that already settle a prompt: sampling it again adds nothing stronger.
+COVERING = ("user", "gold", "consistency")
 
-def sampling_targets(store: Store, protected: Guard, limit: int) -> list[dict[str, Any]]:
-    """Training episodes, one per prompt (the newest), with grounded visible checks, that no
-    user, gold or self-consistency correction covers yet; failed ones first."""
+
+def sampling_targets(
+    store: Store, protected: Guard, limit: int, covering: Collection[str] = COVERING
+) -> list[dict[str, Any]]:
+    """Training episodes, one per prompt (the newest), with grounded visible checks (or a
+    stated expression a tool computes), that no correction justified by one of `covering`
+    covers yet (a round that may not learn from gold samples the prompts gold covered);
+    failed ones first."""
     covered = {
         c["prompt_hash"]
         for c in store.corrections()
-        if c["verified"] and c["justification"] in ("user", "gold", "consistency")
+        if c["verified"] and c["justification"] in covering
     }
     targets: dict[str, dict[str, Any]] = {}
     for e in store.training_episodes(TRAIN_SPLIT):
         key = prompt_hash(e["prompt"])
         if key in covered or protected.protects(e["prompt"]):
             continue
-        if grounded(e["checks"]):  # only grounded checks can verify
+        if grounded(e["checks"]) or stated_expression(e["prompt"]):  # what can verify
             targets[key] = e
     ordered = sorted(targets.values(), key=lambda e: bool(e["first_passed"]))
     return ordered[:limit]
@@ -67,22 +75,27 @@ async def sample_corrections(
     counts = {"prompts": len(targets), "consistency": 0, "checks": 0}
     done = 0
 
+    async def answers(http: httpx.AsyncClient, body: dict[str, Any]) -> list[str]:
+        async with limit:
+            response = await http.post(f"{client.url}/v1/chat/completions", json=body)
+        response.raise_for_status()
+        return [choice["message"]["content"] or "" for choice in response.json()["choices"]]
+
     async def one(http: httpx.AsyncClient, episode: dict[str, Any]) -> None:
         nonlocal done
         body = {
             "model": model or client.model,
             "messages": episode["messages"],
-            "n": c.sample_n,
-            "temperature": c.sample_temperature,
             "max_tokens": c.sample_max_tokens,
         } | _constraint(episode["checks"])
-        async with limit:
-            response = await http.post(f"{client.url}/v1/chat/completions", json=body)
-        response.raise_for_status()
-        samples = [choice["message"]["content"] or "" for choice in response.json()["choices"]]
-        kept = await _judge(
-            episode, samples, c.agree_greedy, c.agree_majority, settings.sandbox.allow_unconfined
+        (greedy,), samples = await asyncio.gather(
+            answers(http, body | {"n": 1, "temperature": 0}),
+            answers(http, body | {"n": c.sample_n, "temperature": c.sample_temperature}),
         )
+        kept = await _judge(
+            episode, greedy, samples, c.agree_greedy, c.agree_majority,
+            settings.sandbox.allow_unconfined,
+        )  # fmt: skip
         if kept is not None:
             store.add_correction(episode["id"], **kept)
             counts[kept["justification"]] += 1
@@ -98,31 +111,34 @@ async def sample_corrections(
 
 async def _judge(
     episode: dict[str, Any],
+    greedy: str,
     samples: list[str],
     min_greedy: int,
     min_majority: int,
     allow_unconfined: bool = False,
 ) -> dict[str, Any] | None:
-    """The correction the samples justify for `episode`, or None."""
+    """The correction the current model's `greedy` answer and `samples` justify for
+    `episode`, or None. The episode's own first answer is the rejected one, where it differs
+    (it failed, or it is another model's)."""
     prompt, checks = episode["prompt"], episode["checks"]
-    greedy = episode["attempts"][0]["answer"]
     answers = [greedy, *samples]
     unconfined = {"allow_unconfined": allow_unconfined}
     ok = await asyncio.gather(*(passes(checks, prompt, a, **unconfined) for a in answers))
     chosen = vote(greedy, samples, checks, ok, min_greedy, min_majority)
     if chosen is not None:
         answer, justification = chosen.answer, "consistency"
-    elif not episode["first_passed"] and any(ok[1:]):
-        answer, justification = samples[ok[1:].index(True)], "checks"
+    elif any(ok):
+        answer, justification = answers[ok.index(True)], "checks"
     else:
         return None
     scoring = episode["scoring"]
     correct = await passes(scoring, prompt, answer, **unconfined) if scoring else None
     is_greedy = answer == greedy
+    first = episode["attempts"][0]["answer"]
     return {
         "prompt": prompt,
         "chosen": answer,
-        "rejected": None if is_greedy else greedy,
+        "rejected": None if episode["first_passed"] or first == answer else first,
         "source": "self" if is_greedy else "sampled",
         "verified": True,
         "justification": justification,

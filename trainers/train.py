@@ -231,6 +231,7 @@ def _fit(
     elif config.method == "grpo":
         # The verifiers are the reward; GRPO samples its own completions (no max_length).
         grpo = {k: v for k, v in common.items() if k != "max_length"}
+        grpo |= {"num_train_epochs": config.grpo_epochs} | config.extra
         policy: Any = model
         if start is not None:  # continue the parent's LoRA (its rank and modules)
             policy = PeftModel.from_pretrained(model, str(start), is_trainable=True)
@@ -291,7 +292,8 @@ class _Progress(TrainerCallback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m reflexa.trainers.train --settings FILE --dataset DIR [--parent VERSION]`:
+    """`python -m reflexa.trainers.train --settings FILE --dataset DIR [--parent VERSION]
+    [--method M]`:
     train one adapter and register it (what a cycle runs in a child process). The settings
     come as a JSON file (`settings_json`); the adapter's row is printed as JSON on stdout,
     progress goes to stderr."""
@@ -301,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", type=Path, required=True, help="settings as JSON")
     parser.add_argument("--dataset", type=Path, required=True, help="a compiled dataset")
     parser.add_argument("--parent", default=None, help="the adapter that is the default now")
+    parser.add_argument(
+        "--method", choices=["sft", "dpo", "grpo"], help="instead of the training config's"
+    )
     args = parser.parse_args(argv)
 
     def step(done: int, total: int, loss: float | None) -> None:
@@ -311,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_json(args.settings.read_text())
         with open_store(settings) as store:
             row = train_adapter(
-                settings, store, args.dataset, train_config(settings),
+                settings, store, args.dataset, train_config(settings).replace(method=args.method),
                 parent=args.parent, on_step=step,
             )  # fmt: skip
     except (ReflexaError, OSError) as e:

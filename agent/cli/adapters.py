@@ -34,19 +34,23 @@ def adapters_list(settings: Settings, as_json: bool) -> None:
         "version",
         "status",
         "method",
-        "examples",
-        "held-out (current → candidate)",
+        "round",
+        "rows by justification",
+        "gate split (current → candidate)",
         "created",
         "reason",
     )
     for r in rows:
         held = (r["metrics"].get("gate") or {}).get("heldout")
         figure = f"{held['a']:.0%} → {held['b']:.0%} (p {held['p_value']:.2g})" if held else ""
+        cycle = r["metrics"].get("cycle") or {}
+        kinds = (cycle.get("data") or {}).get("precision") or {}
         table.add_row(
             r["version"],
             r["status"],
-            r["method"],
-            str(r["examples"]),
+            r["method"] + (" (no gold)" if cycle.get("gold") is False else ""),
+            str(cycle.get("round", "")),
+            ", ".join(f"{j} {p['examples']}" for j, p in kinds.items()) or str(r["examples"]),
             figure,
             r["created_at"][:16],
             (r["reason"] or "")[:70],

@@ -48,6 +48,7 @@ def cycle(settings: Settings, rounds: int | None, as_json: bool, trigger: str) -
                 lambda: client_for(settings),
                 gate_evaluator(settings, store),
                 trigger=trigger,
+                round_no=n,
                 log=err.print,
                 on_progress=progress,
             )
@@ -70,8 +71,12 @@ def _cycle_summary(result: dict[str, Any]) -> dict[str, Any]:
         name: {k: s[k] for k in ("current", "candidate", "difference", "p_value", "items")}
         for name, s in gate.get("suites", {}).items()
     }
-    compiled: dict[str, Any] = next((s for s in result["stages"] if s["stage"] == "compile"), {})
-    return {k: result[k] for k in ("cycle_id", "status", "decision", "reason", "stages")} | {
+    compiled: dict[str, Any] = next(
+        (s for s in result["stages"] if s["stage"].startswith("compile")), {}
+    )
+    keep = ("cycle_id", "round", "gold", "status", "decision", "reason", "stages")
+    return {k: result[k] for k in keep} | {
+        "methods": result.get("methods"),
         "adapter": result["adapter"],
         "heldout": gate.get("heldout"),
         "suites": suites,
@@ -82,8 +87,9 @@ def _cycle_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def _print_cycle(result: dict[str, Any], numbered: bool = False) -> None:
     adapter = result["adapter"]
+    gold = "gold allowed" if result["gold"] else "no gold"
     click.echo(
-        (f"round {result['round']} ({result['seconds']} s), " if numbered else "")
+        (f"round {result['round']} ({result['seconds']} s, {gold}), " if numbered else "")
         + f"cycle {result['cycle_id'][:12]}: {result['status']}"
         + (f" {adapter['version']}" if adapter else "")
         + f": {result['reason']}"
@@ -92,6 +98,16 @@ def _print_cycle(result: dict[str, Any], numbered: bool = False) -> None:
         click.echo(f"  {s['stage']:8s} {s['seconds']:7.1f} s" + ("" if s["ok"] else " FAILED"))
         if s.get("precision"):
             click.echo(f"    {precision_line(s['precision'])}")
+    for method, m in (result.get("methods") or {}).items():
+        click.echo(
+            f"  method {method:15s} "
+            + (
+                f"skipped: {m['skipped']}"
+                if "skipped" in m
+                else f"{m['adapter']} {m['decision']}, gate split {m['gate_split']:.1%}, "
+                f"{m['examples']} rows, trained in {m['train_s']:.0f} s"
+            )
+        )
     if result["gate"]:
         click.echo("  gate suite                       current  candidate  p")
         for name, s in result["gate"]["suites"].items():

@@ -79,17 +79,39 @@ def test_rounds_chain_cycles_and_stop_at_the_first_that_does_not_promote(
 
     outcomes = iter(["promoted", "promoted", "rejected", "promoted"])
 
-    def fake_cycle(*args: object, **kwargs: object) -> dict:
+    def fake_cycle(*args: object, round_no: int, **kwargs: object) -> dict:
         status = next(outcomes)
-        return {"cycle_id": status + "-id", "status": status, "decision": status,
-                "reason": "r", "stages": [], "adapter": None, "gate": None}  # fmt: skip
+        return {"cycle_id": status + "-id", "round": round_no, "gold": round_no == 1,
+                "status": status, "decision": status, "reason": "r", "stages": [],
+                "adapter": None, "gate": None}  # fmt: skip
 
     monkeypatch.setattr(cycle_cli, "run_cycle", fake_cycle)
     done = CliRunner().invoke(cli, ["cycle", "--rounds", "5", "--json"])
     doc = json.loads(done.stdout)
-    assert [(r["round"], r["status"]) for r in doc["rounds"]] == [
-        (1, "promoted"), (2, "promoted"), (3, "rejected")]  # fmt: skip
+    assert [(r["round"], r["gold"], r["status"]) for r in doc["rounds"]] == [
+        (1, True, "promoted"), (2, False, "promoted"), (3, False, "rejected")]  # fmt: skip
     assert doc["status"] == "rejected" and done.exit_code == 0
     for bad in ("0", "11", "two"):
         refused = CliRunner().invoke(cli, ["cycle", "--rounds", bad])
         assert refused.exit_code == 2 and "--rounds" in refused.output
+
+
+def test_gold_is_allowed_in_the_first_gold_rounds_of_a_chain_only() -> None:
+    from reflexa.trainers.cycle import round_settings
+
+    def gold(n: int, **cycle: object) -> bool:
+        settings = Settings(cycle=Settings().cycle.model_copy(update=cycle))
+        return round_settings(settings, n).cycle.allow_gold
+
+    assert [gold(n) for n in (1, 2, 3)] == [True, False, False]
+    assert [gold(n, gold_rounds=2) for n in (1, 2, 3)] == [True, True, False]
+    assert [gold(n, gold_rounds=0) for n in (1, 2)] == [False, False]
+    assert gold(1, allow_gold=False) is False
+
+
+def test_with_several_methods_each_that_lacks_data_is_named_in_the_skip() -> None:
+    settings = Settings(cycle=Settings().cycle.model_copy(update={"methods": ["sft", "grpo"]}))
+    result = cycle(settings)
+    assert result["status"] == "skipped"
+    assert "sft: 0 sft examples" in result["reason"] and "grpo: 0 grpo examples" in result["reason"]
+    assert [s["stage"] for s in result["stages"]] == ["compile sft", "compile grpo"]

@@ -48,13 +48,35 @@ def test_the_sampling_judge_keeps_a_voted_answer_and_records_scorings_view() -> 
         "attempts": [{"answer": "Sure! Here it is."}],
     }
     right, wrong = json.dumps(gold), json.dumps(gold | {"age": 63})
-    kept = asyncio.run(_judge(episode, [right] * 5 + [wrong] * 3, 3, 5))
+    kept = asyncio.run(_judge(episode, right, [right] * 4 + [wrong] * 3, 3, 5))
     assert kept is not None
-    assert (kept["chosen"], kept["source"], kept["justification"]) == (right, "sampled",
+    assert (kept["chosen"], kept["source"], kept["justification"]) == (right, "self",
                                                                       "consistency")  # fmt: skip
     assert (kept["correct"], kept["rejected"]) == (True, "Sure! Here it is.")
-    # No majority: a failed prompt keeps a sample its checks pass, justified by them alone.
-    kept = asyncio.run(_judge(episode, [wrong, right, "no", "no"], 3, 5))
+    kept = asyncio.run(_judge(episode, "no", [right] * 5 + [wrong] * 3, 3, 5))
+    assert kept is not None
+    assert (kept["source"], kept["justification"]) == ("sampled", "consistency")
+    # No majority: a passing answer is kept, justified by the checks alone, greedy first.
+    kept = asyncio.run(_judge(episode, "no", [wrong, right, "no", "no"], 3, 5))
     assert kept is not None and (kept["chosen"], kept["justification"]) == (wrong, "checks")
     assert kept["correct"] is False  # measured, not used to choose
-    assert asyncio.run(_judge(episode | {"first_passed": True}, [wrong, right], 3, 5)) is None
+    kept = asyncio.run(_judge(episode | {"first_passed": True}, right, [wrong, "no"], 3, 5))
+    assert kept is not None and (kept["chosen"], kept["source"]) == (right, "self")
+    assert kept["rejected"] is None  # the logged first answer passed: nothing to reject
+    assert asyncio.run(_judge(episode, "no", ["no", "Sure."], 3, 5)) is None
+
+
+def test_a_stated_sum_is_computed_so_a_right_looking_number_is_not_enough() -> None:
+    """On-policy rounds keep samples of arithmetic prompts only where the tool's sum agrees:
+    the visible check (a bare number) alone would keep any number."""
+    episode = {
+        "prompt": "What is 34 + 41? Reply with only the number.",
+        "checks": NUMBER,
+        "scoring": [{"type": "numeric", "expected": 75, "strict": True}],
+        "first_passed": False,
+        "attempts": [{"answer": "34 + 41 = 85"}],
+    }
+    kept = asyncio.run(_judge(episode, "76", ["77", "75", "74"], 3, 5))
+    assert kept is not None and (kept["chosen"], kept["source"]) == ("75", "sampled")
+    assert kept["correct"] is True and kept["rejected"] == "34 + 41 = 85"
+    assert asyncio.run(_judge(episode, "76", ["77", "78"], 3, 5)) is None

@@ -1,0 +1,111 @@
+"""The learning curve: test-split first-attempt pass over rounds 0..K of `reflexa cycle
+--rounds K` on the bundled model, for one suite and one set of candidate methods.
+
+    .venv/bin/python -m bench.rounds_bench --suite sums --rounds 3
+    .venv/bin/python -m bench.rounds_bench --suite json-extract --rounds 3 --label-free
+    .venv/bin/python -m bench.rounds_bench --suite sums --methods sft sft-label-free grpo
+
+In a fresh home, as the demo does: the test split through the base model (round 0), the
+training split with reflection (failures and repairs recorded), then one chain of
+`reflexa cycle --rounds K` (gold, where allowed, in the first round only; each later round
+samples the adapter the last one promoted, keeps what the visible and tool checks pass,
+trains, gates on dev), then the test split through each round's adapter (no reflection,
+no memory; the test split never decides anything). A chain stops at its first rejection:
+later rounds then keep the last promoted adapter, marked `stopped`. Wall time per round is
+the cycle's own. Writes bench/results/rounds-SUITE[-label-free]-DATE.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+from bench.home import fresh_home
+from bench.record import write_result
+from reflexa.agent.demo import DEMO_ENV, LABEL_FREE_ENV
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", default="sums", choices=["sums", "arithmetic", "json-extract"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--methods", nargs="+", default=["sft"], choices=["sft", "sft-label-free", "dpo", "grpo"]
+    )
+    parser.add_argument("--label-free", action="store_true", help="No gold in any round.")
+    parser.add_argument("--port", type=int, default=8014, help="The bench's own vLLM port.")
+    args = parser.parse_args()
+    home, env = fresh_home("rounds", args.port)
+    env |= DEMO_ENV | (LABEL_FREE_ENV if args.label_free else {})
+    env["REFLEXA_CYCLE__METHODS"] = json.dumps(args.methods)
+
+    def reflexa(*words: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "reflexa.agent", *words, "--json"],
+            stdout=subprocess.PIPE, text=True, env=env, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            sys.exit(f"rounds_bench: `reflexa {' '.join(words)}` failed ({done.returncode})")
+        return json.loads(done.stdout)
+
+    def test_pass(adapter: str) -> float:
+        run = reflexa("eval", "run", args.suite, "--split", "test", "--no-reflect",
+                      "--no-memory", "--adapter", adapter)  # fmt: skip
+        return float(run["metrics"]["overall"]["first_attempt_pass"]["rate"])
+
+    try:
+        reflexa("model", "prepare")
+        reflexa("model", "serve")
+        curve = [{"round": 0, "adapter": "base", "test": test_pass("base"), "seconds": 0}]
+        reflexa("eval", "run", args.suite, "--split", "train", "--max-repairs", "1",
+                "--concurrency", "16", "--adapter", "base")  # fmt: skip
+        chain = reflexa("cycle", "--rounds", str(args.rounds))
+        rounds = chain.get("rounds") or [chain | {"round": 1, "seconds": None}]
+        adapter, score = "base", curve[0]["test"]
+        for r in rounds:
+            if r["status"] == "promoted":
+                adapter = r["adapter"]["version"]
+                score = test_pass(adapter)
+            curve.append(_point(r, adapter, score))
+        for n in range(len(rounds) + 1, args.rounds + 1):
+            curve.append({"round": n, "adapter": adapter, "test": score, "status": "stopped"})
+        adapters = reflexa("adapters", "list")
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "reflexa.agent", "model", "stop"], env=env, check=False
+        )
+        shutil.rmtree(home, ignore_errors=True)
+    for p in curve:
+        print(f"round {p['round']}: test {p['test']:.1%} ({p['adapter']}, {p.get('status', '')})")
+    name = f"rounds-{args.suite}" + ("-label-free" if args.label_free else "")
+    doc = {"suite": args.suite, "methods": args.methods, "label_free": args.label_free,
+           "curve": curve, "chain": rounds,
+           "adapters": [_adapter(a) for a in adapters]}  # fmt: skip
+    print(f"written to {write_result(name, doc)}")
+
+
+def _point(r: dict[str, Any], adapter: str, score: float) -> dict[str, Any]:
+    """One round of the curve: the adapter serving after it, and what the round did."""
+    stages = {s["stage"]: s["seconds"] for s in r["stages"]}
+    compiled = next((s for s in r["stages"] if s["stage"].startswith("compile")), {})
+    gate = r.get("heldout") or {}
+    return {"round": r["round"], "adapter": adapter, "test": score, "status": r["status"],
+            "gold": r["gold"], "seconds": r["seconds"], "stages": stages,
+            "rows": {j: p["examples"] for j, p in (compiled.get("precision") or {}).items()},
+            "precision": compiled.get("precision"), "dev": [gate.get("a"), gate.get("b")],
+            "reason": r["reason"], "methods": r.get("methods")}  # fmt: skip
+
+
+def _adapter(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ("version", "status", "method", "examples", "parent", "reason")
+    train = row["metrics"].get("train", {})
+    return {k: row[k] for k in keep} | {"train_s": train.get("train_s"),
+                                        "cycle": row["metrics"].get("cycle")}  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
