@@ -12,7 +12,7 @@ samples the adapter the last one promoted, keeps what the visible and tool check
 trains, gates on dev), then the test split through each round's adapter (no reflection,
 no memory; the test split never decides anything). A chain stops at its first rejection:
 later rounds then keep the last promoted adapter, marked `stopped`. Wall time per round is
-the cycle's own. Writes bench/results/rounds-SUITE[-label-free]-DATE.json.
+the cycle's own. Answers and samples are capped at 128 tokens, as in the demo. Writes bench/results/rounds-SUITE[-label-free]-DATE.json.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     home, env = fresh_home("rounds", args.port)
     env |= DEMO_ENV | (LABEL_FREE_ENV if args.label_free else {})
+    env["REFLEXA_CYCLE__SAMPLE_MAX_TOKENS"] = "128"  # as the demo caps answers: short suites
     env["REFLEXA_CYCLE__METHODS"] = json.dumps(args.methods)
 
     def reflexa(*words: str) -> dict[str, Any]:
