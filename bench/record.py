@@ -30,7 +30,10 @@ def machine() -> dict[str, object]:
 
 def commit() -> dict[str, object]:
     def git(*args: str) -> str:
-        run = subprocess.run(["git", *args], capture_output=True, text=True, cwd=RESULTS.parent)
+        try:
+            run = subprocess.run(["git", *args], capture_output=True, text=True, cwd=RESULTS.parent)
+        except OSError:  # no git where it runs (the device machine): the caller names the commit
+            return ""
         return run.stdout.strip()
 
     # The whole tree, from its top, except the results themselves.

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +183,7 @@ def _run(
     on_progress: Progress | None,
 ) -> dict[str, Any]:
     config = train_config(settings)
-    methods = settings.cycle.methods or [config.method]
+    methods = _distinct(settings.cycle.methods or [config.method], settings.cycle.allow_gold)
     protected = held_out_guard(store.held_out_prompts())
     current = store.promoted_adapter()
     allowed = _justifications(settings)
@@ -244,6 +244,14 @@ def _run(
             m: {"skipped": reason} for m, reason in skipped.items()
         }
     return out
+
+
+def _distinct(methods: Sequence[str], allow_gold: bool) -> list[str]:
+    """The methods that train differently: without gold, sft-label-free is sft."""
+    recipes: dict[tuple[str, bool], str] = {}
+    for m in methods:
+        recipes.setdefault((FORMAT[m], allow_gold and m != "sft-label-free"), m)
+    return list(recipes.values())
 
 
 def _justifications(settings: Settings) -> list[str]:

@@ -200,29 +200,53 @@ def test_cycle_killed_in_training_promotes_nothing_while_vllm_answers(
 
 
 def test_one_cycle_end_to_end(vllm_session: Session, tmp_path: Path) -> None:
-    """The issue's check, scaled to CI: recorded failures → `reflexa cycle --json` trains a
-    PEFT adapter, gates it on held-out arithmetic and the frozen suite, and decides."""
-    env = home_env(vllm_session, tmp_path / "home", steps=6)
+    """The issue's check, scaled to CI: recorded failures → `reflexa cycle --rounds 2 --json`
+    samples the model, trains one PEFT adapter per method (SFT with gold, SFT without), gates
+    each on held-out arithmetic and the frozen suite, promotes the better or none; a second
+    round, if the first promoted, learns without gold."""
+    env = home_env(vllm_session, tmp_path / "home", steps=6) | {
+        "REFLEXA_CYCLE__METHODS": '["sft", "sft-label-free"]',
+        "REFLEXA_CYCLE__SAMPLE_N": "2",
+        "REFLEXA_CYCLE__SAMPLE_LIMIT": "12",
+        "REFLEXA_CYCLE__SAMPLE_MAX_TOKENS": "32",
+    }
     run_reflexa("eval", "run", "arithmetic", "--limit", "12", "--no-reflect", env=env)
-    cycle = run_reflexa("cycle", "--json", env=env, check=False, timeout=900)
+    cycle = run_reflexa("cycle", "--rounds", "2", "--json", env=env, check=False, timeout=1200)
     assert cycle.returncode == 0, cycle.stderr[-2000:]
-    result = json.loads(cycle.stdout)
-    assert result["decision"] in ("promote", "reject") and result["reason"]
-    assert set(result["suites"]) == {"arithmetic:dev", "capabilities"}
-    held = result["suites"]["arithmetic:dev"]
+    doc = json.loads(cycle.stdout)
+    first = doc["rounds"][0] if "rounds" in doc else doc
+    assert first["round"] == 1 and first["gold"] is True
+    assert first["decision"] in ("promote", "reject") and first["reason"]
+    assert set(first["suites"]) == {"arithmetic:dev", "capabilities"}
+    held = first["suites"]["arithmetic:dev"]
     assert held["items"] == 100 and 0 <= held["candidate"] <= 1 and 0 <= held["p_value"] <= 1
-    assert [s["stage"] for s in result["stages"]][:3] == ["compile", "train", "gate"]
-    folder = Path(result["adapter"]["path"])
+    stages = [s["stage"] for s in first["stages"]]
+    assert stages[:4] == ["sample", "compile sft", "train sft", "gate sft"]
+    assert stages[4] == "compile sft-label-free" and stages[-1] in ("promote", "reject")
+    sampled = first["stages"][0]
+    assert sampled["prompts"] == 12 and sampled["consistency"] + sampled["checks"] <= 12
+    methods = first["methods"]
+    assert methods["sft"]["decision"] in ("promote", "reject") and methods["sft"]["examples"] >= 8
+    free = methods["sft-label-free"]  # the base model's own verified answers: often too few
+    assert "skipped" in free or free["decision"] in ("promote", "reject")
+    folder = Path(first["adapter"]["path"])
     assert folder.parent == tmp_path / "home" / "adapters"
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {
         p.name for p in folder.iterdir()
     }
     listed = json.loads(run_reflexa("adapters", "list", "--json", env=env).stdout)
-    assert [a["version"] for a in listed] == [result["adapter"]["version"]]
-    assert listed[0]["metrics"]["gate"]["decision"] == result["decision"]
+    round_one = [a for a in listed if a["metrics"]["cycle"]["round"] == 1]
+    assert {a["metrics"]["cycle"]["method"]: a["metrics"]["cycle"]["gold"] for a in round_one} == {
+        m: m == "sft" for m in methods if "skipped" not in methods[m]}  # fmt: skip
+    assert sum(a["status"] == "promoted" for a in listed) <= 1
+    if first["status"] == "promoted":  # the chain went on, without gold
+        assert doc["rounds"][1]["round"] == 2 and doc["rounds"][1]["gold"] is False
+    else:
+        assert "rounds" not in doc
     client = ModelClient(env["REFLEXA_VLLM_URL"], "smollm2-135m-instruct")
-    if result["adapter"]["name"] in client.adapters():
-        client.unload_adapter(result["adapter"]["name"])
+    for a in listed:
+        if a["name"] in client.adapters():
+            client.unload_adapter(a["name"])
 
 
 def wait_for_child(pid: int, word: str, timeout: float = 120) -> psutil.Process:

@@ -115,3 +115,61 @@ def test_with_several_methods_each_that_lacks_data_is_named_in_the_skip() -> Non
     assert result["status"] == "skipped"
     assert "sft: 0 sft examples" in result["reason"] and "grpo: 0 grpo examples" in result["reason"]
     assert [s["stage"] for s in result["stages"]] == ["compile sft", "compile grpo"]
+
+
+def test_of_several_methods_the_gate_s_best_promotable_candidate_is_promoted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The choice among methods, with training and the gate faked: the candidate the gate
+    scores highest among those it would promote wins; the others are rejected, saying why."""
+    from reflexa.trainers import cycle as cycle_module
+
+    settings = Settings(cycle=Settings().cycle.model_copy(
+        update={"methods": ["sft", "sft-label-free", "grpo"], "sample_n": 0}))  # fmt: skip
+    scores = {"sft": ("promote", 0.6), "sft-label-free": ("promote", 0.7), "grpo": ("reject", 0.9)}
+    promoted: list[str] = []
+    promoted_before: list[str] = []
+
+    class Client:
+        def unload_adapter(self, name: str) -> None: ...
+
+    with open_store(settings) as store:
+
+        def fake_candidate(settings, store_, connect, evaluator, stage, method, *rest):  # type: ignore[no-untyped-def]
+            decision, dev = scores[method]
+            version = f"v-{method}" + "-2" * len(promoted_before)
+            store_.add_adapter(version=version, name=version, path="/nowhere", parent=None,
+                              base_model="m", method="sft", dataset_hash="h", examples=20,
+                              metrics={"train": {"train_s": 1.0}})  # fmt: skip
+            gate = {"decision": decision, "reason": f"{method} {dev}",
+                    "heldout": {"a": 0.5, "b": dev}, "suites": {}}  # fmt: skip
+            return cycle_module._Candidate(
+                method, store_.adapter(version), version, gate, {"examples": 20}
+            )
+
+        monkeypatch.setattr(cycle_module, "_candidate", fake_candidate)
+        monkeypatch.setattr(cycle_module, "promote", lambda s, st, c, v, r: promoted.append(v))
+        result = run_cycle(settings, store, Client, no_server)  # type: ignore[arg-type]
+        rows = {a["version"]: a for a in store.adapters()}
+    assert result["status"] == "promoted" and promoted == ["v-sft-label-free"]
+    assert result["adapter"]["version"] == "v-sft-label-free"
+    assert {m: s["decision"] for m, s in result["methods"].items()} == {
+        "sft": "promote", "sft-label-free": "promote", "grpo": "reject"}  # fmt: skip
+    assert rows["v-sft"]["status"] == "rejected"
+    assert rows["v-sft"]["reason"].startswith("the gate preferred v-sft-label-free")
+    assert rows["v-grpo"]["reason"] == "grpo 0.9"  # its own gate's reason
+    scores.update({"sft": ("reject", 0.5), "sft-label-free": ("reject", 0.4)})
+    promoted_before[:] = promoted
+    promoted.clear()
+    with open_store(settings) as store:
+        result = run_cycle(settings, store, Client, no_server)  # type: ignore[arg-type]
+    assert result["status"] == "rejected" and promoted == []
+
+
+def test_methods_that_would_train_alike_are_tried_once() -> None:
+    from reflexa.trainers.cycle import _distinct
+
+    both = ["sft", "sft-label-free", "grpo"]
+    assert _distinct(both, allow_gold=True) == both
+    assert _distinct(both, allow_gold=False) == ["sft", "grpo"]  # no gold: the same recipe
+    assert _distinct(["grpo", "grpo"], allow_gold=True) == ["grpo"]
