@@ -112,6 +112,7 @@ def _score(model_dir: Path, adapter: str | None, items: list[SuiteItem]) -> floa
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token  # batches need one
     model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).cuda()
     if adapter:
         model = PeftModel.from_pretrained(model, adapter)
