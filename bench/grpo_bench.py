@@ -3,17 +3,18 @@
 
     .venv/bin/python -m bench.grpo_bench [--steps 10] [--generations 4 8]
     .venv/bin/python -m bench.grpo_bench --after-demo sums --steps 30 --generations 4
+    .venv/bin/python -m bench.grpo_bench --after-demo sums --steps 50 --generations 8 --batch 32
 
-In a fresh home, for each group size: 64 two-digit sum prompts ("What is 23 + 45? Reply
-with only the number.") rewarded by the loop's verifiers with no label (the strict number
-check and the arithmetic tool), batch 8 (8 / G prompts a step), completions of up to 64
-tokens, `--steps` optimizer steps, in its own `reflexa train` process. Reported: seconds
-per step (the trainer's runtime over its steps), the trainer process's peak RSS, the mean
-reward per step. `--after-demo SUITE`: instead, the gold-backed demo first (one SFT cycle,
-promoted), then GRPO continuing that adapter on the suite's training prompts with no label
-(`failures export --format grpo --no-gold`: the visible checks and the tools), then both
-adapters' first-attempt pass on the suite's test split (no reflection, no memory). Writes
-bench/results/grpo-DATE.json.
+In a fresh home, for each group size: 64 two-digit sum prompts ("What is 23 + 45? Reply with
+only the number.") rewarded by the loop's verifiers with no label (the strict number check
+and the arithmetic tool), `--batch` completions a step (8 by default: 8 / G prompts),
+completions of up to 64 tokens, `--steps` optimizer steps, in its own `reflexa train`
+process. Reported: seconds per step (the trainer's runtime over its steps), the trainer
+process's peak RSS, the mean reward per step. `--after-demo SUITE`: instead, the gold-backed
+demo first (one SFT cycle, promoted), then GRPO continuing that adapter on the suite's
+training prompts with no label (`failures export --format grpo --no-gold`: the visible
+checks and the tools), then both adapters' first-attempt pass on the suite's test split (no
+reflection, no memory). Writes bench/results/grpo-DATE.json.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--generations", nargs="+", type=int, default=[4, 8])
+    parser.add_argument("--batch", type=int, default=8, help="completions per step")
     parser.add_argument("--after-demo", choices=["sums", "arithmetic", "json-extract"])
     args = parser.parse_args()
     home, env = fresh_home("grpo", 8013)
@@ -55,13 +57,15 @@ def main() -> None:
             run(env, "failures", "export", "--format", "grpo", "--no-gold", "--out", str(data))
         for g in args.generations:
             config = home / f"grpo-{g}.yaml"
-            config.write_text(f"method: grpo\nbatch_size: 8\ngrpo_generations: {g}\n"
-                              "grpo_max_completion: 64\nmin_examples: 8\n")  # fmt: skip
+            config.write_text(f"method: grpo\ngrpo_batch_size: {args.batch}\n"
+                              f"grpo_generations: {g}\ngrpo_max_completion: 64\n"
+                              "min_examples: 8\n")  # fmt: skip
             row, peak = run(env, "train", "--dataset", str(data), "--train-config", str(config),
                             "--max-steps", str(args.steps))  # fmt: skip
             train = row["metrics"]["train"]
             runs.append({
-                "generations": g, "steps": args.steps, "batch_size": 8, "max_completion": 64,
+                "generations": g, "steps": args.steps, "batch_size": args.batch,
+                "max_completion": 64,
                 "seconds_per_step": round(train["train_runtime_s"] / args.steps, 2),
                 "train_s": train["train_s"],
                 "peak_rss_mib": peak,

@@ -231,7 +231,8 @@ def _fit(
     elif config.method == "grpo":
         # The verifiers are the reward; GRPO samples its own completions (no max_length).
         grpo = {k: v for k, v in common.items() if k != "max_length"}
-        grpo |= {"num_train_epochs": config.grpo_epochs} | config.extra
+        grpo |= {"num_train_epochs": config.grpo_epochs,
+                 "per_device_train_batch_size": config.grpo_batch_size} | config.extra  # fmt: skip
         policy: Any = model
         if start is not None:  # continue the parent's LoRA (its rank and modules)
             policy = PeftModel.from_pretrained(model, str(start), is_trainable=True)

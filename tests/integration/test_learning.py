@@ -31,7 +31,9 @@ from reflexa.trainers.dataset import Example, to_records, write_dataset
 from tests.integration.conftest import Session, run_reflexa
 
 pytestmark = pytest.mark.integration
-TINY = "min_examples: 8\nmax_steps: {steps}\nbatch_size: 4\n"
+TINY = (
+    "min_examples: 8\nmax_steps: {steps}\nbatch_size: 4\ngrpo_batch_size: 4\ngrpo_generations: 4\n"
+)
 
 
 def home_env(session: Session, home: Path, steps: int = 2) -> dict[str, str]:

@@ -59,9 +59,9 @@ def test_an_answer_nothing_can_judge_or_a_crash_earns_zero_and_is_counted() -> N
 
 
 def test_grpo_config_needs_a_group_that_divides_the_batch() -> None:
-    assert TrainConfig(method="grpo", batch_size=8, grpo_generations=4).method == "grpo"
+    assert TrainConfig(method="grpo", grpo_batch_size=8, grpo_generations=4).method == "grpo"
     with pytest.raises(ReflexaError, match="multiple of grpo_generations"):
-        TrainConfig(method="grpo", batch_size=6, grpo_generations=4)
+        TrainConfig(method="grpo", grpo_batch_size=6, grpo_generations=4)
     with pytest.raises(ReflexaError, match="at least 2"):
         TrainConfig(method="grpo", grpo_generations=1)
 
