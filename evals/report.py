@@ -173,3 +173,60 @@ text-align:left}}img{{max-width:100%;margin:.5em}}code{{font-size:.85em}}</style
 <table><tr><th>item</th><th>status</th><th>error</th><th>episode</th></tr>{failures}</table>
 </body></html>
 """
+
+
+def cycles_page(cycles: list[dict[str, Any]]) -> str:
+    """The learning curve over self-repair cycles (oldest first): each cycle's gate-split
+    first-attempt pass, the model served before it and its candidate, and a table."""
+    done = [c for c in cycles if (c.get("result") or {}).get("gate")]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    x = list(range(1, len(done) + 1))
+    held = [c["result"]["gate"]["heldout"] or {} for c in done]
+    nan = float("nan")  # a gate with no gate split to measure: no point
+    ax.plot(x, [h.get("a", nan) for h in held], "o-", color="#4c72b0", label="served before")
+    for n, c, h in zip(x, done, held, strict=True):
+        promoted = c["status"] == "promoted"
+        mark, colour = ("o", "#55a868") if promoted else ("x", "#c44e52")
+        ax.plot(n, h.get("b", nan), mark, color=colour)
+    ax.plot([], [], "o", color="#55a868", label="candidate, promoted")
+    ax.plot([], [], "x", color="#c44e52", label="candidate, rejected")
+    ax.set_xlabel("cycle")
+    ax.set_ylabel("gate split (dev), first attempt")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in _cycle_row(c)) + "</tr>"
+        for c in cycles
+    )
+    head = "".join(f"<th>{h}</th>" for h in CYCLE_COLUMNS)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Reflexa: self-repair cycles</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;margin:1em 0}}th,td{{border:1px solid #ddd;padding:.3em .7em;
+text-align:left}}img{{max-width:100%}}</style></head>
+<body><h1>Self-repair cycles</h1>
+<img alt="gate-split pass by cycle" src="data:image/png;base64,{figure_png(fig)}">
+<table><tr>{head}</tr>{rows}</table></body></html>
+"""
+
+
+CYCLE_COLUMNS = ("started", "round", "gold", "status", "adapter", "gate split", "minutes",
+                 "rows by justification", "reason")  # fmt: skip
+
+
+def _cycle_row(c: dict[str, Any]) -> list[str]:
+    result = c.get("result") or {}
+    held = (result.get("gate") or {}).get("heldout") or {}
+    compiled: dict[str, Any] = next(
+        (s for s in c["stages"] if s["stage"].startswith("compile")), {}
+    )
+    rows = compiled.get("precision") or {}
+    seconds = sum(s["seconds"] for s in c["stages"])
+    return [
+        str(c["started_at"])[:16], result.get("round", ""), result.get("gold", ""), c["status"],
+        c["adapter_version"] or "",
+        f"{held['a']:.0%} → {held['b']:.0%}" if held else "",
+        f"{seconds / 60:.1f}",
+        ", ".join(f"{j} {p['examples']}" for j, p in rows.items()),
+        c["reason"] or "",
+    ]  # fmt: skip

@@ -13,6 +13,7 @@ from reflexa.agent.cli.common import client_for, err, print_json, progress_bar
 from reflexa.agent.cli.failures import precision_line
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import open_store
+from reflexa.evals.report import cycles_page
 from reflexa.trainers.cycle import run_cycle
 
 
@@ -55,12 +56,17 @@ def cycle(settings: Settings, rounds: int | None, as_json: bool, trigger: str) -
             results.append(result | {"round": n, "seconds": round(time.perf_counter() - started)})
             if result["status"] != "promoted":
                 break
+        page = settings.home_dir / "reports" / "cycles.html"
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(cycles_page(store.cycles(limit=500)[::-1]))
     if as_json:
         chain = [_cycle_summary(r) | {k: r[k] for k in ("round", "seconds")} for r in results]
-        print_json(_cycle_summary(results[-1]) | ({"rounds": chain} if len(chain) > 1 else {}))
+        chained = {"rounds": chain} if len(chain) > 1 else {}
+        print_json(_cycle_summary(results[-1]) | chained | {"report": str(page)})
     else:
         for r in results:
             _print_cycle(r, len(results) > 1)
+        click.echo(f"learning curve over cycles: {page}")
     if results[-1]["status"] == "failed":
         raise SystemExit(1)
 

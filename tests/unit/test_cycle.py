@@ -91,6 +91,7 @@ def test_rounds_chain_cycles_and_stop_at_the_first_that_does_not_promote(
     assert [(r["round"], r["gold"], r["status"]) for r in doc["rounds"]] == [
         (1, True, "promoted"), (2, False, "promoted"), (3, False, "rejected")]  # fmt: skip
     assert doc["status"] == "rejected" and done.exit_code == 0
+    assert Path(doc["report"]).name == "cycles.html" and Path(doc["report"]).is_file()
     for bad in ("0", "11", "two"):
         refused = CliRunner().invoke(cli, ["cycle", "--rounds", bad])
         assert refused.exit_code == 2 and "--rounds" in refused.output
@@ -173,3 +174,23 @@ def test_methods_that_would_train_alike_are_tried_once() -> None:
     assert _distinct(both, allow_gold=True) == both
     assert _distinct(both, allow_gold=False) == ["sft", "grpo"]  # no gold: the same recipe
     assert _distinct(["grpo", "grpo"], allow_gold=True) == ["grpo"]
+
+
+def test_the_cycles_page_plots_each_gated_cycle_and_tables_every_cycle() -> None:
+    from reflexa.evals.report import cycles_page
+
+    def cycle(status: str, round_no: int, held: dict | None) -> dict:
+        gate = {"heldout": held} if held is not None else None
+        stages = [{"stage": "compile", "seconds": 1.0,
+                   "precision": {"consistency": {"examples": 7}}},
+                  {"stage": "train", "seconds": 119.0}]  # fmt: skip
+        return {"started_at": "2026-11-24 10:00:00", "status": status, "stages": stages,
+                "adapter_version": f"v{round_no}", "reason": f"why {round_no}",
+                "result": {"round": round_no, "gold": round_no == 1, "gate": gate}}  # fmt: skip
+
+    page = cycles_page([cycle("promoted", 1, {"a": 0.01, "b": 0.55}),
+                        cycle("rejected", 2, {"a": 0.55, "b": 0.5}),
+                        cycle("skipped", 3, None)])  # fmt: skip
+    assert page.count("<img") == 1 and "data:image/png;base64," in page
+    assert page.count("<tr>") == 4  # the header and each cycle, gated or not
+    assert "1% → 55%" in page and "consistency 7" in page and "2.0" in page and "why 3" in page
