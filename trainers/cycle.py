@@ -186,11 +186,8 @@ def _run(
     methods = _distinct(settings.cycle.methods or [config.method], settings.cycle.allow_gold)
     protected = held_out_guard(store.held_out_prompts())
     current = store.promoted_adapter()
-    allowed = _justifications(settings)
-
-    targets = sampling_targets(
-        store, protected, settings.cycle.sample_limit, [j for j in COVERING if j in allowed]
-    )
+    settle = _settling(settings, methods)
+    targets = sampling_targets(store, protected, settings.cycle.sample_limit, settle)
     if settings.cycle.sample_n > 0 and targets:
         with stage("sample") as detail:
             model = load(settings, connect(), current) if current else None
@@ -254,10 +251,12 @@ def _distinct(methods: Sequence[str], allow_gold: bool) -> list[str]:
     return list(recipes.values())
 
 
-def _justifications(settings: Settings) -> list[str]:
-    """What may justify a row this round: gold only where it is allowed."""
+def _settling(settings: Settings, methods: Sequence[str]) -> list[str]:
+    """The justifications whose rows settle a prompt, so it is not sampled again: gold only
+    where this round may learn from it and no label-free candidate is to be trained."""
+    gold = settings.cycle.allow_gold and "sft-label-free" not in methods
     allowed = settings.cycle.justifications
-    return [j for j in allowed if j != "gold" or settings.cycle.allow_gold]
+    return [j for j in COVERING if j in allowed and (j != "gold" or gold)]
 
 
 def _candidate(

@@ -194,3 +194,13 @@ def test_the_cycles_page_plots_each_gated_cycle_and_tables_every_cycle() -> None
     assert page.count("<img") == 1 and "data:image/png;base64," in page
     assert page.count("<tr>") == 4  # the header and each cycle, gated or not
     assert "1% → 55%" in page and "consistency 7" in page and "2.0" in page and "why 3" in page
+
+
+def test_gold_settles_a_prompt_only_where_every_candidate_may_learn_from_it() -> None:
+    from reflexa.trainers.cycle import _settling
+
+    settings = Settings()
+    assert _settling(settings, ["sft"]) == ["user", "gold", "consistency"]
+    assert _settling(settings, ["sft", "sft-label-free"]) == ["user", "consistency"]
+    no_gold = Settings(cycle=settings.cycle.model_copy(update={"allow_gold": False}))
+    assert _settling(no_gold, ["sft"]) == ["user", "consistency"]
