@@ -75,10 +75,10 @@ def cycle_lock(settings: Settings) -> Iterator[None]:
 class _Stages:
     """Times each stage and records it as it ends, success or not."""
 
-    def __init__(
-        self, store: Store, cycle_id: str, round_no: int, log: Callable[[str], None]
-    ) -> None:
-        self.store, self.cycle_id, self.round_no, self.log = store, cycle_id, round_no, log
+    def __init__(self, store: Store, cycle_id: str, log: Callable[[str], None]) -> None:
+        self.store, self.cycle_id, self.log = store, cycle_id, log
+        self.round_no = 1
+        self.continue_parent = False  # SFT goes on from the promoted adapter (`run_cycle`)
         self.done: list[dict[str, Any]] = []
 
     @contextmanager
@@ -116,10 +116,16 @@ def run_cycle(
     `connect` starts or finds the model server when a stage first needs it; `evaluator`
     gives the gate its eval runs on that server. `round_no`: its place in a chain of
     rounds (`round_settings`)."""
-    settings = round_settings(settings, round_no)
+    chained = round_settings(settings, round_no)
+    # Past the gold rounds, what gold taught lives in the promoted adapter, not in the rows
+    # this round may use: SFT goes on from it (afresh, sums round 2 gained 1 point on dev:
+    # bench/results/rounds-sums-2026-11-24.json).
+    gold_dropped = settings.cycle.allow_gold and not chained.cycle.allow_gold
+    settings = chained
     with cycle_lock(settings):
         cycle_id = store.start_cycle(trigger)
-        stages = _Stages(store, cycle_id, round_no, log)
+        stages = _Stages(store, cycle_id, log)
+        stages.round_no, stages.continue_parent = round_no, gold_dropped
         out: dict[str, Any] = {
             "cycle_id": cycle_id,
             "round": round_no,
@@ -295,7 +301,7 @@ def _candidate(
 
     with stage("train" + suffix) as detail:
         parent = current["version"] if current else None
-        row = _train_in_child(settings, dataset_dir, parent, fmt)
+        row = _train_in_child(settings, dataset_dir, parent, fmt, stage.continue_parent)
         detail |= {"adapter": row["version"], "train_s": row["metrics"]["train"]["train_s"]}
 
     with stage("gate" + suffix) as detail:
@@ -337,7 +343,7 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_in_child(
-    settings: Settings, dataset_dir: Path, parent: str | None, method: str
+    settings: Settings, dataset_dir: Path, parent: str | None, method: str, go_on: bool = False
 ) -> dict[str, Any]:
     """`python -m reflexa.trainers.train` in its own process, given the settings as a file (secrets
     included, so only its owner may read it): its progress goes to our stderr, its JSON
@@ -349,7 +355,7 @@ def _train_in_child(
         command = [sys.executable, "-m", "reflexa.trainers.train", "--settings", file.name,
                    "--dataset", str(dataset_dir), "--method", method]  # fmt: skip
         if parent:
-            command += ["--parent", parent]
+            command += ["--parent", parent] + ["--continue-parent"] * go_on
         child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if child.returncode != 0:
         how = (

@@ -5,6 +5,8 @@ dataset, so it never inherits an earlier one's mistakes; `parent` records only w
 was the default at the time. A GRPO adapter continues its parent's LoRA: reinforcement needs
 a policy that sometimes succeeds (from the base model every sums completion scored 0:
 bench/results/grpo-2026-11-24.json), and on-policy means sampling from the current model.
+SFT continues its parent too where asked (`continue_parent`): in a chain's rounds after the
+gold ones, the parent holds what gold taught, and the rows may no longer say it.
 The folder is written under `adapters/.partial-<pid>-…` and renamed to `adapters/<version>/`
 only when complete, so a killed trainer leaves no adapter behind.
 """
@@ -71,9 +73,11 @@ def train_adapter(
     config: TrainConfig,
     *,
     parent: str | None = None,
+    continue_parent: bool = False,
     on_step: StepFn | None = None,
 ) -> dict[str, Any]:
-    """Train, write the adapter folder atomically, register it as a candidate."""
+    """Train, write the adapter folder atomically, register it as a candidate. GRPO
+    always continues `parent`'s LoRA; SFT and DPO only with `continue_parent`."""
     if config.lora_r > settings.server.max_lora_rank:
         raise ReflexaError(
             f"lora_r {config.lora_r} exceeds the server's max_lora_rank "
@@ -87,7 +91,7 @@ def train_adapter(
     started = time.perf_counter()
     try:
         unconfined = settings.sandbox.allow_unconfined  # GRPO's reward may run code
-        start = _grpo_start(store, config, parent)
+        start = _start(store, parent, continue_parent or config.method == "grpo")
         losses, speed = _fit(
             settings.model_dir, dataset, config, partial, on_step, unconfined, start
         )
@@ -127,9 +131,9 @@ def train_adapter(
     )
 
 
-def _grpo_start(store: Store, config: TrainConfig, parent: str | None) -> Path | None:
-    """The parent adapter's folder a GRPO run continues, or None (from the base model)."""
-    row = store.adapter(parent) if config.method == "grpo" and parent else None
+def _start(store: Store, parent: str | None, go_on: bool) -> Path | None:
+    """The parent adapter's folder the run continues, or None (a new LoRA on the base)."""
+    row = store.adapter(parent) if go_on and parent else None
     if row is None:
         return None
     path = Path(row["path"])
@@ -214,6 +218,10 @@ def _fit(
     } | config.extra
     progress = _Progress(on_step)
     callbacks: list[TrainerCallback] = [progress]
+    policy: Any = model
+    if start is not None:  # continue the parent's LoRA (its rank and modules)
+        policy = PeftModel.from_pretrained(model, str(start), is_trainable=True)
+    peft_config = None if start is not None else lora
     if config.method == "sft":
         # Prompt/completion rows: the loss is on the answer only, not on the prompt.
         rows = dataset.map(
@@ -221,11 +229,11 @@ def _fit(
             remove_columns=dataset.column_names,
         )
         trainer: Any = SFTTrainer(
-            model=model,
+            model=policy,
             args=SFTConfig(completion_only_loss=True, **common),
             train_dataset=rows,
             processing_class=tokenizer,
-            peft_config=lora,
+            peft_config=peft_config,
             callbacks=callbacks,
         )
     elif config.method == "grpo":
@@ -233,9 +241,6 @@ def _fit(
         grpo = {k: v for k, v in common.items() if k != "max_length"}
         grpo |= {"num_train_epochs": config.grpo_epochs,
                  "per_device_train_batch_size": config.grpo_batch_size} | config.extra  # fmt: skip
-        policy: Any = model
-        if start is not None:  # continue the parent's LoRA (its rank and modules)
-            policy = PeftModel.from_pretrained(model, str(start), is_trainable=True)
         trainer = GRPOTrainer(
             model=policy,
             reward_funcs=verifier_reward(allow_unconfined),
@@ -248,17 +253,17 @@ def _fit(
             ),
             train_dataset=dataset.select_columns(["prompt", "checks", "scoring"]),
             processing_class=tokenizer,
-            peft_config=None if start is not None else lora,
+            peft_config=peft_config,
             callbacks=callbacks,
         )
     else:
         rows = dataset.select_columns(["prompt", "chosen", "rejected"])
         trainer = DPOTrainer(
-            model=model,
+            model=policy,
             args=DPOConfig(beta=config.dpo_beta, **common),
             train_dataset=rows,
             processing_class=tokenizer,
-            peft_config=lora,
+            peft_config=peft_config,
             callbacks=callbacks,
         )
     trainer.remove_callback(PrinterCallback)  # it prints every log line to stdout
@@ -294,7 +299,7 @@ class _Progress(TrainerCallback):
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m reflexa.trainers.train --settings FILE --dataset DIR [--parent VERSION]
-    [--method M]`:
+    [--method M] [--continue-parent]`:
     train one adapter and register it (what a cycle runs in a child process). The settings
     come as a JSON file (`settings_json`); the adapter's row is printed as JSON on stdout,
     progress goes to stderr."""
@@ -307,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--method", choices=["sft", "dpo", "grpo"], help="instead of the training config's"
     )
+    parser.add_argument(
+        "--continue-parent", action="store_true", help="go on from the parent's LoRA"
+    )
     args = parser.parse_args(argv)
 
     def step(done: int, total: int, loss: float | None) -> None:
@@ -318,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         with open_store(settings) as store:
             row = train_adapter(
                 settings, store, args.dataset, train_config(settings).replace(method=args.method),
-                parent=args.parent, on_step=step,
+                parent=args.parent, continue_parent=args.continue_parent, on_step=step,
             )  # fmt: skip
     except (ReflexaError, OSError) as e:
         print(f"Error: {e}", file=sys.stderr)

@@ -322,3 +322,26 @@ def test_grpo_two_real_steps_rewarded_by_the_verifiers(
     assert any(abs(after[k] - before[k]).max() > 0 for k in after if "lora_" in k)
     refused = run_reflexa("adapters", "promote", row["version"], env=env, check=False)
     assert refused.returncode == 1 and "only the gate may promote GRPO" in refused.stderr
+
+
+def test_sft_can_go_on_from_its_parent_as_a_later_round_does(trained: dict, tmp_path: Path) -> None:
+    """What a chain's round after the gold ones runs: the training child continuing the
+    parent's LoRA (2 real SFT steps), not a new one on the base model."""
+    from reflexa.agent.settings import settings_json
+
+    env, parent = trained["env"], trained["rows"][0]
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(settings_json(load_settings_from(env)))
+    child = subprocess.run(
+        [sys.executable, "-m", "reflexa.trainers.train", "--settings", str(settings_file),
+         "--dataset", str(trained["home"] / "data"), "--parent", parent["version"],
+         "--continue-parent"],
+        capture_output=True, text=True, env=env, check=False, timeout=600,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-2000:]
+    row = json.loads(child.stdout)
+    assert row["metrics"]["train"]["continued_from"] == parent["path"]
+    before = load_file(str(Path(parent["path"]) / "adapter_model.safetensors"))
+    after = load_file(str(Path(row["path"]) / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    assert any(abs(after[k] - before[k]).max() > 0 for k in after if "lora_" in k)

@@ -204,3 +204,26 @@ def test_gold_settles_a_prompt_only_where_every_candidate_may_learn_from_it() ->
     assert _settling(settings, ["sft", "sft-label-free"]) == ["user", "consistency"]
     no_gold = Settings(cycle=settings.cycle.model_copy(update={"allow_gold": False}))
     assert _settling(no_gold, ["sft"]) == ["user", "consistency"]
+
+
+def test_past_the_gold_rounds_sft_goes_on_from_the_promoted_adapter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Round 2 of a chain may not learn from gold rows, so its SFT starts from the adapter
+    that did (not from the base model without them); in a chain that never had gold, or in
+    round 1, SFT starts afresh."""
+    from reflexa.trainers import cycle as cycle_module
+
+    seen: list[tuple[int, bool, bool]] = []
+
+    def fake_candidate(settings, store, connect, evaluator, stage, *rest):  # type: ignore[no-untyped-def]
+        seen.append((stage.round_no, settings.cycle.allow_gold, stage.continue_parent))
+        raise cycle_module.Skip("faked")
+
+    monkeypatch.setattr(cycle_module, "_candidate", fake_candidate)
+    gold = Settings(cycle=Settings().cycle.model_copy(update={"sample_n": 0}))
+    never = Settings(cycle=gold.cycle.model_copy(update={"allow_gold": False}))
+    with open_store(gold) as store:
+        for settings, n in ((gold, 1), (gold, 2), (never, 2)):
+            run_cycle(settings, store, no_server, no_server, round_no=n)  # type: ignore[arg-type]
+    assert seen == [(1, True, False), (2, False, True), (2, False, False)]
