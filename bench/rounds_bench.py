@@ -11,7 +11,8 @@ training split with reflection (failures and repairs recorded), then one chain o
 samples the adapter the last one promoted, keeps what the visible and tool checks pass,
 trains, gates on dev), then the test split through each round's adapter (no reflection,
 no memory; the test split never decides anything). A chain stops at its first rejection:
-later rounds then keep the last promoted adapter, marked `stopped`. Wall time per round is
+later rounds then keep the last promoted adapter, marked `stopped` (a rejected candidate's
+test pass is recorded too, as `rejected_test`, never used). Wall time per round is
 the cycle's own. Answers and samples are capped at 128 tokens, as in the demo. Writes
 bench/results/rounds-SUITE[-label-free]-DATE.json.
 
@@ -83,10 +84,13 @@ def main() -> None:
         rounds = chain.get("rounds") or [chain | {"round": 1, "seconds": None}]
         adapter, score = "base", float(curve[0]["test"])
         for r in rounds:
+            point = {}
             if r["status"] == "promoted":
                 adapter = r["adapter"]["version"]
                 score = test_pass(adapter)
-            curve.append(_point(r, adapter, score))
+            elif r["adapter"]:  # for the record only: did the gate reject a better one?
+                point["rejected_test"] = test_pass(r["adapter"]["version"])
+            curve.append(_point(r, adapter, score) | point)
         for n in range(len(rounds) + 1, args.rounds + 1):
             curve.append({"round": n, "adapter": adapter, "test": score, "status": "stopped"})
         adapters: list[dict[str, Any]] = reflexa("adapters", "list")  # type: ignore[assignment]
