@@ -227,3 +227,24 @@ def test_past_the_gold_rounds_sft_goes_on_from_the_promoted_adapter(
         for settings, n in ((gold, 1), (gold, 2), (never, 2)):
             run_cycle(settings, store, no_server, no_server, round_no=n)  # type: ignore[arg-type]
     assert seen == [(1, True, False), (2, False, True), (2, False, False)]
+
+
+def test_adapters_list_shows_each_adapter_s_round_method_and_rows() -> None:
+    from click.testing import CliRunner
+
+    from reflexa.agent.cli import cli
+
+    settings = Settings()
+    cycle_meta = {"round": 2, "method": "sft", "gold": False,
+                  "data": {"precision": {"consistency": {"examples": 138},
+                                         "checks": {"examples": 46}}}}  # fmt: skip
+    gate = {"heldout": {"a": 0.55, "b": 0.56, "p_value": 1.0}}
+    with open_store(settings) as store:
+        store.add_adapter(version="v2", name="n", path="/p", parent="v1", base_model="m",
+                          method="sft", dataset_hash="h", examples=184,
+                          metrics={"cycle": cycle_meta, "gate": gate})  # fmt: skip
+    done = CliRunner().invoke(cli, ["adapters", "list"], env={"COLUMNS": "250"})
+    assert done.exit_code == 0, done.output
+    row = next(line for line in done.output.splitlines() if "v2" in line)
+    assert "sft (no gold)" in row and "consistency 138, checks 46" in row
+    assert "│ 2 " in row and "55% → 56%" in row
