@@ -1,10 +1,12 @@
 """Training on a GPU: the product's trainer (`train_adapter`, TRL + PEFT, bf16) on the
-bundled model, SFT with gold on the sums training split, then label-free GRPO continuing that
+bundled model, SFT with gold on a suite's training split (sums, or arithmetic: sums,
+differences and products), then label-free GRPO continuing that
 adapter (reward: the strict number check and the arithmetic tool, no gold), each scored on
 the test split by greedy decoding in transformers (vLLM is not on the GPU machine; the gold
 only scores). Reports seconds per step, peak GPU memory and the reward curve.
 
-    python -m bench.gpu_train_bench --model DIR --out DIR --commit SHA [--grpo-steps 200]
+    python -m bench.gpu_train_bench --model DIR --out DIR --commit SHA [--suite arithmetic]
+        [--grpo-steps 200] [--generations 8] [--batch 32]
 
 It runs where no git history is (the device machine): the commit comes as an argument, and
 the result is written to --out, to be copied unchanged into bench/results/.
@@ -39,19 +41,21 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="the prepared HF folder")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--commit", required=True)
+    parser.add_argument("--suite", default="sums", choices=["sums", "arithmetic"])
     parser.add_argument("--grpo-steps", type=int, default=200)
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="reflexa-gpu-"))
     settings = Settings(home=home, model=ModelSettings(path=args.model))
-    items = BUILTIN["sums"]().items
+    items = BUILTIN[args.suite]().items
     train = [i for i in items if i.split == "train"]
     test = [i for i in items if i.split == "test"]
     sft_data = write_dataset(to_records([_gold(i) for i in train], "sft"), home / "sft", "sft")
     grpo_data = write_dataset([_prompt(i) for i in train], home / "grpo", "grpo")
     base = _score(args.model, None, test)
-    doc: dict[str, Any] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+    doc: dict[str, Any] = {"suite": args.suite, "gpu": torch.cuda.get_device_name(),
+                           "torch": torch.__version__,
                            "test_items": len(test), "test": {"base": base}}  # fmt: skip
     with Store.open(settings.database) as store:
         sft = _train(settings, store, sft_data, TrainConfig(method="sft"), None)
@@ -68,7 +72,8 @@ def main() -> None:
                "commit": {"sha": args.commit, "dirty": False},
                "machine": machine()} | doc  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"gpu-train-{time.strftime('%Y-%m-%d')}.json"
+    suffix = "" if args.suite == "sums" else f"-{args.suite}"
+    out = args.out / f"gpu-train{suffix}-{time.strftime('%Y-%m-%d')}.json"
     out.write_text(json.dumps(stamped, indent=2) + "\n")
     print(json.dumps(stamped["test"]), f"written to {out}")
 
