@@ -132,7 +132,7 @@ def _adapter(row: dict[str, Any]) -> dict[str, Any]:
 
 def _label(doc: dict[str, Any]) -> str:
     gold = "no gold" if doc["label_free"] else "gold in round 1"
-    return f"{doc['suite']}, {'+'.join(doc['methods'])}, {gold}"
+    return f"{doc['suite']}, {'+'.join(doc['methods'])}, {gold} ({doc['commit']['sha'][:7]})"
 
 
 def write_page(results: Path) -> Path:
@@ -142,15 +142,19 @@ def write_page(results: Path) -> Path:
     rows = []
     for file, doc in docs:
         curve = doc["curve"]
-        ax.plot([p["round"] for p in curve], [p["test"] for p in curve], marker="o",
-                label=_label(doc))  # fmt: skip
+        (line,) = ax.plot([p["round"] for p in curve], [p["test"] for p in curve], marker="o",
+                          label=_label(doc))  # fmt: skip
+        rejected = [(p["round"], p["rejected_test"]) for p in curve if "rejected_test" in p]
+        if rejected:  # what the gate turned down, for the record
+            ax.plot(*zip(*rejected, strict=True), "x", color=line.get_color(), markersize=9)
         for p in curve:
             minutes = f"{p['seconds'] / 60:.1f}" if p.get("seconds") else ""
             cells = [file.name, doc["commit"]["sha"][:7], _label(doc), str(p["round"]),
                      f"{p['test']:.0%}", p.get("status", ""), minutes,
                      ", ".join(f"{j} {n}" for j, n in (p.get("rows") or {}).items())]  # fmt: skip
             rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    ax.set_xlabel("round (0: the base model)")
+    ax.set_xticks(range(1 + max((p["round"] for _, d in docs for p in d["curve"]), default=0)))
+    ax.set_xlabel("round (0: the base model; x: a candidate the gate rejected)")
     ax.set_ylabel("test split, first-attempt pass")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
