@@ -105,14 +105,13 @@ def _print_cycle(result: dict[str, Any], numbered: bool = False) -> None:
         if s.get("precision"):
             click.echo(f"    {precision_line(s['precision'])}")
     for method, m in (result.get("methods") or {}).items():
+        if "skipped" in m:
+            click.echo(f"  method {method:15s} skipped: {m['skipped']}")
+            continue
+        split = "none" if m["gate_split"] is None else f"{m['gate_split']:.1%}"
         click.echo(
-            f"  method {method:15s} "
-            + (
-                f"skipped: {m['skipped']}"
-                if "skipped" in m
-                else f"{m['adapter']} {m['decision']}, gate split {m['gate_split']:.1%}, "
-                f"{m['examples']} rows, trained in {m['train_s']:.0f} s"
-            )
+            f"  method {method:15s} {m['adapter']} {m['decision']}, gate split {split}, "
+            f"{m['examples']} rows, trained in {m['train_s']:.0f} s"
         )
     if result["gate"]:
         click.echo("  gate suite                       current  candidate  p")

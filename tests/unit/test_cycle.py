@@ -248,3 +248,27 @@ def test_adapters_list_shows_each_adapter_s_round_method_and_rows() -> None:
     row = next(line for line in done.output.splitlines() if "v2" in line)
     assert "sft (no gold)" in row and "consistency 138, checks 46" in row
     assert "│ 2 " in row and "55% → 56%" in row
+
+
+def test_the_cycle_prints_each_method_s_evidence(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from reflexa.agent.cli import cli
+    from reflexa.agent.cli import cycle as cycle_cli
+
+    methods = {"sft": {"adapter": "v3", "decision": "reject", "gate_split": None,
+                       "examples": 20, "train_s": 61.0},
+               "sft-label-free": {"adapter": "v4", "decision": "promote", "gate_split": 0.6,
+                                  "examples": 18, "train_s": 58.0},
+               "grpo": {"skipped": "0 grpo examples"}}  # fmt: skip
+
+    def fake_cycle(*args: object, round_no: int, **kwargs: object) -> dict:
+        return {"cycle_id": "c" * 12, "round": round_no, "gold": True, "status": "promoted",
+                "decision": "promote", "reason": "r", "stages": [], "adapter": None,
+                "gate": None, "methods": methods}  # fmt: skip
+
+    monkeypatch.setattr(cycle_cli, "run_cycle", fake_cycle)
+    done = CliRunner().invoke(cli, ["cycle"])
+    assert done.exit_code == 0, done.output
+    assert "v3 reject, gate split none, 20 rows" in done.output
+    assert "v4 promote, gate split 60.0%" in done.output and "skipped: 0 grpo" in done.output
