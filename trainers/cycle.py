@@ -31,7 +31,7 @@ from reflexa.agent.settings import Settings, settings_json
 from reflexa.agent.store import Store
 from reflexa.evals.contamination import Guard
 from reflexa.evals.held_out import held_out_guard
-from reflexa.trainers.config import train_config
+from reflexa.trainers.config import TrainConfig, train_config
 from reflexa.trainers.dataset import Format, TooFewExamples, build_dataset
 from reflexa.trainers.gate import Evaluate, gate_suites, run_gate
 from reflexa.trainers.registry import load, promote
@@ -207,7 +207,7 @@ def _run(
     tried: list[_Candidate] = []
     skipped: dict[str, str] = {}
     for method in methods:
-        args = (method, len(methods) > 1, protected, current, on_progress)
+        args = (method, config, len(methods) > 1, protected, current, on_progress)
         try:
             tried.append(_candidate(settings, store, connect, evaluator, stage, *args))
         except Skip as e:
@@ -272,6 +272,7 @@ def _candidate(
     evaluator: Evaluator,
     stage: _Stages,
     method: str,
+    config: TrainConfig,
     named: bool,
     protected: Guard,
     current: dict[str, Any] | None,
@@ -282,7 +283,6 @@ def _candidate(
     fmt = FORMAT[method]
     allow_gold = settings.cycle.allow_gold and method != "sft-label-free"
     suffix = f" {method}" if named else ""
-    config = train_config(settings)
     with stage("compile" + suffix) as detail:
         dataset_dir = settings.home_dir / "datasets" / dataset_name(stage.cycle_id, suffix)
         try:
