@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 from bench.home import fresh_home
 from bench.record import RESULTS, write_result
 from reflexa.agent.demo import DEMO_ENV, LABEL_FREE_ENV
-from reflexa.evals.report import figure_png
+from reflexa.evals.report import compile_stage, figure_png
 
 
 def main() -> None:
@@ -112,9 +112,7 @@ def main() -> None:
 def _point(r: dict[str, Any], adapter: str, score: float) -> dict[str, Any]:
     """One round of the curve: the adapter serving after it, and what the round did."""
     stages = {s["stage"]: s["seconds"] for s in r["stages"]}
-    compiled: dict[str, Any] = next(
-        (s for s in r["stages"] if s["stage"].startswith("compile")), {}
-    )
+    compiled = compile_stage(r["stages"])
     gate = r.get("heldout") or {}
     return {"round": r["round"], "adapter": adapter, "test": score, "status": r["status"],
             "gold": r["gold"], "seconds": r["seconds"], "stages": stages,

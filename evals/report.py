@@ -214,19 +214,25 @@ CYCLE_COLUMNS = ("started", "round", "gold", "status", "adapter", "gate split", 
                  "rows by justification", "reason")  # fmt: skip
 
 
+def compile_stage(stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """A cycle's (first) compile stage record, or {} (with several methods each has one)."""
+    return next((s for s in stages if s["stage"].startswith("compile")), {})
+
+
+def rows_line(precision: dict[str, dict[str, Any]]) -> str:
+    """Training rows by justification, from a compilation's precision: "gold 174, checks 22"."""
+    return ", ".join(f"{j} {p['examples']}" for j, p in precision.items())
+
+
 def _cycle_row(c: dict[str, Any]) -> list[str]:
     result = c.get("result") or {}
     held = (result.get("gate") or {}).get("heldout") or {}
-    compiled: dict[str, Any] = next(
-        (s for s in c["stages"] if s["stage"].startswith("compile")), {}
-    )
-    rows = compiled.get("precision") or {}
     seconds = sum(s["seconds"] for s in c["stages"])
     return [
         str(c["started_at"])[:16], result.get("round", ""), result.get("gold", ""), c["status"],
         c["adapter_version"] or "",
         f"{held['a']:.0%} → {held['b']:.0%}" if held else "",
         f"{seconds / 60:.1f}",
-        ", ".join(f"{j} {p['examples']}" for j, p in rows.items()),
+        rows_line(compile_stage(c["stages"]).get("precision") or {}),
         c["reason"] or "",
     ]  # fmt: skip

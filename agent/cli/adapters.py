@@ -9,6 +9,7 @@ from rich.table import Table
 from reflexa.agent.cli.common import client_for, print_json
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import open_store
+from reflexa.evals.report import rows_line
 from reflexa.trainers import registry
 
 
@@ -44,13 +45,13 @@ def adapters_list(settings: Settings, as_json: bool) -> None:
         held = (r["metrics"].get("gate") or {}).get("heldout")
         figure = f"{held['a']:.0%} → {held['b']:.0%} (p {held['p_value']:.2g})" if held else ""
         cycle = r["metrics"].get("cycle") or {}
-        kinds = (cycle.get("data") or {}).get("precision") or {}
+        by_kind = rows_line((cycle.get("data") or {}).get("precision") or {})
         table.add_row(
             r["version"],
             r["status"],
             r["method"] + (" (no gold)" if cycle.get("gold") is False else ""),
             str(cycle.get("round", "")),
-            ", ".join(f"{j} {p['examples']}" for j, p in kinds.items()) or str(r["examples"]),
+            by_kind or str(r["examples"]),
             figure,
             r["created_at"][:16],
             (r["reason"] or "")[:70],

@@ -13,7 +13,7 @@ from reflexa.agent.cli.common import client_for, err, print_json, progress_bar
 from reflexa.agent.cli.failures import precision_line
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import open_store
-from reflexa.evals.report import cycles_page
+from reflexa.evals.report import compile_stage, cycles_page
 from reflexa.trainers.cycle import run_cycle
 
 
@@ -77,9 +77,7 @@ def _cycle_summary(result: dict[str, Any]) -> dict[str, Any]:
         name: {k: s[k] for k in ("current", "candidate", "difference", "p_value", "items")}
         for name, s in gate.get("suites", {}).items()
     }
-    compiled: dict[str, Any] = next(
-        (s for s in result["stages"] if s["stage"].startswith("compile")), {}
-    )
+    compiled = compile_stage(result["stages"])
     keep = ("cycle_id", "round", "gold", "status", "decision", "reason", "stages")
     return {k: result[k] for k in keep} | {
         "methods": result.get("methods"),
