@@ -194,20 +194,22 @@ def _run(
     current = store.promoted_adapter()
     settle = _settling(settings, methods)
     targets = sampling_targets(store, protected, settings.cycle.sample_limit, settle)
+    mixed: set[str] | None = None  # GRPO's prompts, where sampling measured them
     if settings.cycle.sample_n > 0 and targets:
         with stage("sample") as detail:
             model = load(settings, connect(), current) if current else None
-            detail |= asyncio.run(
+            counts, mixed = asyncio.run(
                 sample_corrections(
                     settings, store, connect(), model, targets,
                     on_progress and (lambda d, t: on_progress("sample", d, t)),
                 )
             )  # fmt: skip
+            detail |= counts
 
     tried: list[_Candidate] = []
     skipped: dict[str, str] = {}
     for method in methods:
-        args = (method, config, len(methods) > 1, protected, current, on_progress)
+        args = (method, config, len(methods) > 1, protected, current, mixed, on_progress)
         try:
             tried.append(_candidate(settings, store, connect, evaluator, stage, *args))
         except Skip as e:
@@ -259,8 +261,10 @@ def _distinct(methods: Sequence[str], allow_gold: bool) -> list[str]:
 
 def _settling(settings: Settings, methods: Sequence[str]) -> list[str]:
     """The justifications whose rows settle a prompt, so it is not sampled again: gold only
-    where this round may learn from it and no label-free candidate is to be trained."""
-    gold = settings.cycle.allow_gold and "sft-label-free" not in methods
+    where this round may learn from it and no candidate needs the model's own samples there
+    (label-free SFT learns from them; GRPO trains where they disagree)."""
+    own = {"sft-label-free", "grpo"} & set(methods)
+    gold = settings.cycle.allow_gold and not own
     allowed = settings.cycle.justifications
     return [j for j in COVERING if j in allowed and (j != "gold" or gold)]
 
@@ -276,10 +280,12 @@ def _candidate(
     named: bool,
     protected: Guard,
     current: dict[str, Any] | None,
+    mixed: set[str] | None,
     on_progress: Progress | None,
 ) -> _Candidate:
     """Compile, train and gate one method's candidate (stages named after the method when
-    several are tried)."""
+    several are tried). `mixed`: the sampled prompts whose answers disagreed, where GRPO
+    trains (a group whose answers all earn the same reward has no advantage to learn)."""
     fmt = FORMAT[method]
     allow_gold = settings.cycle.allow_gold and method != "sft-label-free"
     suffix = f" {method}" if named else ""
@@ -291,7 +297,7 @@ def _candidate(
                 justifications=settings.cycle.justifications, protected=protected,
                 min_examples=config.min_examples, cycle=stage.cycle_id,
                 allow_unconfined=settings.sandbox.allow_unconfined,
-                repair_turns=settings.cycle.repair_turns,
+                repair_turns=settings.cycle.repair_turns, mixed=mixed,
             )  # fmt: skip
         except TooFewExamples as e:
             detail |= e.summary

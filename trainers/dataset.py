@@ -64,6 +64,7 @@ class Compiled:
     unjustified: int = 0  # rows whose justification is not allowed
     sharing_entities: int = 0  # held-out items sharing an entity word with a training row
     prompt_suites: tuple[str, ...] = ()  # GRPO: the suites its prompts come from
+    alike: int = 0  # GRPO: prompts left out, not among those whose samples disagreed
 
     def by_source(self) -> dict[str, int]:
         counts = {s: 0 for s in SOURCES}
@@ -82,7 +83,7 @@ class Compiled:
             "heldout_sharing_entities": self.sharing_entities,
             "repairs_with_turns": sum(1 for e in self.examples if e.repair_request),
             "precision": self.precision(),
-        }
+        } | ({"alike_skipped": self.alike} if self.alike else {})
 
     def suites(self) -> list[str]:
         return sorted({s for e in self.examples for s in e.suites} | set(self.prompt_suites))
@@ -227,10 +228,13 @@ def prompt_records(
     allow_gold: bool,
     protected: Guard | None = None,
     justifications: Collection[str] = JUSTIFICATIONS,
+    mixed: Collection[str] | None = None,
 ) -> tuple[list[dict[str, Any]], Compiled]:
     """GRPO rows: each training prompt once (not a protected one), with the checks its
     completions are rewarded by: the visible ones (where `checks` may justify a row), and
-    the scoring where gold is allowed (and may). A prompt nothing could check is left out.
+    the scoring where gold is allowed (and may). A prompt nothing could check is left out;
+    given `mixed` (the hashes of the prompts whose sampled answers disagreed), so is every
+    other: its group of completions would all earn the same reward, so teach nothing.
     The rows, and what was skipped, in a Compiled with no examples."""
     allow_gold = allow_gold and "gold" in justifications
     by_checks = "checks" in justifications
@@ -238,6 +242,7 @@ def prompt_records(
     rows: dict[str, dict[str, Any]] = {}
     suites: set[str] = set()
     skipped = 0
+    alike: set[str] = set()
     for e in store.training_episodes(TRAIN_SPLIT):
         key = prompt_hash(e["prompt"])
         if protected.protects(e["prompt"]):
@@ -246,6 +251,9 @@ def prompt_records(
         scoring = e["scoring"] if allow_gold and e["gold_allowed"] else []
         checked = by_checks and (e["checks"] or stated_expression(e["prompt"]))
         if not (checked or scoring) or key in rows:
+            continue
+        if mixed is not None and key not in mixed:
+            alike.add(key)
             continue
         rows[key] = {
             "prompt": [{"role": "user", "content": e["prompt"]}],
@@ -258,7 +266,8 @@ def prompt_records(
         }
         if e["suite"]:
             suites.add(e["suite"])
-    return list(rows.values()), Compiled([], skipped, 0, prompt_suites=tuple(sorted(suites)))
+    suites_ = tuple(sorted(suites))
+    return list(rows.values()), Compiled([], skipped, 0, prompt_suites=suites_, alike=len(alike))
 
 
 def dataset_hash(records: Sequence[dict[str, Any]]) -> str:
@@ -310,14 +319,17 @@ def build_dataset(
     min_examples: int = 1,
     allow_unconfined: bool = False,
     repair_turns: bool = True,
+    mixed: Collection[str] | None = None,
     **manifest: Any,
 ) -> tuple[Compiled, int]:
     """Compile the store's corrections into `fmt` rows and write them to `out`; the
-    compilation and the number of rows. Fewer than `min_examples`: TooFewExamples."""
+    compilation and the number of rows. Fewer than `min_examples`: TooFewExamples.
+    `mixed`: GRPO's prompts, where sampling found some (`prompt_records`)."""
     if fmt == "grpo":  # prompts and their verifiers, not answers
         records, compiled = prompt_records(
-            store, allow_gold=allow_gold, protected=protected, justifications=justifications
-        )
+            store, allow_gold=allow_gold, protected=protected, justifications=justifications,
+            mixed=mixed,
+        )  # fmt: skip
     else:
         compiled = compile_examples(
             store, allow_gold=allow_gold, protected=protected, justifications=justifications,
@@ -325,10 +337,15 @@ def build_dataset(
         )  # fmt: skip
         records = to_records(compiled.examples, fmt, repair_turns)
     if len(records) < max(min_examples, 1):
+        why = (
+            f"; {compiled.alike} prompts left out, their sampled answers all earned the same reward"
+            if compiled.alike
+            else ""
+        )
         raise TooFewExamples(
             f"{len(records)} {fmt} examples, fewer than the {max(min_examples, 1)} needed "
             "(min_examples): collect more with `reflexa eval run SUITE --split train` "
-            "(or chat with checks)",
+            f"(or chat with checks){why}",
             compiled.summary(len(records)),
         )
     write_dataset(records, out, fmt, suites=compiled.suites(), **manifest)

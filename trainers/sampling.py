@@ -7,7 +7,9 @@ greedy answer and `cycle.sample_n` samples (two requests), then a vote among the
 - Else an answer that passes the visible grounded checks and the tool checks that apply (a
   stated sum is computed) is kept, the greedy one first, justified by `checks` alone.
 Scoring, where the item has it, only records whether the kept answer was right (`correct`,
-for precision); it never chooses. The greedy answer is asked afresh, so a later round
+for precision); it never chooses. The prompts whose answers disagreed (some pass the checks,
+some fail) are returned too: only there can GRPO learn, since a group of answers that all
+earn the same reward has no advantage to follow. The greedy answer is asked afresh, so a later round
 judges the model it samples from, not the one that answered when the episode was logged.
 """
 
@@ -68,11 +70,13 @@ async def sample_corrections(
     model: str | None,
     targets: list[dict[str, Any]],
     on_progress: Callable[[int, int], None] | None = None,
-) -> dict[str, int]:
-    """Sample, vote and store corrections; counts of what was kept, by justification."""
+) -> tuple[dict[str, int], set[str]]:
+    """Sample, vote and store corrections. Counts of what was kept, by justification, and
+    of the prompts whose answers disagreed (`mixed`); and those prompts' hashes."""
     c = settings.cycle
     limit = asyncio.Semaphore(c.concurrency)
-    counts = {"prompts": len(targets), "consistency": 0, "checks": 0}
+    counts = {"prompts": len(targets), "consistency": 0, "checks": 0, "mixed": 0}
+    mixed: set[str] = set()
     done = 0
 
     async def answers(http: httpx.AsyncClient, body: dict[str, Any]) -> list[str]:
@@ -92,9 +96,13 @@ async def sample_corrections(
             answers(http, body | {"n": 1, "temperature": 0}),
             answers(http, body | {"n": c.sample_n, "temperature": c.sample_temperature}),
         )
+        ok = await _verdicts(episode, [greedy, *samples], settings.sandbox.allow_unconfined)
+        if any(ok) and not all(ok):
+            mixed.add(prompt_hash(episode["prompt"]))
+            counts["mixed"] += 1
         kept = await _judge(
             episode, greedy, samples, c.agree_greedy, c.agree_majority,
-            settings.sandbox.allow_unconfined,
+            settings.sandbox.allow_unconfined, ok,
         )  # fmt: skip
         if kept is not None:
             store.add_correction(episode["id"], **kept)
@@ -106,7 +114,17 @@ async def sample_corrections(
     headers = {"Authorization": f"Bearer {client.api_key}"}
     async with httpx.AsyncClient(timeout=settings.request_timeout_s, headers=headers) as http:
         await asyncio.gather(*(one(http, e) for e in targets))
-    return counts
+    return counts, mixed
+
+
+async def _verdicts(episode: dict[str, Any], answers: list[str], unconfined: bool) -> list[bool]:
+    """Whether each answer passes the episode's visible checks and the tool checks."""
+    return list(
+        await asyncio.gather(
+            *(passes(episode["checks"], episode["prompt"], a, allow_unconfined=unconfined)
+              for a in answers)
+        )
+    )  # fmt: skip
 
 
 async def _judge(
@@ -116,14 +134,16 @@ async def _judge(
     min_greedy: int,
     min_majority: int,
     allow_unconfined: bool = False,
+    ok: list[bool] | None = None,
 ) -> dict[str, Any] | None:
     """The correction the current model's `greedy` answer and `samples` justify for
-    `episode`, or None. The episode's own first answer is the rejected one, where it differs
-    (it failed, or it is another model's)."""
+    `episode`, or None. `ok`: each answer's checks, where already run. The episode's own
+    first answer is the rejected one, where it differs (it failed, or it is another
+    model's)."""
     prompt, checks = episode["prompt"], episode["checks"]
     answers = [greedy, *samples]
-    unconfined = {"allow_unconfined": allow_unconfined}
-    ok = await asyncio.gather(*(passes(checks, prompt, a, **unconfined) for a in answers))
+    if ok is None:
+        ok = await _verdicts(episode, answers, allow_unconfined)
     chosen = vote(greedy, samples, checks, ok, min_greedy, min_majority)
     if chosen is not None:
         answer, justification = chosen.answer, "consistency"
@@ -132,6 +152,7 @@ async def _judge(
     else:
         return None
     scoring = episode["scoring"]
+    unconfined = {"allow_unconfined": allow_unconfined}
     correct = await passes(scoring, prompt, answer, **unconfined) if scoring else None
     is_greedy = answer == greedy
     first = episode["attempts"][0]["answer"]

@@ -227,6 +227,7 @@ def test_one_cycle_end_to_end(vllm_session: Session, tmp_path: Path) -> None:
     assert stages[4] == "compile sft-label-free" and stages[-1] in ("promote", "reject")
     sampled = first["stages"][0]
     assert sampled["prompts"] == 12 and sampled["consistency"] + sampled["checks"] <= 12
+    assert 0 <= sampled["mixed"] <= sampled["consistency"] + sampled["checks"]  # one passed
     methods = first["methods"]
     assert methods["sft"]["decision"] in ("promote", "reject") and methods["sft"]["examples"] >= 8
     free = methods["sft-label-free"]  # the base model's own verified answers: often too few

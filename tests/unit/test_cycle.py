@@ -202,6 +202,7 @@ def test_gold_settles_a_prompt_only_where_every_candidate_may_learn_from_it() ->
     settings = Settings()
     assert _settling(settings, ["sft"]) == ["user", "gold", "consistency"]
     assert _settling(settings, ["sft", "sft-label-free"]) == ["user", "consistency"]
+    assert _settling(settings, ["sft", "grpo"]) == ["user", "consistency"]
     no_gold = Settings(cycle=settings.cycle.model_copy(update={"allow_gold": False}))
     assert _settling(no_gold, ["sft"]) == ["user", "consistency"]
 

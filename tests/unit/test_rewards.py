@@ -12,9 +12,9 @@ import pytest
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.store import Store
 from reflexa.agent.store.db import sqlite_url
-from reflexa.evals.contamination import Guard
+from reflexa.evals.contamination import Guard, prompt_hash
 from reflexa.trainers.config import TrainConfig
-from reflexa.trainers.dataset import prompt_records
+from reflexa.trainers.dataset import TooFewExamples, build_dataset, prompt_records
 from reflexa.trainers.rewards import verifier_reward
 from tests.unit.test_reward_hacks import HACKS, RIGHT, TESTS
 
@@ -89,3 +89,12 @@ def test_grpo_rows_are_prompts_with_their_verifiers_and_gold_only_where_allowed(
         nothing, _ = prompt_records(store, allow_gold=True, protected=Guard(),
                                     justifications=["user", "consistency"])  # fmt: skip
         assert nothing == []
+        episode(store, "What is 40 + 3?", [attempt("43", True)])
+        disagreed = {prompt_hash("What is 40 + 3?")}  # sampling found it `mixed`
+        (where,), compiled = prompt_records(store, allow_gold=True, protected=Guard(),
+                                            mixed=disagreed)  # fmt: skip
+        assert where["prompt_hash"] in disagreed
+        assert compiled.summary(1)["alike_skipped"] == 1  # 40 + 2: its answers all alike
+        with pytest.raises(TooFewExamples, match="2 prompts left out, their sampled answers"):
+            build_dataset(store, tmp_path / "d", "grpo", allow_gold=True, protected=Guard(),
+                          mixed=set())  # fmt: skip

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
+import httpx
+import pytest
+
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import Store
+from reflexa.agent.store.db import sqlite_url
+from reflexa.evals.contamination import prompt_hash
 from reflexa.evals.signal import normalise, vote
-from reflexa.trainers.sampling import _judge
+from reflexa.trainers.sampling import _judge, sample_corrections
 
 NUMBER = [{"type": "numeric", "strict": True}]
 SCHEMA = {
@@ -80,3 +89,37 @@ def test_a_stated_sum_is_computed_so_a_right_looking_number_is_not_enough() -> N
     assert kept is not None and (kept["chosen"], kept["source"]) == ("75", "sampled")
     assert kept["correct"] is True and kept["rejected"] == "34 + 41 = 85"
     assert asyncio.run(_judge(episode, "76", ["77", "78"], 3, 5)) is None
+
+
+def test_sampling_returns_the_prompts_whose_answers_disagreed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where some answers pass the checks and some fail, GRPO has an advantage to learn;
+    where all fail (or all pass) it has none, so those prompts are not `mixed`."""
+    from tests.unit.test_dataset import attempt, episode
+
+    replies = {  # prompt: (greedy, samples)
+        "What is 40 + 2?": ("41", ["42", "41"]),  # the tool check passes one: mixed
+        "What is 40 + 3?": ("41", ["40", "39"]),  # all fail
+        "What is 40 + 4?": ("44", ["44", "44"]),  # all pass
+    }
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        greedy, samples = replies[body["messages"][0]["content"]]
+        texts = [greedy] if body["n"] == 1 else samples
+        return httpx.Response(200, json={"choices": [{"message": {"content": t}} for t in texts]})
+
+    real = httpx.AsyncClient
+    monkeypatch.setattr(
+        httpx, "AsyncClient", lambda **kw: real(transport=httpx.MockTransport(reply), **kw)
+    )
+    settings = Settings(cycle={"sample_n": 2})
+    with Store.open(sqlite_url(tmp_path / "db.sqlite")) as store:
+        for prompt in replies:
+            episode(store, prompt, [attempt("0", False)], scoring=[])
+        targets = store.training_episodes("train")
+        client = ModelClient("http://vllm.test", "m")
+        counts, mixed = asyncio.run(sample_corrections(settings, store, client, None, targets))
+        assert counts == {"prompts": 3, "consistency": 1, "checks": 1, "mixed": 1}
+        assert mixed == {prompt_hash("What is 40 + 2?")}
