@@ -7,10 +7,10 @@ greedy answer and `cycle.sample_n` samples (two requests), then a vote among the
 - Else an answer that passes the visible grounded checks and the tool checks that apply (a
   stated sum is computed) is kept, the greedy one first, justified by `checks` alone.
 Scoring, where the item has it, only records whether the kept answer was right (`correct`,
-for precision); it never chooses. The prompts whose answers disagreed (some pass the checks,
-some fail) are returned too: only there can GRPO learn, since a group of answers that all
-earn the same reward has no advantage to follow. The greedy answer is asked afresh, so a later round
+for precision); it never chooses. The greedy answer is asked afresh, so a later round
 judges the model it samples from, not the one that answered when the episode was logged.
+The prompts whose answers disagreed (some pass the checks, some fail) are returned too:
+only there can GRPO learn, since answers that all earn the same reward have no advantage.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ async def sample_corrections(
     of the prompts whose answers disagreed (`mixed`); and those prompts' hashes."""
     c = settings.cycle
     limit = asyncio.Semaphore(c.concurrency)
-    counts = {"prompts": len(targets), "consistency": 0, "checks": 0, "mixed": 0}
+    counts = {"prompts": len(targets), "consistency": 0, "checks": 0}
     mixed: set[str] = set()
     done = 0
 
@@ -99,7 +99,6 @@ async def sample_corrections(
         ok = await _verdicts(episode, [greedy, *samples], settings.sandbox.allow_unconfined)
         if any(ok) and not all(ok):
             mixed.add(prompt_hash(episode["prompt"]))
-            counts["mixed"] += 1
         kept = await _judge(
             episode, greedy, samples, c.agree_greedy, c.agree_majority,
             settings.sandbox.allow_unconfined, ok,
@@ -114,7 +113,7 @@ async def sample_corrections(
     headers = {"Authorization": f"Bearer {client.api_key}"}
     async with httpx.AsyncClient(timeout=settings.request_timeout_s, headers=headers) as http:
         await asyncio.gather(*(one(http, e) for e in targets))
-    return counts, mixed
+    return counts | {"mixed": len(mixed)}, mixed
 
 
 async def _verdicts(episode: dict[str, Any], answers: list[str], unconfined: bool) -> list[bool]:
