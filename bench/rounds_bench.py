@@ -81,7 +81,7 @@ def main() -> None:
         reflexa("eval", "run", args.suite, "--split", "train", "--max-repairs", "1",
                 "--concurrency", "16", "--adapter", "base")  # fmt: skip
         chain = reflexa("cycle", "--rounds", str(args.rounds))
-        rounds = chain.get("rounds") or [chain | {"round": 1, "seconds": None}]
+        rounds = chain.get("rounds") or [chain]
         adapter, score = "base", float(curve[0]["test"])
         for r in rounds:
             point = {}

@@ -60,9 +60,9 @@ def cycle(settings: Settings, rounds: int | None, as_json: bool, trigger: str) -
         page.parent.mkdir(parents=True, exist_ok=True)
         page.write_text(cycles_page(store.cycles(limit=500)[::-1]))
     if as_json:
-        chain = [_cycle_summary(r) | {k: r[k] for k in ("round", "seconds")} for r in results]
+        chain = [_cycle_summary(r) | {"seconds": r["seconds"]} for r in results]
         chained = {"rounds": chain} if len(chain) > 1 else {}
-        print_json(_cycle_summary(results[-1]) | chained | {"report": str(page)})
+        print_json(chain[-1] | chained | {"report": str(page)})
     else:
         for r in results:
             _print_cycle(r, len(results) > 1)

@@ -91,6 +91,9 @@ def test_rounds_chain_cycles_and_stop_at_the_first_that_does_not_promote(
     assert [(r["round"], r["gold"], r["status"]) for r in doc["rounds"]] == [
         (1, True, "promoted"), (2, False, "promoted"), (3, False, "rejected")]  # fmt: skip
     assert doc["status"] == "rejected" and done.exit_code == 0
+    assert all(isinstance(r["seconds"], int) for r in doc["rounds"])
+    one = json.loads(CliRunner().invoke(cli, ["cycle", "--json"]).stdout)  # a chain of one
+    assert (one["round"], one["status"]) == (1, "promoted") and isinstance(one["seconds"], int)
     assert Path(doc["report"]).name == "cycles.html" and Path(doc["report"]).is_file()
     for bad in ("0", "11", "two"):
         refused = CliRunner().invoke(cli, ["cycle", "--rounds", bad])
