@@ -266,8 +266,8 @@ def prompt_records(
         }
         if e["suite"]:
             suites.add(e["suite"])
-    suites_ = tuple(sorted(suites))
-    return list(rows.values()), Compiled([], skipped, 0, prompt_suites=suites_, alike=len(alike))
+    compiled = Compiled([], skipped, 0, prompt_suites=tuple(sorted(suites)), alike=len(alike))
+    return list(rows.values()), compiled
 
 
 def dataset_hash(records: Sequence[dict[str, Any]]) -> str:
