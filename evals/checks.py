@@ -57,6 +57,20 @@ def describe_validation_error(e: ValidationError) -> str:
     return f"{where}: unknown check type; known: {', '.join(CHECK_TYPES)}"
 
 
+# The check types that decide an answer's value (a tool, tests, an exact answer), not its form
+# alone; a numeric or json check does too when it carries an `expected` value (scoring).
+VALUE_TYPES = frozenset({"exact", "python_tests", "arithmetic", "examples"})
+
+
+def checks_values(checks: Sequence[Check]) -> bool:
+    """Some check among `checks` decides the answer's value; else only its form is checked."""
+    return any(
+        c.type in VALUE_TYPES
+        or (isinstance(c, NumericCheck | JsonCheck) and c.expected is not None)
+        for c in checks
+    )
+
+
 GOLD_TYPES = ("exact", "numeric", "json")  # the check types that can carry an `expected` value
 FORM_ONLY = {"numeric": ("expected", "tolerance"), "json": ("expected",)}  # left visible
 

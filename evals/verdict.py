@@ -14,8 +14,8 @@ class Verdict:
     """One verifier's judgement of one answer.
 
     `feedback` is shown to the model when it repairs, so it says what is wrong and what form
-    is wanted without giving away a gold answer. A verifier that crashed has `error` set; its
-    verdict does not count as the answer failing.
+    is wanted without giving away a gold answer. A verifier that crashed (or gave up on this
+    answer) has `error` set: the answer did not pass it (`outcome`).
     """
 
     verifier: str
@@ -59,12 +59,30 @@ def grounded(checks: Iterable[Spec]) -> list[Spec]:
     return [c for c in checks if c.get("type") != "judge"]
 
 
+# Whether an answer passed the checks that applied to it. `unchecked`: none applied, which is
+# said as such and is never a pass.
+Outcome = Literal["passed", "failed", "unchecked"]
+
+
+def outcome(verdicts: Iterable[Verdict | Mapping[str, Any]]) -> Outcome:
+    """The one rule for "it passed", wherever a pass decides something (the graph, selection,
+    the vote, rewards, scoring, metrics): passed when there is a verdict and every one passed;
+    a check that errored is not passed (an answer that makes a check give up does not escape
+    it); no verdict at all is `unchecked`. Takes verdicts or their recorded dicts."""
+    seen = False
+    for v in verdicts:
+        seen = True
+        passed, error = (v.passed, v.error) if isinstance(v, Verdict) else (v["passed"], v["error"])
+        if error is not None or not passed:
+            return "failed"
+    return "passed" if seen else "unchecked"
+
+
 def grounded_ran(verdicts: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The recorded verdicts of grounded checks that ran (did not fail to run)."""
     return [v for v in verdicts if v["kind"] == "grounded" and v["error"] is None]
 
 
 def grounded_pass(verdicts: Sequence[Mapping[str, Any]]) -> bool:
-    """Passed on evidence: a grounded check ran, and every check that ran passed."""
-    ran = [v for v in verdicts if v["error"] is None]
-    return bool(grounded_ran(ran)) and all(v["passed"] for v in ran)
+    """Passed on evidence: a grounded check judged it, and it passed every check (`outcome`)."""
+    return bool(grounded_ran(verdicts)) and outcome(verdicts) == "passed"

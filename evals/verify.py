@@ -1,13 +1,15 @@
-"""Gold answers: what an item's own checks spell out, and whether the checks pass it."""
+"""Gold answers: what an item's own checks spell out, whether the checks pass an answer, and
+scoring an episode's answers once it has ended."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
 
 from reflexa.evals.checks import parse_checks, run_checks, tool_checks
-from reflexa.evals.verdict import VerifyContext, grounded
+from reflexa.evals.verdict import JudgeFn, VerifyContext, grounded, outcome
 
 
 def gold_answer(checks: Sequence[dict[str, Any]]) -> str | None:
@@ -30,13 +32,31 @@ def gold_answer(checks: Sequence[dict[str, Any]]) -> str | None:
 async def passes(
     checks: Sequence[dict[str, Any]], prompt: str, answer: str, *, allow_unconfined: bool = False
 ) -> bool:
-    """True when every grounded check passes `answer`: the given ones and the tool checks
-    that apply (a stated sum is computed; no judge: it is not evidence). False when none
-    applies."""
+    """True when `answer` passes every grounded check (`outcome`): the given ones and the tool
+    checks that apply (a stated sum is computed; no judge: it is not evidence). False when
+    one fails or errors, and when none applies."""
     parsed = parse_checks(grounded(checks))
     parsed += tool_checks(prompt, answer, parsed)
-    if not parsed:
-        return False
     ctx = VerifyContext(prompt, allow_unconfined=allow_unconfined)
-    verdicts = await run_checks(parsed, answer, ctx)
-    return all(v.passed and v.error is None for v in verdicts)
+    return outcome(await run_checks(parsed, answer, ctx)) == "passed"
+
+
+async def score(
+    scoring: Sequence[dict[str, Any]],
+    prompt: str,
+    answers: Sequence[str],
+    *,
+    judge: JudgeFn | None = None,
+    allow_unconfined: bool = False,
+) -> list[bool | None]:
+    """Whether each answer is right by the item's scoring (gold), by the one rule
+    (`outcome`: a scoring check that errors makes the answer wrong); None each where the item
+    has no scoring. The application's, after an episode ends: the loop never holds scoring."""
+    if not scoring:
+        return [None] * len(answers)
+    checks = parse_checks(scoring)
+    ctx = VerifyContext(prompt, judge, allow_unconfined)
+    distinct = list(dict.fromkeys(answers))  # a repair that kept the answer: scored once
+    verdicts = await asyncio.gather(*(run_checks(checks, a, ctx) for a in distinct))
+    right = {a: outcome(vs) == "passed" for a, vs in zip(distinct, verdicts, strict=True)}
+    return [right[a] for a in answers]

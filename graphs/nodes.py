@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from reflexa.evals import JudgeResult, VerifyContext, checks_for, parse_checks, run_checks
 from reflexa.evals.arithmetic import stated_expression
+from reflexa.evals.verdict import outcome
 from reflexa.graphs.prompts import DIAGNOSE, SYSTEM, failure_feedback, repair_request
 from reflexa.graphs.repair import route, select
 from reflexa.graphs.state import Attempt, Recall, ReflectionContext, ReflectionState, Status
@@ -123,14 +124,13 @@ async def _passing(
     prompt: str, specs: list[dict[str, Any]], candidates: list[str], ctx: ReflectionContext
 ) -> list[bool | None]:
     """Whether each candidate passes the checks that apply to it (the judge left out);
-    None where none applied (or all were broken)."""
+    None where none applied."""
     task_checks = parse_checks(specs)
     vctx = VerifyContext(prompt, None, ctx.allow_unconfined)
     checked = await asyncio.gather(
         *(run_checks(checks_for(prompt, c, task_checks, judge=False), c, vctx) for c in candidates)
     )
-    counted = [[v.passed for v in vs if v.error is None] for vs in checked]
-    return [all(oks) if oks else None for oks in counted]  # None: nothing could decide
+    return [{"passed": True, "failed": False, "unchecked": None}[outcome(vs)] for vs in checked]
 
 
 async def _answer(
@@ -169,7 +169,6 @@ def _attempt(
         "verdicts": [],
         "passed": False,
         "score": 0.0,
-        "gold_passed": None,
         "diagnosis": None,
         "prompt_tokens": 0,
         "completion_tokens": 0,
@@ -198,16 +197,9 @@ async def evaluate(state: ReflectionState, runtime: Runtime[ReflectionContext]) 
     task_checks = parse_checks(state["checks"])
     checks = checks_for(prompt, last["answer"], task_checks, judge=ctx.judge is not None)
     verdicts = await run_checks(checks, last["answer"], ctx)
-    counted = [v for v in verdicts if v.error is None]
     last["verdicts"] = [v.to_dict() for v in verdicts]
-    if checks:
-        last["passed"] = bool(counted) and all(v.passed for v in counted)
-        last["score"] = sum(v.score for v in counted) / len(counted) if counted else 0.0
-    else:  # nothing applies (no task checks, judge off): accepted unchecked
-        last["passed"], last["score"] = True, 1.0
-    if state["gold"]:
-        gold = await run_checks(parse_checks(state["gold"]), last["answer"], ctx)
-        last["gold_passed"] = all(v.passed for v in gold if v.error is None)
+    last["passed"] = outcome(verdicts) == "passed"  # nothing applied: unchecked, not passed
+    last["score"] = sum(v.score for v in verdicts) / len(verdicts) if verdicts else 0.0
     attempts = [*state["attempts"][:-1], last]
     return {"attempts": attempts, "model_s": state["model_s"] + judge_s}
 
@@ -284,8 +276,11 @@ def finish(state: ReflectionState) -> dict[str, Any]:
         status: Status = "passed" if index == 0 else "repaired"
     else:
         index = max(range(len(attempts)), key=lambda i: (attempts[i]["score"], -i))
-        counted = [v for v in last["verdicts"] if v["error"] is None]
-        status = "unresolved" if counted else "verifier_error"
+        failed = [v for v in last["verdicts"] if v["error"] is None and not v["passed"]]
+        if not last["verdicts"]:
+            status = "unchecked"
+        else:
+            status = "unresolved" if failed else "verifier_error"
     answer = attempts[index]["answer"]
     return {
         "status": status,

@@ -21,10 +21,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from reflexa.evals.checks import VALUE_TYPES
 from reflexa.evals.signal import normalise
 
 Strategy = Literal["constrained", "sample", "feedback"]
-DECIDED_BY_TOOLS = {"arithmetic", "examples", "python_tests", "exact"}  # a value is checked
 NUMBER = r"-?[0-9]{1,30}(\.[0-9]{1,30})?"  # bounded: unbounded, the model wrote 512 digits
 
 
@@ -44,9 +44,9 @@ def route(
     failed = {v["verifier"] for v in verdicts if v["error"] is None and not v["passed"]}
     usable = set(allowed) - set(tried)
     can_sample = "sample" in usable and samples > 1
-    if can_sample and failed & DECIDED_BY_TOOLS:
+    if can_sample and failed & VALUE_TYPES:
         shape = shape_for(checks)
-        deciders = ", ".join(sorted(failed & DECIDED_BY_TOOLS))
+        deciders = ", ".join(sorted(failed & VALUE_TYPES))
         within = f", decoded under the task's shape ({next(iter(shape))})" if shape else ""
         return "sample", f"{deciders} can check each of {samples} candidates{within}", shape
     if "constrained" in usable and (shape := shape_for(checks, failed)) is not None:

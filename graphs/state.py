@@ -12,8 +12,9 @@ from langchain_core.language_models import BaseChatModel
 
 from reflexa.evals import JudgeFn
 
-# passed: the first answer passed every check (or nothing applied: see its empty verdicts)
-Status = Literal["running", "passed", "repaired", "unresolved", "verifier_error"]
+# passed: the first answer passed every check; unchecked: no check applied to it (never a
+# pass); verifier_error: a check errored and none failed (evals.verdict.outcome)
+Status = Literal["running", "passed", "repaired", "unresolved", "verifier_error", "unchecked"]
 
 
 class Attempt(TypedDict):
@@ -22,9 +23,8 @@ class Attempt(TypedDict):
     note: str | None  # what the strategy did (candidates that passed, a fallback)
     answer: str
     verdicts: list[dict[str, Any]]
-    passed: bool
+    passed: bool  # evals.verdict.outcome(verdicts) == "passed"
     score: float
-    gold_passed: bool | None
     diagnosis: dict[str, Any] | None
     prompt_tokens: int
     completion_tokens: int
@@ -45,8 +45,8 @@ class Recall:
 
     def trace(self) -> dict[str, Any]:
         """For the trace: which memories, not their answers."""
-        keys = ("id", "source", "similarity", "tokens")
-        used = [{k: m[k] for k in keys} | {"prompt": m["prompt"][:80]} for m in self.memories]
+        keys = ("id", "source", "justification", "similarity", "tokens")
+        used = [{k: m.get(k) for k in keys} | {"prompt": m["prompt"][:80]} for m in self.memories]
         return {"used": used, "note": self.note, "seconds": round(self.seconds, 4)}
 
 
@@ -56,13 +56,12 @@ RecallFn = Callable[[str, str | None], Recall]
 
 class ReflectionState(TypedDict, total=False):
     """One thread. `messages` accumulates over turns; the rest describes the current turn
-    and is reset by each turn's input."""
+    and is reset by each turn's input. It holds what the loop may see and nothing else: an
+    item's scoring (gold) is not here; the application scores the episode after it ends."""
 
     messages: Annotated[list[dict[str, str]], operator.add]
     episode_id: str  # the store's record of this turn, finished even after a resume
     checks: list[dict[str, Any]]  # the task's checks; with none, judge + intrinsic checks
-    gold: list[dict[str, Any]]  # scoring-only checks, never shown to the model
-    allow_gold: bool  # the scoring's answer may become a correction (a training item)
     attempts: list[Attempt]
     max_repairs: int
     status: Status
@@ -97,12 +96,10 @@ class ReflectionContext:
 def turn_input(
     prompt: str,
     checks: list[dict[str, Any]] | None = None,
-    gold: list[dict[str, Any]] | None = None,
     max_repairs: int = 2,
     episode_id: str = "",
     history: list[dict[str, str]] | None = None,
     use_memory: bool = True,
-    allow_gold: bool = False,
     suite: str | None = None,
 ) -> ReflectionState:
     """The input that starts a new turn of a thread (after `history`, in a new thread)."""
@@ -110,8 +107,6 @@ def turn_input(
         "messages": [*(history or []), {"role": "user", "content": prompt}],
         "episode_id": episode_id,
         "checks": checks or [],
-        "gold": gold or [],
-        "allow_gold": allow_gold,
         "attempts": [],
         "max_repairs": max_repairs,
         "status": "running",

@@ -324,9 +324,10 @@ def _candidate(
         gates, notes = gate_suites(store, compiled.suites())
         gate = asyncio.run(
             run_gate(
-                settings, store, evaluator(client), gates, current_name, candidate_name, on_progress
+                settings, store, evaluator(client), gates, current_name, candidate_name,
+                on_progress, gold=allow_gold,
             )
-        )
+        )  # fmt: skip
         gate |= {"current": current and current["version"], "notes": notes}
         store.update_adapter(
             row["version"],

@@ -7,8 +7,12 @@ wins (user > gold > consistency > checks; see `evals.signal`), then the best sou
   gold     the answer the item's scoring spells out (verified by it), where gold is allowed
   sampled  a sample from the model (self-consistency, or the visible checks alone)
   self     the model's own first answer (passed the visible checks; or the vote's choice)
-Only `gold` needs a label. Every example keeps its justification and, where the item has
-scoring, whether scoring found it right: the precision of each justification, reported.
+Only `gold` needs a label, and gold decides here only when the compile allows it (the
+candidate's `allow_gold`): then a row that scoring found wrong is replaced by the scoring's
+own answer. Without gold, the rows are what the loop saw and verified, nothing else: the
+same whether or not the store holds scoring. Every example keeps its justification and,
+where the item has scoring, whether scoring found it right: the precision of each
+justification, reported, never used to select.
 A `repair` example also becomes a repair turn (SFT, `repair_turns`): the request, the
 model's own wrong first answer, the repair request it was shown (visible feedback only),
 then the verified repair, the loss on that last turn alone; so the next adapter learns to
@@ -65,6 +69,7 @@ class Compiled:
     sharing_entities: int = 0  # held-out items sharing an entity word with a training row
     prompt_suites: tuple[str, ...] = ()  # GRPO: the suites its prompts come from
     alike: int = 0  # GRPO: prompts left out, not among those whose samples disagreed
+    gold_replaced: int = 0  # with gold: rows scoring found wrong, dropped (gold added instead)
 
     def by_source(self) -> dict[str, int]:
         counts = {s: 0 for s in SOURCES}
@@ -80,6 +85,7 @@ class Compiled:
             "protected_skipped": self.protected_skipped,
             "duplicates_merged": self.merged,
             "unjustified_skipped": self.unjustified,
+            "gold_replaced": self.gold_replaced,
             "heldout_sharing_entities": self.sharing_entities,
             "repairs_with_turns": sum(1 for e in self.examples if e.repair_request),
             "precision": self.precision(),
@@ -117,7 +123,8 @@ def compile_examples(
     protected = held_out_guard(store.held_out_prompts()) if protected is None else protected
     kept: dict[str, Example] = {}
     skipped = merged = unjustified = 0
-    for row in _rows(store, allow_gold, allow_unconfined):
+    rows, replaced = _rows(store, allow_gold, allow_unconfined)
+    for row in rows:
         if protected.protects(row.prompt):
             skipped += 1
             continue
@@ -136,45 +143,62 @@ def compile_examples(
         kept[row.prompt_hash] = winner
     examples = sorted(kept.values(), key=lambda e: (_rank(e), e.prompt_hash))
     sharing = shared_entities(protected.items, [e.prompt for e in examples])
-    return Compiled(examples, skipped, merged, unjustified, sharing)
+    return Compiled(examples, skipped, merged, unjustified, sharing, gold_replaced=replaced)
 
 
 def _rank(e: Example) -> tuple[int, int]:
     return JUSTIFICATIONS.index(e.justification), SOURCES.index(e.source)
 
 
-def _rows(store: Store, allow_gold: bool, allow_unconfined: bool) -> list[Example]:
+def _rows(store: Store, allow_gold: bool, allow_unconfined: bool) -> tuple[list[Example], int]:
+    """Every candidate row, and how many rows gold replaced. Without gold, rows come from what
+    the loop saw alone: a repair or a first answer whose prompt showed a gold memory is left
+    out (gold shaped it). With gold (`allow_gold`, on an item whose suite allows it), a row
+    scoring found wrong is dropped, and the scoring's own answer is added where no row of
+    the episode was right."""
     episodes = store.training_episodes(TRAIN_SPLIT)
-    suite_of = {e["id"]: [e["suite"]] if e["suite"] else [] for e in episodes}
-    first_of = {e["id"]: e["attempts"][0] for e in episodes}
-    rows, corrected = [], set()
+    by_id = {e["id"]: e for e in episodes}
+    shaped = {e["id"] for e in episodes if _recalled_gold(e)}
+    rows, corrected, replaced = [], set(), 0
     for c in store.corrections():
-        if c["verified"] and c["chosen"] and (allow_gold or c["justification"] != "gold"):
-            ids = [c["episode_id"]] if c["episode_id"] else []
-            first = first_of.get(c["episode_id"])
-            asked = None
-            if c["source"] == "repair" and first and first["answer"] == c["rejected"]:
-                asked = repair_request(first["verdicts"], first["diagnosis"])
-            rows.append(
-                Example(
-                    c["prompt_hash"], c["prompt"], c["chosen"], c["source"], c["rejected"],
-                    ids, suite_of.get(c["episode_id"], []), c["justification"], c["correct"],
-                    asked,
-                )
-            )  # fmt: skip
-            if c["correct"] is not False:  # right, or no scoring to say: gold not needed
-                corrected.add(c["episode_id"])
+        if not (c["verified"] and c["chosen"]) or (c["justification"] == "gold" and not allow_gold):
+            continue
+        episode = by_id.get(c["episode_id"])
+        gold_ok = allow_gold and episode is not None and episode["gold_allowed"]
+        if gold_ok and c["correct"] is False:
+            replaced += 1
+            continue
+        if not allow_gold and c["source"] == "repair" and c["episode_id"] in shaped:
+            continue
+        first = episode["attempts"][0] if episode else None
+        asked = None
+        if c["source"] == "repair" and first and first["answer"] == c["rejected"]:
+            asked = repair_request(first["verdicts"], first["diagnosis"])
+        suites = [episode["suite"]] if episode and episode["suite"] else []
+        rows.append(
+            Example(
+                c["prompt_hash"], c["prompt"], c["chosen"], c["source"], c["rejected"],
+                [c["episode_id"]] if c["episode_id"] else [], suites, c["justification"],
+                c["correct"], asked,
+            )
+        )  # fmt: skip
+        if c["correct"] is not False:  # right, or no scoring to say: gold not needed
+            corrected.add(c["episode_id"])
     golds = []
     for e in episodes:
         first = e["attempts"][0]
-        key, suites = prompt_hash(e["prompt"]), suite_of[e["id"]]
-        if e["first_passed"] and grounded_pass(first["verdicts"]):
+        key, suites = prompt_hash(e["prompt"]), [e["suite"]] if e["suite"] else []
+        gold_ok = allow_gold and e["gold_allowed"]
+        passed = e["first_passed"] and grounded_pass(first["verdicts"])
+        if passed and gold_ok and e["first_correct"] is False:
+            replaced += 1
+        elif passed and (allow_gold or e["id"] not in shaped):
             rows.append(
                 Example(key, e["prompt"], first["answer"], "self", None, [e["id"]], suites,
                         "checks", e["first_correct"])
             )  # fmt: skip
-        gold_ok = allow_gold and e["gold_allowed"] and e["id"] not in corrected
-        if gold_ok and e["first_correct"] is False and (gold := gold_answer(e["scoring"])):
+        uncorrected = gold_ok and e["id"] not in corrected and e["first_correct"] is False
+        if uncorrected and (gold := gold_answer(e["scoring"])) is not None:
             row = Example(key, e["prompt"], gold, "gold", first["answer"], [e["id"]], suites,
                           "gold", True)  # fmt: skip
             golds.append((row, [*e["checks"], *e["scoring"]]))
@@ -185,7 +209,13 @@ def _rows(store: Store, allow_gold: bool, allow_unconfined: bool) -> list[Exampl
         )
 
     verified = asyncio.run(verify()) if golds else []
-    return rows + [r for (r, _), ok in zip(golds, verified, strict=True) if ok]
+    return rows + [r for (r, _), ok in zip(golds, verified, strict=True) if ok], replaced
+
+
+def _recalled_gold(episode: dict[str, Any]) -> bool:
+    """A memory justified by gold was in one of the episode's prompts."""
+    used = [m for a in episode["attempts"] for m in (a["memory"] or {}).get("used", [])]
+    return any("gold" in (m.get("source"), m.get("justification")) for m in used)
 
 
 def to_records(

@@ -29,9 +29,9 @@ GateProgress = Callable[[str, int, int], None]
 class Evaluate(Protocol):
     """What the gate needs from the application, handed in by the caller: one recorded eval
     run of `suite`'s `split` on `adapter` (None: the base model), first attempts only, as it
-    would serve, with recall or without (`memory`), whatever the recall policy says. Returns
-    the run's report: `run_id`, and `items` with `item_id`, `episode_id`, `first_passed`
-    and `final_passed`."""
+    would serve, with recall or without (`memory`), whatever the recall policy says, and
+    memories justified by gold recalled only where `gold`. Returns the run's report:
+    `run_id`, and `items` with `item_id`, `episode_id`, `first_passed` and `final_passed`."""
 
     def __call__(
         self,
@@ -39,6 +39,7 @@ class Evaluate(Protocol):
         suite: Suite,
         split: str,
         memory: bool,
+        gold: bool,
         on_progress: Callable[[int, int], None] | None,
     ) -> Awaitable[dict[str, Any]]: ...
 
@@ -92,13 +93,15 @@ async def run_gate(
     current: str | None,
     candidate: str,
     on_progress: GateProgress | None = None,
+    gold: bool = False,
 ) -> dict[str, Any]:
     """Both sides on every gate suite, first attempts, as they would serve: with memory on,
-    each answers with its own recall (what it passes unaided retired for it) and again
-    without. Where recall made a side's first answers worse on a suite by more than
-    `max_drop`, recall is turned off for that side and suite (recorded in the store), and
-    memories that hurt more often than they helped stop being recalled. The decision
-    compares what each side will then serve."""
+    each answers with its own recall (what it passes unaided retired for it; memories
+    justified by gold only where the candidate may learn from `gold`) and again without.
+    Where recall made a side's first answers worse on a suite by more than `max_drop`,
+    recall is turned off for that side and suite (recorded in the store), and memories that
+    hurt more often than they helped stop being recalled. The decision compares what each
+    side will then serve."""
     modes = (True, False) if settings.memory.enabled else (False,)
     served: dict[str, Results] = {}
     runs: dict[str, dict[str, str]] = {}
@@ -112,7 +115,7 @@ async def run_gate(
                 for split in gate.splits:
                     label = f"{side}{'' if memory else ' unaided'} {gate.suite.name}:{split}"
                     report = await evaluate(
-                        adapter, gate.suite, split, memory,
+                        adapter, gate.suite, split, memory, gold,
                         on_progress and (lambda d, t, label=label: on_progress(label, d, t)),
                     )  # fmt: skip
                     mode = "memory" if memory else "no memory"

@@ -28,7 +28,7 @@ from reflexa.evals.arithmetic import stated_expression
 from reflexa.evals.contamination import TRAIN_SPLIT, Guard, prompt_hash
 from reflexa.evals.signal import vote
 from reflexa.evals.verdict import grounded
-from reflexa.evals.verify import passes
+from reflexa.evals.verify import gold_answer, passes
 
 # Corrections that already settle a prompt: sampling it again adds nothing stronger.
 COVERING = ("user", "gold", "consistency")
@@ -39,8 +39,8 @@ def sampling_targets(
 ) -> list[dict[str, Any]]:
     """Training episodes, one per prompt (the newest), with grounded visible checks (or a
     stated expression a tool computes), that no correction justified by one of `covering`
-    covers yet (a round that may not learn from gold samples the prompts gold covered);
-    failed ones first."""
+    covers yet, nor gold where `gold` is among them (a wrong answer to an item whose gold
+    may be learnt from and spells out an answer: the compile adds it); failed ones first."""
     covered = {
         c["prompt_hash"]
         for c in store.corrections()
@@ -50,6 +50,9 @@ def sampling_targets(
     for e in store.training_episodes(TRAIN_SPLIT):
         key = prompt_hash(e["prompt"])
         if key in covered or protected.protects(e["prompt"]):
+            continue
+        settled = e["gold_allowed"] and e["first_correct"] is False
+        if "gold" in covering and settled and gold_answer(e["scoring"]) is not None:
             continue
         if grounded(e["checks"]) or stated_expression(e["prompt"]):  # what can verify
             targets[key] = e

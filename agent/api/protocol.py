@@ -119,11 +119,13 @@ def trace(result: EpisodeResult) -> dict[str, Any]:
                 "kind": a["kind"],
                 "answer": a["answer"],
                 "passed": a["passed"],  # by the visible checks
-                "correct": a["gold_passed"],  # by the scoring checks; None: none given
+                "correct": right,  # by the scoring checks, after the loop; None: none given
                 "verdicts": a["verdicts"],
                 "diagnosis": a.get("diagnosis"),
                 "memory": a.get("memory"),  # the corrections recalled into its prompt
             }
-            for a in result.attempts
+            for a, right in zip(
+                result.attempts, result.scores or [None] * len(result.attempts), strict=True
+            )
         ],
     }

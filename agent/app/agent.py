@@ -7,6 +7,7 @@ model timed out or returned an error.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +32,7 @@ from reflexa.evals import CheckSpecError, make_judge, parse_checks
 from reflexa.evals.checks import split_gold
 from reflexa.evals.contamination import learnable
 from reflexa.evals.verdict import grounded_pass
-from reflexa.evals.verify import gold_answer, passes
+from reflexa.evals.verify import gold_answer, passes, score
 from reflexa.graphs import ReflectionContext, ReflectionState, build_reflection_graph, turn_input
 
 # (event, payload): ("token", {"node", "text"}) while an answer streams, ("node", {"node",
@@ -58,6 +59,7 @@ class EpisodeRequest:
     history: list[dict[str, str]] = field(default_factory=list)
     eval_run_id: str | None = None
     memory: bool = True  # recall past corrections (when the agent has a memory)
+    gold_memories: bool | None = None  # recall may show gold answers (None: the agent's default)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class EpisodeResult:
     attempts: list[dict[str, Any]]
     latency_s: float
     model_s: float
+    scores: list[bool | None] = field(default_factory=list)  # per attempt, by scoring (after)
 
     @property
     def ok(self) -> bool:
@@ -172,9 +175,12 @@ class Agent:
         context: ReflectionContext,
         reflect: ReflectSettings,
         memory: Memory | None = None,
+        gold_memories: bool = False,
     ) -> None:
+        """`gold_memories`: by default, recall may show memories justified by gold (set
+        where the deployment may learn from gold); a request may say otherwise."""
         self.graph, self.store, self.context, self.reflect = graph, store, context, reflect
-        self.memory = memory
+        self.memory, self.gold_memories = memory, gold_memories
 
     async def run(self, request: EpisodeRequest, on_event: EventFn | None = None) -> EpisodeResult:
         """Answer `request`; a turn of its thread that was interrupted is finished first."""
@@ -193,11 +199,11 @@ class Agent:
             self.reflect.max_repairs if request.max_repairs is None else request.max_repairs
         )
         turn = turn_input(
-            request.prompt, request.checks, request.gold, max_repairs, episode_id,
-            request.history, use_memory=request.memory, allow_gold=request.allow_gold,
-            suite=request.suite,
+            request.prompt, request.checks, max_repairs, episode_id, request.history,
+            use_memory=request.memory, suite=request.suite,
         )  # fmt: skip
-        return await self._drive(turn, episode_id, thread_id, config, on_event)
+        golden = self.gold_memories if request.gold_memories is None else request.gold_memories
+        return await self._drive(turn, episode_id, thread_id, config, on_event, golden)
 
     async def resume(self, thread_id: str, on_event: EventFn | None = None) -> EpisodeResult | None:
         """Finish the thread's interrupted turn (a crash, a model error) under its own
@@ -209,7 +215,7 @@ class Agent:
         episode_id = pending.values.get("episode_id") or uuid.uuid4().hex
         if on_event:
             await on_event("resumed", {"episode_id": episode_id})
-        return await self._drive(None, episode_id, thread_id, config, None)
+        return await self._drive(None, episode_id, thread_id, config, None, gold_memories=False)
 
     async def _checkpoint(self, config: RunnableConfig) -> StateSnapshot:
         """The thread's checkpointed state; a database that is down is one clear error."""
@@ -225,15 +231,19 @@ class Agent:
         thread_id: str,
         config: RunnableConfig,
         on_event: EventFn | None,
+        gold_memories: bool,
     ) -> EpisodeResult:
         started = time.perf_counter()
+        context = self.context
+        if self.memory is not None:  # gold memories only for a turn that may learn from gold
+            context = replace(
+                context, recall=functools.partial(self.memory.recall, gold=gold_memories)
+            )
         # "messages" makes LangChain stream each model call (an SSE event per token from
         # vLLM): only worth its CPU when someone watches the tokens.
         modes: list[StreamMode] = STREAM_MODES if on_event else ["updates"]
         try:
-            async for part in self.graph.astream(
-                turn, config, context=self.context, stream_mode=modes
-            ):
+            async for part in self.graph.astream(turn, config, context=context, stream_mode=modes):
                 mode, chunk = cast(tuple[str, Any], part)  # a list of modes yields pairs
                 if on_event is None:
                     continue
@@ -249,6 +259,15 @@ class Agent:
             latency = time.perf_counter() - started
             return record_error(self.store, episode_id, thread_id, describe_model_error(e), latency)
         state = (await self._checkpoint(config)).values
+        # Scored now that the loop has ended, from the episode's record: the graph never held it.
+        episode = self.store.episode(episode_id)
+        assert episode is not None, "start_record wrote it"
+        prompt = state["messages"][-2]["content"]  # the user's turn; the last is our answer
+        unconfined = self.context.allow_unconfined
+        scores = await score(
+            episode["scoring"], prompt, [a["answer"] for a in state["attempts"]],
+            judge=self.context.judge, allow_unconfined=unconfined,
+        )  # fmt: skip
         result = EpisodeResult(
             episode_id=episode_id,
             thread_id=thread_id,
@@ -258,46 +277,46 @@ class Agent:
             attempts=state["attempts"],
             latency_s=time.perf_counter() - started,
             model_s=state["model_s"],
+            scores=scores,
         )
+        final = state["final_index"]
+        corrections = [c | {"correct": scores[final]} for c in corrections_from(state)]
         self.store.finish_episode(
             episode_id, status=result.status, answer=result.answer, error=None,
-            attempts=result.attempts, latency_s=result.latency_s,
-            final_index=state["final_index"],
-            corrections=await corrections_from(state, self.context.allow_unconfined),
+            attempts=result.attempts, latency_s=result.latency_s, final_index=final,
+            scores=scores, corrections=corrections,
+            gold_memory=await gold_memory(episode, prompt, scores[final], unconfined),
         )  # fmt: skip
         return result
 
 
-async def corrections_from(
-    state: dict[str, Any], allow_unconfined: bool = False
-) -> list[dict[str, Any]]:
-    """A wrong first answer and what fixed it: the model's repair when grounded visible
-    checks (not the judge alone) passed it, justified by those checks (scoring, where there
-    is one, says whether it was right: `correct`, a measurement only); else, where gold may
-    be learnt from, the answer the scoring spells out and passes. A first answer that passed
-    its checks but scoring found wrong is corrected by gold alone."""
+def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """From what the loop saw: a first answer its checks failed and the repair they passed,
+    verified when grounded visible checks (not the judge alone) passed it, justified by
+    those checks. Scoring does not choose here: whether gold may replace or add a row is
+    decided when a candidate's dataset is compiled (trainers.dataset)."""
+    if state["status"] != "repaired":
+        return []
     attempts = state["attempts"]
-    prompt = state["messages"][-2]["content"]  # the user's turn; the last is our answer
-    first, fix = attempts[0], attempts[state["final_index"]]
-    if first["passed"] and first["gold_passed"] is not False:
-        return []
-    correction = {"prompt": prompt, "rejected": first["answer"]}
-    if state["status"] == "repaired" and (
-        not state.get("allow_gold") or fix["gold_passed"] is not False
-    ):
-        verified = grounded_pass(fix["verdicts"])
-        return [
-            correction | {"chosen": fix["answer"], "source": "repair", "verified": verified,
-                          "justification": "checks", "correct": fix["gold_passed"]}
-        ]  # fmt: skip
-    if not state.get("allow_gold"):
-        return []
-    checks = [*state["checks"], *state["gold"]]
-    gold = gold_answer(state["gold"])
-    if gold is not None and await passes(checks, prompt, gold, allow_unconfined=allow_unconfined):
-        return [correction | {"chosen": gold, "source": "gold", "verified": True,
-                              "justification": "gold", "correct": True}]  # fmt: skip
-    return []
+    fix = attempts[state["final_index"]]
+    return [{"prompt": state["messages"][-2]["content"], "rejected": attempts[0]["answer"],
+             "chosen": fix["answer"], "source": "repair",
+             "verified": grounded_pass(fix["verdicts"]), "justification": "checks"}]  # fmt: skip
+
+
+async def gold_memory(
+    episode: dict[str, Any], prompt: str, final_right: bool | None, allow_unconfined: bool
+) -> str | None:
+    """The answer the scoring spells out, to remember (justified by gold), where the episode
+    is a training item whose gold may be learnt from and its answer was wrong; None
+    otherwise, or where the scoring spells out no answer that its checks pass."""
+    if final_right is not False or not (episode["gold_allowed"] and learnable(episode["split"])):
+        return None
+    gold = gold_answer(episode["scoring"])
+    checks = [*episode["checks"], *episode["scoring"]]
+    if gold is None or not await passes(checks, prompt, gold, allow_unconfined=allow_unconfined):
+        return None
+    return gold
 
 
 UNREACHABLE = "cannot reach the model server"  # how an episode's error starts when it was down
@@ -353,4 +372,5 @@ async def open_agent(
             repair_seconds=r.repair_seconds,
         )
         async with open_checkpointer(settings) as saver:
-            yield Agent(build_reflection_graph(saver), store, context, r, memory)
+            graph = build_reflection_graph(saver)
+            yield Agent(graph, store, context, r, memory, gold_memories=settings.cycle.allow_gold)

@@ -34,7 +34,9 @@ class EvalOptions:
     adapter: str | None = None
     concurrency: int = 8
     memory: bool = True  # recall past corrections (if the agent has a memory)
-    allow_gold: bool = True  # a training item's gold may be learnt from (if its suite allows)
+    # The run may learn from gold: a training item's gold may become a training row (if its
+    # suite allows), and recall may show memories justified by gold. Off: neither.
+    allow_gold: bool = True
 
     def config(self) -> dict[str, Any]:
         """What makes two runs comparable (concurrency does not change results)."""
@@ -121,7 +123,7 @@ async def run_eval(
                 history=item.history,
                 max_repairs=options.max_repairs if options.reflect else 0,
                 suite=suite.name, split=item.split, item_id=item.id, eval_run_id=run_id,
-                memory=options.memory,
+                memory=options.memory, gold_memories=options.allow_gold,
             )
         )  # fmt: skip
         if result.status == "error" and (result.error or "").startswith(UNREACHABLE):
@@ -194,10 +196,11 @@ def gate_evaluator(settings: Settings, store: Store) -> Callable[[ModelClient], 
             suite: Suite,
             split: str,
             memory: bool,
+            gold: bool,
             on_progress: ProgressFn | None,
         ) -> dict[str, Any]:
             options = EvalOptions(
-                split=split, reflect=False, adapter=adapter, memory=memory,
+                split=split, reflect=False, adapter=adapter, memory=memory, allow_gold=gold,
                 concurrency=settings.cycle.concurrency,
             )  # fmt: skip
             # Recall is measured whatever the current policy says, or a suite whose recall

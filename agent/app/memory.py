@@ -5,11 +5,12 @@ searches the store's memories (full-text: BM25 on SQLite, ts_rank on PostgreSQL)
 best `k` that are similar enough and fit the token budget, and the graph puts them before the
 request as solved examples. What was recalled, or why nothing was, goes into the trace.
 
-Never recalled: a memory whose prompt is an item of a held-out or gate split (the
-contamination guard the training data has too), one the answering adapter was shown to
-pass unaided (retired for it), one that hurt more often than it helped when measured
-(harmful), or, for a model and suite whose recall the gate turned off (it made answers
-worse there), the suite's memories and anything on the suite's items.
+Never recalled: a memory justified by gold where the asker may not learn from gold (a turn,
+gate or candidate without gold), a memory whose prompt is an item of a held-out or gate
+split (the contamination guard the training data has too), one the answering adapter was
+shown to pass unaided (retired for it), one that hurt more often than it helped when
+measured (harmful), or, for a model and suite whose recall the gate turned off (it made
+answers worse there), the suite's memories and anything on the suite's items.
 """
 
 from __future__ import annotations
@@ -103,14 +104,15 @@ class Memory:
         """`prompt` is a held-out or gate item: its memory (if any) is never recalled."""
         self.protected.add(prompt)
 
-    def recall(self, prompt: str, suite: str | None = None) -> Recall:
-        """The memories for `prompt` (an item of `suite`, if given). A broken index raises:
-        the graph's recall node turns that into no recall and a note."""
+    def recall(self, prompt: str, suite: str | None = None, gold: bool = False) -> Recall:
+        """The memories for `prompt` (an item of `suite`, if given); those justified by gold
+        only where `gold` (the asker may learn from gold). A broken index raises: the graph's
+        recall node turns that into no recall and a note."""
         started = time.perf_counter()
         if suite in self.off:
             return Recall(note=f"recall off for {suite} with this model: {self.off[suite]}")
         s = self.settings
-        rows = self.store.search_memories(prompt, s.k * CANDIDATES, self.model)
+        rows = self.store.search_memories(prompt, s.k * CANDIDATES, self.model, gold=gold)
         chosen: list[dict[str, Any]] = []
         left = {"protected": 0, "recall off": 0, "dissimilar": 0, "over budget": 0}
         budget = s.token_budget

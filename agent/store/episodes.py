@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from reflexa.agent.store.memories import MemoryRecords
+from reflexa.agent.store.memories import MemoryRecords, Remembered
 from reflexa.agent.store.records import columns
 from reflexa.agent.store.tables import Attempt, Correction, Episode, Memory, utcnow
 from reflexa.evals.contamination import TRAIN_SPLIT, learnable, prompt_hash
@@ -75,11 +75,16 @@ class EpisodeRecords(MemoryRecords):
         attempts: Sequence[dict[str, Any]],
         latency_s: float,
         final_index: int | None = None,
+        scores: Sequence[bool | None] = (),
         corrections: Sequence[dict[str, Any]] = (),
+        gold_memory: str | None = None,
     ) -> None:
-        """Write the outcome, its attempts and its corrections in one transaction.
+        """Write the outcome, its attempts, their scores and its corrections in one
+        transaction, then remember the corrections (and `gold_memory`, the item's gold answer,
+        justified by gold).
 
-        `final_index` is the attempt whose answer was returned."""
+        `final_index` is the attempt whose answer was returned; `scores[i]` whether attempt
+        i was right by the item's scoring (None: no scoring), scored after the loop ended."""
         with self._session.begin() as s:
             episode = s.get_one(Episode, id)
             episode.status, episode.answer, episode.error = status, answer, error
@@ -89,15 +94,18 @@ class EpisodeRecords(MemoryRecords):
             episode.prompt_tokens = sum(a.get("prompt_tokens", 0) for a in attempts)
             episode.completion_tokens = sum(a.get("completion_tokens", 0) for a in attempts)
             if attempts:
-                episode.first_passed = bool(attempts[0]["passed"])
+                # An unchecked first answer (no check applied) neither passed nor failed.
+                checked = status != "unchecked"
+                episode.first_passed = bool(attempts[0]["passed"]) if checked else None
                 episode.final_passed = status in ("passed", "repaired")
                 episode.judge_only = not grounded_ran(v for a in attempts for v in a["verdicts"])
-                first, final = attempts[0], attempts[final_index if final_index is not None else -1]
-                if first.get("gold_passed") is not None:  # scored: the harm ledger
-                    episode.first_correct = bool(first["gold_passed"])
-                    episode.final_correct = bool(final["gold_passed"])
-                    episode.right_to_wrong = episode.first_correct and not episode.final_correct
-                    episode.wrong_to_right = episode.final_correct and not episode.first_correct
+                first = scores[0] if scores else None
+                final = scores[final_index if final_index is not None else -1] if scores else None
+                if first is not None and final is not None:  # scored: the harm ledger
+                    episode.first_correct, episode.final_correct = first, final
+                    episode.right_to_wrong = first and not final
+                    episode.wrong_to_right = final and not first
+            episode.scores = list(scores)
             episode.attempts = [_attempt(i, a) for i, a in enumerate(attempts)]
             # Gold is kept only where it may be learnt from (a training item, gold allowed).
             gold_ok = learnable(episode.split) and episode.gold_allowed
@@ -105,8 +113,12 @@ class EpisodeRecords(MemoryRecords):
             rows = [_correction(id, c) for c in keep]
             s.add_all(rows)
             split, checks, suite = episode.split, episode.checks, episode.suite
+            prompt = episode.prompt
         used = {m["id"] for a in attempts for m in (a.get("memory") or {}).get("used", [])}
-        self._remember(rows if learnable(split) else [], checks, used, suite)
+        remembered = [Remembered.of(c) for c in rows]
+        if gold_memory is not None and gold_ok:
+            remembered.append(Remembered(prompt, gold_memory, "gold", "gold", None, id))
+        self._remember(remembered if learnable(split) else [], checks, used, suite)
 
     def add_correction(self, episode_id: str | None, **fields: Any) -> int:
         with self._session.begin() as s:
@@ -116,7 +128,7 @@ class EpisodeRecords(MemoryRecords):
             split, checks, suite = (
                 (episode.split, episode.checks, episode.suite) if episode else (None, [], None)
             )
-        self._remember([row] if learnable(split) else [], checks, suite=suite)
+        self._remember([Remembered.of(row)] if learnable(split) else [], checks, suite=suite)
         return row.id
 
     def episode(self, id: str) -> dict[str, Any] | None:
@@ -183,8 +195,7 @@ class EpisodeRecords(MemoryRecords):
 def _attempt(index: int, a: dict[str, Any]) -> Attempt:
     return Attempt(
         index=index, kind=a["kind"], strategy=a.get("strategy"), note=a.get("note"),
-        answer=a["answer"], verdicts=a["verdicts"],
-        passed=a["passed"], score=a["score"], gold_passed=a.get("gold_passed"),
+        answer=a["answer"], verdicts=a["verdicts"], passed=a["passed"], score=a["score"],
         diagnosis=a.get("diagnosis"), prompt_tokens=a.get("prompt_tokens", 0),
         completion_tokens=a.get("completion_tokens", 0), latency_s=a.get("latency_s", 0.0),
         model=a["model"], memory=a.get("memory"),

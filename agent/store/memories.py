@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from reflexa.agent.store.records import Records, columns
 from reflexa.agent.store.tables import Correction, Memory, RecallPolicy, utcnow
-from reflexa.evals.contamination import words
+from reflexa.evals.contamination import prompt_hash, words
 
 SQLITE_FTS_TABLE = (  # as migration 0004 creates it (its triggers keep it in step)
     "CREATE VIRTUAL TABLE memories_fts USING fts5("
@@ -27,23 +28,42 @@ def search_terms(text: str, limit: int = 64) -> list[str]:
     return list(dict.fromkeys(words(text)))[:limit]
 
 
+@dataclass(frozen=True)
+class Remembered:
+    """What a memory is made from: a verified correction, or an item's gold answer."""
+
+    prompt: str
+    answer: str
+    source: str  # see MEMORY_SOURCES
+    justification: str  # see evals.signal.JUSTIFICATIONS: recall may leave out gold
+    correction_id: int | None
+    episode_id: str | None
+
+    @classmethod
+    def of(cls, c: Correction) -> Remembered | None:
+        """A correction's memory; None for one that is not to be recalled."""
+        if not (c.verified and c.chosen and c.source in MEMORY_SOURCES):
+            return None
+        return cls(c.prompt, c.chosen, c.source, c.justification, c.id, c.episode_id)
+
+
 class MemoryRecords(Records):
     def _remember(
         self,
-        corrections: Sequence[Correction],
+        memories: Sequence[Remembered | None],
         checks: list[Any],
         used: Collection[int] = (),
         suite: str | None = None,
     ) -> None:
-        """Make verified corrections recallable, one memory per prompt (the better source, or
-        the newer of equals, wins), and count the memories an episode used. A transaction of
-        its own: a broken index (`reflexa memory rebuild`) or a concurrent writer of the same
-        prompt costs the memory, never the episode or the correction."""
+        """Make memories recallable, one per prompt (the better source, or the newer of
+        equals, wins), and count the memories an episode used. A transaction of its own: a
+        broken index (`reflexa memory rebuild`) or a concurrent writer of the same prompt
+        costs the memory, never the episode or the correction."""
         try:
             with self._session.begin() as s:
-                for c in corrections:
-                    if c.verified and c.chosen and c.source in MEMORY_SOURCES:
-                        self._upsert_memory(s, c, checks, suite)
+                for m in memories:
+                    if m is not None:
+                        self._upsert_memory(s, m, checks, suite)
                 if used:
                     s.execute(
                         update(Memory)
@@ -54,16 +74,17 @@ class MemoryRecords(Records):
             pass
 
     def _upsert_memory(
-        self, s: Session, c: Correction, checks: list[Any], suite: str | None
+        self, s: Session, m: Remembered, checks: list[Any], suite: str | None
     ) -> None:
-        row = s.scalars(select(Memory).where(Memory.prompt_hash == c.prompt_hash)).first()
+        key = prompt_hash(m.prompt)
+        row = s.scalars(select(Memory).where(Memory.prompt_hash == key)).first()
         if row is None:
-            row = Memory(prompt_hash=c.prompt_hash, prompt=c.prompt, uses=0)
+            row = Memory(prompt_hash=key, prompt=m.prompt, uses=0)
             s.add(row)
-        elif MEMORY_SOURCES.index(c.source) > MEMORY_SOURCES.index(row.source):
+        elif MEMORY_SOURCES.index(m.source) > MEMORY_SOURCES.index(row.source):
             return
-        row.answer, row.source, row.justification = c.chosen or "", c.source, c.justification
-        row.correction_id, row.episode_id = c.id, c.episode_id
+        row.answer, row.source, row.justification = m.answer, m.source, m.justification
+        row.correction_id, row.episode_id = m.correction_id, m.episode_id
         row.checks, row.suite = checks, suite
         row.status, row.retired_by = "active", None
         s.flush()
@@ -80,28 +101,31 @@ class MemoryRecords(Records):
             s.execute(delete(Memory).where(Memory.id.in_(oldest.scalar_subquery())))
 
     def search_memories(
-        self, query: str, limit: int, model: str | None = None
+        self, query: str, limit: int, model: str | None = None, gold: bool = False
     ) -> list[dict[str, Any]]:
         """Memories whose prompt shares words with `query`, best BM25 (SQLite) or ts_rank
-        (PostgreSQL) first; those retired for `model` (it passes them unaided) left out."""
+        (PostgreSQL) first; those retired for `model` (it passes them unaided) left out, and
+        those justified by gold unless `gold` (the asker may learn from gold)."""
         terms = search_terms(query)
         if not terms:
             return []
-        params = {"limit": limit, "model": model or ""}
+        params: dict[str, Any] = {"limit": limit, "model": model or "", "gold": gold}
         if self.engine.dialect.name == "sqlite":
             sql = text(
-                "SELECT m.id, m.prompt_hash, m.prompt, m.answer, m.source, m.suite "
-                "FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid "
+                "SELECT m.id, m.prompt_hash, m.prompt, m.answer, m.source, m.justification, "
+                "m.suite FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid "
                 "WHERE memories_fts MATCH :q AND (m.retired_by IS NULL OR m.retired_by != :model) "
-                "AND m.status != 'harmful' ORDER BY bm25(memories_fts) LIMIT :limit"
+                "AND m.status != 'harmful' AND (:gold OR m.justification != 'gold') "
+                "ORDER BY bm25(memories_fts) LIMIT :limit"
             )
             params["q"] = " OR ".join(f'"{t}"' for t in terms)
         else:
             sql = text(
-                "SELECT id, prompt_hash, prompt, answer, source, suite "
+                "SELECT id, prompt_hash, prompt, answer, source, justification, suite "
                 "FROM memories, to_tsquery('simple', :q) q "
                 "WHERE search @@ q AND (retired_by IS NULL OR retired_by != :model) "
-                "AND status != 'harmful' ORDER BY ts_rank(search, q) DESC, id LIMIT :limit"
+                "AND status != 'harmful' AND (:gold OR justification != 'gold') "
+                "ORDER BY ts_rank(search, q) DESC, id LIMIT :limit"
             )
             params["q"] = " | ".join(f"'{t}'" for t in terms)
         with self.engine.connect() as conn:

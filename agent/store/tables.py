@@ -45,6 +45,8 @@ class Episode(Base):
     final_correct: Mapped[bool | None]
     right_to_wrong: Mapped[bool | None]  # the harm ledger: reflection broke a right answer
     wrong_to_right: Mapped[bool | None]
+    # Per attempt, right by scoring (None: no scoring): scored after the loop, never in it.
+    scores: Mapped[list[Any]] = mapped_column(default=list)
     n_attempts: Mapped[int] = mapped_column(Integer, default=0)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -77,7 +79,6 @@ class Attempt(Base):
     verdicts: Mapped[list[Any]]
     passed: Mapped[bool]
     score: Mapped[float]
-    gold_passed: Mapped[bool | None]
     diagnosis: Mapped[dict[str, Any] | None]
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)

@@ -31,7 +31,7 @@ def attempt(
                "kind": kind, "error": None}  # fmt: skip
     return {"kind": "generate", "answer": answer, "verdicts": [verdict], "passed": passed,
             "score": float(passed), "model": "m",
-            "gold_passed": passed if correct is None else correct}  # fmt: skip
+            "correct": passed if correct is None else correct}  # fmt: skip
 
 
 def episode(
@@ -56,8 +56,10 @@ def episode(
     status = status or (
         "passed" if attempts[0]["passed"] else "repaired" if passed else "unresolved"
     )
+    scores = [a["correct"] for a in attempts]  # the application's scoring, after the loop
     store.finish_episode(id, status=status, answer=attempts[-1]["answer"], error=None,
-                         attempts=attempts, latency_s=0.1, corrections=corrections)  # fmt: skip
+                         attempts=attempts, latency_s=0.1, corrections=corrections,
+                         scores=scores)  # fmt: skip
     return id
 
 

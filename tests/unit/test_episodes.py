@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,18 +18,23 @@ from reflexa.agent.app.checkpointer import open_checkpointer
 from reflexa.agent.chat import chat_loop
 from reflexa.agent.settings import load_settings
 from reflexa.agent.store import Store
+from reflexa.agent.store.db import sqlite_url
 from reflexa.evals import JudgeFn, JudgeResult
+from reflexa.evals.contamination import Guard
 from reflexa.graphs import ReflectionContext, build_reflection_graph
+from reflexa.trainers.dataset import compile_examples, dataset_hash, to_records
 from tests.fakes import ScriptedChatModel
 
 # A check the user chose to show the model (a regex is visible); an `expected` value is not.
-NUMBER = [{"type": "regex", "pattern": "^4$", "description": "be the number 4"}]
+NUMBER = [{"type": "regex", "pattern": "^[0-4]$", "description": "be a digit below 5"}]
 DIAGNOSIS = '{"cause": "wrong sum", "fix": "add again"}'
 
 
-async def with_agent(script: list, body: Any, judge: JudgeFn | None = None) -> Any:
+async def with_agent(
+    script: list, body: Any, judge: JudgeFn | None = None, store: Store | None = None
+) -> Any:
     settings = load_settings()
-    store = Store.open(settings.database)
+    store = store or Store.open(settings.database)
     llm = ScriptedChatModel(script=script)
     async with open_checkpointer(settings) as saver:
         agent = Agent(
@@ -190,13 +196,17 @@ def test_chat_loop_streams_traces_and_records_corrections() -> None:
     assert store.last_episode("chat1")["prompt"] == "3+3?"  # type: ignore[index]
 
 
-def test_with_the_judge_off_an_unchecked_answer_is_accepted() -> None:
-    (result,), _ = run(["Hello!"], EpisodeRequest("Say hello"))
+def test_with_the_judge_off_an_unchecked_answer_is_answered_but_never_passed() -> None:
+    (result,), store = run(["Hello!"], EpisodeRequest("Say hello"))
     assert (result.status, result.answer, result.attempts[0]["verdicts"]) == (
-        "passed",
+        "unchecked",
         "Hello!",
         [],
     )
+    episode = store.episode(result.episode_id)
+    assert episode is not None
+    assert (episode["first_passed"], episode["final_passed"]) == (None, False)
+    assert store.failures() == []  # nothing failed either
 
 
 @pytest.mark.parametrize("allowed", [False, True])
@@ -235,3 +245,47 @@ def test_sandbox_allow_unconfined_reaches_the_python_checks(
         assert verdict["passed"] and verdict["error"] is None
     else:
         assert "no bwrap found" in verdict["error"]
+
+
+def test_one_store_with_and_without_scoring_compiles_the_same_label_free_dataset(
+    tmp_path: Path,
+) -> None:
+    # Gold once chose which repairs were recorded (a repair scoring found wrong was dropped
+    # where gold was allowed), so "label-free" rows depended on the labels. Now the loop
+    # records what it saw, and only a compile that allows gold lets gold replace a row.
+    digits = [{"type": "regex", "pattern": "^[0-9]+$", "description": "be digits only"}]
+    items = [  # (prompt, the model's answers, the right one)
+        ("What is two plus two?", ["four", DIAGNOSIS, "5"], 4),  # repaired, wrongly
+        ("What is three plus three?", ["6"], 6),  # right at once
+        ("What is one plus one?", ["3"], 2),  # passes its form, wrong
+        ("What is two plus five?", ["seven", DIAGNOSIS, "7"], 7),  # repaired, rightly
+    ]
+    compiled = {}
+    for scored in (True, False):
+        store = Store.open(sqlite_url(tmp_path / f"scored-{scored}.db"))
+        script = [answer for _, answers, _ in items for answer in answers]
+        requests = [
+            EpisodeRequest(prompt, digits, [{"type": "numeric", "expected": right}] * scored,
+                           allow_gold=True, split="train", suite="s")
+            for prompt, _, right in items
+        ]  # fmt: skip
+
+        async def body(agent: Agent, requests: list[EpisodeRequest] = requests) -> None:
+            for r in requests:
+                await agent.run(r)
+
+        asyncio.run(with_agent(script, body, store=store))
+        label_free = compile_examples(store, allow_gold=False, protected=Guard())
+        records = to_records(label_free.examples, "sft")
+        compiled[scored] = (dataset_hash(records), [r["messages"] for r in records])
+        if scored:  # where gold is allowed, it replaces what it found wrong
+            gold = compile_examples(store, allow_gold=True, protected=Guard())
+            chosen = {e.prompt: (e.source, e.chosen) for e in gold.examples}
+            assert chosen == {
+                "What is two plus two?": ("gold", "4"),
+                "What is three plus three?": ("self", "6"),
+                "What is one plus one?": ("gold", "2"),
+                "What is two plus five?": ("repair", "7"),
+            }
+    assert compiled[True] == compiled[False]
+    assert len(compiled[True][1]) == 6  # 4 answers, 2 of them repairs with their turns

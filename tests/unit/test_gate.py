@@ -120,8 +120,8 @@ def test_recall_that_hurts_a_suite_is_turned_off_and_its_memories_counted() -> N
 def test_the_gate_runs_both_sides_through_the_evaluate_it_is_handed() -> None:
     calls = []
 
-    async def evaluate(adapter, suite, split, memory, on_progress):  # type: ignore[no-untyped-def]
-        calls.append((adapter, suite.name, split, memory))
+    async def evaluate(adapter, suite, split, memory, gold, on_progress):  # type: ignore[no-untyped-def]
+        calls.append((adapter, suite.name, split, memory, gold))
         passed = {None: 0, "cand": 60}[adapter] if suite.name == "arithmetic" else 20
         items = [{"item_id": i.id, "episode_id": f"e-{i.id}", "first_passed": k < passed,
                   "final_passed": k < passed} for k, i in enumerate(suite.items)]  # fmt: skip
@@ -129,11 +129,13 @@ def test_the_gate_runs_both_sides_through_the_evaluate_it_is_handed() -> None:
 
     settings = load_settings()
     with Store.open(settings.database) as store:
-        verdict = asyncio.run(run_gate(settings, store, evaluate, [HELD, FROZEN], None, "cand"))
+        verdict = asyncio.run(
+            run_gate(settings, store, evaluate, [HELD, FROZEN], None, "cand", gold=False)
+        )
     assert verdict["decision"] == "promote", verdict["reason"]
     assert verdict["heldout"]["a"] == 0.0 and verdict["heldout"]["b"] == 0.6
     assert sorted(calls, key=str) == sorted(
-        [(side, s, split, memory) for side in (None, "cand") for memory in (True, False)
+        [(side, s, split, memory, False) for side in (None, "cand") for memory in (True, False)
          for s, split in (("arithmetic", "heldout"), ("capabilities", "test"))], key=str,
     )  # fmt: skip
     assert verdict["memory"]["candidate"][HELD.label]["recall"] is True  # recall changed nothing

@@ -213,10 +213,13 @@ def test_a_failed_training_item_leaves_its_verified_gold_answer_as_a_memory() ->
     asyncio.run(run_agent(store, ["not json"], no_gold, None))  # gold not allowed: no memory
     held = EpisodeRequest(ADA.replace("36", "37"), JSON_CHECK, max_repairs=0, split="heldout")
     asyncio.run(run_agent(store, ["not json"], held, None))
-    assert [(m["source"], m["answer"]) for m in store.memories()] == [
-        ("gold", '{"name": "Ada Lovelace", "age": 36}')
+    assert [(m["source"], m["justification"], m["answer"]) for m in store.memories()] == [
+        ("gold", "gold", '{"name": "Ada Lovelace", "age": 36}')
     ]
-    assert [c["prompt"] for c in store.corrections()] == [ADA]  # none kept for held-out
+    assert store.corrections() == []  # gold is no correction: a compile may add it (dataset)
+    # Recalled only for an asker that may learn from gold.
+    assert memory(store, min_similarity=0.0).recall(ADA).memories == []
+    assert len(memory(store, min_similarity=0.0).recall(ADA, gold=True).memories) == 1
 
 
 def test_a_broken_index_costs_the_recall_not_the_answer() -> None:
@@ -265,7 +268,9 @@ def test_upgrading_a_store_loads_its_verified_corrections(tmp_path: Path) -> Non
     assert [(r["prompt"], r["source"]) for r in Store(engine).memories()] == [
         ("prompt 0", "repair"), ("prompt 2", "gold"),
     ]  # fmt: skip
-    assert len(memory(Store(engine), min_similarity=0.0).recall("prompt 2").memories) == 2
+    recall = memory(Store(engine), min_similarity=0.0).recall
+    assert [m["source"] for m in recall("prompt 2", gold=True).memories] == ["gold", "repair"]
+    assert [m["source"] for m in recall("prompt 2").memories] == ["repair"]  # label-free
 
 
 class ScriptedClient(ModelClient):

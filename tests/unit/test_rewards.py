@@ -12,7 +12,10 @@ import pytest
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.store import Store
 from reflexa.agent.store.db import sqlite_url
+from reflexa.evals import VerifyContext, parse_checks, run_checks
 from reflexa.evals.contamination import Guard, prompt_hash
+from reflexa.evals.verdict import outcome
+from reflexa.evals.verify import passes
 from reflexa.trainers.config import TrainConfig
 from reflexa.trainers.dataset import TooFewExamples, build_dataset, prompt_records
 from reflexa.trainers.rewards import verifier_reward
@@ -98,3 +101,41 @@ def test_grpo_rows_are_prompts_with_their_verifiers_and_gold_only_where_allowed(
         with pytest.raises(TooFewExamples, match="2 prompts left out, their sampled answers"):
             build_dataset(store, tmp_path / "d", "grpo", allow_gold=True, protected=Guard(),
                           mixed=set())  # fmt: skip
+
+
+# What json-extract shows the loop: a schema, so only the form is checked.
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+          "required": ["name", "age"], "additionalProperties": False}  # fmt: skip
+FORM_ONLY = json.dumps([{"type": "json", "schema": SCHEMA}])
+
+
+def test_a_constant_valid_object_never_earns_the_top_reward() -> None:
+    # Schema validity alone once earned full reward, so one constant object was a policy.
+    ada, bob = "Ada Lovelace is 36 years old.", "Bob Marley is 41 years old."
+    right_ada, right_bob = (
+        '{"name": "Ada Lovelace", "age": 36}',
+        '{"age": 41, "name": "Bob Marley"}',
+    )
+    constant = '{"name": "", "age": 0}'
+    prompts = [ada] * 4 + [bob] * 4
+    answers = [right_ada] * 3 + [constant] + [right_bob] * 3 + ["not json"]
+    got = rewards(prompts, answers, [FORM_ONLY] * 8, ["[]"] * 8)
+    assert got == [1.0] * 3 + [0.5] + [1.0] * 3 + [0.0]  # the group's majority, form, nothing
+    # A policy that answers every prompt with it: each group agrees with itself, and the
+    # answer is the majority of another prompt too: it says nothing about either.
+    assert rewards(prompts, [constant] * 8, [FORM_ONLY] * 8, ["[]"] * 8) == [0.5] * 8
+    # No strict majority in the group: form alone.
+    split = [right_ada, right_ada, constant, constant]
+    assert rewards([ada] * 4, split, [FORM_ONLY] * 4, ["[]"] * 4) == [0.5] * 4
+
+
+def test_a_check_that_errors_on_an_answer_is_not_escaped() -> None:
+    # An errored verdict was once left out of the decision: an answer that makes a
+    # `must_match: false` pattern time out passed it.
+    escape = "a" * 40 + "!"  # `(a|a)+$` backtracks on it until the time limit
+    specs = [{"type": "regex", "pattern": "(a|a)+$", "must_match": False},
+             {"type": "regex", "pattern": "^[a-z!]+$"}]  # fmt: skip
+    verdicts = asyncio.run(run_checks(parse_checks(specs), escape, VerifyContext("Say it.")))
+    assert verdicts[0].error is not None and outcome(verdicts) == "failed"
+    assert rewards(["Say it."], [escape], [json.dumps(specs)], ["[]"]) == [0.0]
+    assert not asyncio.run(passes(specs, "Say it.", escape))

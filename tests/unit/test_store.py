@@ -13,7 +13,7 @@ from reflexa.agent.store.db import sqlite_url
 from reflexa.agent.store.tables import Attempt, Correction, Episode
 
 
-def attempt(answer: str, passed: bool, kind: str = "generate", gold: bool | None = None) -> dict:
+def attempt(answer: str, passed: bool, kind: str = "generate") -> dict:
     verdict = {
         "verifier": "exact",
         "passed": passed,
@@ -28,7 +28,6 @@ def attempt(answer: str, passed: bool, kind: str = "generate", gold: bool | None
         "verdicts": [verdict],
         "passed": passed,
         "score": float(passed),
-        "gold_passed": gold,
         "model": "m",
         "prompt_tokens": 10,
         "completion_tokens": 5,
@@ -51,7 +50,7 @@ def test_sqlite_file_is_migrated_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "new" / "reflexa.db"  # its folder is created too
     Store.open(sqlite_url(path)).close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("select version_num from alembic_version").fetchall() == [("0007",)]
+        assert conn.execute("select version_num from alembic_version").fetchall() == [("0008",)]
         assert conn.execute("pragma journal_mode").fetchone() == ("wal",)
 
 
@@ -79,9 +78,10 @@ def test_episode_is_recorded_once_with_its_attempts(database_url: str) -> None:
         status="repaired",
         answer="4",
         error=None,
-        attempts=[attempt("5", False, gold=False), attempt("4", True, "repair", gold=True)],
+        attempts=[attempt("5", False), attempt("4", True, "repair")],
         latency_s=1.5,
         final_index=1,
+        scores=[False, True],  # by scoring, after the loop
         corrections=[
             {"prompt": "2+2?", "rejected": "5", "chosen": "4", "source": "repair", "verified": True}
         ],
@@ -98,7 +98,8 @@ def test_episode_is_recorded_once_with_its_attempts(database_url: str) -> None:
         20,
         10,
     )
-    assert episode["right_to_wrong"] is False
+    assert (episode["right_to_wrong"], episode["wrong_to_right"]) == (False, True)
+    assert episode["scores"] == [False, True]
     assert [a["answer"] for a in episode["attempts"]] == ["5", "4"]
     assert store.count(Episode) == 1 and store.count(Attempt) == 2
     (correction,) = store.corrections()
@@ -116,7 +117,8 @@ def test_right_to_wrong_flip_is_counted(database_url: str) -> None:
         error=None,
         latency_s=1.0,
         final_index=1,
-        attempts=[attempt("4", False, gold=True), attempt("5", True, "repair", gold=False)],
+        attempts=[attempt("4", False), attempt("5", True, "repair")],
+        scores=[True, False],
     )
     assert store.episode("e2")["right_to_wrong"] is True  # type: ignore[index]
 
@@ -211,3 +213,51 @@ def test_episodes_a_killed_process_left_running_are_marked_interrupted(
     assert killed["error"] == f"interrupted: the process that ran it stopped ({name})"
     assert [store.episode(i)["status"] for i in ("mine", "elsewhere")] == ["running"] * 2  # type: ignore[index]
     assert name.startswith(socket.gethostname())
+
+
+def test_scores_move_out_of_the_attempts_and_gold_chosen_repairs_say_so(
+    database_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A store written before scoring left the loop: attempts carry `gold_passed`, and a
+    # repair of an item whose gold was allowed was recorded only because scoring passed it.
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from reflexa.agent.store.db import MIGRATIONS, make_engine, migrate
+
+    engine = make_engine(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0007")
+        conn.commit()
+    now = "2026-01-01 00:00:00+00"
+    with engine.begin() as conn:
+        for id, gold_allowed in (("old", True), ("chat", False)):
+            conn.execute(text(
+                "insert into episodes (id, thread_id, created_at, prompt, messages, checks, "
+                "status, judge_only, n_attempts, prompt_tokens, completion_tokens, model, "
+                "gold_allowed, split) values (:id, :id, :now, '2+2?', '[]', '[]', 'repaired', "
+                "false, 2, 0, 0, 'm', :gold, 'train')"
+            ), {"id": id, "now": now, "gold": gold_allowed})  # fmt: skip
+            for index, (answer, right) in enumerate((("5", False), ("4", True))):
+                conn.execute(text(
+                    'insert into attempts (episode_id, "index", kind, answer, verdicts, passed, '
+                    "score, gold_passed, prompt_tokens, completion_tokens, latency_s, model) "
+                    "values (:id, :i, 'generate', :a, '[]', :ok, 0, :right, 0, 0, 0, 'm')"
+                ), {"id": id, "i": index, "a": answer, "ok": bool(index), "right": right})  # fmt: skip
+            conn.execute(text(
+                "insert into corrections (episode_id, created_at, prompt, prompt_hash, messages, "
+                "rejected, chosen, source, verified, justification) values (:id, :now, '2+2?', "
+                ":h, '[]', '5', '4', 'repair', true, 'checks')"
+            ), {"id": id, "now": now, "h": f"h-{id}"})  # fmt: skip
+    migrate(engine)
+    store = Store(engine)
+    assert store.episode("old")["scores"] == [False, True]  # type: ignore[index]
+    assert "gold_passed" not in store.episode("old")["attempts"][0]  # type: ignore[index]
+    by_episode = {c["episode_id"]: c["justification"] for c in store.corrections()}
+    assert by_episode == {"old": "gold", "chat": "checks"}
+    said = capfd.readouterr().err
+    assert "scores of 2 episode(s) moved" in said and "1 repair(s)" in said
