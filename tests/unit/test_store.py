@@ -242,12 +242,12 @@ def test_scores_move_out_of_the_attempts_and_gold_chosen_repairs_say_so(
                 "gold_allowed, split) values (:id, :id, :now, '2+2?', '[]', '[]', 'repaired', "
                 "false, 2, 0, 0, 'm', :gold, 'train')"
             ), {"id": id, "now": now, "gold": gold_allowed})  # fmt: skip
-            for index, (answer, right) in enumerate((("5", False), ("4", True))):
+            for index, (answer, ok) in enumerate((("5", False), ("4", True))):
                 conn.execute(text(
                     'insert into attempts (episode_id, "index", kind, answer, verdicts, passed, '
                     "score, gold_passed, prompt_tokens, completion_tokens, latency_s, model) "
                     "values (:id, :i, 'generate', :a, '[]', :ok, 0, :right, 0, 0, 0, 'm')"
-                ), {"id": id, "i": index, "a": answer, "ok": index > 0, "right": right})  # fmt: skip
+                ), {"id": id, "i": index, "a": answer, "ok": index > 0, "right": ok})  # fmt: skip
             conn.execute(text(
                 "insert into corrections (episode_id, created_at, prompt, prompt_hash, messages, "
                 "rejected, chosen, source, verified, justification) values (:id, :now, '2+2?', "
