@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reflexa.evals.checks import Check, carries_gold, describe_validation_error, split_gold
+from reflexa.evals.leaks import stated_answers
 
 TRAIN, DEV, TEST, HELDOUT = "train", "dev", "test", "heldout"
 
@@ -124,6 +125,8 @@ def load_suite(path: Path) -> Suite:
             item = SuiteItem.model_validate(data)
         except ValidationError as e:
             raise SuiteError(f"{path}:{line}: {describe_validation_error(e)}") from None
+        if stated := stated_answers(item.checks):
+            raise SuiteError(f"{path}:{line}: item {item.id!r}: {stated[0]}")
         if item.id in seen:
             raise SuiteError(
                 f"{path}:{line}: duplicate id {item.id!r} (first at line {seen[item.id]})"

@@ -31,6 +31,7 @@ from reflexa.agent.store.db import StoreUnavailable
 from reflexa.evals import CheckSpecError, make_judge, parse_checks
 from reflexa.evals.checks import split_gold
 from reflexa.evals.contamination import learnable
+from reflexa.evals.leaks import stated_answers
 from reflexa.evals.verdict import grounded_pass
 from reflexa.evals.verify import gold_answer, passes, score
 from reflexa.graphs import ReflectionContext, ReflectionState, build_reflection_graph, turn_input
@@ -104,10 +105,12 @@ def validate_request(request: EpisodeRequest, reflect: ReflectSettings) -> None:
             f"{reflect.max_prompt_chars:,} (reflect.max_prompt_chars)"
         )
     try:
-        parse_checks(request.checks)
+        visible = parse_checks(request.checks)
         parse_checks(request.gold)
     except CheckSpecError as e:
         raise BadRequest(str(e)) from None
+    if stated := stated_answers(visible):  # an `expected` value moves to scoring by itself
+        raise BadRequest(stated[0])
     if where := _too_big(request.checks + request.gold, "checks"):
         raise BadRequest(f"{where}: an integer beyond 64 bits (write it as a string or float)")
 

@@ -27,7 +27,7 @@ from reflexa.trainers.dataset import compile_examples
 from tests.fakes import ScriptedChatModel
 
 # A check the client chose to show the model; an `expected` value would only score.
-CHECK = {"checks": [{"type": "regex", "pattern": "^4$", "description": "be the number 4"}]}
+CHECK = {"checks": [{"type": "regex", "pattern": "^[0-4]$", "description": "be a digit below 5"}]}
 DIAGNOSIS = '{"cause": "wrong sum", "fix": "add again"}'
 
 
@@ -149,6 +149,10 @@ def test_feedback_keeps_memory_within_the_configured_bound(
         ({"messages": [{"role": "user", "content": "x"}], "model": "v9"}, 404, "v9"),
         ({"messages": [{"role": "user", "content": "x"}],
           "reflexa": {"checks": [{"type": "nope"}]}}, 400, "unknown check type"),
+        ({"messages": [{"role": "user", "content": "2+2?"}],
+          "reflexa": {"checks": [{"type": "regex", "pattern": "^4$"}]}}, 400,
+         "checks.0: the regex check states the answer (its pattern '^4$' matches only the text "
+         "'4'), which the model would see; put it under `scoring`"),
     ],
 )  # fmt: skip
 def test_bad_requests_get_4xx_in_openai_shape(

@@ -29,7 +29,7 @@ items:
       - {role: user, content: "My name is Ada."}
       - {role: assistant, content: "Hello Ada."}
       - {role: user, content: "What is my name?"}
-    checks: [{type: regex, pattern: Ada}]
+    scoring: [{type: regex, pattern: Ada}]
 """
 
 
@@ -101,6 +101,24 @@ def test_jsonl_suite(tmp_path: Path) -> None:
          "  scoring: [{type: exact, expected: y}]\n",
          "bad.yaml:1: `checks` carry expected values, which the model would see"),
         ("bad.yaml", "allow_gold: maybe\nitems: []\n", "bad.yaml:1: `allow_gold` is true or false"),
+        # Visible checks that name the one right answer: the move is to `scoring`.
+        ("bad.yaml", "- id: a\n  prompt: x\n- id: sky\n  prompt: Sky colour?\n"
+         "  checks: [{type: regex, pattern: '^blue\\.?$', ignore_case: true}]\n",
+         "bad.yaml:3: item 'sky': checks.0: the regex check states the answer (its pattern "
+         "'^blue\\\\.?$' matches only the text 'blue'), which the model would see; put it "
+         "under `scoring`"),
+        ("bad.jsonl",
+         '{"id": "a", "prompt": "x", "checks": [{"type": "regex", "pattern": "Tokyo"}]}\n',
+         "bad.jsonl:1: item 'a': checks.0: the regex check states the answer"),
+        ("bad.yaml", "- id: a\n  prompt: x\n  checks: [{type: json, schema: {type: object, "
+         "properties: {city: {const: Paris}}}}]\n",
+         "bad.yaml:1: item 'a': checks.0: the json check states the answer (schema.properties."
+         "city has const 'Paris')"),
+        ("bad.yaml", "- id: a\n  prompt: x\n  checks: [{type: json, schema: {enum: [42]}}]\n",
+         "bad.yaml:1: item 'a': checks.0: the json check states the answer (schema has a "
+         "single-value enum [42])"),
+        ("bad.yaml", "- id: a\n  prompt: x\n  checks: [{type: choice, options: [OK, 'ok.']}]\n",
+         "bad.yaml:1: item 'a': checks.0: the choice check states the answer (its one option"),
     ],
 )  # fmt: skip
 def test_bad_suite_files_name_the_file_and_line(
@@ -110,6 +128,39 @@ def test_bad_suite_files_name_the_file_and_line(
     with pytest.raises(SuiteError) as e:
         load_suite(path)
     assert str(e.value).startswith(f"{tmp_path}/{message}"), str(e.value)
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        {"type": "regex", "pattern": "^(yes|no)$"},  # a choice of answers: a form
+        {"type": "regex", "pattern": "^[0-9]+$"},
+        {"type": "regex", "pattern": "^[0-4]$"},
+        {"type": "regex", "pattern": "^\\d{4}-\\d{2}-\\d{2}$"},
+        {"type": "regex", "pattern": "(?i)as an ai|i cannot", "must_match": False},
+        {"type": "regex", "pattern": "Tokyo", "must_match": False},  # what it must not say
+        {  # a property named const; an enum of several values
+            "type": "json",
+            "schema": {
+                "type": "object",
+                "properties": {"const": {"type": "string"}, "unit": {"enum": ["kg", "g"]}},
+            },
+        },
+        {"type": "choice", "options": ["A", "B", "C", "D"]},
+    ],
+)
+def test_checks_of_form_stay_visible(check: dict) -> None:
+    from reflexa.evals import parse_checks
+    from reflexa.evals.leaks import stated_answers
+
+    assert stated_answers(parse_checks([check])) == []
+
+
+def test_no_built_in_suite_shows_the_answer() -> None:
+    from reflexa.evals.leaks import stated_answers
+
+    for name, make in BUILTIN.items():
+        assert [i.id for i in make().items if stated_answers(i.checks)] == [], name
 
 
 def test_unknown_suite_name() -> None:
@@ -190,9 +241,9 @@ SUITE = Suite(
         SuiteItem.model_validate(
             {
                 "id": f"q{n}",
-                "prompt": f"{n} + {n}?",
+                "prompt": f"What is {n} + {n}?",
                 "tags": ["even" if n % 2 == 0 else "odd"],
-                "checks": [{"type": "regex", "pattern": f"^{2 * n}$"}],  # the author shows it
+                "checks": [{"type": "numeric", "strict": True}],  # the tool computes n + n
                 "scoring": [{"type": "numeric", "expected": 2 * n}],
             }
         )
@@ -207,7 +258,7 @@ def test_runner_end_to_end_then_resume() -> None:
         options = EvalOptions(reflect=False, concurrency=2)
         run_id, _ = agent.store.open_eval_run(SUITE.name, SUITE.source, options.config())
         # an earlier, interrupted run answered q1 before it stopped
-        await agent.run(EpisodeRequest("1 + 1?", SUITE.items[0].check_specs(), suite="sums",
+        await agent.run(EpisodeRequest("What is 1 + 1?", SUITE.items[0].check_specs(), suite="sums",
                                        split="test", item_id="q1", eval_run_id=run_id))  # fmt: skip
         seen: list[tuple[int, int]] = []
         resumed = await run_eval(agent, SUITE, options, lambda d, t: seen.append((d, t)))
@@ -382,3 +433,20 @@ def test_report_json_html_markdown(tmp_path: Path) -> None:
     assert len(images) == 3  # by attempt, by tag, latency
     assert all(base64.b64decode(i.split('"')[0])[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
     assert "<script" not in page  # self-contained and static
+
+
+def test_a_suite_that_shows_the_answer_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from reflexa.agent.cli import cli
+    from reflexa.agent.settings import load_settings
+    from reflexa.agent.store import Store
+
+    path = write(tmp_path, "capitals.yaml", "- id: japan\n  prompt: Capital of Japan?\n"
+                 "  checks: [{type: regex, pattern: '^Tokyo$'}]\n")  # fmt: skip
+    result = CliRunner().invoke(cli, ["eval", "run", str(path), "--no-reflect"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{path}:1: item 'japan': checks.0: the regex check states the answer" in result.output
+    assert "put it under `scoring`" in result.output
+    with Store.open(load_settings().database) as store:  # nothing recorded
+        assert store.failures() == [] and store.eval_run_source("capitals") is None
