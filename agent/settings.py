@@ -6,17 +6,18 @@ reads the environment.
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from reflexa.agent.errors import ReflexaError
 from reflexa.evals.validation import error_line
+from reflexa.trainers.cycle_config import CycleConfig
+from reflexa.trainers.workspace import Workspace
 
 BUNDLED_MODEL = "SmolLM2-135M-Instruct"
 
@@ -121,68 +122,6 @@ class SandboxSettings(BaseModel):
     )
 
 
-class CycleSettings(BaseModel):
-    """The self-repair cycle: what it trains on and when the gate promotes."""
-
-    train_config: Path | None = Field(
-        default=None, description="YAML training config (trainers/config.py); unset: defaults."
-    )
-    allow_gold: bool = Field(
-        default=True, description="Train on gold answers where the model's own repair failed."
-    )
-    justifications: list[Literal["user", "gold", "consistency", "checks"]] = Field(
-        default=["user", "gold", "consistency", "checks"],
-        description="What may admit a training row: a user's answer, gold (where allowed), "
-        "self-consistency of samples, the visible checks alone.",
-    )
-    rounds: int = Field(
-        default=1, ge=1, le=10,
-        description="Cycles in a row per `reflexa cycle` (and per scheduled run); each samples "
-        "from the adapter the last one promoted; the chain stops at the first that does not.",
-    )  # fmt: skip
-    gold_rounds: int = Field(
-        default=1, ge=0, le=10,
-        description="In a chain of rounds, gold may justify rows in the first this many only; "
-        "later rounds learn from the model's own verified samples (0: never).",
-    )  # fmt: skip
-    methods: list[Literal["sft", "sft-label-free", "dpo", "grpo"]] | None = Field(
-        default=None, min_length=1,
-        description="Candidates per round, each trained on the same training prompts and "
-        "gated against the promoted adapter; the gate's best is promoted (sft-label-free: SFT "
-        "without gold). Unset: the training config's method alone.",
-    )  # fmt: skip
-    repair_turns: bool = Field(
-        default=True,
-        description="Also train each of the model's own verified repairs as a repair turn "
-        "(its wrong first answer and the feedback it was shown, then the repair).",
-    )
-    sample_n: int = Field(
-        default=8, ge=0, le=16,
-        description="Samples per training prompt, for self-consistency (0: none).",
-    )  # fmt: skip
-    sample_temperature: float = Field(default=1.0, gt=0, le=2)
-    sample_max_tokens: int = Field(default=256, ge=1, description="Tokens per sample.")
-    sample_limit: int = Field(default=200, ge=0, description="Prompts sampled per cycle, at most.")
-    agree_greedy: int = Field(
-        default=3, ge=1,
-        description="Self-consistency: the first answer, if this many answers agree with it.",
-    )  # fmt: skip
-    agree_majority: int = Field(
-        default=5, ge=1, description="Self-consistency: else a group of at least this many."
-    )
-    alpha: float = Field(
-        default=0.05, gt=0, lt=1, description="Held-out gain must have McNemar p below this."
-    )
-    max_drop: float = Field(
-        default=0.02, ge=0, le=1, description="No gate suite may drop by more than this."
-    )
-    concurrency: int = Field(default=8, ge=1, le=256, description="Gate requests in flight.")
-    misfire_grace_s: int = Field(
-        default=6 * 3600, ge=1,
-        description="A scheduled cycle missed (scheduler down) still runs if this late.",
-    )  # fmt: skip
-
-
 class ServeSettings(BaseModel):
     """`reflexa serve`: the OpenAI-compatible API and its limits."""
 
@@ -242,10 +181,9 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     reflect: ReflectSettings = Field(default_factory=ReflectSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
-    cycle: CycleSettings = Field(default_factory=CycleSettings)
+    cycle: CycleConfig = Field(default_factory=CycleConfig)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
-    read_environment: ClassVar[bool] = True
 
     @classmethod
     def settings_customise_sources(
@@ -257,9 +195,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Earlier sources win: environment variables override the TOML file, which
-        # load_settings() hands in as init arguments. A child process's settings (from
-        # settings_json) are the arguments alone.
-        return (env_settings, init_settings) if cls.read_environment else (init_settings,)
+        # load_settings() hands in as init arguments.
+        return (env_settings, init_settings)
 
     @property
     def home_dir(self) -> Path:
@@ -284,6 +221,15 @@ class Settings(BaseSettings):
             return self.model.path.expanduser().resolve()
         return self.models_dir / BUNDLED_MODEL
 
+    def workspace(self) -> Workspace:
+        """What the trainers are told of these settings (they import nothing of ours)."""
+        return Workspace(
+            home=self.home_dir, model_name=self.model.name, model_dir=self.model_dir,
+            max_lora_rank=self.server.max_lora_rank, allow_unconfined=self.sandbox.allow_unconfined,
+            request_timeout_s=self.request_timeout_s, max_tokens=self.reflect.max_tokens,
+            memory=self.memory.enabled, cycle=self.cycle,
+        )  # fmt: skip
+
 
 def load_settings(config_file: Path | None = None) -> Settings:
     """Settings from `config_file` (default: $REFLEXA_CONFIG, else ./reflexa.toml if present),
@@ -304,27 +250,3 @@ def load_settings(config_file: Path | None = None) -> Settings:
         return Settings(**data)  # type: ignore[arg-type]
     except ValidationError as e:
         raise ReflexaError(f"{path if data else 'settings'}: {error_line(e, count=True)}") from None
-
-
-def settings_json(settings: Settings) -> str:
-    """The settings as JSON, secrets included: how a child process is given them."""
-
-    def plain(value: object) -> object:
-        return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-
-    return json.dumps(settings.model_dump(), default=plain)
-
-
-class _Given(Settings):
-    """Settings from the arguments alone."""
-
-    read_environment: ClassVar[bool] = False
-
-
-def settings_from_json(text: str) -> Settings:
-    """Settings written by `settings_json`, exactly: no file or environment on top."""
-    try:
-        return _Given(**json.loads(text))
-    except (ValueError, TypeError) as e:  # pydantic's ValidationError is a ValueError
-        detail = error_line(e, count=True) if isinstance(e, ValidationError) else str(e)
-        raise ReflexaError(f"settings: {detail}") from None

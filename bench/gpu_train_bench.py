@@ -96,7 +96,7 @@ def _train(
     settings: Settings, store: Store, data: Path, config: TrainConfig, parent: str | None
 ) -> dict[str, Any]:
     torch.cuda.reset_peak_memory_stats()
-    row = train_adapter(settings, store, data, config, parent=parent)
+    row = train_adapter(settings.workspace(), store, data, config, parent=parent)
     train = row["metrics"]["train"]
     steps = train["loss"][-1]["step"] if train["loss"] else 0
     rewards = [e["reward"] for e in train["loss"] if "reward" in e]

@@ -113,7 +113,7 @@ def _point(r: dict[str, Any], adapter: str, score: float) -> dict[str, Any]:
     """One round of the curve: the adapter serving after it, and what the round did."""
     stages = {s["stage"]: s["seconds"] for s in r["stages"]}
     compiled = compile_stage(r["stages"])
-    gate = r.get("heldout") or {}
+    gate = r.get("dev") or {}
     return {"round": r["round"], "adapter": adapter, "test": score, "status": r["status"],
             "gold": r["gold"], "seconds": r["seconds"], "stages": stages,
             "rows": {j: p["examples"] for j, p in (compiled.get("precision") or {}).items()},

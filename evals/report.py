@@ -175,16 +175,22 @@ text-align:left}}img{{max-width:100%;margin:.5em}}code{{font-size:.85em}}</style
 """
 
 
+def dev_result(gate: dict[str, Any]) -> dict[str, Any] | None:
+    """A recorded gate result's pooled comparison on the gate splits (dev): current `a`,
+    candidate `b`, `p_value`. Records from before it was named `dev` call it `heldout`."""
+    return gate["dev"] if "dev" in gate else gate.get("heldout")
+
+
 def cycles_page(cycles: list[dict[str, Any]]) -> str:
     """The learning curve over self-repair cycles (oldest first): each cycle's gate-split
     first-attempt pass, the model served before it and its candidate, and a table."""
     done = [c for c in cycles if (c.get("result") or {}).get("gate")]
     fig, ax = plt.subplots(figsize=(7, 3.6))
     x = list(range(1, len(done) + 1))
-    held = [c["result"]["gate"]["heldout"] or {} for c in done]
+    dev = [dev_result(c["result"]["gate"]) or {} for c in done]
     nan = float("nan")  # a gate with no gate split to measure: no point
-    ax.plot(x, [h.get("a", nan) for h in held], "o-", color="#4c72b0", label="served before")
-    for n, c, h in zip(x, done, held, strict=True):
+    ax.plot(x, [d.get("a", nan) for d in dev], "o-", color="#4c72b0", label="served before")
+    for n, c, h in zip(x, done, dev, strict=True):
         promoted = c["status"] == "promoted"
         mark, colour = ("o", "#55a868") if promoted else ("x", "#c44e52")
         ax.plot(n, h.get("b", nan), mark, color=colour)
@@ -226,12 +232,12 @@ def rows_line(precision: dict[str, dict[str, Any]]) -> str:
 
 def _cycle_row(c: dict[str, Any]) -> list[str]:
     result = c.get("result") or {}
-    held = (result.get("gate") or {}).get("heldout") or {}
+    dev = dev_result(result.get("gate") or {}) or {}
     seconds = sum(s["seconds"] for s in c["stages"])
     return [
         str(c["started_at"])[:16], result.get("round", ""), result.get("gold", ""), c["status"],
         c["adapter_version"] or "",
-        f"{held['a']:.0%} → {held['b']:.0%}" if held else "",
+        f"{dev['a']:.0%} → {dev['b']:.0%}" if dev else "",
         f"{seconds / 60:.1f}",
         rows_line(compile_stage(c["stages"]).get("precision") or {}),
         c["reason"] or "",

@@ -35,6 +35,7 @@ class ItemOutcome:
     # Each repair: its strategy, whether it passed the visible checks, tokens, seconds.
     repair_log: list[dict[str, Any]] = field(default_factory=list)
     final_strategy: str | None = None  # the repair whose answer was returned (None: the first)
+    recalled: list[int] = field(default_factory=list)  # memories in its first answer's prompt
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

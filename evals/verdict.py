@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
 Kind = Literal["grounded", "judge"]
+
+
+class VerdictRecord(TypedDict):
+    """A verdict as recorded with its attempt (`Verdict.to_dict()`)."""
+
+    verifier: str
+    passed: bool
+    score: float
+    feedback: str
+    kind: Kind
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -25,8 +36,8 @@ class Verdict:
     kind: Kind = "grounded"
     error: str | None = None
 
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+    def to_dict(self) -> VerdictRecord:
+        return VerdictRecord(**asdict(self))  # type: ignore[typeddict-item]
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ what form is wanted; so the repair prompt quotes the verifiers' feedback verbati
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 SYSTEM = (
@@ -35,7 +36,7 @@ Answer the original request again, correctly. Reply with only the corrected answ
 requested form."""
 
 
-def repair_request(verdicts: list[dict[str, Any]], diagnosis: dict[str, Any] | None) -> str:
+def repair_request(verdicts: Sequence[Mapping[str, Any]], diagnosis: dict[str, Any] | None) -> str:
     """The user turn that asks for a feedback repair (and that a repair turn is trained on)."""
     d = diagnosis or {}
     return REPAIR.format(
@@ -45,7 +46,7 @@ def repair_request(verdicts: list[dict[str, Any]], diagnosis: dict[str, Any] | N
     )
 
 
-def failure_feedback(verdicts: list[dict[str, Any]]) -> str:
+def failure_feedback(verdicts: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         f"- {v['feedback'] or v['verifier'] + ' check failed'}"
         for v in verdicts

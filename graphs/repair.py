@@ -18,7 +18,7 @@ failures).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from reflexa.evals.checks import VALUE_TYPES
@@ -32,7 +32,7 @@ STRATEGIES: tuple[Strategy, ...] = ("constrained", "sample", "feedback")
 
 
 def route(
-    verdicts: Sequence[dict[str, Any]],
+    verdicts: Sequence[Mapping[str, Any]],
     checks: Sequence[dict[str, Any]],
     tried: Sequence[str],
     samples: int,

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, TypedDict
 from langchain_core.language_models import BaseChatModel
 
 from reflexa.evals import JudgeFn
+from reflexa.evals.verdict import VerdictRecord
 
 # passed: the first answer passed every check; unchecked: no check applied to it (never a
 # pass); verifier_error: a check errored and none failed (evals.verdict.outcome)
@@ -22,7 +23,7 @@ class Attempt(TypedDict):
     strategy: str | None  # a repair's: constrained | sample | feedback (graphs/repair.py)
     note: str | None  # what the strategy did (candidates that passed, a fallback)
     answer: str
-    verdicts: list[dict[str, Any]]
+    verdicts: list[VerdictRecord]
     passed: bool  # evals.verdict.outcome(verdicts) == "passed"
     score: float
     diagnosis: dict[str, Any] | None

@@ -11,9 +11,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from reflexa.agent.errors import ReflexaError
-from reflexa.agent.settings import Settings
 from reflexa.evals.checks import describe_validation_error
+from reflexa.trainers.cycle_config import CycleConfig
+from reflexa.trainers.errors import TrainerError
 
 Method = Literal["sft", "dpo", "grpo"]
 
@@ -77,7 +77,7 @@ class TrainConfig:
         if not 0 <= self.lora_dropout < 1:
             problems.append("lora_dropout must be in [0, 1)")
         if problems:
-            raise ReflexaError(f"training config: {'; '.join(problems)}")
+            raise TrainerError(f"training config: {'; '.join(problems)}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -91,24 +91,24 @@ class TrainConfig:
         try:
             doc = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
-            raise ReflexaError(f"{path}: cannot read the training config ({e})") from None
+            raise TrainerError(f"{path}: cannot read the training config ({e})") from None
         if not isinstance(doc, dict):
-            raise ReflexaError(f"{path}: a training config is a mapping of settings")
+            raise TrainerError(f"{path}: a training config is a mapping of settings")
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(doc) - set(known))
         if unknown:
-            raise ReflexaError(
+            raise TrainerError(
                 f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}"
             )
         try:
             return TypeAdapter(cls).validate_python(doc)
         except ValidationError as e:
-            raise ReflexaError(f"{path}: {describe_validation_error(e)}") from None
-        except ReflexaError as e:
-            raise ReflexaError(f"{path}: {e}") from None
+            raise TrainerError(f"{path}: {describe_validation_error(e)}") from None
+        except TrainerError as e:
+            raise TrainerError(f"{path}: {e}") from None
 
 
-def train_config(settings: Settings) -> TrainConfig:
+def train_config(cycle: CycleConfig) -> TrainConfig:
     """The configured training (`cycle.train_config`, a YAML file), else the defaults."""
-    path = settings.cycle.train_config
+    path = cycle.train_config
     return TrainConfig.from_yaml(path) if path is not None else TrainConfig()

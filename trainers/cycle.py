@@ -11,6 +11,7 @@ enough data), failed (an error; the message says which stage).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import functools
 import json
@@ -23,26 +24,27 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from reflexa.agent.errors import ReflexaError
-from reflexa.agent.model.client import ModelClient
-from reflexa.agent.settings import Settings, settings_json
-from reflexa.agent.store import Store
 from reflexa.evals.contamination import Guard
 from reflexa.evals.held_out import held_out_guard
 from reflexa.trainers.config import TrainConfig, train_config
 from reflexa.trainers.dataset import Format, TooFewExamples, build_dataset
-from reflexa.trainers.gate import Evaluate, gate_suites, run_gate
-from reflexa.trainers.registry import load, promote
+from reflexa.trainers.errors import TrainerError
+from reflexa.trainers.gate import Evaluate, GateResult, gate_suites, run_gate
+from reflexa.trainers.ports import ModelServer, TrainerStore
+from reflexa.trainers.registry import Built, load, parent_folder, promote, register
 from reflexa.trainers.retire import retire_passed
 from reflexa.trainers.sampling import COVERING, sample_corrections, sampling_targets
+from reflexa.trainers.workspace import Workspace
 
 # (what, done, total): progress of the stage under way
 Progress = Callable[[str, int, int], None]
-Connect = Callable[[], ModelClient]
-# The gate's eval runs on a connected server (see `gate.Evaluate`), from the application.
-Evaluator = Callable[[ModelClient], Evaluate]
+# The application's model server, connected when a stage first needs it, and the gate's eval
+# runs on that server (see `gate.Evaluate`), also from the application.
+Server = TypeVar("Server", bound=ModelServer)
+Connect = Callable[[], Server]
+Evaluator = Callable[[Server], Evaluate]
 
 
 # What each candidate method (`cycle.methods`) trains: sft-label-free is SFT without gold.
@@ -54,15 +56,15 @@ class Skip(Exception):
 
 
 @contextmanager
-def cycle_lock(settings: Settings) -> Iterator[None]:
+def cycle_lock(ws: Workspace) -> Iterator[None]:
     """Held for a whole cycle; a second cycle fails at once instead of waiting."""
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.run_dir / "cycle.lock", "a+") as f:
+    ws.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(ws.run_dir / "cycle.lock", "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise ReflexaError(
+            raise TrainerError(
                 f"another cycle is running (pid {f.read().strip() or '?'})"
             ) from None
         f.seek(0)
@@ -75,7 +77,7 @@ def cycle_lock(settings: Settings) -> Iterator[None]:
 class _Stages:
     """Times each stage and records it as it ends, success or not."""
 
-    def __init__(self, store: Store, cycle_id: str, log: Callable[[str], None]) -> None:
+    def __init__(self, store: TrainerStore, cycle_id: str, log: Callable[[str], None]) -> None:
         self.store, self.cycle_id, self.log = store, cycle_id, log
         self.round_no = 1
         self.continue_parent = False  # SFT goes on from the promoted adapter (`run_cycle`)
@@ -102,10 +104,10 @@ class _Stages:
 
 
 def run_cycle(
-    settings: Settings,
-    store: Store,
-    connect: Connect,
-    evaluator: Evaluator,
+    ws: Workspace,
+    store: TrainerStore,
+    connect: Connect[Server],
+    evaluator: Evaluator[Server],
     *,
     trigger: str = "cli",
     round_no: int = 1,
@@ -116,29 +118,28 @@ def run_cycle(
     `connect` starts or finds the model server when a stage first needs it; `evaluator`
     gives the gate its eval runs on that server. `round_no`: its place in a chain of
     rounds (`round_settings`)."""
-    chained = round_settings(settings, round_no)
+    chained = round_settings(ws, round_no)
     # Past the gold rounds, what gold taught lives in the promoted adapter, not in the rows
     # this round may use: SFT goes on from it (afresh, sums round 2 gained 1 point on dev:
     # bench/results/rounds-sums-2026-11-24.json).
-    gold_dropped = settings.cycle.allow_gold and not chained.cycle.allow_gold
-    settings = chained
-    with cycle_lock(settings):
+    gold_dropped = ws.cycle.allow_gold and not chained.cycle.allow_gold
+    ws = chained
+    with cycle_lock(ws):
         cycle_id = store.start_cycle(trigger)
         stages = _Stages(store, cycle_id, log)
         stages.round_no, stages.continue_parent = round_no, gold_dropped
         out: dict[str, Any] = {
             "cycle_id": cycle_id,
             "round": round_no,
-            "gold": settings.cycle.allow_gold,
+            "gold": ws.cycle.allow_gold,
             "adapter": None,
             "gate": None,
         }
         try:
-            out |= _run(settings, store, functools.cache(connect), evaluator, stages, log,
-                        on_progress)  # fmt: skip
+            out |= _run(ws, store, functools.cache(connect), evaluator, stages, log, on_progress)
         except Skip as e:
             out |= {"status": "skipped", "decision": "skip", "reason": str(e)}
-        except (ReflexaError, subprocess.SubprocessError, OSError) as e:
+        except (TrainerError, subprocess.SubprocessError, OSError) as e:
             out |= {"status": "failed", "decision": "fail", "reason": str(e)}
         out["stages"] = stages.done
         store.finish_cycle(
@@ -151,13 +152,12 @@ def run_cycle(
         return out
 
 
-def round_settings(settings: Settings, round_no: int) -> Settings:
-    """The settings of round `round_no` of a chain: gold is allowed in the first
+def round_settings(ws: Workspace, round_no: int) -> Workspace:
+    """The workspace of round `round_no` of a chain: gold is allowed in the first
     `cycle.gold_rounds` only; later rounds learn from the model's own verified answers."""
-    if round_no <= settings.cycle.gold_rounds or not settings.cycle.allow_gold:
-        return settings
-    cycle = settings.cycle.model_copy(update={"allow_gold": False})
-    return settings.model_copy(update={"cycle": cycle})
+    if round_no <= ws.cycle.gold_rounds or not ws.cycle.allow_gold:
+        return ws
+    return ws.with_cycle(allow_gold=False)
 
 
 @dataclass
@@ -165,42 +165,42 @@ class _Candidate:
     method: str
     adapter: dict[str, Any]
     name: str  # as the server knows it
-    gate: dict[str, Any]
+    gate: GateResult
     compiled: dict[str, Any]
 
     @property
-    def promotable(self) -> bool:
-        return bool(self.gate["decision"] == "promote")
+    def dev_pass(self) -> float:
+        return (self.gate.dev or {}).get("b", 0.0)
 
     def summary(self) -> dict[str, Any]:
-        held = self.gate["heldout"] or {}
-        return {"adapter": self.adapter["version"], "decision": self.gate["decision"],
-                "gate_split": held.get("b"), "examples": self.compiled.get("examples"),
+        return {"adapter": self.adapter["version"], "decision": self.gate.decision,
+                "gate_split": (self.gate.dev or {}).get("b"),
+                "examples": self.compiled.get("examples"),
                 "train_s": self.adapter["metrics"]["train"]["train_s"]}  # fmt: skip
 
 
 def _run(
-    settings: Settings,
-    store: Store,
-    connect: Connect,
-    evaluator: Evaluator,
+    ws: Workspace,
+    store: TrainerStore,
+    connect: Connect[Server],
+    evaluator: Evaluator[Server],
     stage: _Stages,
     log: Callable[[str], None],
     on_progress: Progress | None,
 ) -> dict[str, Any]:
-    config = train_config(settings)
-    methods = _distinct(settings.cycle.methods or [config.method], settings.cycle.allow_gold)
+    config = train_config(ws.cycle)
+    methods = _distinct(ws.cycle.methods or [config.method], ws.cycle.allow_gold)
     protected = held_out_guard(store.held_out_prompts())
     current = store.promoted_adapter()
-    settle = _settling(settings, methods)
-    targets = sampling_targets(store, protected, settings.cycle.sample_limit, settle)
+    settle = _settling(ws, methods)
+    targets = sampling_targets(store, protected, ws.cycle.sample_limit, settle)
     mixed: set[str] | None = None  # GRPO's prompts, where sampling measured them
-    if settings.cycle.sample_n > 0 and targets:
+    if ws.cycle.sample_n > 0 and targets:
         with stage("sample") as detail:
-            model = load(settings, connect(), current) if current else None
+            model = load(ws, connect(), current) if current else None
             counts, mixed = asyncio.run(
                 sample_corrections(
-                    settings, store, connect(), model, targets,
+                    ws, store, connect(), model, targets,
                     on_progress and (lambda d, t: on_progress("sample", d, t)),
                 )
             )  # fmt: skip
@@ -211,7 +211,7 @@ def _run(
     for method in methods:
         args = (method, config, len(methods) > 1, protected, current, mixed, on_progress)
         try:
-            tried.append(_candidate(settings, store, connect, evaluator, stage, *args))
+            tried.append(_candidate(ws, store, connect, evaluator, stage, *args))
         except Skip as e:
             if len(methods) == 1:
                 raise
@@ -220,29 +220,29 @@ def _run(
         raise Skip(
             "no method had enough data: " + "; ".join(f"{m}: {r}" for m, r in skipped.items())
         )
-    promotable = [c for c in tried if c.promotable]
-    best = max(promotable, key=lambda c: c.gate["heldout"]["b"], default=None)
-    shown = best or max(tried, key=lambda c: (c.gate["heldout"] or {}).get("b", 0))
+    promotable = [c for c in tried if c.gate.promotes]
+    best = max(promotable, key=lambda c: c.dev_pass, default=None)
+    shown = best or max(tried, key=lambda c: c.dev_pass)
 
     with stage("promote" if best else "reject"):
         for c in tried:
             if c is best:
-                promote(settings, store, connect(), c.adapter["version"], c.gate["reason"])
+                promote(ws, store, connect(), c.adapter["version"], c.gate.reason)
                 continue
-            reason = c.gate["reason"]
-            if best is not None and c.promotable:
+            reason = c.gate.reason
+            if best is not None and c.gate.promotes:
                 reason = f"the gate preferred {best.adapter['version']} ({best.method}): {reason}"
             store.update_adapter(c.adapter["version"], status="rejected", reason=reason)
             connect().unload_adapter(c.name)
     status = "promoted" if best else "rejected"
-    log(f"cycle: {status} {shown.adapter['version']} ({shown.method}): {shown.gate['reason']}")
+    log(f"cycle: {status} {shown.adapter['version']} ({shown.method}): {shown.gate.reason}")
     adapter = store.adapter(shown.adapter["version"])
     out = {
         "status": status,
-        "decision": shown.gate["decision"],
-        "reason": shown.gate["reason"],
+        "decision": shown.gate.decision,
+        "reason": shown.gate.reason,
         "adapter": adapter and _public(adapter),
-        "gate": shown.gate,
+        "gate": shown.gate.to_dict(),
     }
     if len(methods) > 1:  # the evidence for the choice
         out["methods"] = {c.method: c.summary() for c in tried} | {
@@ -259,21 +259,21 @@ def _distinct(methods: Sequence[str], allow_gold: bool) -> list[str]:
     return list(recipes.values())
 
 
-def _settling(settings: Settings, methods: Sequence[str]) -> list[str]:
+def _settling(ws: Workspace, methods: Sequence[str]) -> list[str]:
     """The justifications whose rows settle a prompt, so it is not sampled again: gold only
     where this round may learn from it and no candidate needs the model's own samples there
     (label-free SFT learns from them; GRPO trains where they disagree)."""
     own = {"sft-label-free", "grpo"} & set(methods)
-    gold = settings.cycle.allow_gold and not own
-    allowed = settings.cycle.justifications
+    gold = ws.cycle.allow_gold and not own
+    allowed = ws.cycle.justifications
     return [j for j in COVERING if j in allowed and (j != "gold" or gold)]
 
 
 def _candidate(
-    settings: Settings,
-    store: Store,
-    connect: Connect,
-    evaluator: Evaluator,
+    ws: Workspace,
+    store: TrainerStore,
+    connect: Connect[Server],
+    evaluator: Evaluator[Server],
     stage: _Stages,
     method: str,
     config: TrainConfig,
@@ -287,17 +287,17 @@ def _candidate(
     several are tried). `mixed`: the sampled prompts whose answers disagreed, where GRPO
     trains (a group whose answers all earn the same reward has no advantage to learn)."""
     fmt = FORMAT[method]
-    allow_gold = settings.cycle.allow_gold and method != "sft-label-free"
+    allow_gold = ws.cycle.allow_gold and method != "sft-label-free"
     suffix = f" {method}" if named else ""
     with stage("compile" + suffix) as detail:
-        dataset_dir = settings.home_dir / "datasets" / dataset_name(stage.cycle_id, suffix)
+        dataset_dir = ws.home / "datasets" / dataset_name(stage.cycle_id, suffix)
         try:
             compiled, examples = build_dataset(
                 store, dataset_dir, fmt, allow_gold=allow_gold,
-                justifications=settings.cycle.justifications, protected=protected,
+                justifications=ws.cycle.justifications, protected=protected,
                 min_examples=config.min_examples, cycle=stage.cycle_id,
-                allow_unconfined=settings.sandbox.allow_unconfined,
-                repair_turns=settings.cycle.repair_turns, mixed=mixed,
+                allow_unconfined=ws.allow_unconfined,
+                repair_turns=ws.cycle.repair_turns, mixed=mixed,
             )  # fmt: skip
         except TooFewExamples as e:
             detail |= e.summary
@@ -307,35 +307,38 @@ def _candidate(
 
     with stage("train" + suffix) as detail:
         parent = current["version"] if current else None
-        row = _train_in_child(settings, dataset_dir, parent, fmt, stage.continue_parent)
+        start = parent_folder(store, parent, stage.continue_parent or fmt == "grpo")
+        built = _train_in_child(ws, dataset_dir, fmt, start, parent)
+        row = register(ws, store, built)
         detail |= {"adapter": row["version"], "train_s": row["metrics"]["train"]["train_s"]}
 
     with stage("gate" + suffix) as detail:
         client = connect()
-        current_name = load(settings, client, current) if current else None
-        candidate_name = load(settings, client, row)
-        if settings.memory.enabled:  # what the candidate passes unaided: retired for it
+        current_name = load(ws, client, current) if current else None
+        candidate_name = load(ws, client, row)
+        if ws.memory:  # what the candidate passes unaided: retired for it
             detail["retired"] = asyncio.run(
                 retire_passed(
-                    settings, store, client, candidate_name,
+                    ws, store, client, candidate_name,
                     on_progress and functools.partial(on_progress, "retire memories"),
                 )
             )  # fmt: skip
         gates, notes = gate_suites(store, compiled.suites())
-        gate = asyncio.run(
+        measured = asyncio.run(
             run_gate(
-                settings, store, evaluator(client), gates, current_name, candidate_name,
-                on_progress, gold=allow_gold,
+                ws.cycle, store, evaluator(client), gates, current_name, candidate_name,
+                memory=ws.memory, gold=allow_gold, on_progress=on_progress,
             )
         )  # fmt: skip
-        gate |= {"current": current and current["version"], "notes": notes}
+        current_version = current["version"] if current else None
+        gate = dataclasses.replace(measured, current=current_version, notes=notes)
         store.update_adapter(
             row["version"],
-            metrics={"gate": gate, "cycle": {"id": stage.cycle_id, "round": stage.round_no,
-                                             "method": method, "gold": allow_gold,
-                                             "data": summary}},
+            metrics={"gate": gate.to_dict(),
+                     "cycle": {"id": stage.cycle_id, "round": stage.round_no, "method": method,
+                               "gold": allow_gold, "data": summary}},
         )  # fmt: skip
-        detail |= {"decision": gate["decision"], "suites": len(gate["suites"])}
+        detail |= {"decision": gate.decision, "suites": len(gate.suites)}
     adapter = store.adapter(row["version"]) or row
     return _Candidate(method, adapter, candidate_name, gate, summary)
 
@@ -350,19 +353,20 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_in_child(
-    settings: Settings, dataset_dir: Path, parent: str | None, method: str, go_on: bool = False
-) -> dict[str, Any]:
-    """`python -m reflexa.trainers.train` in its own process, given the settings as a file (secrets
-    included, so only its owner may read it): its progress goes to our stderr, its JSON
-    result to us. A non-zero exit (an error, a kill) fails the stage."""
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=settings.run_dir, suffix=".json") as file:
-        file.write(settings_json(settings))  # created 0600 by tempfile
+    ws: Workspace, dataset_dir: Path, method: str, start: Path | None, parent: str | None
+) -> Built:
+    """`python -m reflexa.trainers.train` in its own process, given the workspace as a file:
+    its progress goes to our stderr, the built folder (ours to register) to us. A non-zero
+    exit (an error, a kill) fails the stage."""
+    ws.run_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=ws.run_dir, suffix=".json") as file:
+        file.write(ws.to_json())
         file.flush()
-        command = [sys.executable, "-m", "reflexa.trainers.train", "--settings", file.name,
-                   "--dataset", str(dataset_dir), "--method", method]  # fmt: skip
-        if parent:
-            command += ["--parent", parent] + ["--continue-parent"] * go_on
+        command = [sys.executable, "-m", "reflexa.trainers.train", "--workspace", file.name,
+                   "--dataset", str(dataset_dir), "--method", method,
+                   "--owner", str(os.getpid())]  # fmt: skip
+        command += ["--start", str(start)] if start else []
+        command += ["--parent", parent] if parent else []
         child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if child.returncode != 0:
         how = (
@@ -370,8 +374,9 @@ def _train_in_child(
             if child.returncode < 0
             else (f"exit status {child.returncode}")
         )
-        raise ReflexaError(f"training failed ({how}); nothing was promoted")
+        raise TrainerError(f"training failed ({how}); nothing was promoted")
     try:
-        return json.loads(child.stdout)
+        doc = json.loads(child.stdout)
     except ValueError:
-        raise ReflexaError("training printed no result; nothing was promoted") from None
+        raise TrainerError("training printed no result; nothing was promoted") from None
+    return Built(Path(doc["path"]), doc["metadata"])

@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from reflexa.agent.errors import ReflexaError
-from reflexa.agent.store import Store
 from reflexa.evals.arithmetic import stated_expression
 from reflexa.evals.contamination import TRAIN_SPLIT, Guard, prompt_hash, shared_entities
 from reflexa.evals.held_out import held_out_guard
@@ -39,6 +37,8 @@ from reflexa.evals.signal import JUSTIFICATIONS
 from reflexa.evals.verdict import grounded_pass
 from reflexa.evals.verify import gold_answer, passes
 from reflexa.graphs.prompts import repair_request
+from reflexa.trainers.errors import TrainerError
+from reflexa.trainers.ports import CorrectionSource
 
 Format = Literal["sft", "dpo", "grpo"]
 SOURCES = ("user", "repair", "gold", "sampled", "self")
@@ -111,7 +111,7 @@ class Compiled:
 
 
 def compile_examples(
-    store: Store,
+    store: CorrectionSource,
     *,
     allow_gold: bool = True,
     protected: Guard | None = None,
@@ -150,58 +150,58 @@ def _rank(e: Example) -> tuple[int, int]:
     return JUSTIFICATIONS.index(e.justification), SOURCES.index(e.source)
 
 
-def _rows(store: Store, allow_gold: bool, allow_unconfined: bool) -> tuple[list[Example], int]:
+def _rows(
+    store: CorrectionSource, allow_gold: bool, allow_unconfined: bool
+) -> tuple[list[Example], int]:
     """Every candidate row, and how many rows gold replaced. Without gold, rows come from what
     the loop saw alone: a repair or a first answer whose prompt showed a gold memory is left
     out (gold shaped it). With gold (`allow_gold`, on an item whose suite allows it), a row
     scoring found wrong is dropped, and the scoring's own answer is added where no row of
     the episode was right."""
     episodes = store.training_episodes(TRAIN_SPLIT)
-    by_id = {e["id"]: e for e in episodes}
-    shaped = {e["id"] for e in episodes if _recalled_gold(e)}
+    by_id = {e.id: e for e in episodes}
+    shaped = {e.id for e in episodes if any(a.recalled_gold() for a in e.attempts)}
     rows, corrected, replaced = [], set(), 0
     for c in store.corrections():
-        if not (c["verified"] and c["chosen"]) or (c["justification"] == "gold" and not allow_gold):
+        if not (c.verified and c.chosen) or (c.justification == "gold" and not allow_gold):
             continue
-        episode = by_id.get(c["episode_id"])
-        gold_ok = allow_gold and episode is not None and episode["gold_allowed"]
-        if gold_ok and c["correct"] is False:
+        episode = by_id.get(c.episode_id or "")
+        if allow_gold and episode is not None and episode.gold_allowed and c.correct is False:
             replaced += 1
             continue
-        if not allow_gold and c["source"] == "repair" and c["episode_id"] in shaped:
+        if not allow_gold and c.source == "repair" and c.episode_id in shaped:
             continue
-        first = episode["attempts"][0] if episode else None
+        first = episode.attempts[0] if episode else None
         asked = None
-        if c["source"] == "repair" and first and first["answer"] == c["rejected"]:
-            asked = repair_request(first["verdicts"], first["diagnosis"])
-        suites = [episode["suite"]] if episode and episode["suite"] else []
+        if c.source == "repair" and first and first.answer == c.rejected:
+            asked = repair_request(first.verdicts, first.diagnosis)
+        suites = [episode.suite] if episode and episode.suite else []
         rows.append(
             Example(
-                c["prompt_hash"], c["prompt"], c["chosen"], c["source"], c["rejected"],
-                [c["episode_id"]] if c["episode_id"] else [], suites, c["justification"],
-                c["correct"], asked,
+                c.prompt_hash, c.prompt, c.chosen, c.source, c.rejected,
+                [c.episode_id] if c.episode_id else [], suites, c.justification, c.correct,
+                asked,
             )
         )  # fmt: skip
-        if c["correct"] is not False:  # right, or no scoring to say: gold not needed
-            corrected.add(c["episode_id"])
+        if c.correct is not False:  # right, or no scoring to say: gold not needed
+            corrected.add(c.episode_id)
     golds = []
     for e in episodes:
-        first = e["attempts"][0]
-        key, suites = prompt_hash(e["prompt"]), [e["suite"]] if e["suite"] else []
-        gold_ok = allow_gold and e["gold_allowed"]
-        passed = e["first_passed"] and grounded_pass(first["verdicts"])
-        if passed and gold_ok and e["first_correct"] is False:
+        first = e.attempts[0]
+        key, suites = prompt_hash(e.prompt), [e.suite] if e.suite else []
+        gold_ok = allow_gold and e.gold_allowed
+        passed = e.first_passed and grounded_pass(first.verdicts)
+        if passed and gold_ok and e.first_correct is False:
             replaced += 1
-        elif passed and (allow_gold or e["id"] not in shaped):
+        elif passed and (allow_gold or e.id not in shaped):
             rows.append(
-                Example(key, e["prompt"], first["answer"], "self", None, [e["id"]], suites,
-                        "checks", e["first_correct"])
+                Example(key, e.prompt, first.answer, "self", None, [e.id], suites, "checks",
+                        e.first_correct)
             )  # fmt: skip
-        uncorrected = gold_ok and e["id"] not in corrected and e["first_correct"] is False
-        if uncorrected and (gold := gold_answer(e["scoring"])) is not None:
-            row = Example(key, e["prompt"], gold, "gold", first["answer"], [e["id"]], suites,
-                          "gold", True)  # fmt: skip
-            golds.append((row, [*e["checks"], *e["scoring"]]))
+        uncorrected = gold_ok and e.id not in corrected and e.first_correct is False
+        if uncorrected and (gold := gold_answer(e.scoring)) is not None:
+            row = Example(key, e.prompt, gold, "gold", first.answer, [e.id], suites, "gold", True)
+            golds.append((row, [*e.checks, *e.scoring]))
 
     async def verify() -> list[bool]:
         return await asyncio.gather(
@@ -210,12 +210,6 @@ def _rows(store: Store, allow_gold: bool, allow_unconfined: bool) -> tuple[list[
 
     verified = asyncio.run(verify()) if golds else []
     return rows + [r for (r, _), ok in zip(golds, verified, strict=True) if ok], replaced
-
-
-def _recalled_gold(episode: dict[str, Any]) -> bool:
-    """A memory justified by gold was in one of the episode's prompts."""
-    used = [m for a in episode["attempts"] for m in (a["memory"] or {}).get("used", [])]
-    return any("gold" in (m.get("source"), m.get("justification")) for m in used)
 
 
 def to_records(
@@ -253,7 +247,7 @@ def to_records(
 
 
 def prompt_records(
-    store: Store,
+    store: CorrectionSource,
     *,
     allow_gold: bool,
     protected: Guard | None = None,
@@ -274,28 +268,28 @@ def prompt_records(
     skipped = 0
     alike: set[str] = set()
     for e in store.training_episodes(TRAIN_SPLIT):
-        key = prompt_hash(e["prompt"])
-        if protected.protects(e["prompt"]):
+        key = prompt_hash(e.prompt)
+        if protected.protects(e.prompt):
             skipped += 1
             continue
-        scoring = e["scoring"] if allow_gold and e["gold_allowed"] else []
-        checked = by_checks and (e["checks"] or stated_expression(e["prompt"]))
+        scoring = e.scoring if allow_gold and e.gold_allowed else []
+        checked = by_checks and (e.checks or stated_expression(e.prompt))
         if not (checked or scoring) or key in rows:
             continue
         if mixed is not None and key not in mixed:
             alike.add(key)
             continue
         rows[key] = {
-            "prompt": [{"role": "user", "content": e["prompt"]}],
-            "checks": json.dumps(e["checks"] if by_checks else []),
+            "prompt": [{"role": "user", "content": e.prompt}],
+            "checks": json.dumps(e.checks if by_checks else []),
             "scoring": json.dumps(scoring),
             "source": "prompt",
             "justification": "gold" if scoring else "checks",
             "prompt_hash": key,
-            "episode_ids": [e["id"]],
+            "episode_ids": [e.id],
         }
-        if e["suite"]:
-            suites.add(e["suite"])
+        if e.suite:
+            suites.add(e.suite)
     compiled = Compiled([], skipped, 0, prompt_suites=tuple(sorted(suites)), alike=len(alike))
     return list(rows.values()), compiled
 
@@ -314,7 +308,7 @@ def write_dataset(records: list[dict[str, Any]], out: Path, fmt: Format, **manif
     disable_progress_bars()
 
     if not records:
-        raise ReflexaError(f"no {fmt} examples to write")
+        raise TrainerError(f"no {fmt} examples to write")
     out.mkdir(parents=True, exist_ok=True)
     Dataset.from_list(records).save_to_disk(str(out))
     by_source: dict[str, int] = {}
@@ -330,7 +324,7 @@ def write_dataset(records: list[dict[str, Any]], out: Path, fmt: Format, **manif
     return out
 
 
-class TooFewExamples(ReflexaError):
+class TooFewExamples(TrainerError):
     """Fewer examples than training needs: collect more corrections first."""
 
     def __init__(self, message: str, summary: dict[str, Any]) -> None:
@@ -339,7 +333,7 @@ class TooFewExamples(ReflexaError):
 
 
 def build_dataset(
-    store: Store,
+    store: CorrectionSource,
     out: Path,
     fmt: Format,
     *,

@@ -11,15 +11,15 @@ pass rises with McNemar p < alpha and no gate suite drops by more than `max_drop
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from reflexa.agent.settings import Settings
-from reflexa.agent.store import Store
 from reflexa.evals.builtin import BUILTIN
 from reflexa.evals.compare import compare_runs
 from reflexa.evals.suite import Suite, SuiteError, load_suite
+from reflexa.trainers.cycle_config import CycleConfig
+from reflexa.trainers.ports import MemoryLedger
 
 FROZEN = "capabilities"
 # (label, done, total)
@@ -31,7 +31,8 @@ class Evaluate(Protocol):
     run of `suite`'s `split` on `adapter` (None: the base model), first attempts only, as it
     would serve, with recall or without (`memory`), whatever the recall policy says, and
     memories justified by gold recalled only where `gold`. Returns the run's report:
-    `run_id`, and `items` with `item_id`, `episode_id`, `first_passed` and `final_passed`."""
+    `run_id`, and `items` with `item_id`, `first_passed`, `final_passed` and `recalled` (the
+    ids of the memories in its first answer's prompt)."""
 
     def __call__(
         self,
@@ -55,7 +56,32 @@ class GateSuite:
         return f"{self.suite.name}:{'+'.join(self.splits)}" if not self.frozen else self.suite.name
 
 
-def gate_suites(store: Store, trained_suites: list[str]) -> tuple[list[GateSuite], list[str]]:
+@dataclass(frozen=True)
+class GateResult:
+    """What the gate decided about a candidate, and the evidence: `dev` is the pooled
+    comparison on the gate splits (current `a`, candidate `b`, `difference`, `p_value`; None
+    when there was none), `suites` each gate suite's, `memory` what recall did per side."""
+
+    decision: Literal["promote", "reject"]
+    reason: str
+    dev: dict[str, Any] | None
+    suites: dict[str, dict[str, Any]]
+    memory: dict[str, Any] = field(default_factory=dict)
+    current: str | None = None  # the adapter version the candidate was measured against
+    notes: list[str] = field(default_factory=list)  # training suites not gated on, and why
+
+    @property
+    def promotes(self) -> bool:
+        return self.decision == "promote"
+
+    def to_dict(self) -> dict[str, Any]:
+        """As recorded with the adapter and the cycle (`reflexa cycle --json`)."""
+        return asdict(self)
+
+
+def gate_suites(
+    store: MemoryLedger, trained_suites: list[str]
+) -> tuple[list[GateSuite], list[str]]:
     """The suites to gate on, and notes on training suites that could not be used."""
     gates, notes = [], []
     for name in trained_suites:
@@ -72,7 +98,7 @@ def gate_suites(store: Store, trained_suites: list[str]) -> tuple[list[GateSuite
     return gates, notes
 
 
-def _find_suite(store: Store, name: str) -> Suite | None:
+def _find_suite(store: MemoryLedger, name: str) -> Suite | None:
     if name in BUILTIN:
         return BUILTIN[name]()
     source = store.eval_run_source(name)
@@ -86,15 +112,17 @@ Results = dict[str, dict[str, dict[str, bool]]]  # gate label → item → first
 
 
 async def run_gate(
-    settings: Settings,
-    store: Store,
+    cycle: CycleConfig,
+    store: MemoryLedger,
     evaluate: Evaluate,
     gates: list[GateSuite],
     current: str | None,
     candidate: str,
-    on_progress: GateProgress | None = None,
+    *,
+    memory: bool = True,
     gold: bool = False,
-) -> dict[str, Any]:
+    on_progress: GateProgress | None = None,
+) -> GateResult:
     """Both sides on every gate suite, first attempts, as they would serve: with memory on,
     each answers with its own recall (what it passes unaided retired for it; memories
     justified by gold only where the candidate may learn from `gold`) and again without.
@@ -102,23 +130,23 @@ async def run_gate(
     recall is turned off for that side and suite (recorded in the store), and memories that
     hurt more often than they helped stop being recalled. The decision compares what each
     side will then serve."""
-    modes = (True, False) if settings.memory.enabled else (False,)
+    modes = (True, False) if memory else (False,)
     served: dict[str, Results] = {}
     runs: dict[str, dict[str, str]] = {}
     effects: dict[str, dict[str, Any]] = {}
     for side, adapter in (("current", current), ("candidate", candidate)):
         measured: dict[bool, Results] = {}
         recalled: dict[str, list[int]] = {}  # item → memories in its prompt
-        for memory in modes:
+        for recall in modes:
             results: Results = {}
             for gate in gates:
                 for split in gate.splits:
-                    label = f"{side}{'' if memory else ' unaided'} {gate.suite.name}:{split}"
+                    label = f"{side}{'' if recall else ' unaided'} {gate.suite.name}:{split}"
                     report = await evaluate(
-                        adapter, gate.suite, split, memory, gold,
+                        adapter, gate.suite, split, recall, gold,
                         on_progress and (lambda d, t, label=label: on_progress(label, d, t)),
                     )  # fmt: skip
-                    mode = "memory" if memory else "no memory"
+                    mode = "memory" if recall else "no memory"
                     runs.setdefault(gate.label, {})[f"{side}:{split}:{mode}"] = report["run_id"]
                     for item in report["items"]:
                         key = f"{split}/{item['item_id']}"
@@ -126,30 +154,22 @@ async def run_gate(
                             "first_attempt": item["first_passed"],
                             "final": item["final_passed"],
                         }
-                        if memory:
-                            recalled[f"{gate.label}/{key}"] = _recalled(store, item["episode_id"])
-            measured[memory] = results
+                        if recall:
+                            recalled[f"{gate.label}/{key}"] = item["recalled"]
+            measured[recall] = results
         if len(modes) == 1:
             served[side] = measured[False]
             continue
-        effects[side] = _memory_effect(
-            store, adapter, gates, measured, recalled, settings.cycle.max_drop
-        )
+        effects[side] = _memory_effect(store, adapter, gates, measured, recalled, cycle.max_drop)
         served[side] = {
             g.label: measured[effects[side][g.label]["recall"]].get(g.label, {}) for g in gates
         }
-    verdict = decide(served["current"], served["candidate"], gates, runs, settings)
-    return verdict | {"memory": effects}
-
-
-def _recalled(store: Store, episode_id: str) -> list[int]:
-    episode = store.episode(episode_id)
-    attempts = episode["attempts"] if episode else []
-    return [m["id"] for m in ((attempts[0]["memory"] or {}) if attempts else {}).get("used", [])]
+    verdict = decide(served["current"], served["candidate"], gates, runs, cycle)
+    return GateResult(verdict.decision, verdict.reason, verdict.dev, verdict.suites, effects)
 
 
 def _memory_effect(
-    store: Store,
+    store: MemoryLedger,
     adapter: str | None,
     gates: list[GateSuite],
     measured: dict[bool, Results],
@@ -186,10 +206,10 @@ def decide(
     candidate: dict[str, dict[str, dict[str, bool]]],
     gates: list[GateSuite],
     runs: dict[str, dict[str, str]],
-    settings: Settings,
-) -> dict[str, Any]:
+    cycle: CycleConfig,
+) -> GateResult:
     """The decision from per-item first-attempt results of both sides."""
-    alpha, max_drop = settings.cycle.alpha, settings.cycle.max_drop
+    alpha, max_drop = cycle.alpha, cycle.max_drop
     suites = {}
     pooled_a: dict[str, dict[str, bool]] = {}
     pooled_b: dict[str, dict[str, bool]] = {}
@@ -208,26 +228,26 @@ def decide(
         if not gate.frozen:
             pooled_a |= {f"{gate.label}/{k}": v for k, v in a.items()}
             pooled_b |= {f"{gate.label}/{k}": v for k, v in b.items()}
-    held = compare_runs(pooled_a, pooled_b)["first_attempt"] if pooled_a else None
+    dev = compare_runs(pooled_a, pooled_b)["first_attempt"] if pooled_a else None
     drops = [
         f"{k} dropped {-v['difference']:.1%}"
         for k, v in suites.items()
         if v["difference"] < -max_drop
     ]
-    if held is None:
-        decision, reason = "reject", "no gate split (dev or heldout) to measure the candidate on"
+    decision: Literal["promote", "reject"] = "reject"
+    if dev is None:
+        reason = "no gate split (dev or heldout) to measure the candidate on"
     elif drops:
-        decision, reason = "reject", f"regression beyond {max_drop:.0%}: " + "; ".join(drops)
-    elif held["difference"] <= 0 or held["p_value"] >= alpha:
-        decision = "reject"
+        reason = f"regression beyond {max_drop:.0%}: " + "; ".join(drops)
+    elif dev["difference"] <= 0 or dev["p_value"] >= alpha:
         reason = (
-            f"gate-split (dev) first-attempt pass {held['a']:.1%} → {held['b']:.1%} "
-            f"(p = {held['p_value']:.3g}): not a significant improvement"
+            f"gate-split (dev) first-attempt pass {dev['a']:.1%} → {dev['b']:.1%} "
+            f"(p = {dev['p_value']:.3g}): not a significant improvement"
         )
     else:
         decision = "promote"
         reason = (
-            f"gate-split (dev) first-attempt pass {held['a']:.1%} → {held['b']:.1%} "
-            f"(p = {held['p_value']:.3g}); no suite dropped more than {max_drop:.0%}"
+            f"gate-split (dev) first-attempt pass {dev['a']:.1%} → {dev['b']:.1%} "
+            f"(p = {dev['p_value']:.3g}); no suite dropped more than {max_drop:.0%}"
         )
-    return {"decision": decision, "reason": reason, "heldout": held, "suites": suites}
+    return GateResult(decision, reason, dev, suites)

@@ -8,19 +8,18 @@ from typing import Any
 
 import httpx
 
-from reflexa.agent.model.client import ModelClient
-from reflexa.agent.settings import Settings
-from reflexa.agent.store import Store
 from reflexa.evals.signal import normalise
 from reflexa.evals.verdict import grounded
 from reflexa.evals.verify import passes
 from reflexa.graphs.prompts import SYSTEM
+from reflexa.trainers.ports import MemoryLedger, ModelServer
+from reflexa.trainers.workspace import Workspace
 
 
 async def retire_passed(
-    settings: Settings,
-    store: Store,
-    client: ModelClient,
+    ws: Workspace,
+    store: MemoryLedger,
+    client: ModelServer,
     adapter: str,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
@@ -29,12 +28,12 @@ async def retire_passed(
     visible checks) are retired for it. Memories without grounded checks cannot be tested
     and stay. (Visible checks alone would not do: "a number" passes a wrong sum.)"""
     todo = [m for m in store.memories(status="active") if grounded(m["checks"])]
-    limit = asyncio.Semaphore(settings.cycle.concurrency)
+    limit = asyncio.Semaphore(ws.cycle.concurrency)
     passed: list[int] = []
     done = 0
-    async with httpx.AsyncClient(timeout=settings.request_timeout_s) as http:
+    async with httpx.AsyncClient(timeout=ws.request_timeout_s) as http:
         llm = client.chat_model(
-            adapter, temperature=0, max_tokens=settings.reflect.max_tokens, http_async_client=http
+            adapter, temperature=0, max_tokens=ws.max_tokens, http_async_client=http
         )
 
         async def one(m: dict[str, Any]) -> None:
@@ -47,7 +46,7 @@ async def retire_passed(
                     ]
                 )
             same = normalise(reply.text, m["checks"]) == normalise(m["answer"], m["checks"])
-            unconfined = settings.sandbox.allow_unconfined
+            unconfined = ws.allow_unconfined
             if same and await passes(
                 m["checks"], m["prompt"], reply.text, allow_unconfined=unconfined
             ):

@@ -21,42 +21,40 @@ from typing import Any
 
 import httpx
 
-from reflexa.agent.model.client import ModelClient
-from reflexa.agent.settings import Settings
-from reflexa.agent.store import Store
 from reflexa.evals.arithmetic import stated_expression
 from reflexa.evals.contamination import TRAIN_SPLIT, Guard, prompt_hash
 from reflexa.evals.signal import vote
 from reflexa.evals.verdict import grounded
 from reflexa.evals.verify import gold_answer, passes
+from reflexa.trainers.ports import CorrectionSource, ModelServer
+from reflexa.trainers.records import EpisodeRecord
+from reflexa.trainers.workspace import Workspace
 
 # Corrections that already settle a prompt: sampling it again adds nothing stronger.
 COVERING = ("user", "gold", "consistency")
 
 
 def sampling_targets(
-    store: Store, protected: Guard, limit: int, covering: Collection[str] = COVERING
-) -> list[dict[str, Any]]:
+    store: CorrectionSource, protected: Guard, limit: int, covering: Collection[str] = COVERING
+) -> list[EpisodeRecord]:
     """Training episodes, one per prompt (the newest), with grounded visible checks (or a
     stated expression a tool computes), that no correction justified by one of `covering`
     covers yet, nor gold where `gold` is among them (a wrong answer to an item whose gold
     may be learnt from and spells out an answer: the compile adds it); failed ones first."""
     covered = {
-        c["prompt_hash"]
-        for c in store.corrections()
-        if c["verified"] and c["justification"] in covering
+        c.prompt_hash for c in store.corrections() if c.verified and c.justification in covering
     }
-    targets: dict[str, dict[str, Any]] = {}
+    targets: dict[str, EpisodeRecord] = {}
     for e in store.training_episodes(TRAIN_SPLIT):
-        key = prompt_hash(e["prompt"])
-        if key in covered or protected.protects(e["prompt"]):
+        key = prompt_hash(e.prompt)
+        if key in covered or protected.protects(e.prompt):
             continue
-        settled = e["gold_allowed"] and e["first_correct"] is False
-        if "gold" in covering and settled and gold_answer(e["scoring"]) is not None:
+        settled = e.gold_allowed and e.first_correct is False
+        if "gold" in covering and settled and gold_answer(e.scoring) is not None:
             continue
-        if grounded(e["checks"]) or stated_expression(e["prompt"]):  # what can verify
+        if grounded(e.checks) or stated_expression(e.prompt):  # what can verify
             targets[key] = e
-    ordered = sorted(targets.values(), key=lambda e: bool(e["first_passed"]))
+    ordered = sorted(targets.values(), key=lambda e: bool(e.first_passed))
     return ordered[:limit]
 
 
@@ -67,16 +65,16 @@ def _constraint(checks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def sample_corrections(
-    settings: Settings,
-    store: Store,
-    client: ModelClient,
+    ws: Workspace,
+    store: CorrectionSource,
+    client: ModelServer,
     model: str | None,
-    targets: list[dict[str, Any]],
+    targets: list[EpisodeRecord],
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, int], set[str]]:
     """Sample, vote and store corrections. Counts of what was kept, by justification, and
     of the prompts whose answers disagreed (`mixed`); and those prompts' hashes."""
-    c = settings.cycle
+    c = ws.cycle
     limit = asyncio.Semaphore(c.concurrency)
     counts = {"prompts": len(targets), "consistency": 0, "checks": 0}
     mixed: set[str] = set()
@@ -88,49 +86,48 @@ async def sample_corrections(
         response.raise_for_status()
         return [choice["message"]["content"] or "" for choice in response.json()["choices"]]
 
-    async def one(http: httpx.AsyncClient, episode: dict[str, Any]) -> None:
+    async def one(http: httpx.AsyncClient, episode: EpisodeRecord) -> None:
         nonlocal done
         body = {
             "model": model or client.model,
-            "messages": episode["messages"],
+            "messages": episode.messages,
             "max_tokens": c.sample_max_tokens,
-        } | _constraint(episode["checks"])
+        } | _constraint(episode.checks)
         (greedy,), samples = await asyncio.gather(
             answers(http, body | {"n": 1, "temperature": 0}),
             answers(http, body | {"n": c.sample_n, "temperature": c.sample_temperature}),
         )
-        ok = await _verdicts(episode, [greedy, *samples], settings.sandbox.allow_unconfined)
+        ok = await _verdicts(episode, [greedy, *samples], ws.allow_unconfined)
         if any(ok) and not all(ok):
-            mixed.add(prompt_hash(episode["prompt"]))
+            mixed.add(prompt_hash(episode.prompt))
         kept = await _judge(
-            episode, greedy, samples, c.agree_greedy, c.agree_majority,
-            settings.sandbox.allow_unconfined, ok,
-        )  # fmt: skip
+            episode, greedy, samples, c.agree_greedy, c.agree_majority, ws.allow_unconfined, ok
+        )
         if kept is not None:
-            store.add_correction(episode["id"], **kept)
+            store.add_correction(episode.id, **kept)
             counts[kept["justification"]] += 1
         done += 1
         if on_progress:
             on_progress(done, len(targets))
 
     headers = {"Authorization": f"Bearer {client.api_key}"}
-    async with httpx.AsyncClient(timeout=settings.request_timeout_s, headers=headers) as http:
+    async with httpx.AsyncClient(timeout=ws.request_timeout_s, headers=headers) as http:
         await asyncio.gather(*(one(http, e) for e in targets))
     return counts | {"mixed": len(mixed)}, mixed
 
 
-async def _verdicts(episode: dict[str, Any], answers: list[str], unconfined: bool) -> list[bool]:
+async def _verdicts(episode: EpisodeRecord, answers: list[str], unconfined: bool) -> list[bool]:
     """Whether each answer passes the episode's visible checks and the tool checks."""
     return list(
         await asyncio.gather(
-            *(passes(episode["checks"], episode["prompt"], a, allow_unconfined=unconfined)
+            *(passes(episode.checks, episode.prompt, a, allow_unconfined=unconfined)
               for a in answers)
         )
     )  # fmt: skip
 
 
 async def _judge(
-    episode: dict[str, Any],
+    episode: EpisodeRecord,
     greedy: str,
     samples: list[str],
     min_greedy: int,
@@ -142,7 +139,7 @@ async def _judge(
     `episode`, or None. `ok`: each answer's checks, where already run. The episode's own
     first answer is the rejected one, where it differs (it failed, or it is another
     model's)."""
-    prompt, checks = episode["prompt"], episode["checks"]
+    prompt, checks = episode.prompt, episode.checks
     answers = [greedy, *samples]
     if ok is None:
         ok = await _verdicts(episode, answers, allow_unconfined)
@@ -153,15 +150,15 @@ async def _judge(
         answer, justification = answers[ok.index(True)], "checks"
     else:
         return None
-    scoring = episode["scoring"]
+    scoring = episode.scoring
     unconfined = {"allow_unconfined": allow_unconfined}
     correct = await passes(scoring, prompt, answer, **unconfined) if scoring else None
     is_greedy = answer == greedy
-    first = episode["attempts"][0]["answer"]
+    first = episode.attempts[0].answer
     return {
         "prompt": prompt,
         "chosen": answer,
-        "rejected": None if episode["first_passed"] or first == answer else first,
+        "rejected": None if episode.first_passed or first == answer else first,
         "source": "self" if is_greedy else "sampled",
         "verified": True,
         "justification": justification,

@@ -16,6 +16,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobEvent
@@ -24,10 +25,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy.engine import Engine
 
-from reflexa.agent.errors import ReflexaError
-from reflexa.agent.settings import Settings
-from reflexa.agent.store.db import make_engine
+from reflexa.trainers.errors import TrainerError
 
 JOB = "reflexa.trainers.schedule:scheduled_cycle"
 DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun"]  # cron: 0 and 7 are Sunday
@@ -37,7 +37,7 @@ def parse_cron(expr: str) -> CronTrigger:
     """A standard 5-field crontab expression (minute hour day month weekday, 0 = Sunday)."""
     fields = expr.split()
     if len(fields) != 5:
-        raise ReflexaError(
+        raise TrainerError(
             f"cron expression {expr!r}: expected 5 fields "
             "(minute hour day month weekday), e.g. '0 2 * * *'"
         )
@@ -47,7 +47,7 @@ def parse_cron(expr: str) -> CronTrigger:
         try:
             CronTrigger(**{name: value})
         except ValueError as e:
-            raise ReflexaError(f"cron expression {expr!r}: {name} field {given!r}: {e}") from None
+            raise TrainerError(f"cron expression {expr!r}: {name} field {given!r}: {e}") from None
     return CronTrigger(**values)
 
 
@@ -56,17 +56,26 @@ def _weekday_names(field: str) -> str:
     return re.sub(r"(?<![*/])\b([0-7])\b", lambda m: DAYS[int(m.group(1))], field)
 
 
+@dataclass(frozen=True)
+class Schedules:
+    """Where the schedule lives: the store's database (the application's engine), and how
+    late a missed run may still start (`cycle.misfire_grace_s`)."""
+
+    engine: Engine
+    misfire_grace_s: int = 6 * 3600
+
+
 @contextmanager
-def _scheduler(settings: Settings, cls: type[BaseScheduler] = BackgroundScheduler) -> Iterator[Any]:
+def _scheduler(at: Schedules, cls: type[BaseScheduler] = BackgroundScheduler) -> Iterator[Any]:
     """A scheduler on the store's database; started paused, so jobs can be read and written
     without running any."""
-    store = SQLAlchemyJobStore(engine=make_engine(settings.database), tablename="schedule_jobs")
+    store = SQLAlchemyJobStore(engine=at.engine, tablename="schedule_jobs")
     scheduler = cls(
         jobstores={"default": store},
         job_defaults={
             "coalesce": True,
             "max_instances": 1,
-            "misfire_grace_time": settings.cycle.misfire_grace_s,
+            "misfire_grace_time": at.misfire_grace_s,
         },
     )
     yield scheduler
@@ -74,29 +83,29 @@ def _scheduler(settings: Settings, cls: type[BaseScheduler] = BackgroundSchedule
         scheduler.shutdown(wait=False)
 
 
-def add(settings: Settings, expr: str) -> dict[str, Any]:
+def add(at: Schedules, expr: str) -> dict[str, Any]:
     trigger = parse_cron(expr)
-    with _scheduler(settings) as scheduler:
+    with _scheduler(at) as scheduler:
         scheduler.start(paused=True)
         job = scheduler.add_job(JOB, trigger, id=uuid.uuid4().hex[:8], name=expr)
         return _job(job)
 
 
-def jobs(settings: Settings) -> list[dict[str, Any]]:
-    with _scheduler(settings) as scheduler:
+def jobs(at: Schedules) -> list[dict[str, Any]]:
+    with _scheduler(at) as scheduler:
         scheduler.start(paused=True)
         return [_job(j) for j in scheduler.get_jobs()]
 
 
-def remove(settings: Settings, job_id: str) -> None:
-    with _scheduler(settings) as scheduler:
+def remove(at: Schedules, job_id: str) -> None:
+    with _scheduler(at) as scheduler:
         scheduler.start(paused=True)
         if scheduler.get_job(job_id) is None:
-            raise ReflexaError(f"no scheduled job {job_id!r} (see `reflexa schedule list`)")
+            raise TrainerError(f"no scheduled job {job_id!r} (see `reflexa schedule list`)")
         scheduler.remove_job(job_id)
 
 
-def run(settings: Settings, command: list[str], log: Callable[[str], None]) -> None:
+def run(at: Schedules, command: list[str], log: Callable[[str], None]) -> None:
     """Run the scheduler until interrupted; each due job runs `command` (the application's
     cycle) in a child process."""
 
@@ -112,13 +121,13 @@ def run(settings: Settings, command: list[str], log: Callable[[str], None]) -> N
             log(f"job {event.job_id}: cycle finished: {event.retval}")
 
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    with _scheduler(settings) as jobs_now:  # each job runs this scheduler's command
+    with _scheduler(at) as jobs_now:  # each job runs this scheduler's command
         jobs_now.start(paused=True)
         for job in jobs_now.get_jobs():
             jobs_now.modify_job(job.id, args=[command])
-    with _scheduler(settings, BlockingScheduler) as scheduler:
+    with _scheduler(at, BlockingScheduler) as scheduler:
         scheduler.add_listener(report, EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_EXECUTED)
-        listed = jobs(settings)
+        listed = jobs(at)
         log(f"scheduler running with {len(listed)} job(s); Ctrl-C stops it")
         for j in listed:
             log(f"  {j['id']}: '{j['cron']}', next run {j['next_run']}")

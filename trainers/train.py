@@ -7,8 +7,10 @@ a policy that sometimes succeeds (from the base model every sums completion scor
 bench/results/grpo-2026-11-24.json), and on-policy means sampling from the current model.
 SFT continues its parent too where asked (`continue_parent`): in a chain's rounds after the
 gold ones, the parent holds what gold taught, and the rows may no longer say it.
-The folder is written under `adapters/.partial-<pid>-…` and renamed to `adapters/<version>/`
-only when complete, so a killed trainer leaves no adapter behind.
+The folder is written under `adapters/.partial-<pid>-…` (`build_adapter`, in a child
+process during a cycle, which knows no store) and renamed to `adapters/<version>/` only when
+complete (`register`, by whoever holds the registry), so a killed trainer leaves no adapter
+behind.
 """
 
 from __future__ import annotations
@@ -26,16 +28,13 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from reflexa.agent.errors import ReflexaError
-from reflexa.agent.model.client import adapter_name
-from reflexa.agent.settings import Settings, settings_from_json
-from reflexa.agent.store import Store, open_store
 from reflexa.trainers.config import TrainConfig, train_config
-from reflexa.trainers.registry import METADATA
+from reflexa.trainers.errors import TrainerError
+from reflexa.trainers.ports import AdapterRegistry
+from reflexa.trainers.registry import METADATA, Built, parent_folder, register
 from reflexa.trainers.rewards import verifier_reward
+from reflexa.trainers.workspace import Workspace
 
-TRAIN_METRICS = ("loss", "train_s", "train_runtime_s", "samples_per_s", "by_source", "config",
-                 "continued_from")  # fmt: skip
 # (step, total steps, latest loss or None)
 StepFn = Callable[[int, int, float | None], None]
 
@@ -46,19 +45,19 @@ def load_dataset_dir(path: Path, config: TrainConfig) -> tuple[Any, dict[str, An
 
     manifest_file = path / "manifest.json"
     if not manifest_file.is_file():
-        raise ReflexaError(
+        raise TrainerError(
             f"{path}: not a dataset folder (no manifest.json; "
             "make one with `reflexa failures export`)"
         )
     manifest = json.loads(manifest_file.read_text())
     if manifest["format"] != config.method:
-        raise ReflexaError(
+        raise TrainerError(
             f"{path} holds {manifest['format']} data; --method {config.method} "
             f"needs {config.method} data"
         )
     dataset = load_from_disk(str(path))
     if len(dataset) < config.min_examples:
-        raise ReflexaError(
+        raise TrainerError(
             f"only {len(dataset)} {config.method} examples; at least {config.min_examples} are "
             "needed (min_examples): collect more corrections first (`reflexa eval run … "
             "--split train`)"
@@ -66,38 +65,37 @@ def load_dataset_dir(path: Path, config: TrainConfig) -> tuple[Any, dict[str, An
     return dataset, manifest
 
 
-def train_adapter(
-    settings: Settings,
-    store: Store,
+def build_adapter(
+    ws: Workspace,
     dataset_dir: Path,
     config: TrainConfig,
     *,
+    start: Path | None = None,
     parent: str | None = None,
-    continue_parent: bool = False,
+    owner: int | None = None,
     on_step: StepFn | None = None,
-) -> dict[str, Any]:
-    """Train, write the adapter folder atomically, register it as a candidate. GRPO
-    always continues `parent`'s LoRA; SFT and DPO only with `continue_parent`."""
-    if config.lora_r > settings.server.max_lora_rank:
-        raise ReflexaError(
+) -> Built:
+    """Train on `dataset_dir` (continuing the LoRA in `start`, if given) into
+    `adapters/.partial-<owner>-…` (owner: the process that will register it, this one by
+    default; a partial folder whose owner is gone is removed), with its metadata written
+    last. `parent`: the adapter that is the default now, for the record."""
+    if config.lora_r > ws.max_lora_rank:
+        raise TrainerError(
             f"lora_r {config.lora_r} exceeds the server's max_lora_rank "
-            f"{settings.server.max_lora_rank}: vLLM could not load it"
+            f"{ws.max_lora_rank}: vLLM could not load it"
         )
     dataset, manifest = load_dataset_dir(dataset_dir, config)
-    adapters = settings.home_dir / "adapters"
-    adapters.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(adapters)
-    partial = adapters / f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    ws.adapters_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(ws.adapters_dir)
+    partial = ws.adapters_dir / f".partial-{owner or os.getpid()}-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     try:
-        unconfined = settings.sandbox.allow_unconfined  # GRPO's reward may run code
-        start = _start(store, parent, continue_parent or config.method == "grpo")
         losses, speed = _fit(
-            settings.model_dir, dataset, config, partial, on_step, unconfined, start
+            ws.model_dir, dataset, config, partial, on_step, ws.allow_unconfined, start
         )
         metadata = {
-            "base_model": settings.model.name,
-            "base_model_path": str(settings.model_dir),
+            "base_model": ws.model_name,
+            "base_model_path": str(ws.model_dir),
             "method": config.method,
             "dataset": str(dataset_dir),
             "dataset_hash": manifest["dataset_hash"],
@@ -113,33 +111,27 @@ def train_adapter(
         }
         (partial / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
         _fsync_tree(partial)
-        version = store.next_adapter_version()
-        final = adapters / version
-        os.rename(partial, final)  # atomic: the folder appears complete or not at all
-    finally:
+    except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
-    return store.add_adapter(
-        version=version,
-        name=adapter_name(final),
-        path=str(final),
-        parent=parent,
-        base_model=settings.model.name,
-        method=config.method,
-        dataset_hash=manifest["dataset_hash"],
-        examples=len(dataset),
-        metrics={"train": {k: metadata[k] for k in TRAIN_METRICS}},
-    )
+        raise
+    return Built(partial, metadata)
 
 
-def _start(store: Store, parent: str | None, go_on: bool) -> Path | None:
-    """The parent adapter's folder the run continues, or None (a new LoRA on the base)."""
-    row = store.adapter(parent) if go_on and parent else None
-    if row is None:
-        return None
-    path = Path(row["path"])
-    if not (path / "adapter_config.json").is_file():
-        raise ReflexaError(f"adapter {parent}: {path} holds no LoRA to continue from")
-    return path
+def train_adapter(
+    ws: Workspace,
+    registry: AdapterRegistry,
+    dataset_dir: Path,
+    config: TrainConfig,
+    *,
+    parent: str | None = None,
+    continue_parent: bool = False,
+    on_step: StepFn | None = None,
+) -> dict[str, Any]:
+    """Train in this process and register the adapter as a candidate. GRPO always continues
+    `parent`'s LoRA; SFT and DPO only with `continue_parent`."""
+    start = parent_folder(registry, parent, continue_parent or config.method == "grpo")
+    built = build_adapter(ws, dataset_dir, config, start=start, parent=parent, on_step=on_step)
+    return register(ws, registry, built)
 
 
 def remove_stale_partials(adapters: Path) -> None:
@@ -298,23 +290,22 @@ class _Progress(TrainerCallback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m reflexa.trainers.train --settings FILE --dataset DIR [--parent VERSION]
-    [--method M] [--continue-parent]`:
-    train one adapter and register it (what a cycle runs in a child process). The settings
-    come as a JSON file (`settings_json`); the adapter's row is printed as JSON on stdout,
-    progress goes to stderr."""
+    """`python -m reflexa.trainers.train --workspace FILE --dataset DIR [--method M]
+    [--start DIR] [--parent VERSION] [--owner PID]`: train one adapter (what a cycle runs in
+    a child process) into a partial folder that the owner registers. The workspace comes as
+    a JSON file (`Workspace.to_json`); the built folder and its metadata are printed as JSON
+    on stdout, progress goes to stderr."""
     parser = argparse.ArgumentParser(
         prog="python -m reflexa.trainers.train", description=main.__doc__
     )
-    parser.add_argument("--settings", type=Path, required=True, help="settings as JSON")
+    parser.add_argument("--workspace", type=Path, required=True, help="the workspace as JSON")
     parser.add_argument("--dataset", type=Path, required=True, help="a compiled dataset")
-    parser.add_argument("--parent", default=None, help="the adapter that is the default now")
     parser.add_argument(
         "--method", choices=["sft", "dpo", "grpo"], help="instead of the training config's"
     )
-    parser.add_argument(
-        "--continue-parent", action="store_true", help="go on from the parent's LoRA"
-    )
+    parser.add_argument("--start", type=Path, help="an adapter folder whose LoRA to go on from")
+    parser.add_argument("--parent", default=None, help="the adapter that is the default now")
+    parser.add_argument("--owner", type=int, help="the process that registers the result")
     args = parser.parse_args(argv)
 
     def step(done: int, total: int, loss: float | None) -> None:
@@ -322,16 +313,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training: step {done}/{total}{tail}", file=sys.stderr, flush=True)
 
     try:
-        settings = settings_from_json(args.settings.read_text())
-        with open_store(settings) as store:
-            row = train_adapter(
-                settings, store, args.dataset, train_config(settings).replace(method=args.method),
-                parent=args.parent, continue_parent=args.continue_parent, on_step=step,
-            )  # fmt: skip
-    except (ReflexaError, OSError) as e:
+        ws = Workspace.from_json(args.workspace.read_text())
+        config = train_config(ws.cycle).replace(method=args.method)
+        built = build_adapter(ws, args.dataset, config, start=args.start, parent=args.parent,
+                              owner=args.owner, on_step=step)  # fmt: skip
+    except (TrainerError, OSError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(row, default=str))
+    print(json.dumps({"path": str(built.path), "metadata": built.metadata}))
     return 0
 
 

@@ -41,11 +41,11 @@ from reflexa.agent.api.protocol import (
 )
 from reflexa.agent.api.streaming import stream
 from reflexa.agent.app.agent import Agent, EpisodeRequest, open_agent, refuse_bad_input
-from reflexa.agent.errors import ReflexaError
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.settings import ServeSettings, Settings
 from reflexa.agent.store import Store
 from reflexa.evals.validation import error_line
+from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.registry import resolve_adapter
 
 
@@ -300,11 +300,11 @@ def _adapter(
     registered adapter version (v3), or an adapter the server already serves."""
     try:
         if model in (None, ""):
-            return resolve_adapter(settings, store, client, None)
+            return resolve_adapter(settings.workspace(), store, client, None)
         if model == client.model:
             return None
         if store.adapter(model) is not None or model in client.adapters():
-            return resolve_adapter(settings, store, client, model)
-    except ReflexaError as e:
+            return resolve_adapter(settings.workspace(), store, client, model)
+    except TrainerError as e:  # a registry failure (ReflexaError is one too)
         raise ApiError(400, str(e), "model") from None
     raise ApiError(404, f"model {model!r} not found (see /v1/models)", "model")

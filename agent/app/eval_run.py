@@ -83,6 +83,9 @@ def outcome(episode: dict[str, Any], item: SuiteItem) -> ItemOutcome:
         error=episode["error"],
         repair_log=repair_log,
         final_strategy=returned[-1]["strategy"] if returned else None,
+        recalled=[m["id"] for m in (attempts[0]["memory"] or {}).get("used", [])]
+        if attempts
+        else [],
     )
 
 

@@ -9,7 +9,7 @@ from rich.table import Table
 from reflexa.agent.cli.common import client_for, print_json
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import open_store
-from reflexa.evals.report import rows_line
+from reflexa.evals.report import dev_result, rows_line
 from reflexa.trainers import registry
 
 
@@ -42,8 +42,8 @@ def adapters_list(settings: Settings, as_json: bool) -> None:
         "reason",
     )
     for r in rows:
-        held = (r["metrics"].get("gate") or {}).get("heldout")
-        figure = f"{held['a']:.0%} → {held['b']:.0%} (p {held['p_value']:.2g})" if held else ""
+        dev = dev_result(r["metrics"].get("gate") or {})
+        figure = f"{dev['a']:.0%} → {dev['b']:.0%} (p {dev['p_value']:.2g})" if dev else ""
         cycle = r["metrics"].get("cycle") or {}
         by_kind = rows_line((cycle.get("data") or {}).get("precision") or {})
         table.add_row(
@@ -66,7 +66,7 @@ def adapters_promote(settings: Settings, version: str) -> None:
     """Make VERSION the default for ask, chat, serve and eval (loads it into vLLM)."""
     client = client_for(settings)
     with open_store(settings) as store:
-        row = registry.promote(settings, store, client, version, "promoted by hand")
+        row = registry.promote(settings.workspace(), store, client, version, "promoted by hand")
     click.echo(f"promoted {row['version']} ({row['name']})")
 
 
@@ -76,5 +76,5 @@ def adapters_rollback(settings: Settings) -> None:
     """Reject the promoted adapter and go back to the one before it (or the base model)."""
     client = client_for(settings)
     with open_store(settings) as store:
-        row = registry.rollback(settings, store, client)
+        row = registry.rollback(settings.workspace(), store, client)
     click.echo(f"rolled back: the default is now {row['version'] if row else 'the base model'}")

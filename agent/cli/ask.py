@@ -77,7 +77,7 @@ def ask(
         if refused:
             raise ReflexaError(f"{refused.error} (recorded as episode {refused.episode_id})")
         client = client_for(settings)
-        adapter = resolve_adapter(settings, store, client, adapter)
+        adapter = resolve_adapter(settings.workspace(), store, client, adapter)
 
         async def run() -> EpisodeResult:
             async with open_agent(settings, client, store, adapter) as agent:

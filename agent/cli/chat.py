@@ -38,7 +38,7 @@ def chat(settings: Settings, thread_id: str | None, adapter: str | None, no_memo
             await chat_loop(agent, console, read_line, thread_id, memory=not no_memory)
 
     with open_store(settings) as store:
-        adapter = resolve_adapter(settings, store, client, adapter)
+        adapter = resolve_adapter(settings.workspace(), store, client, adapter)
         try:
             asyncio.run(run(store, adapter))
         except KeyboardInterrupt:

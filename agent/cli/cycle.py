@@ -13,7 +13,7 @@ from reflexa.agent.cli.common import client_for, err, print_json, progress_bar
 from reflexa.agent.cli.failures import precision_line
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import open_store
-from reflexa.evals.report import compile_stage, cycles_page
+from reflexa.evals.report import compile_stage, cycles_page, dev_result
 from reflexa.trainers.cycle import run_cycle
 
 
@@ -44,7 +44,7 @@ def cycle(settings: Settings, rounds: int | None, as_json: bool, trigger: str) -
         for n in range(1, (rounds or settings.cycle.rounds) + 1):
             started = time.perf_counter()
             result = run_cycle(
-                settings,
+                settings.workspace(),
                 store,
                 lambda: client_for(settings),
                 gate_evaluator(settings, store),
@@ -82,7 +82,7 @@ def _cycle_summary(result: dict[str, Any]) -> dict[str, Any]:
     return {k: result[k] for k in keep} | {
         "methods": result.get("methods"),
         "adapter": result["adapter"],
-        "heldout": gate.get("heldout"),
+        "dev": dev_result(gate),
         "suites": suites,
         "precision": compiled.get("precision"),
         "memory": gate.get("memory"),

@@ -84,7 +84,7 @@ def eval_run(
         err.print(f"[yellow]{suite.note}[/]", soft_wrap=True)
     client = client_for(settings)
     with open_store(settings) as store, progress_bar() as bar:
-        adapter = resolve_adapter(settings, store, client, adapter)
+        adapter = resolve_adapter(settings.workspace(), store, client, adapter)
         options = EvalOptions(
             split, limit, not no_reflect, max_repairs, adapter, concurrency,
             memory=not no_memory, allow_gold=settings.cycle.allow_gold,

@@ -1,7 +1,8 @@
 """The `reflexa` command. Each command parses, calls one library function and prints.
 
 Results go to stdout (`--json`: one JSON document and nothing else); progress and notes go
-to stderr. A `ReflexaError` anywhere becomes one `Error: …` line and exit status 1.
+to stderr. A `ReflexaError` or a trainers' `TrainerError` (its base) anywhere becomes one
+`Error: …` line and exit status 1.
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ from reflexa.agent.cli.model import model
 from reflexa.agent.cli.schedule import schedule_group
 from reflexa.agent.cli.serve import serve
 from reflexa.agent.cli.train import train
-from reflexa.agent.errors import ReflexaError
 from reflexa.agent.settings import load_settings
+from reflexa.trainers.errors import TrainerError
 
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ReflexaError as e:
+        except TrainerError as e:  # ReflexaError is one
             raise click.ClickException(str(e)) from None
 
 

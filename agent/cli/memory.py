@@ -55,14 +55,14 @@ def memory_retire(settings: Settings, adapter: str | None, as_json: bool) -> Non
     once, without recall; those its checks pass are retired for that adapter."""
     client = client_for(settings)
     with open_store(settings) as store:
-        adapter = resolve_adapter(settings, store, client, adapter)
+        adapter = resolve_adapter(settings.workspace(), store, client, adapter)
         if adapter is None:
             raise ReflexaError("no adapter to retire memories for (promote one, or give --adapter)")
         with progress_bar() as bar:
             task = bar.add_task(f"asking {adapter}", total=None)
             counts = asyncio.run(
                 retire_passed(
-                    settings, store, client, adapter,
+                    settings.workspace(), store, client, adapter,
                     lambda done, total: bar.update(task, completed=done, total=total),
                 )
             )  # fmt: skip

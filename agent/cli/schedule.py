@@ -6,7 +6,12 @@ import click
 
 from reflexa.agent.cli.common import err, print_json, reflexa_command
 from reflexa.agent.settings import Settings
+from reflexa.agent.store.db import make_engine
 from reflexa.trainers import schedule
+
+
+def _schedules(settings: Settings) -> schedule.Schedules:
+    return schedule.Schedules(make_engine(settings.database), settings.cycle.misfire_grace_s)
 
 
 @click.group("schedule")
@@ -20,7 +25,7 @@ def schedule_group() -> None:
 @click.pass_obj
 def schedule_add(settings: Settings, expr: str, as_json: bool) -> None:
     """Add a cycle on a cron schedule (run by `reflexa schedule run`)."""
-    job = schedule.add(settings, expr)
+    job = schedule.add(_schedules(settings), expr)
     reflexa = reflexa_command()
     (settings.home_dir / "logs").mkdir(parents=True, exist_ok=True)  # the crontab line's log
     env = {"REFLEXA_HOME": str(settings.home_dir)}
@@ -42,7 +47,7 @@ def schedule_add(settings: Settings, expr: str, as_json: bool) -> None:
 @click.pass_obj
 def schedule_list(settings: Settings, as_json: bool) -> None:
     """The scheduled cycles and when each runs next."""
-    rows = schedule.jobs(settings)
+    rows = schedule.jobs(_schedules(settings))
     if as_json:
         print_json(rows)
     elif not rows:
@@ -56,7 +61,7 @@ def schedule_list(settings: Settings, as_json: bool) -> None:
 @click.pass_obj
 def schedule_remove(settings: Settings, job_id: str) -> None:
     """Remove a scheduled cycle."""
-    schedule.remove(settings, job_id)
+    schedule.remove(_schedules(settings), job_id)
     click.echo(f"removed {job_id}")
 
 
@@ -65,4 +70,4 @@ def schedule_remove(settings: Settings, job_id: str) -> None:
 def schedule_run(settings: Settings) -> None:
     """Run the scheduler in the foreground until stopped (SIGINT/SIGTERM)."""
     cycle = [*reflexa_command(), "cycle", "--json", "--trigger", "schedule"]
-    schedule.run(settings, cycle, log=err.print)
+    schedule.run(_schedules(settings), cycle, log=err.print)

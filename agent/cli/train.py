@@ -51,7 +51,9 @@ def train(
     from reflexa.trainers.train import train_adapter  # torch, TRL: only now
 
     config = (
-        TrainConfig.from_yaml(train_config_file) if train_config_file else (train_config(settings))
+        TrainConfig.from_yaml(train_config_file)
+        if train_config_file
+        else train_config(settings.cycle)
     )
     config = config.replace(method=method, max_steps=max_steps)
     with open_store(settings) as store:
@@ -66,7 +68,9 @@ def train(
                 label = f"training ({config.method}), loss {loss:.3f}" if loss else None
                 bar.update(task, completed=done, total=total, description=label or "training")
 
-            row = train_adapter(settings, store, dataset, config, parent=parent, on_step=step)
+            row = train_adapter(
+                settings.workspace(), store, dataset, config, parent=parent, on_step=step
+            )
     if as_json:
         print_json(row)
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +11,7 @@ import httpx
 from langchain_openai import ChatOpenAI
 
 from reflexa.agent.errors import ReflexaError
-
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+from reflexa.trainers.registry import ADAPTER_FILES, adapter_name
 
 
 @dataclass(frozen=True)
@@ -23,18 +21,6 @@ class ServedModel:
     id: str
     parent: str | None
     root: str
-
-
-def adapter_name(adapter_dir: Path) -> str:
-    """`reflexa-<hash12>` of the adapter's files: new weights always get a new name.
-
-    vLLM can serve stale prefix-cache blocks when different weights reuse a name.
-    """
-    digest = hashlib.sha256()
-    for name in ADAPTER_FILES:
-        digest.update(name.encode())
-        digest.update((adapter_dir / name).read_bytes())
-    return f"reflexa-{digest.hexdigest()[:12]}"
 
 
 def adapter_rank(adapter_dir: Path) -> int:

@@ -18,6 +18,7 @@ from reflexa.agent.store.tables import Attempt, Correction, Episode, Memory, utc
 from reflexa.evals.contamination import TRAIN_SPLIT, learnable, prompt_hash
 from reflexa.evals.signal import justification_of
 from reflexa.evals.verdict import grounded_ran
+from reflexa.trainers.records import AttemptRecord, CorrectionRecord, EpisodeRecord
 
 
 class EpisodeRecords(MemoryRecords):
@@ -161,7 +162,7 @@ class EpisodeRecords(MemoryRecords):
         with self._session() as s:
             return int(s.scalar(select(func.count()).select_from(table)) or 0)
 
-    def training_episodes(self, split: str) -> list[dict[str, Any]]:
+    def training_episodes(self, split: str) -> list[EpisodeRecord]:
         """Answered episodes of `split` or of no split (chat, `ask`), with their attempts."""
         with self._session() as s:
             rows = s.scalars(
@@ -173,7 +174,7 @@ class EpisodeRecords(MemoryRecords):
                 )
                 .order_by(Episode.created_at)
             )
-            return [episode_dict(r, with_attempts=True) for r in rows if r.attempts]
+            return [_episode_record(r) for r in rows if r.attempts]
 
     def held_out_prompts(self) -> list[tuple[str, list[Any]]]:
         """(prompt, scoring) of the episodes recorded under any split but train (held-out,
@@ -186,10 +187,24 @@ class EpisodeRecords(MemoryRecords):
             )
             return list({prompt: (prompt, scoring) for prompt, scoring in rows}.values())
 
-    def corrections(self) -> list[dict[str, Any]]:
+    def corrections(self) -> list[CorrectionRecord]:
         with self._session() as s:
             rows = s.scalars(select(Correction).order_by(Correction.id))
-            return [columns(r) for r in rows]
+            return [
+                CorrectionRecord(
+                    id=r.id,
+                    episode_id=r.episode_id,
+                    prompt=r.prompt,
+                    prompt_hash=r.prompt_hash,
+                    chosen=r.chosen,
+                    rejected=r.rejected,
+                    source=r.source,
+                    verified=r.verified,
+                    justification=r.justification,
+                    correct=r.correct,
+                )
+                for r in rows
+            ]
 
 
 def _attempt(index: int, a: dict[str, Any]) -> Attempt:
@@ -210,6 +225,27 @@ def _correction(episode_id: str | None, c: dict[str, Any]) -> Correction:
         verified=c["verified"],
         justification=c.get("justification") or justification_of(c["source"]),
         correct=c.get("correct"),
+    )  # fmt: skip
+
+
+def _episode_record(row: Episode) -> EpisodeRecord:
+    attempts = [
+        AttemptRecord(
+            kind=a.kind,
+            answer=a.answer,
+            verdicts=a.verdicts,
+            passed=a.passed,
+            strategy=a.strategy,
+            diagnosis=a.diagnosis,
+            memory=a.memory,
+        )
+        for a in row.attempts
+    ]
+    return EpisodeRecord(
+        id=row.id, prompt=row.prompt, messages=row.messages, checks=row.checks,
+        attempts=attempts, status=row.status, first_passed=row.first_passed, suite=row.suite,
+        split=row.split, scoring=row.scoring, gold_allowed=row.gold_allowed,
+        first_correct=row.first_correct,
     )  # fmt: skip
 
 

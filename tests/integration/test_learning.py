@@ -79,7 +79,8 @@ def seed_failures(env: dict[str, str], n: int) -> None:
             store.finish_episode(
                 id, status="unresolved", answer="1 + 1 = 3", error=None, latency_s=0.1,
                 attempts=[{"kind": "generate", "answer": "1 + 1 = 3", "verdicts": [verdict],
-                           "passed": False, "score": 0.0, "model": "m", "gold_passed": False}],
+                           "passed": False, "score": 0.0, "model": "m"}],
+                scores=[False],  # wrong by scoring, as the application scored it
             )  # fmt: skip
 
 
@@ -327,22 +328,22 @@ def test_grpo_two_real_steps_rewarded_by_the_verifiers(
 
 def test_sft_can_go_on_from_its_parent_as_a_later_round_does(trained: dict, tmp_path: Path) -> None:
     """What a chain's round after the gold ones runs: the training child continuing the
-    parent's LoRA (2 real SFT steps), not a new one on the base model."""
-    from reflexa.agent.settings import settings_json
-
+    parent's LoRA (2 real SFT steps), not a new one on the base model; the child builds the
+    folder, knowing no store, and the cycle registers it."""
     env, parent = trained["env"], trained["rows"][0]
-    settings_file = tmp_path / "settings.json"
-    settings_file.write_text(settings_json(load_settings_from(env)))
+    workspace_file = tmp_path / "workspace.json"
+    workspace_file.write_text(load_settings_from(env).workspace().to_json())
     child = subprocess.run(
-        [sys.executable, "-m", "reflexa.trainers.train", "--settings", str(settings_file),
-         "--dataset", str(trained["home"] / "data"), "--parent", parent["version"],
-         "--continue-parent"],
+        [sys.executable, "-m", "reflexa.trainers.train", "--workspace", str(workspace_file),
+         "--dataset", str(trained["home"] / "data"), "--start", parent["path"],
+         "--parent", parent["version"]],
         capture_output=True, text=True, env=env, check=False, timeout=600,
     )  # fmt: skip
     assert child.returncode == 0, child.stderr[-2000:]
-    row = json.loads(child.stdout)
-    assert row["metrics"]["train"]["continued_from"] == parent["path"]
+    built = json.loads(child.stdout)
+    assert built["metadata"]["continued_from"] == parent["path"]
+    assert Path(built["path"]).name.startswith(".partial-")  # not registered by the child
     before = load_file(str(Path(parent["path"]) / "adapter_model.safetensors"))
-    after = load_file(str(Path(row["path"]) / "adapter_model.safetensors"))
+    after = load_file(str(Path(built["path"]) / "adapter_model.safetensors"))
     assert before.keys() == after.keys()
     assert any(abs(after[k] - before[k]).max() > 0 for k in after if "lora_" in k)

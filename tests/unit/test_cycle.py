@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from reflexa.agent.errors import ReflexaError
-from reflexa.agent.settings import Settings, settings_json
+from reflexa.agent.settings import Settings
 from reflexa.agent.store import Store, open_store
 from reflexa.trainers.cycle import cycle_lock, run_cycle
+from reflexa.trainers.errors import TrainerError
+from reflexa.trainers.gate import GateResult
 
 
 def no_server() -> None:
@@ -18,7 +19,7 @@ def no_server() -> None:
 
 def cycle(settings: Settings) -> dict:
     with open_store(settings) as store:
-        return run_cycle(settings, store, no_server, no_server)  # type: ignore[arg-type]
+        return run_cycle(settings.workspace(), store, no_server, no_server)  # type: ignore[arg-type]
 
 
 def test_no_corrections_is_a_recorded_skip() -> None:
@@ -32,7 +33,8 @@ def test_no_corrections_is_a_recorded_skip() -> None:
 
 def test_two_cycles_never_overlap() -> None:
     settings = Settings()
-    with cycle_lock(settings), pytest.raises(ReflexaError, match="another cycle is running"):
+    lock = cycle_lock(settings.workspace())
+    with lock, pytest.raises(TrainerError, match="another cycle is running"):
         cycle(settings)
     assert cycle(settings)["status"] == "skipped"  # type: ignore[arg-type]
 
@@ -48,23 +50,25 @@ def test_an_interrupted_cycle_is_marked_failed_by_the_next() -> None:
     assert newest["status"] == "skipped"
 
 
-def test_the_training_child_reads_its_settings_file_and_fails_in_one_line(
+def test_the_training_child_reads_its_workspace_file_and_fails_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from reflexa.trainers.train import main
 
     parent = Settings()
-    settings_file = tmp_path / "settings.json"
-    settings_file.write_text(settings_json(parent))
+    workspace_file = tmp_path / "workspace.json"
+    workspace_file.write_text(parent.workspace().to_json())
     monkeypatch.setenv("REFLEXA_HOME", str(tmp_path / "elsewhere"))  # not the child's concern
-    code = main(["--settings", str(settings_file), "--dataset", str(tmp_path / "nothing")])
+    code = main(["--workspace", str(workspace_file), "--dataset", str(tmp_path / "nothing")])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("Error: ") and "not a dataset folder" in err
-    assert (parent.home_dir / "reflexa.db").is_file()  # the store of the home it was handed
+    assert not (parent.home_dir / "reflexa.db").exists()  # the child opens no store
     assert not (tmp_path / "elsewhere").exists()
-    settings_file.write_text('{"memory": {"max_entries": 0}}')
-    assert main(["--settings", str(settings_file), "--dataset", str(tmp_path)]) == 1
-    assert "memory.max_entries" in capsys.readouterr().err
+    workspace_file.write_text('{"home": "/h", "model_name": "m", "model_dir": "/m", '
+                              '"cycle": {"sample_n": 99}}')  # fmt: skip
+    assert main(["--workspace", str(workspace_file), "--dataset", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: workspace: ") and "sample_n" in err and "Traceback" not in err
 
 
 def test_rounds_chain_cycles_and_stop_at_the_first_that_does_not_promote(
@@ -105,7 +109,7 @@ def test_gold_is_allowed_in_the_first_gold_rounds_of_a_chain_only() -> None:
 
     def gold(n: int, **cycle: object) -> bool:
         settings = Settings(cycle=Settings().cycle.model_copy(update=cycle))
-        return round_settings(settings, n).cycle.allow_gold
+        return round_settings(settings.workspace(), n).cycle.allow_gold
 
     assert [gold(n) for n in (1, 2, 3)] == [True, False, False]
     assert [gold(n, gold_rounds=2) for n in (1, 2, 3)] == [True, True, False]
@@ -139,21 +143,20 @@ def test_of_several_methods_the_gate_s_best_promotable_candidate_is_promoted(
 
     with open_store(settings) as store:
 
-        def fake_candidate(settings, store_, connect, evaluator, stage, method, *rest):  # type: ignore[no-untyped-def]
+        def fake_candidate(ws, store_, connect, evaluator, stage, method, *rest):  # type: ignore[no-untyped-def]
             decision, dev = scores[method]
             version = f"v-{method}" + "-2" * len(promoted_before)
             store_.add_adapter(version=version, name=version, path="/nowhere", parent=None,
                               base_model="m", method="sft", dataset_hash="h", examples=20,
                               metrics={"train": {"train_s": 1.0}})  # fmt: skip
-            gate = {"decision": decision, "reason": f"{method} {dev}",
-                    "heldout": {"a": 0.5, "b": dev}, "suites": {}}  # fmt: skip
+            gate = GateResult(decision, f"{method} {dev}", {"a": 0.5, "b": dev}, {})
             return cycle_module._Candidate(
                 method, store_.adapter(version), version, gate, {"examples": 20}
             )
 
         monkeypatch.setattr(cycle_module, "_candidate", fake_candidate)
         monkeypatch.setattr(cycle_module, "promote", lambda s, st, c, v, r: promoted.append(v))
-        result = run_cycle(settings, store, Client, no_server)  # type: ignore[arg-type]
+        result = run_cycle(settings.workspace(), store, Client, no_server)  # type: ignore[arg-type]
         rows = {a["version"]: a for a in store.adapters()}
     assert result["status"] == "promoted" and promoted == ["v-sft-label-free"]
     assert result["adapter"]["version"] == "v-sft-label-free"
@@ -166,7 +169,7 @@ def test_of_several_methods_the_gate_s_best_promotable_candidate_is_promoted(
     promoted_before[:] = promoted
     promoted.clear()
     with open_store(settings) as store:
-        result = run_cycle(settings, store, Client, no_server)  # type: ignore[arg-type]
+        result = run_cycle(settings.workspace(), store, Client, no_server)  # type: ignore[arg-type]
     assert result["status"] == "rejected" and promoted == []
 
 
@@ -183,7 +186,8 @@ def test_the_cycles_page_plots_each_gated_cycle_and_tables_every_cycle() -> None
     from reflexa.evals.report import cycles_page
 
     def cycle(status: str, round_no: int, held: dict | None) -> dict:
-        gate = {"heldout": held} if held is not None else None
+        # Cycles recorded before the gate's dev result was named `dev` call it `heldout`.
+        gate = {"heldout" if round_no == 1 else "dev": held} if held is not None else None
         stages = [{"stage": "compile", "seconds": 1.0,
                    "precision": {"consistency": {"examples": 7}}},
                   {"stage": "train", "seconds": 119.0}]  # fmt: skip
@@ -202,12 +206,11 @@ def test_the_cycles_page_plots_each_gated_cycle_and_tables_every_cycle() -> None
 def test_gold_settles_a_prompt_only_where_every_candidate_may_learn_from_it() -> None:
     from reflexa.trainers.cycle import _settling
 
-    settings = Settings()
-    assert _settling(settings, ["sft"]) == ["user", "gold", "consistency"]
-    assert _settling(settings, ["sft", "sft-label-free"]) == ["user", "consistency"]
-    assert _settling(settings, ["sft", "grpo"]) == ["user", "consistency"]
-    no_gold = Settings(cycle=settings.cycle.model_copy(update={"allow_gold": False}))
-    assert _settling(no_gold, ["sft"]) == ["user", "consistency"]
+    ws = Settings().workspace()
+    assert _settling(ws, ["sft"]) == ["user", "gold", "consistency"]
+    assert _settling(ws, ["sft", "sft-label-free"]) == ["user", "consistency"]
+    assert _settling(ws, ["sft", "grpo"]) == ["user", "consistency"]
+    assert _settling(ws.with_cycle(allow_gold=False), ["sft"]) == ["user", "consistency"]
 
 
 def test_past_the_gold_rounds_sft_goes_on_from_the_promoted_adapter(
@@ -220,8 +223,8 @@ def test_past_the_gold_rounds_sft_goes_on_from_the_promoted_adapter(
 
     seen: list[tuple[int, bool, bool]] = []
 
-    def fake_candidate(settings, store, connect, evaluator, stage, *rest):  # type: ignore[no-untyped-def]
-        seen.append((stage.round_no, settings.cycle.allow_gold, stage.continue_parent))
+    def fake_candidate(ws, store, connect, evaluator, stage, *rest):  # type: ignore[no-untyped-def]
+        seen.append((stage.round_no, ws.cycle.allow_gold, stage.continue_parent))
         raise cycle_module.Skip("faked")
 
     monkeypatch.setattr(cycle_module, "_candidate", fake_candidate)
@@ -229,7 +232,7 @@ def test_past_the_gold_rounds_sft_goes_on_from_the_promoted_adapter(
     never = Settings(cycle=gold.cycle.model_copy(update={"allow_gold": False}))
     with open_store(gold) as store:
         for settings, n in ((gold, 1), (gold, 2), (never, 2)):
-            run_cycle(settings, store, no_server, no_server, round_no=n)  # type: ignore[arg-type]
+            run_cycle(settings.workspace(), store, no_server, no_server, round_no=n)  # type: ignore[arg-type]
     assert seen == [(1, True, False), (2, False, True), (2, False, False)]
 
 
@@ -242,7 +245,7 @@ def test_adapters_list_shows_each_adapter_s_round_method_and_rows() -> None:
     cycle_meta = {"round": 2, "method": "sft", "gold": False,
                   "data": {"precision": {"consistency": {"examples": 138},
                                          "checks": {"examples": 46}}}}  # fmt: skip
-    gate = {"heldout": {"a": 0.55, "b": 0.56, "p_value": 1.0}}
+    gate = {"dev": {"a": 0.55, "b": 0.56, "p_value": 1.0}}
     with open_store(settings) as store:
         store.add_adapter(version="v2", name="n", path="/p", parent="v1", base_model="m",
                           method="sft", dataset_hash="h", examples=184,

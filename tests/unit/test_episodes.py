@@ -68,8 +68,8 @@ def test_a_repaired_episode_is_recorded_with_a_verified_correction() -> None:
         ("repair", "feedback"),
     ]
     (correction,) = store.corrections()
-    assert (correction["rejected"], correction["chosen"]) == ("5", "4")
-    assert (correction["source"], correction["verified"]) == ("repair", True)
+    assert (correction.rejected, correction.chosen) == ("5", "4")
+    assert (correction.source, correction.verified) == ("repair", True)
     assert [f["id"] for f in store.failures()] == [result.episode_id]
 
 
@@ -126,8 +126,8 @@ def test_an_expected_value_only_scores_and_never_reaches_the_model() -> None:
     assert episode["scoring"] == gold
     assert (episode["first_correct"], episode["final_correct"]) == (False, False)
     (correction,) = store.corrections()  # the repair, justified by the form check only
-    assert (correction["justification"], correction["correct"]) == ("checks", False)
-    assert all(c["source"] != "gold" for c in store.corrections())  # a request allows no gold
+    assert (correction.justification, correction.correct) == ("checks", False)
+    assert all(c.source != "gold" for c in store.corrections())  # a request allows no gold
 
 
 def test_reflection_that_breaks_a_right_answer_is_counted_as_harm() -> None:
@@ -190,9 +190,9 @@ def test_chat_loop_streams_traces_and_records_corrections() -> None:
     assert "repair · feedback" in text and "→ feedback: " in text  # … with each route
     assert "unknown command /nope" in text
     assert text.rstrip().endswith("bye")
-    assert [c["verified"] for c in store.corrections() if c["source"] == "repair"] == [False]
-    user = [c for c in store.corrections() if c["source"] == "user"]
-    assert [(c["prompt"], c["chosen"], c["verified"]) for c in user] == [("2+2?", "4", True)]
+    assert [c.verified for c in store.corrections() if c.source == "repair"] == [False]
+    user = [c for c in store.corrections() if c.source == "user"]
+    assert [(c.prompt, c.chosen, c.verified) for c in user] == [("2+2?", "4", True)]
     assert store.last_episode("chat1")["prompt"] == "3+3?"  # type: ignore[index]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from reflexa.agent.settings import Settings, load_settings
 from reflexa.agent.store import Store
 from reflexa.evals.suite import Suite, SuiteItem
-from reflexa.trainers.gate import GateSuite, decide, gate_suites, run_gate
+from reflexa.trainers.gate import GateResult, GateSuite, decide, gate_suites, run_gate
 
 
 def suite(name: str, n: int, split: str) -> GateSuite:
@@ -25,37 +25,37 @@ def results(gate: GateSuite, passed: int) -> dict[str, dict[str, bool]]:
 HELD, FROZEN = suite("arithmetic", 100, "heldout"), suite("capabilities", 50, "test")
 
 
-def run(held: tuple[int, int], frozen: tuple[int, int]) -> dict:
+def run(held: tuple[int, int], frozen: tuple[int, int]) -> GateResult:
     current = {HELD.label: results(HELD, held[0]), FROZEN.label: results(FROZEN, frozen[0])}
     candidate = {HELD.label: results(HELD, held[1]), FROZEN.label: results(FROZEN, frozen[1])}
-    return decide(current, candidate, [HELD, FROZEN], {}, Settings())
+    return decide(current, candidate, [HELD, FROZEN], {}, Settings().cycle)
 
 
 def test_a_significant_gain_without_regression_is_promoted() -> None:
     verdict = run(held=(0, 60), frozen=(20, 20))
-    assert verdict["decision"] == "promote"
-    assert verdict["heldout"]["a"] == 0.0 and verdict["heldout"]["b"] == 0.6
-    assert verdict["heldout"]["p_value"] < 0.05
-    assert verdict["suites"]["capabilities"]["difference"] == 0.0
+    assert verdict.decision == "promote"
+    assert verdict.dev["a"] == 0.0 and verdict.dev["b"] == 0.6
+    assert verdict.dev["p_value"] < 0.05
+    assert verdict.suites["capabilities"]["difference"] == 0.0
 
 
 def test_a_gain_that_is_not_significant_is_rejected() -> None:
     verdict = run(held=(50, 53), frozen=(20, 20))
-    assert verdict["decision"] == "reject" and "not a significant improvement" in verdict["reason"]
+    assert verdict.decision == "reject" and "not a significant improvement" in verdict.reason
 
 
 def test_a_frozen_suite_drop_beyond_two_points_is_rejected_despite_a_gain() -> None:
     verdict = run(held=(0, 60), frozen=(20, 18))  # 40 % → 36 %
-    assert verdict["decision"] == "reject"
-    assert "capabilities dropped 4.0%" in verdict["reason"]
-    assert run(held=(0, 60), frozen=(20, 19))["decision"] == "promote"  # exactly 2 points
+    assert verdict.decision == "reject"
+    assert "capabilities dropped 4.0%" in verdict.reason
+    assert run(held=(0, 60), frozen=(20, 19)).decision == "promote"  # exactly 2 points
 
 
 def test_without_a_heldout_suite_nothing_is_promoted() -> None:
     current = {FROZEN.label: results(FROZEN, 10)}
     candidate = {FROZEN.label: results(FROZEN, 40)}
-    verdict = decide(current, candidate, [FROZEN], {}, Settings())
-    assert verdict["decision"] == "reject" and "no gate split" in verdict["reason"]
+    verdict = decide(current, candidate, [FROZEN], {}, Settings().cycle)
+    assert verdict.decision == "reject" and "no gate split" in verdict.reason
 
 
 def test_the_gate_decides_on_dev_and_never_on_test(tmp_path: Path) -> None:
@@ -123,19 +123,19 @@ def test_the_gate_runs_both_sides_through_the_evaluate_it_is_handed() -> None:
     async def evaluate(adapter, suite, split, memory, gold, on_progress):  # type: ignore[no-untyped-def]
         calls.append((adapter, suite.name, split, memory, gold))
         passed = {None: 0, "cand": 60}[adapter] if suite.name == "arithmetic" else 20
-        items = [{"item_id": i.id, "episode_id": f"e-{i.id}", "first_passed": k < passed,
-                  "final_passed": k < passed} for k, i in enumerate(suite.items)]  # fmt: skip
+        items = [{"item_id": i.id, "first_passed": k < passed, "final_passed": k < passed,
+                  "recalled": []} for k, i in enumerate(suite.items)]  # fmt: skip
         return {"run_id": f"run-{len(calls)}", "items": items}
 
     settings = load_settings()
     with Store.open(settings.database) as store:
         verdict = asyncio.run(
-            run_gate(settings, store, evaluate, [HELD, FROZEN], None, "cand", gold=False)
+            run_gate(settings.cycle, store, evaluate, [HELD, FROZEN], None, "cand", gold=False)
         )
-    assert verdict["decision"] == "promote", verdict["reason"]
-    assert verdict["heldout"]["a"] == 0.0 and verdict["heldout"]["b"] == 0.6
+    assert verdict.decision == "promote", verdict.reason
+    assert verdict.dev["a"] == 0.0 and verdict.dev["b"] == 0.6
     assert sorted(calls, key=str) == sorted(
         [(side, s, split, memory, False) for side in (None, "cand") for memory in (True, False)
          for s, split in (("arithmetic", "heldout"), ("capabilities", "test"))], key=str,
     )  # fmt: skip
-    assert verdict["memory"]["candidate"][HELD.label]["recall"] is True  # recall changed nothing
+    assert verdict.memory["candidate"][HELD.label]["recall"] is True  # recall changed nothing

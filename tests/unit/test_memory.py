@@ -236,7 +236,7 @@ def test_a_broken_index_costs_the_recall_not_the_answer() -> None:
     assert (result.status, result.answer) == ("repaired", fixed)
     note = result.attempts[0]["memory"]["note"]
     assert note.startswith("memory unavailable") and note.endswith("answered without it")
-    assert [c["chosen"] for c in store.corrections()][-1] == fixed  # recorded all the same
+    assert [c.chosen for c in store.corrections()][-1] == fixed  # recorded all the same
     store.rebuild_memory_index()  # `reflexa memory rebuild`
     assert len(memory(store, min_similarity=0.0).recall(ADA).memories) == 1
 
@@ -304,7 +304,7 @@ def test_retire_stops_recalling_what_the_adapter_passes_unaided() -> None:
     client = ScriptedClient(
         {ADA: '{"age": 36, "name": "Ada Lovelace"}', bob: '{"name": "Bob Smyth", "age": 36}'}
     )
-    counts = asyncio.run(retire_passed(settings, store, client, "reflexa-abc"))
+    counts = asyncio.run(retire_passed(settings.workspace(), store, client, "reflexa-abc"))
     assert counts == {"tested": 2, "retired": 1}
     assert [m["prompt"] for m in store.memories("retired")] == [ADA]
     for_adapter = Memory(store, MemorySettings(min_similarity=0), words, "reflexa-abc", Guard())

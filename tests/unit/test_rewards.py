@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from reflexa.agent.errors import ReflexaError
 from reflexa.agent.store import Store
 from reflexa.agent.store.db import sqlite_url
 from reflexa.evals import VerifyContext, parse_checks, run_checks
@@ -18,6 +17,7 @@ from reflexa.evals.verdict import outcome
 from reflexa.evals.verify import passes
 from reflexa.trainers.config import TrainConfig
 from reflexa.trainers.dataset import TooFewExamples, build_dataset, prompt_records
+from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.rewards import verifier_reward
 from tests.unit.test_reward_hacks import HACKS, RIGHT, TESTS
 
@@ -63,9 +63,9 @@ def test_an_answer_nothing_can_judge_or_a_crash_earns_zero_and_is_counted() -> N
 
 def test_grpo_config_needs_a_group_that_divides_the_batch() -> None:
     assert TrainConfig(method="grpo", grpo_batch_size=8, grpo_generations=4).method == "grpo"
-    with pytest.raises(ReflexaError, match="multiple of grpo_generations"):
+    with pytest.raises(TrainerError, match="multiple of grpo_generations"):
         TrainConfig(method="grpo", grpo_batch_size=6, grpo_generations=4)
-    with pytest.raises(ReflexaError, match="at least 2"):
+    with pytest.raises(TrainerError, match="at least 2"):
         TrainConfig(method="grpo", grpo_generations=1)
 
 

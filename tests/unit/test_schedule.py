@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from reflexa.agent.cli import cli
-from reflexa.agent.errors import ReflexaError
+from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.schedule import parse_cron, systemd_units
 
 
@@ -32,7 +32,7 @@ def test_weekdays_follow_cron_numbering_sunday_is_zero() -> None:
      ("0 2 * *", "expected 5 fields"), ("0 25 * * *", "hour")],
 )  # fmt: skip
 def test_bad_cron_expressions_are_refused(expr: str, message: str) -> None:
-    with pytest.raises(ReflexaError, match="cron expression") as e:
+    with pytest.raises(TrainerError, match="cron expression") as e:
         parse_cron(expr)
     assert message in str(e.value)
 

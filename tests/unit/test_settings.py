@@ -7,13 +7,8 @@ from click.testing import CliRunner
 
 from reflexa.agent.cli import cli
 from reflexa.agent.errors import ReflexaError
-from reflexa.agent.settings import (
-    BUNDLED_MODEL,
-    Settings,
-    load_settings,
-    settings_from_json,
-    settings_json,
-)
+from reflexa.agent.settings import BUNDLED_MODEL, Settings, load_settings
+from reflexa.trainers.workspace import Workspace
 
 
 def test_defaults(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,17 +81,16 @@ def test_cli_reports_bad_config_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_a_child_process_gets_exactly_its_parents_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The training child is handed its settings as JSON (secrets included), and neither the
-    # environment nor a settings file changes them on the way.
-    monkeypatch.setenv("REFLEXA_MEMORY__MAX_ENTRIES", "5")
-    parent = Settings(api_key="key", serve={"api_token": "token"})  # type: ignore[arg-type]
-    assert parent.memory.max_entries == 5
-    text = settings_json(parent)
-    monkeypatch.setenv("REFLEXA_MEMORY__MAX_ENTRIES", "9")
-    child = settings_from_json(text)
-    assert child.model_dump() == parent.model_dump() and child.memory.max_entries == 5
-    assert child.api_key == "key" and child.serve.api_token is not None
-    assert child.serve.api_token.get_secret_value() == "token"
-    with pytest.raises(ReflexaError, match=r"memory\.max_entries"):
-        settings_from_json('{"memory": {"max_entries": 0}}')
+def test_a_child_process_gets_exactly_its_parents_workspace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The training child is handed the trainers' workspace as JSON: the environment does not
+    # change it on the way, and no secret travels (the child needs none).
+    monkeypatch.setenv("REFLEXA_CYCLE__SAMPLE_N", "5")
+    parent = Settings(api_key="s3cret-key", serve={"api_token": "s3cret-token"})  # type: ignore[arg-type]
+    text = parent.workspace().to_json()
+    monkeypatch.setenv("REFLEXA_CYCLE__SAMPLE_N", "9")
+    child = Workspace.from_json(text)
+    assert child == parent.workspace() and child.cycle.sample_n == 5
+    assert child.model_dir == parent.model_dir and child.home == parent.home_dir
+    assert "s3cret" not in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ from reflexa.agent.store import Store
 from reflexa.agent.store.db import sqlite_url
 from reflexa.evals.contamination import prompt_hash
 from reflexa.evals.signal import normalise, vote
+from reflexa.trainers.records import AttemptRecord, EpisodeRecord
 from reflexa.trainers.sampling import _judge, sample_corrections
 
 NUMBER = [{"type": "numeric", "strict": True}]
@@ -47,15 +49,19 @@ def test_else_a_large_majority_that_passes_the_checks() -> None:
     assert vote("6", samples, NUMBER, failing) is None
 
 
+def record(prompt: str, checks: list, scoring: list, first: str) -> EpisodeRecord:
+    """A logged training episode whose first answer failed its checks."""
+    attempt = AttemptRecord("generate", first, [], passed=False)
+    return EpisodeRecord("e1", prompt, [{"role": "user", "content": prompt}], checks,
+                         [attempt], "unresolved", first_passed=False, scoring=scoring)  # fmt: skip
+
+
 def test_the_sampling_judge_keeps_a_voted_answer_and_records_scorings_view() -> None:
     gold = {"name": "Ada Lovelace", "age": 36}
-    episode = {
-        "prompt": "Return a JSON object with keys name and age for: Ada Lovelace is 36.",
-        "checks": JSON,
-        "scoring": [{"type": "json", "schema": SCHEMA, "expected": gold}],
-        "first_passed": False,
-        "attempts": [{"answer": "Sure! Here it is."}],
-    }
+    episode = record(
+        "Return a JSON object with keys name and age for: Ada Lovelace is 36.", JSON,
+        [{"type": "json", "schema": SCHEMA, "expected": gold}], "Sure! Here it is.",
+    )  # fmt: skip
     right, wrong = json.dumps(gold), json.dumps(gold | {"age": 63})
     kept = asyncio.run(_judge(episode, right, [right] * 4 + [wrong] * 3, 3, 5))
     assert kept is not None
@@ -69,7 +75,7 @@ def test_the_sampling_judge_keeps_a_voted_answer_and_records_scorings_view() -> 
     kept = asyncio.run(_judge(episode, "no", [wrong, right, "no", "no"], 3, 5))
     assert kept is not None and (kept["chosen"], kept["justification"]) == (wrong, "checks")
     assert kept["correct"] is False  # measured, not used to choose
-    kept = asyncio.run(_judge(episode | {"first_passed": True}, right, [wrong, "no"], 3, 5))
+    kept = asyncio.run(_judge(replace(episode, first_passed=True), right, [wrong, "no"], 3, 5))
     assert kept is not None and (kept["chosen"], kept["source"]) == (right, "self")
     assert kept["rejected"] is None  # the logged first answer passed: nothing to reject
     assert asyncio.run(_judge(episode, "no", ["no", "Sure."], 3, 5)) is None
@@ -78,13 +84,10 @@ def test_the_sampling_judge_keeps_a_voted_answer_and_records_scorings_view() -> 
 def test_a_stated_sum_is_computed_so_a_right_looking_number_is_not_enough() -> None:
     """On-policy rounds keep samples of arithmetic prompts only where the tool's sum agrees:
     the visible check (a bare number) alone would keep any number."""
-    episode = {
-        "prompt": "What is 34 + 41? Reply with only the number.",
-        "checks": NUMBER,
-        "scoring": [{"type": "numeric", "expected": 75, "strict": True}],
-        "first_passed": False,
-        "attempts": [{"answer": "34 + 41 = 85"}],
-    }
+    episode = record(
+        "What is 34 + 41? Reply with only the number.", NUMBER,
+        [{"type": "numeric", "expected": 75, "strict": True}], "34 + 41 = 85",
+    )  # fmt: skip
     kept = asyncio.run(_judge(episode, "76", ["77", "75", "74"], 3, 5))
     assert kept is not None and (kept["chosen"], kept["source"]) == ("75", "sampled")
     assert kept["correct"] is True and kept["rejected"] == "34 + 41 = 85"
@@ -120,6 +123,8 @@ def test_sampling_returns_the_prompts_whose_answers_disagreed(
             episode(store, prompt, [attempt("0", False)], scoring=[])
         targets = store.training_episodes("train")
         client = ModelClient("http://vllm.test", "m")
-        counts, mixed = asyncio.run(sample_corrections(settings, store, client, None, targets))
+        counts, mixed = asyncio.run(
+            sample_corrections(settings.workspace(), store, client, None, targets)
+        )
         assert counts == {"prompts": 3, "consistency": 1, "checks": 1, "mixed": 1}
         assert mixed == {prompt_hash("What is 40 + 2?")}

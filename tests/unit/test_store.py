@@ -103,7 +103,7 @@ def test_episode_is_recorded_once_with_its_attempts(database_url: str) -> None:
     assert [a["answer"] for a in episode["attempts"]] == ["5", "4"]
     assert store.count(Episode) == 1 and store.count(Attempt) == 2
     (correction,) = store.corrections()
-    assert correction["prompt_hash"] == prompt_hash("  2+2? ")
+    assert correction.prompt_hash == prompt_hash("  2+2? ")
     assert store.failures()[0]["id"] == "e1"
 
 
@@ -257,7 +257,7 @@ def test_scores_move_out_of_the_attempts_and_gold_chosen_repairs_say_so(
     store = Store(engine)
     assert store.episode("old")["scores"] == [False, True]  # type: ignore[index]
     assert "gold_passed" not in store.episode("old")["attempts"][0]  # type: ignore[index]
-    by_episode = {c["episode_id"]: c["justification"] for c in store.corrections()}
+    by_episode = {c.episode_id: c.justification for c in store.corrections()}
     assert by_episode == {"old": "gold", "chat": "checks"}
     said = capfd.readouterr().err
     assert "scores of 2 episode(s) moved" in said and "1 repair(s)" in said

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from reflexa.agent.errors import ReflexaError
 from reflexa.trainers.config import TrainConfig
+from reflexa.trainers.errors import TrainerError
 
 
 def test_defaults_match_the_measured_cpu_recipe() -> None:
@@ -42,6 +42,6 @@ def test_yaml_overrides(tmp_path: Path) -> None:
 def test_bad_yaml_is_refused_with_the_reason(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "t.yaml"
     path.write_text(text)
-    with pytest.raises(ReflexaError, match=r"t\.yaml") as e:
+    with pytest.raises(TrainerError, match=r"t\.yaml") as e:
         TrainConfig.from_yaml(path)
     assert message in str(e.value)

@@ -1,0 +1,72 @@
+"""The self-repair cycle's settings: the `[cycle]` table of `reflexa.toml` (and
+`REFLEXA_CYCLE__*`), kept beside the cycle it configures, as TRL keeps `GRPOConfig` beside
+`GRPOTrainer`; the application's settings include it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class CycleConfig(BaseModel):
+    """The self-repair cycle: what it trains on and when the gate promotes."""
+
+    train_config: Path | None = Field(
+        default=None, description="YAML training config (trainers/config.py); unset: defaults."
+    )
+    allow_gold: bool = Field(
+        default=True, description="Train on gold answers where the model's own repair failed."
+    )
+    justifications: list[Literal["user", "gold", "consistency", "checks"]] = Field(
+        default=["user", "gold", "consistency", "checks"],
+        description="What may admit a training row: a user's answer, gold (where allowed), "
+        "self-consistency of samples, the visible checks alone.",
+    )
+    rounds: int = Field(
+        default=1, ge=1, le=10,
+        description="Cycles in a row per `reflexa cycle` (and per scheduled run); each samples "
+        "from the adapter the last one promoted; the chain stops at the first that does not.",
+    )  # fmt: skip
+    gold_rounds: int = Field(
+        default=1, ge=0, le=10,
+        description="In a chain of rounds, gold may justify rows in the first this many only; "
+        "later rounds learn from the model's own verified samples (0: never).",
+    )  # fmt: skip
+    methods: list[Literal["sft", "sft-label-free", "dpo", "grpo"]] | None = Field(
+        default=None, min_length=1,
+        description="Candidates per round, each trained on the same training prompts and "
+        "gated against the promoted adapter; the gate's best is promoted (sft-label-free: SFT "
+        "without gold). Unset: the training config's method alone.",
+    )  # fmt: skip
+    repair_turns: bool = Field(
+        default=True,
+        description="Also train each of the model's own verified repairs as a repair turn "
+        "(its wrong first answer and the feedback it was shown, then the repair).",
+    )
+    sample_n: int = Field(
+        default=8, ge=0, le=16,
+        description="Samples per training prompt, for self-consistency (0: none).",
+    )  # fmt: skip
+    sample_temperature: float = Field(default=1.0, gt=0, le=2)
+    sample_max_tokens: int = Field(default=256, ge=1, description="Tokens per sample.")
+    sample_limit: int = Field(default=200, ge=0, description="Prompts sampled per cycle, at most.")
+    agree_greedy: int = Field(
+        default=3, ge=1,
+        description="Self-consistency: the first answer, if this many answers agree with it.",
+    )  # fmt: skip
+    agree_majority: int = Field(
+        default=5, ge=1, description="Self-consistency: else a group of at least this many."
+    )
+    alpha: float = Field(
+        default=0.05, gt=0, lt=1, description="Held-out gain must have McNemar p below this."
+    )
+    max_drop: float = Field(
+        default=0.02, ge=0, le=1, description="No gate suite may drop by more than this."
+    )
+    concurrency: int = Field(default=8, ge=1, le=256, description="Gate requests in flight.")
+    misfire_grace_s: int = Field(
+        default=6 * 3600, ge=1,
+        description="A scheduled cycle missed (scheduler down) still runs if this late.",
+    )  # fmt: skip
