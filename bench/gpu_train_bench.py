@@ -95,7 +95,9 @@ def _prompt(item: SuiteItem) -> dict[str, Any]:
 def _train(
     settings: Settings, store: Store, data: Path, config: TrainConfig, parent: str | None
 ) -> dict[str, Any]:
-    torch.cuda.reset_peak_memory_stats()
+    gpu = torch.cuda.is_available()  # grpo_defaults_bench also trains on the CPU with it
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
     row = train_adapter(settings.workspace(), store, data, config, parent=parent)
     train = row["metrics"]["train"]
     steps = train["loss"][-1]["step"] if train["loss"] else 0
@@ -104,7 +106,7 @@ def _train(
     return {"version": row["version"], "path": row["path"], "steps": steps,
             "train_s": train["train_s"], "train_runtime_s": train["train_runtime_s"],
             "s_per_step": round(train["train_runtime_s"] / max(steps, 1), 3),
-            "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if gpu else None,
             "loss_last": train["loss"][-1]["loss"] if train["loss"] else None,
             "reward_by_tenth": [round(sum(rewards[i:i + tenth]) / len(rewards[i:i + tenth]), 3)
                                 for i in range(0, len(rewards), tenth)],

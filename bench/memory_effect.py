@@ -4,7 +4,12 @@ promoted adapter, before and after `reflexa memory retire`. Runs the real CLI in
 its own ($REFLEXA_HOME, default a temporary folder) and writes
 bench/results/memory-effect-DATE.json.
 
-    python bench/memory_effect.py [--suites json-extract arithmetic] [--no-adapter]
+    python bench/memory_effect.py [--suites json-extract arithmetic] [--no-adapter] [--label-free]
+
+`--label-free`: no gold anywhere (`cycle.allow_gold` false for every command): the memories
+are the loop's own verified repairs, none justified by gold, and the cycle trains without
+gold. Without it, gold answers of failed training items become memories too (as before
+2026-12-05). The result says which (`memories_used`), with the memories by justification.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections import Counter
 from typing import Any
 
 from bench.record import write_result
@@ -45,10 +51,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--suites", nargs="+", default=["json-extract", "arithmetic"])
     parser.add_argument("--no-adapter", action="store_true", help="Skip the adapter part.")
+    parser.add_argument("--label-free", action="store_true", help="No gold memory, no gold row.")
     args = parser.parse_args()
     started = time.perf_counter()
     if "REFLEXA_HOME" not in os.environ:
         os.environ["REFLEXA_HOME"] = tempfile.mkdtemp(prefix="reflexa-memory-")
+    if args.label_free:  # every `reflexa` command below runs in this environment
+        os.environ["REFLEXA_CYCLE__ALLOW_GOLD"] = "false"
     reflexa("model", "prepare")
     reflexa("model", "serve")
     results: list[dict[str, Any]] = []
@@ -59,7 +68,7 @@ def main() -> None:
                         "--concurrency", "16", "--adapter", "base")  # fmt: skip
         collected[suite] = train["metrics"]["overall"]["first_attempt_pass"]["rate"]
         results.append(paired(suite, "base", "memory alone"))
-    memories = reflexa("memory", "list", "--limit", "1")["total"]
+    memories = reflexa("memory", "list", "--limit", "100000")
     cycle: dict[str, Any] = {}
     if not args.no_adapter:
         step("reflexa cycle: train on the corrections, gate, promote")
@@ -80,7 +89,11 @@ def main() -> None:
         "benchmark": "memory-effect",
         "home": os.environ["REFLEXA_HOME"],
         "training_split_first_pass": collected,
-        "memories": memories,
+        "memories_used": "label-free" if args.label_free else "gold allowed",
+        "memories": memories["total"],
+        "memories_by_justification": dict(
+            Counter(m["justification"] for m in memories["memories"])
+        ),
         "cycle": {k: cycle.get(k) for k in ("status", "reason", "adapter", "retired")},
         "results": results,
         "minutes": round((time.perf_counter() - started) / 60, 1),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import save_file
+from sqlalchemy.engine import Engine
 
 
 def make_model_dir(path: Path) -> Path:
@@ -43,3 +44,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def old_store(url: str, revision: str) -> Engine:
+    """A database migrated up to `revision` only: a store written by an older Reflexa."""
+    from alembic import command
+    from alembic.config import Config
+
+    from reflexa.agent.store.db import MIGRATIONS, make_engine
+
+    engine = make_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+        conn.commit()
+    return engine

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
@@ -19,6 +20,8 @@ from reflexa.evals.contamination import TRAIN_SPLIT, learnable, prompt_hash
 from reflexa.evals.signal import justification_of
 from reflexa.evals.verdict import grounded_ran
 from reflexa.trainers.records import AttemptRecord, CorrectionRecord, EpisodeRecord
+
+R = TypeVar("R")
 
 
 class EpisodeRecords(MemoryRecords):
@@ -190,21 +193,7 @@ class EpisodeRecords(MemoryRecords):
     def corrections(self) -> list[CorrectionRecord]:
         with self._session() as s:
             rows = s.scalars(select(Correction).order_by(Correction.id))
-            return [
-                CorrectionRecord(
-                    id=r.id,
-                    episode_id=r.episode_id,
-                    prompt=r.prompt,
-                    prompt_hash=r.prompt_hash,
-                    chosen=r.chosen,
-                    rejected=r.rejected,
-                    source=r.source,
-                    verified=r.verified,
-                    justification=r.justification,
-                    correct=r.correct,
-                )
-                for r in rows
-            ]
+            return [_record(CorrectionRecord, r) for r in rows]
 
 
 def _attempt(index: int, a: dict[str, Any]) -> Attempt:
@@ -229,24 +218,14 @@ def _correction(episode_id: str | None, c: dict[str, Any]) -> Correction:
 
 
 def _episode_record(row: Episode) -> EpisodeRecord:
-    attempts = [
-        AttemptRecord(
-            kind=a.kind,
-            answer=a.answer,
-            verdicts=a.verdicts,
-            passed=a.passed,
-            strategy=a.strategy,
-            diagnosis=a.diagnosis,
-            memory=a.memory,
-        )
-        for a in row.attempts
-    ]
-    return EpisodeRecord(
-        id=row.id, prompt=row.prompt, messages=row.messages, checks=row.checks,
-        attempts=attempts, status=row.status, first_passed=row.first_passed, suite=row.suite,
-        split=row.split, scoring=row.scoring, gold_allowed=row.gold_allowed,
-        first_correct=row.first_correct,
-    )  # fmt: skip
+    attempts = [_record(AttemptRecord, a) for a in row.attempts]
+    return _record(EpisodeRecord, row, attempts=attempts)
+
+
+def _record(cls: type[R], row: Any, **given: Any) -> R:
+    """A typed record of `row`'s columns of the same names (`given`: the others)."""
+    names = {f.name for f in dataclasses.fields(cls)} - set(given)  # type: ignore[arg-type]
+    return cls(**{n: getattr(row, n) for n in names} | given)
 
 
 def episode_dict(row: Episode, with_attempts: bool = False) -> dict[str, Any]:

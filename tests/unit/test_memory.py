@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from langchain_core.messages import BaseMessage
 from sqlalchemy import text
 
@@ -21,12 +19,13 @@ from reflexa.agent.app.memory import Memory, similarity
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.settings import MemorySettings, load_settings
 from reflexa.agent.store import Store
-from reflexa.agent.store.db import MIGRATIONS, make_engine, migrate
+from reflexa.agent.store.db import migrate
 from reflexa.evals.builtin import BUILTIN
 from reflexa.evals.contamination import Guard
 from reflexa.graphs import ReflectionContext, build_reflection_graph
 from reflexa.trainers.retire import retire_passed
 from tests.fakes import ScriptedChatModel
+from tests.helpers import old_store
 
 JSON_CHECK = [{"type": "json", "expected": {"name": "Ada Lovelace", "age": 36}}]
 DIAGNOSIS = '{"cause": "not JSON", "fix": "reply with the JSON object"}'
@@ -249,14 +248,7 @@ def test_an_empty_memory_says_so() -> None:
 
 
 def test_upgrading_a_store_loads_its_verified_corrections(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = make_engine(url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.connect() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0003")
-        conn.commit()
+    engine = old_store(f"sqlite:///{tmp_path / 'old.db'}", "0003")
     with sqlite3.connect(tmp_path / "old.db") as db:
         for i, (source, verified) in enumerate([("repair", 1), ("user", 0), ("gold", 1)]):
             db.execute(

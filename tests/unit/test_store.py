@@ -220,19 +220,12 @@ def test_scores_move_out_of_the_attempts_and_gold_chosen_repairs_say_so(
 ) -> None:
     # A store written before scoring left the loop: attempts carry `gold_passed`, and a
     # repair of an item whose gold was allowed was recorded only because scoring passed it.
-    from alembic import command
-    from alembic.config import Config
     from sqlalchemy import text
 
-    from reflexa.agent.store.db import MIGRATIONS, make_engine, migrate
+    from reflexa.agent.store.db import migrate
+    from tests.helpers import old_store
 
-    engine = make_engine(database_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.connect() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0007")
-        conn.commit()
+    engine = old_store(database_url, "0007")
     now = "2026-01-01 00:00:00+00"
     with engine.begin() as conn:
         for id, gold_allowed in (("old", True), ("chat", False)):
