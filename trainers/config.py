@@ -38,8 +38,8 @@ class TrainConfig:
     # adapter at 67 % on dev, this project's 2-core CPU, equal completions): groups of 4 at
     # 8 a step for 240 steps reached 70 % on dev at 2.4 s a step; groups of 8 at 32 a step
     # for 60 steps 62 % at 12.6 s a step. One run each on 100 items: the cheaper setting
-    # scored higher, not significantly so. (The earlier choice of 8 × 32 was made on the
-    # test split of a GPU run, a decision test may not make.)
+    # scored higher, not significantly so. (The earlier choice, groups of 8 at 32 a step,
+    # was made on the test split of a GPU run: a decision test may not make.)
     grpo_generations: int = 4
     grpo_batch_size: int = 8
     grpo_max_completion: int = 64  # tokens per completion: short answers (sums, JSON)
