@@ -45,14 +45,14 @@ class ChatView:
 def verdict_line(attempt: dict[str, Any]) -> str:
     verdicts = attempt["verdicts"]
     if not verdicts:
-        return "· not checked (the task has no checks and the judge is off)"
+        return "· unchecked: no check applied (the task has none and the judge is off)"
     judge_only = not grounded_ran(verdicts)
     if attempt["passed"]:
         return "✓ passed " + ("the model's own review (judge only)" if judge_only else "its checks")
     failed = [v for v in verdicts if v["error"] is None and not v["passed"]]
-    if not failed:
-        errors = "; ".join(str(v["error"]) for v in verdicts)
-        return f"? could not be checked: {errors}"
+    if not failed:  # a check that errored is not a pass (evals.verdict.outcome)
+        errors = "; ".join(f"{v['verifier']}: {v['error']}" for v in verdicts if v["error"])
+        return f"? not passed: a check could not judge it ({errors})"
     return "✗ " + "; ".join(f"{v['verifier']}: {v['feedback']}" for v in failed)
 
 

@@ -105,5 +105,6 @@ def _status_note(result: EpisodeResult) -> str:
         "repaired": f"✓ repaired after {repairs} repair{'s' * (repairs != 1)}",
         "unresolved": f"✗ no attempt passed its checks after {repairs} repairs; best shown",
         "verifier_error": verdict_line(result.attempts[-1]),
+        "unchecked": verdict_line(result.attempts[-1]),
     }.get(result.status, result.status)
     return note + recalled

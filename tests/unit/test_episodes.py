@@ -289,3 +289,15 @@ def test_one_store_with_and_without_scoring_compiles_the_same_label_free_dataset
             }
     assert compiled[True] == compiled[False]
     assert len(compiled[True][1]) == 6  # 4 answers, 2 of them repairs with their turns
+
+
+def test_the_chat_line_says_when_a_check_broke_on_the_answer() -> None:
+    from reflexa.agent.chat import verdict_line
+
+    ok = {"verifier": "regex", "passed": True, "score": 1.0, "feedback": "", "kind": "grounded",
+          "error": None}  # fmt: skip
+    broke = ok | {"passed": False, "error": "the pattern took over 1 s on this answer"}
+    line = verdict_line({"verdicts": [ok, broke], "passed": False})
+    why = "regex: the pattern took over 1 s on this answer"
+    assert line == f"? not passed: a check could not judge it ({why})"
+    assert verdict_line({"verdicts": [], "passed": False}).startswith("· unchecked")
