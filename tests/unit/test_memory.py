@@ -221,6 +221,23 @@ def test_a_failed_training_item_leaves_its_verified_gold_answer_as_a_memory() ->
     assert len(memory(store, min_similarity=0.0).recall(ADA, gold=True).memories) == 1
 
 
+def test_a_turn_that_may_not_learn_from_gold_is_never_shown_a_gold_memory() -> None:
+    store = Store.open(load_settings().database)
+    gold_item = EpisodeRequest(ADA, JSON_CHECK, max_repairs=0, split="train", suite="s",
+                               allow_gold=True)  # fmt: skip
+    asyncio.run(run_agent(store, ["not json"], gold_item, None))  # its gold becomes a memory
+    asked = ADA.replace("36", "37")
+    for gold, shown in ((False, []), (True, ["gold"])):
+        request = EpisodeRequest(asked, JSON_CHECK, max_repairs=0, gold_memories=gold)
+        result, llm = asyncio.run(
+            run_agent(store, ['{"name": "Ada Lovelace", "age": 37}'], request,
+                      memory(store, min_similarity=0.0))
+        )  # fmt: skip
+        used = result.attempts[0]["memory"]["used"]
+        assert [(m["source"], m["justification"]) for m in used] == [(j, j) for j in shown]
+        assert ('Ada Lovelace", "age": 36' in str(llm.calls[0])) is bool(shown)
+
+
 def test_a_broken_index_costs_the_recall_not_the_answer() -> None:
     store = Store.open(load_settings().database)
     remember(store, ADA, '{"name": "Ada Lovelace", "age": 36}')
