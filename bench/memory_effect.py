@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -58,6 +60,21 @@ def main() -> None:
         os.environ["REFLEXA_HOME"] = tempfile.mkdtemp(prefix="reflexa-memory-")
     if args.label_free:  # every `reflexa` command below runs in this environment
         os.environ["REFLEXA_CYCLE__ALLOW_GOLD"] = "false"
+    try:
+        doc = measure(args)
+    finally:  # the server this benchmark started does not outlive it
+        subprocess.run([sys.executable, "-m", "reflexa.agent", "model", "stop"], check=False)
+    doc["minutes"] = round((time.perf_counter() - started) / 60, 1)
+    out = write_result("memory-effect", doc)
+    for r in doc["results"]:
+        head = f"{r['suite']:13s} {r['adapter']:6s} {r['label']:22s}"
+        print(f"{head} off {r['off']:6.1%} on {r['on']:6.1%}  {r['gain_points']:+5.1f} points  "
+              f"p {r['p_value']:.3g}")  # fmt: skip
+    print(f"written to {out} ({doc['minutes']} min)")
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole measurement, on a server it starts: the results document."""
     reflexa("model", "prepare")
     reflexa("model", "serve")
     results: list[dict[str, Any]] = []
@@ -85,7 +102,7 @@ def main() -> None:
             cycle["retired"] = retired
             for suite in args.suites:
                 results.append(paired(suite, version, "adapter, after retire"))
-    doc = {
+    return {
         "benchmark": "memory-effect",
         "home": os.environ["REFLEXA_HOME"],
         "training_split_first_pass": collected,
@@ -96,14 +113,7 @@ def main() -> None:
         ),
         "cycle": {k: cycle.get(k) for k in ("status", "reason", "adapter", "retired")},
         "results": results,
-        "minutes": round((time.perf_counter() - started) / 60, 1),
     }
-    out = write_result("memory-effect", doc)
-    for r in results:
-        head = f"{r['suite']:13s} {r['adapter']:6s} {r['label']:22s}"
-        print(f"{head} off {r['off']:6.1%} on {r['on']:6.1%}  {r['gain_points']:+5.1f} points  "
-              f"p {r['p_value']:.3g}")  # fmt: skip
-    print(f"written to {out} ({doc['minutes']} min)")
 
 
 if __name__ == "__main__":
