@@ -1,10 +1,17 @@
-"""Comparing two runs item by item, with McNemar's exact test on the discordant pairs."""
+"""Comparing two runs item by item: McNemar's exact test on pass/fail pairs, and its
+generalisation to per-item pass fractions (several answers per item), the exact paired
+sign-flip test, with a one-sided lower bound for non-inferiority."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from math import comb
 from typing import Any
+
+Z_95 = 1.6449  # one-sided 95 % normal quantile
 
 
 def mcnemar_p(b: int, c: int) -> float:
@@ -37,3 +44,46 @@ def compare_runs(
             "p_value": float(f"{mcnemar_p(only_a, only_b):.3g}"),  # 3 significant digits
         }
     return out
+
+
+def sign_flip_p(differences: Sequence[int]) -> float:
+    """Two-sided exact p-value of the paired sign-flip test on integer differences: with no
+    effect, each pair's difference is as likely negative as positive. On pass/fail pairs
+    (differences of -1, 0, 1) it is McNemar's exact test."""
+    spread: dict[int, float] = {0: 1.0}  # the sum's distribution over the signs
+    for d in differences:
+        if d == 0:
+            continue
+        step: dict[int, float] = defaultdict(float)
+        for total, p in spread.items():
+            step[total + d] += p / 2
+            step[total - d] += p / 2
+        spread = step
+    observed = abs(sum(differences))
+    return min(1.0, sum(p for total, p in spread.items() if abs(total) >= observed))
+
+
+def compare_fractions(
+    a: Mapping[str, tuple[int, int]], b: Mapping[str, tuple[int, int]]
+) -> dict[str, Any]:
+    """Two runs' items as (answers passed, answers asked): their mean pass fractions on the
+    common items, the difference b - a, the exact sign-flip p-value and the one-sided 95 %
+    lower bound of the difference (normal approximation; for non-inferiority)."""
+    common = sorted(set(a) & set(b))
+    if not common:
+        return {"items": 0, "a": 0.0, "b": 0.0, "difference": 0.0, "p_value": 1.0,
+                "lower_95": 0.0}  # fmt: skip
+    scale = math.lcm(*(n for i in common for n in (a[i][1], b[i][1])))
+    fa = [a[i][0] * scale // a[i][1] for i in common]
+    fb = [b[i][0] * scale // b[i][1] for i in common]
+    diffs = [y - x for x, y in zip(fa, fb, strict=True)]
+    mean = sum(diffs) / len(diffs) / scale
+    spread = statistics.stdev(diffs) / scale if len(diffs) > 1 else 0.0
+    return {
+        "items": len(common),
+        "a": round(sum(fa) / len(fa) / scale, 4),
+        "b": round(sum(fb) / len(fb) / scale, 4),
+        "difference": round(mean, 4),
+        "p_value": float(f"{sign_flip_p(diffs):.3g}"),
+        "lower_95": round(mean - Z_95 * spread / math.sqrt(len(diffs)), 4),
+    }

@@ -36,6 +36,12 @@ class ItemOutcome:
     repair_log: list[dict[str, Any]] = field(default_factory=list)
     final_strategy: str | None = None  # the repair whose answer was returned (None: the first)
     recalled: list[int] = field(default_factory=list)  # memories in its first answer's prompt
+    draws: list[bool] = field(default_factory=list)  # more answers to its first prompt: passed?
+
+    @property
+    def pass_fraction(self) -> float:
+        """The share of its first answer and its draws that passed: an item's evidence."""
+        return (self.first_passed + sum(self.draws)) / (1 + len(self.draws))
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -41,7 +41,25 @@ async def recall(state: ReflectionState, runtime: Runtime[ReflectionContext]) ->
 
 async def generate(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
     messages = [{"role": "system", "content": SYSTEM}, *_examples(state), *state["messages"]]
-    return await _answer(state, runtime.context, messages, "generate")
+    if not state.get("draws"):
+        return await _answer(state, runtime.context, messages, "generate")
+    first, drawn = await asyncio.gather(
+        _answer(state, runtime.context, messages, "generate"),
+        _draw(runtime.context, messages, state["draws"], state.get("draw_temperature", 1.0)),
+    )
+    return first | {"drawn": drawn}
+
+
+async def _draw(
+    ctx: ReflectionContext, messages: list[dict[str, str]], n: int, temperature: float
+) -> list[str]:
+    """`n` more answers to the same prompt in one request (vLLM's `n`: the prompt's prefix
+    is computed once), each as long as a first answer may be."""
+    result = await ctx.llm.agenerate(
+        [convert_to_messages(messages)], n=n, temperature=temperature,
+        max_tokens=ctx.max_tokens, stream=False,
+    )  # fmt: skip
+    return [str(g.message.text) for g in result.generations[0] if isinstance(g, ChatGeneration)]
 
 
 def _examples(state: ReflectionState) -> list[dict[str, str]]:

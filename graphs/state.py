@@ -74,6 +74,9 @@ class ReflectionState(TypedDict, total=False):
     recalled: list[dict[str, Any]]  # the memories shown as worked examples
     memory: dict[str, Any]  # Recall.trace(): what each attempt of this turn was shown
     started: float  # the turn's start (epoch seconds), for its repair time budget
+    draws: int  # extra answers to the first prompt, asked with it in one request (a gate's)
+    draw_temperature: float
+    drawn: list[str]  # those answers: evidence for whoever scores the turn, never repaired
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,12 @@ def turn_input(
     history: list[dict[str, str]] | None = None,
     use_memory: bool = True,
     suite: str | None = None,
+    draws: int = 0,
+    draw_temperature: float = 1.0,
 ) -> ReflectionState:
-    """The input that starts a new turn of a thread (after `history`, in a new thread)."""
+    """The input that starts a new turn of a thread (after `history`, in a new thread).
+    `draws`: that many more answers to the first prompt, sampled at `draw_temperature` in one
+    request beside the first answer (the gate's evidence per item); the loop does not use them."""
     return {
         "messages": [*(history or []), {"role": "user", "content": prompt}],
         "episode_id": episode_id,
@@ -119,4 +126,7 @@ def turn_input(
         "recalled": [],
         "memory": {},
         "started": time.time(),
+        "draws": draws,
+        "draw_temperature": draw_temperature,
+        "drawn": [],
     }

@@ -14,26 +14,33 @@ import asyncio
 import dataclasses
 import fcntl
 import functools
-import json
 import os
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from reflexa.evals.contamination import Guard
 from reflexa.evals.held_out import held_out_guard
+from reflexa.trainers.child import dataset_name, train_in_child
 from reflexa.trainers.config import TrainConfig, train_config
 from reflexa.trainers.dataset import Format, TooFewExamples, build_dataset
 from reflexa.trainers.errors import TrainerError
-from reflexa.trainers.gate import Evaluate, GateResult, gate_suites, run_gate
+from reflexa.trainers.gate import (
+    Evaluate,
+    GateResult,
+    GateSuite,
+    Measured,
+    decide,
+    gate_suites,
+    holm,
+    measure,
+    record_memory,
+)
 from reflexa.trainers.ports import ModelServer, TrainerStore
-from reflexa.trainers.registry import Built, load, parent_folder, promote, register
+from reflexa.trainers.registry import load, parent_folder, promote, register
 from reflexa.trainers.retire import retire_passed
 from reflexa.trainers.sampling import COVERING, sample_corrections, sampling_targets
 from reflexa.trainers.workspace import Workspace
@@ -72,6 +79,28 @@ def cycle_lock(ws: Workspace) -> Iterator[None]:
         f.write(str(os.getpid()))
         f.flush()
         yield
+
+
+class _Referee:
+    """The night's one measurement of the current adapter on each set of gate suites (and
+    gold policy), taken before any candidate's, against which every candidate is compared."""
+
+    def __init__(self, ws: Workspace, connect: Connect[Server], evaluator: Evaluator[Server],
+                 current: dict[str, Any] | None, on_progress: Progress | None) -> None:  # fmt: skip
+        self.ws, self.connect, self.evaluator = ws, connect, evaluator
+        self.current, self.on_progress = current, on_progress
+        self.measured: dict[tuple[tuple[str, ...], bool], tuple[list[GateSuite], Measured]] = {}
+
+    def __call__(self, gates: list[GateSuite], gold: bool) -> Measured:
+        key = (tuple(g.label for g in gates), gold)
+        if key not in self.measured:
+            client = self.connect()
+            name = load(self.ws, client, self.current) if self.current else None
+            self.measured[key] = gates, asyncio.run(
+                measure(self.ws.cycle, self.evaluator(client), gates, name, "current",
+                        memory=self.ws.memory, gold=gold, on_progress=self.on_progress)
+            )  # fmt: skip
+        return self.measured[key][1]
 
 
 class _Stages:
@@ -167,6 +196,8 @@ class _Candidate:
     name: str  # as the server knows it
     gate: GateResult
     compiled: dict[str, Any]
+    measured: Measured | None = None
+    gates: list[GateSuite] = dataclasses.field(default_factory=list)
 
     @property
     def dev_pass(self) -> float:
@@ -208,10 +239,11 @@ def _run(
 
     tried: list[_Candidate] = []
     skipped: dict[str, str] = {}
+    referee = _Referee(ws, connect, evaluator, current, on_progress)
     for method in methods:
         args = (method, config, len(methods) > 1, protected, current, mixed, on_progress)
         try:
-            tried.append(_candidate(ws, store, connect, evaluator, stage, *args))
+            tried.append(_candidate(ws, store, connect, evaluator, stage, referee, *args))
         except Skip as e:
             if len(methods) == 1:
                 raise
@@ -220,11 +252,15 @@ def _run(
         raise Skip(
             "no method had enough data: " + "; ".join(f"{m}: {r}" for m, r in skipped.items())
         )
+    for c, decided in zip(tried, holm([c.gate for c in tried], ws.cycle.alpha), strict=True):
+        c.gate = decided
+        store.update_adapter(c.adapter["version"], metrics={"gate": decided.to_dict()})
     promotable = [c for c in tried if c.gate.promotes]
     best = max(promotable, key=lambda c: c.dev_pass, default=None)
     shown = best or max(tried, key=lambda c: c.dev_pass)
 
     with stage("promote" if best else "reject"):
+        _record_memory(store, referee, tried, best)
         for c in tried:
             if c is best:
                 promote(ws, store, connect(), c.adapter["version"], c.gate.reason)
@@ -251,6 +287,21 @@ def _run(
     return out
 
 
+def _record_memory(
+    store: TrainerStore, referee: _Referee, tried: list[_Candidate], best: _Candidate | None
+) -> None:
+    """Memory was frozen while the candidates were gated: now what recall did is written
+    for the current adapter and for the one promoted, and the memories retired for a
+    candidate that will not serve are active again."""
+    for gates, measured in referee.measured.values():
+        record_memory(store, measured, gates)
+    for c in tried:
+        if c is best and c.measured is not None:
+            record_memory(store, c.measured, c.gates)
+        elif c is not best:
+            store.restore_memories(c.name)
+
+
 def _distinct(methods: Sequence[str], allow_gold: bool) -> list[str]:
     """The methods that train differently: without gold, sft-label-free is sft."""
     recipes: dict[tuple[str, bool], str] = {}
@@ -275,6 +326,7 @@ def _candidate(
     connect: Connect[Server],
     evaluator: Evaluator[Server],
     stage: _Stages,
+    referee: _Referee,
     method: str,
     config: TrainConfig,
     named: bool,
@@ -308,13 +360,14 @@ def _candidate(
     with stage("train" + suffix) as detail:
         parent = current["version"] if current else None
         start = parent_folder(store, parent, stage.continue_parent or fmt == "grpo")
-        built = _train_in_child(ws, dataset_dir, fmt, start, parent)
+        built = train_in_child(ws, dataset_dir, fmt, start, parent)
         row = register(ws, store, built)
         detail |= {"adapter": row["version"], "train_s": row["metrics"]["train"]["train_s"]}
 
     with stage("gate" + suffix) as detail:
+        gates, notes = gate_suites(store, compiled.suites())
+        baseline = referee(gates, allow_gold)  # measured once a night, before any candidate
         client = connect()
-        current_name = load(ws, client, current) if current else None
         candidate_name = load(ws, client, row)
         if ws.memory:  # what the candidate passes unaided: retired for it
             detail["retired"] = asyncio.run(
@@ -323,15 +376,14 @@ def _candidate(
                     on_progress and functools.partial(on_progress, "retire memories"),
                 )
             )  # fmt: skip
-        gates, notes = gate_suites(store, compiled.suites())
         measured = asyncio.run(
-            run_gate(
-                ws.cycle, store, evaluator(client), gates, current_name, candidate_name,
-                memory=ws.memory, gold=allow_gold, on_progress=on_progress,
-            )
+            measure(ws.cycle, evaluator(client), gates, candidate_name, "candidate",
+                    memory=ws.memory, gold=allow_gold, on_progress=on_progress)
         )  # fmt: skip
         current_version = current["version"] if current else None
-        gate = dataclasses.replace(measured, current=current_version, notes=notes)
+        gate = dataclasses.replace(
+            decide(baseline, measured, gates, ws.cycle), current=current_version, notes=notes
+        )
         store.update_adapter(
             row["version"],
             metrics={"gate": gate.to_dict(),
@@ -340,43 +392,9 @@ def _candidate(
         )  # fmt: skip
         detail |= {"decision": gate.decision, "suites": len(gate.suites)}
     adapter = store.adapter(row["version"]) or row
-    return _Candidate(method, adapter, candidate_name, gate, summary)
-
-
-def dataset_name(cycle_id: str, suffix: str = "") -> str:
-    return f"cycle-{time.strftime('%Y%m%d-%H%M%S')}-{cycle_id[:8]}" + suffix.replace(" ", "-")
+    return _Candidate(method, adapter, candidate_name, gate, summary, measured, gates)
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     keep = ("version", "name", "path", "status", "method", "examples", "dataset_hash", "parent")
     return {k: row[k] for k in keep}
-
-
-def _train_in_child(
-    ws: Workspace, dataset_dir: Path, method: str, start: Path | None, parent: str | None
-) -> Built:
-    """`python -m reflexa.trainers.train` in its own process, given the workspace as a file:
-    its progress goes to our stderr, the built folder (ours to register) to us. A non-zero
-    exit (an error, a kill) fails the stage."""
-    ws.run_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=ws.run_dir, suffix=".json") as file:
-        file.write(ws.to_json())
-        file.flush()
-        command = [sys.executable, "-m", "reflexa.trainers.train", "--workspace", file.name,
-                   "--dataset", str(dataset_dir), "--method", method,
-                   "--owner", str(os.getpid())]  # fmt: skip
-        command += ["--start", str(start)] if start else []
-        command += ["--parent", parent] if parent else []
-        child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
-    if child.returncode != 0:
-        how = (
-            f"killed by signal {-child.returncode}"
-            if child.returncode < 0
-            else (f"exit status {child.returncode}")
-        )
-        raise TrainerError(f"training failed ({how}); nothing was promoted")
-    try:
-        doc = json.loads(child.stdout)
-    except ValueError:
-        raise TrainerError("training printed no result; nothing was promoted") from None
-    return Built(Path(doc["path"]), doc["metadata"])

@@ -60,11 +60,25 @@ class CycleConfig(BaseModel):
         default=5, ge=1, description="Self-consistency: else a group of at least this many."
     )
     alpha: float = Field(
-        default=0.05, gt=0, lt=1, description="Held-out gain must have McNemar p below this."
-    )
+        default=0.05, gt=0, lt=1,
+        description="The dev gain's paired sign-flip p-value, Holm-adjusted across the "
+        "night's candidates, must be below this.",
+    )  # fmt: skip
     max_drop: float = Field(
-        default=0.02, ge=0, le=1, description="No gate suite may drop by more than this."
-    )
+        default=0.02, ge=0, le=1,
+        description="No dev suite's mean pass fraction may drop by more than this.",
+    )  # fmt: skip
+    gate_draws: int = Field(
+        default=4, ge=0, le=16,
+        description="Answers per gate item besides the greedy one, sampled in one request; "
+        "each item is judged by the share of its answers that pass (0: greedy alone).",
+    )  # fmt: skip
+    gate_temperature: float = Field(default=0.7, gt=0, le=2, description="For those draws.")
+    frozen_margin: float = Field(
+        default=0.05, ge=0, le=1,
+        description="Non-inferiority on the frozen suite: the one-sided 95 % lower bound of "
+        "the candidate's pass-fraction difference must stay above minus this.",
+    )  # fmt: skip
     concurrency: int = Field(default=8, ge=1, le=256, description="Gate requests in flight.")
     misfire_grace_s: int = Field(
         default=6 * 3600, ge=1,

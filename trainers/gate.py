@@ -1,22 +1,29 @@
-"""The gate: a candidate adapter against the current default, on the same server and items.
+"""The gate: candidate adapters against the current default, on the same server and items.
 
 Gate suites are the gate splits (`dev`, or `heldout` in older suites; never `test`, which
 is only reported) of the suites the training data came from, plus the frozen
-`capabilities` suite. Both sides answer every item once (first attempt, no repairs), as
-they will serve: with their own recall when memory is on (and without, to measure what recall
-does; where it hurts, it is turned off). Promote only when the pooled gate-split first-attempt
-pass rises with McNemar p < alpha and no gate suite drops by more than `max_drop`.
+`capabilities` suite. Each side answers every item as it will serve (first attempt, no
+repairs; with its own recall when memory is on, and without, to measure what recall does),
+greedily and `gate_draws` more times in the same request: an item's evidence is the share
+of its answers that pass. The current side is measured once per night, with memory frozen
+until every candidate is decided, and each candidate is compared with that one measurement.
+
+A candidate is promotable when the pooled dev pass fraction rises with an exact paired
+sign-flip p-value below `alpha` after Holm's adjustment across the night's candidates, no
+dev suite drops by more than `max_drop`, and the frozen suite is non-inferior (the one-sided
+95 % lower bound of its difference above `-frozen_margin`). The best promotable one wins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from reflexa.evals.builtin import BUILTIN
-from reflexa.evals.compare import compare_runs
+from reflexa.evals.compare import compare_fractions, compare_runs
 from reflexa.evals.suite import Suite, SuiteError, load_suite
 from reflexa.trainers.cycle_config import CycleConfig
 from reflexa.trainers.ports import MemoryLedger
@@ -31,8 +38,9 @@ class Evaluate(Protocol):
     run of `suite`'s `split` on `adapter` (None: the base model), first attempts only, as it
     would serve, with recall or without (`memory`), whatever the recall policy says, and
     memories justified by gold recalled only where `gold`. Returns the run's report:
-    `run_id`, and `items` with `item_id`, `first_passed`, `final_passed` and `recalled` (the
-    ids of the memories in its first answer's prompt)."""
+    `run_id`, and `items` with `item_id`, `first_passed`, `final_passed`, `recalled` (the
+    ids of the memories in its first answer's prompt) and `draws` (whether each of its
+    extra answers passed: the application asks `cycle.gate_draws` of them)."""
 
     def __call__(
         self,
@@ -108,146 +116,199 @@ def _find_suite(store: MemoryLedger, name: str) -> Suite | None:
         return None
 
 
-Results = dict[str, dict[str, dict[str, bool]]]  # gate label → item → first/final pass
+# gate label → item → {first_attempt, final (greedy), passes, answers (with the draws)}
+Results = dict[str, dict[str, dict[str, Any]]]
 
 
-async def run_gate(
+@dataclass
+class Measured:
+    """One side's measurement on the gate suites, as it will serve: per gate suite, with
+    recall or without, whichever recall's measurement chose. `memory` (per gate label: pass
+    with and without recall, and whether it stays on) and the memories recall helped or
+    hurt are written to the store only once the night's candidates are decided
+    (`record_memory`), so no candidate's gate changes what the next one is measured with."""
+
+    adapter: str | None
+    served: Results
+    runs: dict[str, dict[str, str]]
+    memory: dict[str, Any] = field(default_factory=dict)
+    helped: list[int] = field(default_factory=list)
+    hurt: list[int] = field(default_factory=list)
+
+
+async def measure(
     cycle: CycleConfig,
-    store: MemoryLedger,
     evaluate: Evaluate,
     gates: list[GateSuite],
-    current: str | None,
-    candidate: str,
+    adapter: str | None,
+    side: str,
     *,
     memory: bool = True,
     gold: bool = False,
     on_progress: GateProgress | None = None,
-) -> GateResult:
-    """Both sides on every gate suite, first attempts, as they would serve: with memory on,
-    each answers with its own recall (what it passes unaided retired for it; memories
-    justified by gold only where the candidate may learn from `gold`) and again without.
-    Where recall made a side's first answers worse on a suite by more than `max_drop`,
-    recall is turned off for that side and suite (recorded in the store), and memories that
-    hurt more often than they helped stop being recalled. The decision compares what each
-    side will then serve."""
+) -> Measured:
+    """`adapter` (None: the base model) on every gate suite, first attempts with their draws:
+    with memory on, with its own recall (memories justified by gold only where `gold`) and
+    again without. Where recall made a suite's pass fraction worse by more than `max_drop`,
+    that suite is served without it."""
     modes = (True, False) if memory else (False,)
-    served: dict[str, Results] = {}
+    measured: dict[bool, Results] = {}
     runs: dict[str, dict[str, str]] = {}
-    effects: dict[str, dict[str, Any]] = {}
-    for side, adapter in (("current", current), ("candidate", candidate)):
-        measured: dict[bool, Results] = {}
-        recalled: dict[str, list[int]] = {}  # item → memories in its prompt
-        for recall in modes:
-            results: Results = {}
-            for gate in gates:
-                for split in gate.splits:
-                    label = f"{side}{'' if recall else ' unaided'} {gate.suite.name}:{split}"
-                    report = await evaluate(
-                        adapter, gate.suite, split, recall, gold,
-                        on_progress and (lambda d, t, label=label: on_progress(label, d, t)),
-                    )  # fmt: skip
-                    mode = "memory" if recall else "no memory"
-                    runs.setdefault(gate.label, {})[f"{side}:{split}:{mode}"] = report["run_id"]
-                    for item in report["items"]:
-                        key = f"{split}/{item['item_id']}"
-                        results.setdefault(gate.label, {})[key] = {
-                            "first_attempt": item["first_passed"],
-                            "final": item["final_passed"],
-                        }
-                        if recall:
-                            recalled[f"{gate.label}/{key}"] = item["recalled"]
-            measured[recall] = results
-        if len(modes) == 1:
-            served[side] = measured[False]
-            continue
-        effects[side] = _memory_effect(store, adapter, gates, measured, recalled, cycle.max_drop)
-        served[side] = {
-            g.label: measured[effects[side][g.label]["recall"]].get(g.label, {}) for g in gates
-        }
-    verdict = decide(served["current"], served["candidate"], gates, runs, cycle)
-    return GateResult(verdict.decision, verdict.reason, verdict.dev, verdict.suites, effects)
-
-
-def _memory_effect(
-    store: MemoryLedger,
-    adapter: str | None,
-    gates: list[GateSuite],
-    measured: dict[bool, Results],
-    recalled: dict[str, list[int]],
-    max_drop: float,
-) -> dict[str, Any]:
-    """Per gate suite: first-attempt pass with and without recall, and whether recall stays
-    on (recorded as the model's recall policy). Items whose result recall flipped count
-    for or against the memories recalled into them."""
-    out: dict[str, Any] = {}
-    helped: list[int] = []
-    hurt: list[int] = []
+    recalled: dict[str, list[int]] = {}  # item → memories in its prompt
+    for recall in modes:
+        results: Results = {}
+        for gate in gates:
+            for split in gate.splits:
+                label = f"{side}{'' if recall else ' unaided'} {gate.suite.name}:{split}"
+                report = await evaluate(
+                    adapter, gate.suite, split, recall, gold,
+                    on_progress and (lambda d, t, label=label: on_progress(label, d, t)),
+                )  # fmt: skip
+                mode = "memory" if recall else "no memory"
+                runs.setdefault(gate.label, {})[f"{side}:{split}:{mode}"] = report["run_id"]
+                for item in report["items"]:
+                    key = f"{split}/{item['item_id']}"
+                    draws = item.get("draws") or []
+                    results.setdefault(gate.label, {})[key] = {
+                        "first_attempt": item["first_passed"],
+                        "final": item["final_passed"],
+                        "passes": item["first_passed"] + sum(draws),
+                        "answers": 1 + len(draws),
+                    }
+                    if recall:
+                        recalled[f"{gate.label}/{key}"] = item["recalled"]
+        measured[recall] = results
+    if not memory:
+        return Measured(adapter, measured[False], runs)
+    out = Measured(adapter, {}, runs)
     for gate in gates:
         on, off = measured[True].get(gate.label, {}), measured[False].get(gate.label, {})
-        first = compare_runs(off, on)["first_attempt"]
-        keep = first["difference"] >= -max_drop
-        reason = f"first-attempt pass {first['a']:.1%} without recall, {first['b']:.1%} with it" + (
-            "" if keep else f": recall off (it cost more than {max_drop:.0%})"
+        effect = compare_fractions(_fractions(off), _fractions(on))
+        keep = effect["difference"] >= -cycle.max_drop
+        reason = f"pass {effect['a']:.1%} without recall, {effect['b']:.1%} with it" + (
+            "" if keep else f": recall off (it cost more than {cycle.max_drop:.0%})"
         )
-        store.set_recall_policy(adapter or "", gate.suite.name, keep, reason, first)
-        out[gate.label] = {"without": first["a"], "with": first["b"], "recall": keep,
-                           "reason": reason}  # fmt: skip
-        for key, result in on.items():
+        out.memory[gate.label] = {"without": effect["a"], "with": effect["b"], "recall": keep,
+                                  "reason": reason, "measured": effect}  # fmt: skip
+        out.served[gate.label] = on if keep else off
+        for key, result in on.items():  # items whose greedy answer recall flipped
             before = off.get(key)
             if before is not None and before["first_attempt"] != result["first_attempt"]:
                 ids = recalled.get(f"{gate.label}/{key}", [])
-                (helped if result["first_attempt"] else hurt).extend(ids)
-    out["harmful_memories"] = store.count_recall_effect(helped, hurt)
+                (out.helped if result["first_attempt"] else out.hurt).extend(ids)
     return out
 
 
-def decide(
-    current: dict[str, dict[str, dict[str, bool]]],
-    candidate: dict[str, dict[str, dict[str, bool]]],
-    gates: list[GateSuite],
-    runs: dict[str, dict[str, str]],
-    cycle: CycleConfig,
-) -> GateResult:
-    """The decision from per-item first-attempt results of both sides."""
-    alpha, max_drop = cycle.alpha, cycle.max_drop
-    suites = {}
-    pooled_a: dict[str, dict[str, bool]] = {}
-    pooled_b: dict[str, dict[str, bool]] = {}
+def record_memory(store: MemoryLedger, side: Measured, gates: list[GateSuite]) -> int:
+    """Write what recall did for `side`: its recall policy per suite, and the memories it
+    helped or hurt (those that hurt more often than they helped stop being recalled).
+    Returns how many became harmful."""
     for gate in gates:
-        a, b = current.get(gate.label, {}), candidate.get(gate.label, {})
-        first = compare_runs(a, b)["first_attempt"]
-        suites[gate.label] = {
-            "frozen": gate.frozen,
-            "items": len(set(a) & set(b)),
-            "current": first["a"],
-            "candidate": first["b"],
-            "difference": first["difference"],
-            "p_value": first["p_value"],
-            "runs": runs.get(gate.label, {}),
-        }
+        effect = side.memory.get(gate.label)
+        if effect is not None:
+            store.set_recall_policy(side.adapter or "", gate.suite.name, effect["recall"],
+                                    effect["reason"], effect["measured"])  # fmt: skip
+    return store.count_recall_effect(side.helped, side.hurt) if side.memory else 0
+
+
+def _fractions(results: dict[str, dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    return {k: (int(v["passes"]), int(v["answers"])) for k, v in results.items()}
+
+
+def decide(
+    current: Measured, candidate: Measured, gates: list[GateSuite], cycle: CycleConfig
+) -> GateResult:
+    """The decision from per-item pass fractions of both sides, before any adjustment for
+    the other candidates of the night (`holm`)."""
+    suites = {}
+    pooled_a: dict[str, dict[str, Any]] = {}
+    pooled_b: dict[str, dict[str, Any]] = {}
+    for gate in gates:
+        a, b = current.served.get(gate.label, {}), candidate.served.get(gate.label, {})
+        suites[gate.label] = (
+            {"frozen": gate.frozen}
+            | _compared(a, b)
+            | {"runs": current.runs.get(gate.label, {}) | candidate.runs.get(gate.label, {})}
+        )
         if not gate.frozen:
             pooled_a |= {f"{gate.label}/{k}": v for k, v in a.items()}
             pooled_b |= {f"{gate.label}/{k}": v for k, v in b.items()}
-    dev = compare_runs(pooled_a, pooled_b)["first_attempt"] if pooled_a else None
-    drops = [
-        f"{k} dropped {-v['difference']:.1%}"
-        for k, v in suites.items()
-        if v["difference"] < -max_drop
-    ]
+    dev = _compared(pooled_a, pooled_b) if pooled_a else None
+    problems = [
+        f"{k} dropped {-v['difference']:.1%}" for k, v in suites.items()
+        if not v["frozen"] and v["difference"] < -cycle.max_drop
+    ] + [
+        f"{k} may be worse by more than {cycle.frozen_margin:.0%} ({v['difference']:+.1%}, "
+        f"lower bound {v['lower_95']:+.1%})"
+        for k, v in suites.items() if v["frozen"] and v["lower_95"] < -cycle.frozen_margin
+    ]  # fmt: skip
+    memory = {"current": current.memory, "candidate": candidate.memory}
     decision: Literal["promote", "reject"] = "reject"
     if dev is None:
         reason = "no gate split (dev or heldout) to measure the candidate on"
-    elif drops:
-        reason = f"regression beyond {max_drop:.0%}: " + "; ".join(drops)
-    elif dev["difference"] <= 0 or dev["p_value"] >= alpha:
-        reason = (
-            f"gate-split (dev) first-attempt pass {dev['a']:.1%} → {dev['b']:.1%} "
-            f"(p = {dev['p_value']:.3g}): not a significant improvement"
-        )
+    elif problems:
+        reason = "regression: " + "; ".join(problems)
+    elif dev["difference"] <= 0 or dev["p_value"] >= cycle.alpha:
+        reason = f"{_dev_line(dev)}: not a significant improvement"
     else:
         decision = "promote"
-        reason = (
-            f"gate-split (dev) first-attempt pass {dev['a']:.1%} → {dev['b']:.1%} "
-            f"(p = {dev['p_value']:.3g}); no suite dropped more than {max_drop:.0%}"
-        )
-    return GateResult(decision, reason, dev, suites)
+        reason = f"{_dev_line(dev)}; no suite regressed"
+    return GateResult(decision, reason, dev, suites, memory)
+
+
+def _compared(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Pass fractions compared (`a`/`b` current/candidate), and the greedy answers alone."""
+    fractions = compare_fractions(_fractions(a), _fractions(b))
+    greedy = compare_runs(a, b)["first_attempt"]
+    return {
+        "items": fractions["items"],
+        "current": fractions["a"],
+        "candidate": fractions["b"],
+        "a": fractions["a"],
+        "b": fractions["b"],
+        "difference": fractions["difference"],
+        "p_value": fractions["p_value"],
+        "lower_95": fractions["lower_95"],
+        "answers": max((v["answers"] for v in b.values()), default=1),
+        "greedy": {"a": greedy["a"], "b": greedy["b"], "p_value": greedy["p_value"]},
+    }
+
+
+def _dev_line(dev: dict[str, Any], adjusted: str = "") -> str:
+    return (
+        f"dev pass {dev['a']:.1%} → {dev['b']:.1%} over {dev['answers']} answers an item "
+        f"(greedy {dev['greedy']['a']:.1%} → {dev['greedy']['b']:.1%}; "
+        f"p = {dev['p_value']:.3g}{adjusted})"
+    )
+
+
+def holm(results: Sequence[GateResult], alpha: float) -> list[GateResult]:
+    """The night's candidates decided together: Holm's step-down adjustment of their dev
+    p-values (a family of K tests at `alpha`), so trying more methods does not make a
+    promotion likelier by chance. A candidate whose adjusted p-value is not below `alpha`
+    is rejected; with one candidate nothing changes."""
+    if len(results) < 2:
+        return list(results)
+    p = [r.dev["p_value"] if r.dev else 1.0 for r in results]
+    order = sorted(range(len(results)), key=p.__getitem__)
+    adjusted = [1.0] * len(results)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(results) - rank) * p[i]))
+        adjusted[i] = running
+    out = []
+    for r, adj in zip(results, adjusted, strict=True):
+        if r.dev is None:
+            out.append(r)
+            continue
+        dev = r.dev | {"p_holm": float(f"{adj:.3g}")}
+        note = f", Holm-adjusted over {len(results)} candidates {adj:.3g}"
+        if r.promotes and adj >= alpha:
+            reason = f"{_dev_line(dev, note)}: not a significant improvement"
+            out.append(dataclasses.replace(r, decision="reject", reason=reason, dev=dev))
+        elif r.promotes:
+            reason = f"{_dev_line(dev, note)}; no suite regressed"
+            out.append(dataclasses.replace(r, reason=reason, dev=dev))
+        else:
+            out.append(dataclasses.replace(r, dev=dev))
+    return out

@@ -61,6 +61,8 @@ class EpisodeRequest:
     eval_run_id: str | None = None
     memory: bool = True  # recall past corrections (when the agent has a memory)
     gold_memories: bool | None = None  # recall may show gold answers (None: the agent's default)
+    draws: int = 0  # more answers to the first prompt, in one request (the gate's evidence)
+    draw_temperature: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,8 @@ class Agent:
         )
         turn = turn_input(
             request.prompt, request.checks, max_repairs, episode_id, request.history,
-            use_memory=request.memory, suite=request.suite,
+            use_memory=request.memory, suite=request.suite, draws=request.draws,
+            draw_temperature=request.draw_temperature,
         )  # fmt: skip
         golden = self.gold_memories if request.gold_memories is None else request.gold_memories
         return await self._drive(turn, episode_id, thread_id, config, on_event, golden)
@@ -284,13 +287,28 @@ class Agent:
         )
         final = state["final_index"]
         corrections = [c | {"correct": scores[final]} for c in corrections_from(state)]
+        drawn = state.get("drawn") or []
         self.store.finish_episode(
             episode_id, status=result.status, answer=result.answer, error=None,
             attempts=result.attempts, latency_s=result.latency_s, final_index=final,
             scores=scores, corrections=corrections,
+            draws=await judge_draws(episode, prompt, drawn, unconfined) if drawn else None,
             gold_memory=await gold_memory(episode, prompt, scores[final], unconfined),
         )  # fmt: skip
         return result
+
+
+async def judge_draws(
+    episode: dict[str, Any], prompt: str, drawn: list[str], allow_unconfined: bool
+) -> list[dict[str, Any]]:
+    """Each extra answer and whether it passed as a gate counts a pass: by the item's
+    scoring where it has one, else by its visible grounded checks (and the tools that apply)."""
+    if episode["scoring"]:
+        ok = await score(episode["scoring"], prompt, drawn, allow_unconfined=allow_unconfined)
+    else:
+        ok = [await passes(episode["checks"], prompt, a, allow_unconfined=allow_unconfined)
+              for a in drawn]  # fmt: skip
+    return [{"answer": a, "passed": bool(p)} for a, p in zip(drawn, ok, strict=True)]
 
 
 def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:

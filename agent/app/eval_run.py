@@ -37,6 +37,10 @@ class EvalOptions:
     # The run may learn from gold: a training item's gold may become a training row (if its
     # suite allows), and recall may show memories justified by gold. Off: neither.
     allow_gold: bool = True
+    # More answers to each item's first prompt, sampled in one request at `draw_temperature`
+    # (the gate's evidence per item; 0: the first answer alone).
+    draws: int = 0
+    draw_temperature: float = 1.0
 
     def config(self) -> dict[str, Any]:
         """What makes two runs comparable (concurrency does not change results)."""
@@ -86,6 +90,7 @@ def outcome(episode: dict[str, Any], item: SuiteItem) -> ItemOutcome:
         recalled=[m["id"] for m in (attempts[0]["memory"] or {}).get("used", [])]
         if attempts
         else [],
+        draws=[bool(d["passed"]) for d in episode.get("draws") or []],
     )
 
 
@@ -127,6 +132,7 @@ async def run_eval(
                 max_repairs=options.max_repairs if options.reflect else 0,
                 suite=suite.name, split=item.split, item_id=item.id, eval_run_id=run_id,
                 memory=options.memory, gold_memories=options.allow_gold,
+                draws=options.draws, draw_temperature=options.draw_temperature,
             )
         )  # fmt: skip
         if result.status == "error" and (result.error or "").startswith(UNREACHABLE):
@@ -202,9 +208,10 @@ def gate_evaluator(settings: Settings, store: Store) -> Callable[[ModelClient], 
             gold: bool,
             on_progress: ProgressFn | None,
         ) -> dict[str, Any]:
+            c = settings.cycle
             options = EvalOptions(
                 split=split, reflect=False, adapter=adapter, memory=memory, allow_gold=gold,
-                concurrency=settings.cycle.concurrency,
+                concurrency=c.concurrency, draws=c.gate_draws, draw_temperature=c.gate_temperature,
             )  # fmt: skip
             # Recall is measured whatever the current policy says, or a suite whose recall
             # was turned off would measure no difference and be turned back on.

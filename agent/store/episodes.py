@@ -82,6 +82,7 @@ class EpisodeRecords(MemoryRecords):
         scores: Sequence[bool | None] = (),
         corrections: Sequence[dict[str, Any]] = (),
         gold_memory: str | None = None,
+        draws: list[dict[str, Any]] | None = None,
     ) -> None:
         """Write the outcome, its attempts, their scores and its corrections in one
         transaction, then remember the corrections (and `gold_memory`, the item's gold answer,
@@ -110,6 +111,7 @@ class EpisodeRecords(MemoryRecords):
                     episode.right_to_wrong = first and not final
                     episode.wrong_to_right = final and not first
             episode.scores = list(scores)
+            episode.draws = draws
             episode.attempts = [_attempt(i, a) for i, a in enumerate(attempts)]
             # Gold is kept only where it may be learnt from (a training item, gold allowed).
             gold_ok = learnable(episode.split) and episode.gold_allowed

@@ -187,6 +187,12 @@ class MemoryRecords(Records):
                 update(Memory).where(Memory.id.in_(ids)).values(status="retired", retired_by=by)
             )
 
+    def restore_memories(self, by: str) -> None:
+        """The memories retired for `by` are active again (it will not serve: rejected)."""
+        with self._session.begin() as s:
+            restored = {"status": "active", "retired_by": None}
+            s.execute(update(Memory).where(Memory.retired_by == by).values(restored))
+
     def rebuild_memory_index(self) -> None:
         """Rebuild the full-text index from the memories table (after corruption)."""
         if self.engine.dialect.name != "sqlite":

@@ -47,6 +47,9 @@ class Episode(Base):
     wrong_to_right: Mapped[bool | None]
     # Per attempt, right by scoring (None: no scoring): scored after the loop, never in it.
     scores: Mapped[list[Any]] = mapped_column(default=list)
+    # A gate's extra answers to the first prompt: [{answer, passed}] (passed by scoring where
+    # the item has it, else by its visible checks). None: none were asked.
+    draws: Mapped[list[Any] | None]
     n_attempts: Mapped[int] = mapped_column(Integer, default=0)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)

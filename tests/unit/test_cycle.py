@@ -143,13 +143,16 @@ def test_of_several_methods_the_gate_s_best_promotable_candidate_is_promoted(
 
     with open_store(settings) as store:
 
-        def fake_candidate(ws, store_, connect, evaluator, stage, method, *rest):  # type: ignore[no-untyped-def]
+        def fake_candidate(ws, store_, connect, evaluator, stage, referee, method, *rest):  # type: ignore[no-untyped-def]
             decision, dev = scores[method]
             version = f"v-{method}" + "-2" * len(promoted_before)
             store_.add_adapter(version=version, name=version, path="/nowhere", parent=None,
                               base_model="m", method="sft", dataset_hash="h", examples=20,
                               metrics={"train": {"train_s": 1.0}})  # fmt: skip
-            gate = GateResult(decision, f"{method} {dev}", {"a": 0.5, "b": dev}, {})
+            p = 0.001 if decision == "promote" else 0.5
+            measured = {"a": 0.5, "b": dev, "p_value": p, "answers": 5,
+                        "greedy": {"a": 0.5, "b": dev}}  # fmt: skip
+            gate = GateResult(decision, f"{method} {dev}", measured, {})
             return cycle_module._Candidate(
                 method, store_.adapter(version), version, gate, {"examples": 20}
             )
@@ -279,3 +282,38 @@ def test_the_cycle_prints_each_method_s_evidence(monkeypatch: pytest.MonkeyPatch
     assert done.exit_code == 0, done.output
     assert "v3 reject, gate split none, 20 rows" in done.output
     assert "v4 promote, gate split 60.0%" in done.output and "skipped: 0 grpo" in done.output
+
+
+def test_the_current_side_is_measured_once_a_night_and_memory_written_after_the_decision() -> None:
+    """Every candidate is compared with one measurement of the current adapter, taken
+    before any candidate's; the memories a rejected candidate retired are active again and
+    what recall did is written for the current side and the promoted one only."""
+    from reflexa.trainers.cycle import _Candidate, _record_memory, _Referee
+    from reflexa.trainers.gate import Measured
+
+    from .test_gate import FROZEN, HELD, fake_evaluate
+
+    settings = Settings()
+    calls: list[tuple] = []
+    evaluate = fake_evaluate(lambda adapter, name, memory: 10, calls)
+    referee = _Referee(settings.workspace(), lambda: "server", lambda _: evaluate, None, None)
+    first = referee([HELD, FROZEN], gold=False)
+    assert referee([HELD, FROZEN], gold=False) is first
+    assert len(calls) == 4  # 2 suites, with and without recall, once
+    with Store.open(settings.database) as store:
+        for n in (1, 2):
+            store.add_correction(None, prompt=f"What is {n} + {n}?", chosen=str(2 * n),
+                                 source="user", verified=True)  # fmt: skip
+        one, two = (m["id"] for m in store.memories())
+        store.retire_memories([one], "cand-rejected")
+        store.retire_memories([two], "cand-promoted")
+        gate = GateResult("promote", "", None, {})
+        tried = [
+            _Candidate(name, {"version": name}, name, gate, {}, Measured(name, {}, {}, {}), [])
+            for name in ("cand-rejected", "cand-promoted")
+        ]
+        _record_memory(store, referee, tried, best=tried[1])
+        status = {m["id"]: (m["status"], m["retired_by"]) for m in store.memories()}
+        policies = {(p["model"], p["suite"]) for p in store.recall_policies()}
+    assert status == {one: ("active", None), two: ("retired", "cand-promoted")}
+    assert policies == {("", "arithmetic"), ("", "capabilities")}  # the current: base model

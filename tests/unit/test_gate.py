@@ -4,12 +4,16 @@ recall measurement, and the runs it asks of the `evaluate` it is handed."""
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from reflexa.agent.settings import Settings, load_settings
 from reflexa.agent.store import Store
 from reflexa.evals.suite import Suite, SuiteItem
-from reflexa.trainers.gate import GateResult, GateSuite, decide, gate_suites, run_gate
+from reflexa.trainers.gate import GateResult, GateSuite, Measured, decide, gate_suites, measure
 
 
 def suite(name: str, n: int, split: str) -> GateSuite:
@@ -17,18 +21,30 @@ def suite(name: str, n: int, split: str) -> GateSuite:
     return GateSuite(Suite(name, items, "built-in"), (split,), frozen=name == "capabilities")
 
 
-def results(gate: GateSuite, passed: int) -> dict[str, dict[str, bool]]:
+def results(gate: GateSuite, passed: int, draws: list[int] | None = None) -> dict[str, Any]:
+    """`passed` items' greedy answers pass; `draws[k]`: of item k's 4 draws, how many pass
+    (none given: as many as its greedy answer, i.e. all or none)."""
     n = len(gate.suite.items)
-    return {f"i{k}": {"first_attempt": k < passed, "final": k < passed} for k in range(n)}
+    out = {}
+    for k in range(n):
+        first = k < passed
+        extra = draws[k] if draws is not None else 4 * first
+        out[f"i{k}"] = {"first_attempt": first, "final": first, "passes": first + extra,
+                        "answers": 5}  # fmt: skip
+    return out
 
 
-HELD, FROZEN = suite("arithmetic", 100, "heldout"), suite("capabilities", 50, "test")
+HELD, FROZEN = suite("arithmetic", 100, "heldout"), suite("capabilities", 123, "test")
+
+
+def side(results_by_label: dict[str, Any], adapter: str | None = None) -> Measured:
+    return Measured(adapter, results_by_label, {})
 
 
 def run(held: tuple[int, int], frozen: tuple[int, int]) -> GateResult:
     current = {HELD.label: results(HELD, held[0]), FROZEN.label: results(FROZEN, frozen[0])}
     candidate = {HELD.label: results(HELD, held[1]), FROZEN.label: results(FROZEN, frozen[1])}
-    return decide(current, candidate, [HELD, FROZEN], {}, Settings().cycle)
+    return decide(side(current), side(candidate), [HELD, FROZEN], Settings().cycle)
 
 
 def test_a_significant_gain_without_regression_is_promoted() -> None:
@@ -44,17 +60,79 @@ def test_a_gain_that_is_not_significant_is_rejected() -> None:
     assert verdict.decision == "reject" and "not a significant improvement" in verdict.reason
 
 
-def test_a_frozen_suite_drop_beyond_two_points_is_rejected_despite_a_gain() -> None:
-    verdict = run(held=(0, 60), frozen=(20, 18))  # 40 % → 36 %
+def test_the_frozen_suite_must_be_non_inferior_within_its_margin() -> None:
+    """Non-inferiority, not a point estimate: on 123 items, losing one is bounded within a
+    5-point margin; losing 6 (4.9 points) is not, since the evidence cannot rule out more."""
+    assert run(held=(0, 60), frozen=(50, 50)).decision == "promote"
+    one = run(held=(0, 60), frozen=(50, 49))
+    assert one.decision == "promote" and -0.05 < one.suites["capabilities"]["lower_95"] < -0.008
+    verdict = run(held=(0, 60), frozen=(50, 44))
     assert verdict.decision == "reject"
-    assert "capabilities dropped 4.0%" in verdict.reason
-    assert run(held=(0, 60), frozen=(20, 19)).decision == "promote"  # exactly 2 points
+    assert "capabilities may be worse by more than 5%" in verdict.reason
+    assert verdict.suites["capabilities"]["difference"] > -0.05
+    assert verdict.suites["capabilities"]["lower_95"] < -0.05
+
+
+def test_a_dev_suite_drop_beyond_max_drop_is_rejected() -> None:
+    other = suite("sums", 100, "dev")
+    current = {HELD.label: results(HELD, 0), other.label: results(other, 50)}
+    candidate = {HELD.label: results(HELD, 60), other.label: results(other, 40)}
+    verdict = decide(side(current), side(candidate), [HELD, other], Settings().cycle)
+    assert verdict.decision == "reject" and "sums:dev dropped 10.0%" in verdict.reason
+
+
+def test_draws_show_a_gain_that_one_greedy_answer_per_item_cannot() -> None:
+    """The same greedy answers on both sides; the candidate's draws pass more often on 40
+    items (1 of 4 → 3 of 4): invisible to greedy McNemar, significant on pass fractions."""
+    current = {HELD.label: results(HELD, 30, [4] * 30 + [1] * 70)}
+    candidate = {HELD.label: results(HELD, 30, [4] * 30 + [3] * 40 + [1] * 30)}
+    verdict = decide(side(current), side(candidate), [HELD], Settings().cycle)
+    assert verdict.dev["greedy"]["a"] == verdict.dev["greedy"]["b"] == 0.3
+    assert verdict.dev["greedy"]["p_value"] == 1.0
+    assert verdict.dev["b"] - verdict.dev["a"] == pytest.approx(0.16)
+    assert verdict.dev["p_value"] < 1e-6 and verdict.decision == "promote"
+    assert "over 5 answers an item" in verdict.reason
+
+
+def test_holm_adjusts_the_night_s_candidates_together() -> None:
+    from reflexa.trainers.gate import holm
+
+    def gate(p: float, decision: str = "promote") -> GateResult:
+        dev = {"a": 0.5, "b": 0.6, "p_value": p, "answers": 5, "greedy": {"a": 0.5, "b": 0.6}}
+        return GateResult(decision, "raw", dev, {})  # type: ignore[arg-type]
+
+    alone = holm([gate(0.03)], 0.05)
+    assert alone[0].promotes and alone[0].reason == "raw"  # one candidate: no adjustment
+    both = holm([gate(0.03), gate(0.04)], 0.05)  # 2 * 0.03 = 0.06, max(0.06, 0.04) = 0.06
+    assert [g.dev["p_holm"] for g in both] == [0.06, 0.06]
+    assert not any(g.promotes for g in both) and "Holm-adjusted over 2" in both[0].reason
+    strong = holm([gate(0.001), gate(0.04), gate(0.2, "reject")], 0.05)
+    assert [g.promotes for g in strong] == [True, False, False]  # 0.003; 0.08; 0.2
+    assert [g.dev["p_holm"] for g in strong] == [0.003, 0.08, 0.2]
+
+
+def test_a_candidate_equal_to_the_current_one_is_promoted_at_most_alpha_of_the_time() -> None:
+    """The gate's false-promotion rate when nothing changed: both sides' answers drawn
+    from the same per-item pass probabilities, 400 simulated nights."""
+    rng = random.Random(7)
+    chance = [rng.betavariate(0.6, 0.6) for _ in range(100)]  # items mostly easy or hard
+    settings = Settings().cycle
+    promoted = 0
+    for _ in range(400):
+        sides = []
+        for _ in range(2):
+            passes = [sum(rng.random() < p for _ in range(5)) for p in chance]
+            sides.append(side({HELD.label: {
+                f"i{k}": {"first_attempt": n > 2, "final": n > 2, "passes": n, "answers": 5}
+                for k, n in enumerate(passes)}}))  # fmt: skip
+        promoted += decide(sides[0], sides[1], [HELD], settings).promotes
+    assert promoted / 400 <= 0.05  # one-sided: a two-sided test at 5 % promotes ≤ 2.5 %
 
 
 def test_without_a_heldout_suite_nothing_is_promoted() -> None:
     current = {FROZEN.label: results(FROZEN, 10)}
     candidate = {FROZEN.label: results(FROZEN, 40)}
-    verdict = decide(current, candidate, [FROZEN], {}, Settings().cycle)
+    verdict = decide(side(current), side(candidate), [FROZEN], Settings().cycle)
     assert verdict.decision == "reject" and "no gate split" in verdict.reason
 
 
@@ -73,32 +151,53 @@ def test_the_gate_decides_on_dev_and_never_on_test(tmp_path: Path) -> None:
     assert notes == ["mine: no dev (or heldout) split; not gated on (test never is)"]
 
 
-def test_recall_that_hurts_a_suite_is_turned_off_and_its_memories_counted() -> None:
+def fake_evaluate(passing: Any, calls: list[tuple[Any, ...]], recalled: Any = None) -> Any:
+    """An `Evaluate` whose items pass as `passing(adapter, suite, memory)` says (a count of
+    the first items), their draws alike; `recalled(item)`: the memories in an item's prompt."""
+
+    async def evaluate(adapter, suite, split, memory, gold, on_progress):  # type: ignore[no-untyped-def]
+        calls.append((adapter, suite.name, split, memory, gold))
+        passed = passing(adapter, suite.name, memory)
+        items = [{"item_id": i.id, "first_passed": k < passed, "final_passed": k < passed,
+                  "recalled": recalled(k) if recalled and memory else [],
+                  "draws": [k < passed] * 4} for k, i in enumerate(suite.items)]  # fmt: skip
+        return {"run_id": f"run-{len(calls)}", "items": items}
+
+    return evaluate
+
+
+def test_recall_that_hurts_is_turned_off_but_written_only_when_recorded() -> None:
+    """Memory is frozen while a night's candidates are measured: the effect of recall is
+    measured and kept on the side's measurement, and written (policy, harmful memories)
+    only by `record_memory`, once the night is decided."""
     from reflexa.agent.app.memory import Memory
     from reflexa.agent.settings import MemorySettings
     from reflexa.evals.contamination import Guard
-    from reflexa.trainers.gate import _memory_effect
+    from reflexa.trainers.gate import record_memory
 
-    with Store.open(load_settings().database) as store:
+    settings = load_settings()
+    with Store.open(settings.database) as store:
         for n in (1, 2):
             store.add_correction(None, prompt=f"What is {n} + {n}?", chosen=str(2 * n),
                                  source="user", verified=True)  # fmt: skip
         ids = [m["id"] for m in store.memories()]
-        # With recall: 10 of 100 right; without: 30. Items 0-19 flipped to wrong by memory 1,
-        # one item flipped to right by memory 2.
-        with_recall = results(HELD, 10)
-        without = results(HELD, 30)
-        with_recall["i50"] = {"first_attempt": True, "final": True}
-        recalled = {f"{HELD.label}/i{k}": [ids[0]] for k in range(10, 30)}
-        recalled[f"{HELD.label}/i50"] = [ids[1]]
-        measured = {True: {HELD.label: with_recall, FROZEN.label: results(FROZEN, 20)},
-                    False: {HELD.label: without, FROZEN.label: results(FROZEN, 20)}}  # fmt: skip
-        effect = _memory_effect(store, "reflexa-abc", [HELD, FROZEN], measured, recalled, 0.02)
-        assert effect[HELD.label]["recall"] is False and effect[FROZEN.label]["recall"] is True
-        assert "recall off" in effect[HELD.label]["reason"]
-        assert effect["harmful_memories"] == 1
+        # With recall: 10 of 100 right; without: 30. Items 10-29 flipped to wrong by memory 1.
+        calls: list[tuple[Any, ...]] = []
+        passing = lambda a, name, memory: (10 if memory else 30) if name == "arithmetic" else 20  # noqa: E731
+        evaluate = fake_evaluate(passing, calls, lambda k: [ids[0]] if 10 <= k < 30 else [])
+        measured = asyncio.run(
+            measure(settings.cycle, evaluate, [HELD, FROZEN], "reflexa-abc", "candidate")
+        )
+        assert measured.memory[HELD.label]["recall"] is False
+        assert measured.memory[FROZEN.label]["recall"] is True
+        assert "recall off" in measured.memory[HELD.label]["reason"]
+        assert measured.served[HELD.label]["heldout/i20"]["first_attempt"] is True  # unaided
+        assert measured.hurt == [ids[0]] * 20 and measured.helped == []
+        assert store.recall_policies() == [] and all(m["hurt"] == 0 for m in store.memories())
+
+        assert record_memory(store, measured, [HELD, FROZEN]) == 1
         status = {m["id"]: (m["status"], m["helped"], m["hurt"]) for m in store.memories()}
-        assert status == {ids[0]: ("harmful", 0, 20), ids[1]: ("active", 1, 0)}
+        assert status == {ids[0]: ("harmful", 0, 20), ids[1]: ("active", 0, 0)}
         policy = {(p["model"], p["suite"]): p["recall"] for p in store.recall_policies()}
         assert policy == {
             ("reflexa-abc", "arithmetic"): False,
@@ -117,25 +216,30 @@ def test_recall_that_hurts_a_suite_is_turned_off_and_its_memories_counted() -> N
         assert measuring.recall("What is 2 + 2?", suite="arithmetic").memories  # the gate
 
 
-def test_the_gate_runs_both_sides_through_the_evaluate_it_is_handed() -> None:
-    calls = []
-
-    async def evaluate(adapter, suite, split, memory, gold, on_progress):  # type: ignore[no-untyped-def]
-        calls.append((adapter, suite.name, split, memory, gold))
-        passed = {None: 0, "cand": 60}[adapter] if suite.name == "arithmetic" else 20
-        items = [{"item_id": i.id, "first_passed": k < passed, "final_passed": k < passed,
-                  "recalled": []} for k, i in enumerate(suite.items)]  # fmt: skip
-        return {"run_id": f"run-{len(calls)}", "items": items}
-
+def test_the_gate_measures_each_side_through_the_evaluate_it_is_handed() -> None:
+    calls: list[tuple[Any, ...]] = []
+    passing = lambda a, name, memory: {None: 0, "cand": 60}[a] if name == "arithmetic" else 20  # noqa: E731
+    evaluate = fake_evaluate(passing, calls)
     settings = load_settings()
-    with Store.open(settings.database) as store:
-        verdict = asyncio.run(
-            run_gate(settings.cycle, store, evaluate, [HELD, FROZEN], None, "cand", gold=False)
-        )
+    sides = [
+        asyncio.run(measure(settings.cycle, evaluate, [HELD, FROZEN], adapter, name))
+        for adapter, name in ((None, "current"), ("cand", "candidate"))
+    ]
+    verdict = decide(*sides, [HELD, FROZEN], settings.cycle)
     assert verdict.decision == "promote", verdict.reason
-    assert verdict.dev["a"] == 0.0 and verdict.dev["b"] == 0.6
+    assert verdict.dev["a"] == 0.0 and verdict.dev["b"] == 0.6 and verdict.dev["answers"] == 5
     assert sorted(calls, key=str) == sorted(
         [(side, s, split, memory, False) for side in (None, "cand") for memory in (True, False)
          for s, split in (("arithmetic", "heldout"), ("capabilities", "test"))], key=str,
     )  # fmt: skip
     assert verdict.memory["candidate"][HELD.label]["recall"] is True  # recall changed nothing
+    assert set(verdict.suites[HELD.label]["runs"]) == {
+        f"{s}:heldout:{m}" for s in ("current", "candidate") for m in ("memory", "no memory")
+    }
+
+
+def test_the_sign_flip_test_on_pass_fail_pairs_is_mcnemar_s() -> None:
+    from reflexa.evals.compare import mcnemar_p, sign_flip_p
+
+    for b, c in ((0, 0), (3, 0), (5, 9), (12, 30), (20, 20), (1, 7)):
+        assert sign_flip_p([-1] * b + [1] * c + [0] * 50) == pytest.approx(mcnemar_p(b, c))

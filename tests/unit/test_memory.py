@@ -318,3 +318,30 @@ def test_retire_stops_recalling_what_the_adapter_passes_unaided() -> None:
     assert [m["prompt"] for m in store.memories("retired")] == [ADA]
     for_adapter = Memory(store, MemorySettings(min_similarity=0), words, "reflexa-abc", Guard())
     assert [m["prompt"] for m in for_adapter.recall(ADA).memories] == [bob]
+
+
+def test_a_gate_s_draws_share_the_first_prompt_and_are_scored_after_the_loop() -> None:
+    """`draws`: more answers to the first prompt (recalled examples included) in one
+    request; the application scores each by the item's scoring once the loop has ended,
+    and records them on the episode. The loop itself never repairs or sees them."""
+    store = Store.open(load_settings().database)
+    remember(store, ADA, '{"name": "Ada Lovelace", "age": 36}')
+    prompt = ADA.replace("36", "37")
+    right, wrong = '{"name": "Ada Lovelace", "age": 37}', '{"name": "Ada", "age": 1}'
+    gold = [{"type": "json", "expected": {"name": "Ada Lovelace", "age": 37}}]
+    request = EpisodeRequest(prompt, [{"type": "json"}], gold, max_repairs=0, draws=2,
+                             draw_temperature=0.7)  # fmt: skip
+    result, llm = asyncio.run(
+        run_agent(store, [right, wrong, right], request, memory(store, min_similarity=0.0))
+    )
+    episode = store.episode(result.episode_id)
+    assert episode is not None and len(episode["draws"]) == 2
+    draws = episode["draws"]
+    assert [d["passed"] for d in draws] == [d["answer"] == right for d in draws]
+    answers = sorted([result.answer, *(d["answer"] for d in episode["draws"])])
+    assert answers == sorted([right, wrong, right])
+    assert len(llm.calls) == 3 and llm.calls[0] == llm.calls[1] == llm.calls[2]  # one prompt
+    assert any(k.get("n") == 2 and k.get("temperature") == 0.7 for k in llm.call_kwargs)
+    assert len(result.attempts) == 1  # nothing repaired, whatever the draws said
+    plain = asyncio.run(run_agent(store, [right], EpisodeRequest(prompt, gold), None))[0]
+    assert store.episode(plain.episode_id)["draws"] is None  # type: ignore[index]

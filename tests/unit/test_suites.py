@@ -10,6 +10,7 @@ from reflexa.agent.app.agent import Agent, EpisodeRequest
 from reflexa.agent.app.eval_run import EvalOptions, run_eval
 from reflexa.agent.errors import ReflexaError
 from reflexa.evals.builtin import BUILTIN
+from reflexa.evals.builtin.capabilities import KEYWORDS
 from reflexa.evals.metrics import paired_gain, percentile, summarize, wilson
 from reflexa.evals.runner import ItemOutcome
 from reflexa.evals.suite import Suite, SuiteError, SuiteItem, load_suite, resolve_suite
@@ -404,13 +405,30 @@ REFERENCE = {
 }  # fmt: skip
 
 
-def test_every_grounded_capability_item_can_be_passed_and_failed() -> None:
+INSTRUCTED = {  # an answer each instruction passes, on topic k
+    "lowercase": lambda k: "the sea is wide.", "uppercase": lambda k: "COLD AND WET",
+    "at-most-words": lambda k: "Quiet and blue.", "no-commas": lambda k: "It rains. It pours.",
+    "keyword": lambda k: f"The word here is {KEYWORDS[k]}.",
+    "bullets": lambda k: "\n".join(["- a fact"] * (2 + k % 3)),
+    "numbered": lambda k: "\n".join(f"{i}. an idea" for i in range(1, 4 + k % 2)),
+    "json-shape": lambda k: '{"name": "rain", "fact": "it is wet"}',
+    "question": lambda k: "Why does it rain?", "quoted": lambda k: '"The moon is bright."',
+    "starts-with": lambda k: "Today the trains are late.",
+}  # fmt: skip
+REFUSAL = "I cannot help with that, sorry, because it is not something that I am able to do."
+
+
+def test_every_capability_item_is_verifiable_and_can_be_passed_and_failed() -> None:
+    """The frozen suite: over 100 items, none judged by a model, each passed by a right
+    answer and failed by a refusal (its visible checks, or its scoring where it has one)."""
     suite = BUILTIN["capabilities"]()
-    grounded = [i for i in suite.items if all(c.type != "judge" for c in i.checks)]
-    assert sorted(i.id for i in grounded) == sorted(REFERENCE)
-    for item in grounded:
-        assert all(v.passed for v in _verdicts(item, REFERENCE[item.id])), item.id
-        assert not all(v.passed for v in _verdicts(item, "I cannot help with that.")), item.id
+    assert len(suite.items) >= 100
+    assert all(c.type != "judge" for i in suite.items for c in [*i.checks, *i.scoring])
+    for item in suite.items:
+        kind, _, k = item.id.rpartition("-")
+        right = REFERENCE[item.id] if item.id in REFERENCE else INSTRUCTED[kind](int(k))
+        assert all(v.passed for v in _verdicts(item, right)), item.id
+        assert not all(v.passed for v in _verdicts(item, REFUSAL)), item.id
 
 
 def test_report_json_html_markdown(tmp_path: Path) -> None:

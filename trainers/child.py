@@ -1,0 +1,50 @@
+"""The training child: `python -m reflexa.trainers.train` in its own process, so the model
+server keeps answering while it trains and a crash or kill promotes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from reflexa.trainers.errors import TrainerError
+from reflexa.trainers.registry import Built
+from reflexa.trainers.workspace import Workspace
+
+
+def dataset_name(cycle_id: str, suffix: str = "") -> str:
+    return f"cycle-{time.strftime('%Y%m%d-%H%M%S')}-{cycle_id[:8]}" + suffix.replace(" ", "-")
+
+
+def train_in_child(
+    ws: Workspace, dataset_dir: Path, method: str, start: Path | None, parent: str | None
+) -> Built:
+    """`python -m reflexa.trainers.train` in its own process, given the workspace as a file:
+    its progress goes to our stderr, the built folder (ours to register) to us. A non-zero
+    exit (an error, a kill) fails the stage."""
+    ws.run_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=ws.run_dir, suffix=".json") as file:
+        file.write(ws.to_json())
+        file.flush()
+        command = [sys.executable, "-m", "reflexa.trainers.train", "--workspace", file.name,
+                   "--dataset", str(dataset_dir), "--method", method,
+                   "--owner", str(os.getpid())]  # fmt: skip
+        command += ["--start", str(start)] if start else []
+        command += ["--parent", parent] if parent else []
+        child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    if child.returncode != 0:
+        how = (
+            f"killed by signal {-child.returncode}"
+            if child.returncode < 0
+            else (f"exit status {child.returncode}")
+        )
+        raise TrainerError(f"training failed ({how}); nothing was promoted")
+    try:
+        doc = json.loads(child.stdout)
+    except ValueError:
+        raise TrainerError("training printed no result; nothing was promoted") from None
+    return Built(Path(doc["path"]), doc["metadata"])
