@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from reflexa.evals.contamination import Guard
 from reflexa.evals.held_out import held_out_guard
@@ -28,31 +28,13 @@ from reflexa.trainers.child import dataset_name, train_in_child
 from reflexa.trainers.config import TrainConfig, train_config
 from reflexa.trainers.dataset import Format, TooFewExamples, build_dataset
 from reflexa.trainers.errors import TrainerError
-from reflexa.trainers.gate import (
-    Evaluate,
-    GateResult,
-    GateSuite,
-    Measured,
-    decide,
-    gate_suites,
-    holm,
-    measure,
-    record_memory,
-)
-from reflexa.trainers.ports import ModelServer, TrainerStore
+from reflexa.trainers.gate import GateResult, GateSuite, Measured, decide, holm, measure
+from reflexa.trainers.ports import TrainerStore
+from reflexa.trainers.referee import Connect, Evaluator, Progress, Referee, Server, settle_memory
 from reflexa.trainers.registry import load, parent_folder, promote, register
 from reflexa.trainers.retire import retire_passed
 from reflexa.trainers.sampling import COVERING, sample_corrections, sampling_targets
 from reflexa.trainers.workspace import Workspace
-
-# (what, done, total): progress of the stage under way
-Progress = Callable[[str, int, int], None]
-# The application's model server, connected when a stage first needs it, and the gate's eval
-# runs on that server (see `gate.Evaluate`), also from the application.
-Server = TypeVar("Server", bound=ModelServer)
-Connect = Callable[[], Server]
-Evaluator = Callable[[Server], Evaluate]
-
 
 # What each candidate method (`cycle.methods`) trains: sft-label-free is SFT without gold.
 FORMAT: dict[str, Format] = {"sft": "sft", "sft-label-free": "sft", "dpo": "dpo", "grpo": "grpo"}
@@ -79,28 +61,6 @@ def cycle_lock(ws: Workspace) -> Iterator[None]:
         f.write(str(os.getpid()))
         f.flush()
         yield
-
-
-class _Referee:
-    """The night's one measurement of the current adapter on each set of gate suites (and
-    gold policy), taken before any candidate's, against which every candidate is compared."""
-
-    def __init__(self, ws: Workspace, connect: Connect[Server], evaluator: Evaluator[Server],
-                 current: dict[str, Any] | None, on_progress: Progress | None) -> None:  # fmt: skip
-        self.ws, self.connect, self.evaluator = ws, connect, evaluator
-        self.current, self.on_progress = current, on_progress
-        self.measured: dict[tuple[tuple[str, ...], bool], tuple[list[GateSuite], Measured]] = {}
-
-    def __call__(self, gates: list[GateSuite], gold: bool) -> Measured:
-        key = (tuple(g.label for g in gates), gold)
-        if key not in self.measured:
-            client = self.connect()
-            name = load(self.ws, client, self.current) if self.current else None
-            self.measured[key] = gates, asyncio.run(
-                measure(self.ws.cycle, self.evaluator(client), gates, name, "current",
-                        memory=self.ws.memory, gold=gold, on_progress=self.on_progress)
-            )  # fmt: skip
-        return self.measured[key][1]
 
 
 class _Stages:
@@ -239,7 +199,7 @@ def _run(
 
     tried: list[_Candidate] = []
     skipped: dict[str, str] = {}
-    referee = _Referee(ws, connect, evaluator, current, on_progress)
+    referee = Referee(ws, connect, evaluator, current, on_progress)
     for method in methods:
         args = (method, config, len(methods) > 1, protected, current, mixed, on_progress)
         try:
@@ -260,7 +220,8 @@ def _run(
     shown = best or max(tried, key=lambda c: c.dev_pass)
 
     with stage("promote" if best else "reject"):
-        _record_memory(store, referee, tried, best)
+        gated = [(c.name, c.measured, c.gates) for c in tried]
+        settle_memory(store, referee, gated, best.name if best else None)
         for c in tried:
             if c is best:
                 promote(ws, store, connect(), c.adapter["version"], c.gate.reason)
@@ -287,21 +248,6 @@ def _run(
     return out
 
 
-def _record_memory(
-    store: TrainerStore, referee: _Referee, tried: list[_Candidate], best: _Candidate | None
-) -> None:
-    """Memory was frozen while the candidates were gated: now what recall did is written
-    for the current adapter and for the one promoted, and the memories retired for a
-    candidate that will not serve are active again."""
-    for gates, measured in referee.measured.values():
-        record_memory(store, measured, gates)
-    for c in tried:
-        if c is best and c.measured is not None:
-            record_memory(store, c.measured, c.gates)
-        elif c is not best:
-            store.restore_memories(c.name)
-
-
 def _distinct(methods: Sequence[str], allow_gold: bool) -> list[str]:
     """The methods that train differently: without gold, sft-label-free is sft."""
     recipes: dict[tuple[str, bool], str] = {}
@@ -326,7 +272,7 @@ def _candidate(
     connect: Connect[Server],
     evaluator: Evaluator[Server],
     stage: _Stages,
-    referee: _Referee,
+    referee: Referee,
     method: str,
     config: TrainConfig,
     named: bool,
@@ -365,7 +311,7 @@ def _candidate(
         detail |= {"adapter": row["version"], "train_s": row["metrics"]["train"]["train_s"]}
 
     with stage("gate" + suffix) as detail:
-        gates, notes = gate_suites(store, compiled.suites())
+        gates, notes = referee.gates(store, stage.cycle_id, compiled.suites())
         baseline = referee(gates, allow_gold)  # measured once a night, before any candidate
         client = connect()
         candidate_name = load(ws, client, row)

@@ -17,14 +17,14 @@ dev suite drops by more than `max_drop`, and the frozen suite is non-inferior (t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from reflexa.evals.builtin import BUILTIN
+from reflexa.evals.builtin import BUILTIN, GENERATED, fresh_dev
 from reflexa.evals.compare import compare_fractions, compare_runs
-from reflexa.evals.suite import Suite, SuiteError, load_suite
+from reflexa.evals.suite import DEV, Suite, SuiteError, load_suite
 from reflexa.trainers.cycle_config import CycleConfig
 from reflexa.trainers.ports import MemoryLedger
 
@@ -88,11 +88,22 @@ class GateResult:
 
 
 def gate_suites(
-    store: MemoryLedger, trained_suites: list[str]
+    store: MemoryLedger,
+    trained_suites: list[str],
+    seed: int | None = None,
+    exclude: Collection[str] = (),
 ) -> tuple[list[GateSuite], list[str]]:
-    """The suites to gate on, and notes on training suites that could not be used."""
+    """The suites to gate on, and notes on how each training suite was used. With a
+    night's `seed`, a generated built-in suite's dev split is drawn afresh (less the
+    prompts in `exclude`); a suite from a file reuses its dev split, and the note says so."""
     gates, notes = [], []
     for name in trained_suites:
+        if seed is not None and name in GENERATED:
+            fresh = fresh_dev(name, seed, exclude)
+            n = sum(i.split == DEV for i in fresh.items)
+            notes.append(f"{name}: a fresh dev sample of {n} items (seed {seed})")
+            gates.append(GateSuite(fresh, (DEV,), frozen=False))
+            continue
         suite = _find_suite(store, name)
         if suite is None:
             notes.append(f"{name}: suite file not found; not gated on")
@@ -101,6 +112,8 @@ def gate_suites(
             notes.append(f"{name}: no dev (or heldout) split; not gated on (test never is)")
             continue
         gates.append(GateSuite(suite, (suite.gate_split,), frozen=False))
+        if seed is not None:
+            notes.append(f"{name}: its fixed {suite.gate_split} split, reused every night")
     frozen = BUILTIN[FROZEN]()
     gates.append(GateSuite(frozen, tuple(frozen.splits()), frozen=True))
     return gates, notes

@@ -288,15 +288,15 @@ def test_the_current_side_is_measured_once_a_night_and_memory_written_after_the_
     """Every candidate is compared with one measurement of the current adapter, taken
     before any candidate's; the memories a rejected candidate retired are active again and
     what recall did is written for the current side and the promoted one only."""
-    from reflexa.trainers.cycle import _Candidate, _record_memory, _Referee
     from reflexa.trainers.gate import Measured
+    from reflexa.trainers.referee import Referee, settle_memory
 
     from .test_gate import FROZEN, HELD, fake_evaluate
 
     settings = Settings()
     calls: list[tuple] = []
     evaluate = fake_evaluate(lambda adapter, name, memory: 10, calls)
-    referee = _Referee(settings.workspace(), lambda: "server", lambda _: evaluate, None, None)
+    referee = Referee(settings.workspace(), lambda: "server", lambda _: evaluate, None, None)
     first = referee([HELD, FROZEN], gold=False)
     assert referee([HELD, FROZEN], gold=False) is first
     assert len(calls) == 4  # 2 suites, with and without recall, once
@@ -307,12 +307,9 @@ def test_the_current_side_is_measured_once_a_night_and_memory_written_after_the_
         one, two = (m["id"] for m in store.memories())
         store.retire_memories([one], "cand-rejected")
         store.retire_memories([two], "cand-promoted")
-        gate = GateResult("promote", "", None, {})
-        tried = [
-            _Candidate(name, {"version": name}, name, gate, {}, Measured(name, {}, {}, {}), [])
-            for name in ("cand-rejected", "cand-promoted")
-        ]
-        _record_memory(store, referee, tried, best=tried[1])
+        tried = [(name, Measured(name, {}, {}, {}), [HELD, FROZEN])
+                 for name in ("cand-rejected", "cand-promoted")]  # fmt: skip
+        settle_memory(store, referee, tried, best="cand-promoted")
         status = {m["id"]: (m["status"], m["retired_by"]) for m in store.memories()}
         policies = {(p["model"], p["suite"]) for p in store.recall_policies()}
     assert status == {one: ("active", None), two: ("retired", "cand-promoted")}

@@ -243,3 +243,31 @@ def test_the_sign_flip_test_on_pass_fail_pairs_is_mcnemar_s() -> None:
 
     for b, c in ((0, 0), (3, 0), (5, 9), (12, 30), (20, 20), (1, 7)):
         assert sign_flip_p([-1] * b + [1] * c + [0] * 50) == pytest.approx(mcnemar_p(b, c))
+
+
+def test_a_night_draws_a_fresh_dev_sample_of_a_generated_suite(tmp_path: Path) -> None:
+    """Each night's seed draws generated suites' dev items afresh, none of them a question
+    of the suite's train or test split or one the loop may have learnt from; a user's suite
+    keeps its fixed dev split, and the note says it is reused."""
+    from reflexa.evals.builtin import BUILTIN
+
+    sums = BUILTIN["sums"]()
+    others = {i.user_prompt for i in sums.items if i.split != "dev"}
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("- id: a\n  prompt: x\n  split: dev\n- id: b\n  prompt: y\n")
+    with Store.open(load_settings().database) as store:
+        store.open_eval_run("mine", str(mine), {})
+        night = {}
+        for seed in (11, 12):
+            learnt = {"What is 10 + 10? Reply with only the number."}
+            gates, notes = gate_suites(store, ["sums", "mine"], seed=seed, exclude=learnt)
+            [dev] = [g for g in gates if g.label == "sums:dev"]
+            items = [i for i in dev.suite.items if i.split == "dev"]
+            night[seed] = {i.user_prompt for i in items}
+            assert 90 <= len(items) <= 100 and all(i.id.startswith(f"dev{seed}-") for i in items)
+            assert not night[seed] & (others | learnt)
+            assert [i for i in dev.suite.items if i.split == "test"] == sums.select("test")
+            assert notes[0].startswith(f"sums: a fresh dev sample of {len(items)} items")
+            assert notes[1] == "mine: its fixed dev split, reused every night"
+        assert gate_suites(store, ["sums"])[0][0].suite.select("dev") == sums.select("dev")
+    assert len(night[11] & night[12]) < 10  # two nights, two samples
