@@ -4,9 +4,15 @@ Justifications, strongest first:
   user         a person gave the answer
   gold         the item's scoring spelled it out, where gold may be learnt from
   consistency  the visible checks passed it and enough samples of the model agree with it
-  checks       the visible grounded checks passed it (alone: as strong as those checks)
+  checks       the visible grounded checks passed it, one of them deciding its value (a tool
+               that computes a stated sum, tests that run the code, an expected value)
+  form         the visible checks passed it, but they check its form alone (a schema
+               without values, a format): no evidence of the values, so it admits a row or
+               a memory only where its precision was measured and found high (a suite's
+               dev split, `trainers.admission`)
 Only `gold` needs a label. Scoring may still say, after the fact, whether a row admitted by
-the others was right: that is each justification's precision, measured, never used to select.
+the others was right: that is each justification's precision, measured; it selects only
+through that measurement, on held-out items, never row by row.
 """
 
 from __future__ import annotations
@@ -17,10 +23,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reflexa.evals.checks import checks_values, parse_checks, tool_checks
 from reflexa.evals.json_check import NoJson, extract_json
 from reflexa.evals.match_checks import numbers_in
+from reflexa.evals.verdict import grounded
 
-JUSTIFICATIONS = ("user", "gold", "consistency", "checks")
+JUSTIFICATIONS = ("user", "gold", "consistency", "checks", "form")
+ADMITTED = ("user", "gold", "consistency", "checks")  # by default; `form` where measured
+
+
+def by_checks(checks: Sequence[dict[str, Any]], prompt: str, answer: str) -> str:
+    """What justifies an answer that the visible grounded `checks` passed: `checks` where
+    one of them, or a tool that applies to it, decides its value; else `form`."""
+    parsed = parse_checks(grounded(checks))
+    return "checks" if checks_values(parsed) or tool_checks(prompt, answer, parsed) else "form"
 
 
 def justification_of(source: str) -> str:

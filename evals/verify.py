@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reflexa.evals.checks import parse_checks, run_checks, tool_checks
@@ -60,3 +60,21 @@ async def score(
     verdicts = await asyncio.gather(*(run_checks(checks, a, ctx) for a in distinct))
     right = {a: outcome(vs) == "passed" for a, vs in zip(distinct, verdicts, strict=True)}
     return [right[a] for a in answers]
+
+
+async def score_draws(
+    episode: Mapping[str, Any], prompt: str, drawn: Sequence[str], allow_unconfined: bool
+) -> list[dict[str, Any]]:
+    """A gate's extra answers to an episode's first prompt, scored after the loop: whether
+    each passed as the gate counts a pass (`passed`): by the item's scoring where it has one
+    (`correct`), else by its visible grounded checks and the tools that apply
+    (`checks_passed`). Both are kept: together they measure how often a pass of the visible
+    checks is right (`trainers.admission`)."""
+    unconfined = allow_unconfined
+    checked = [await passes(episode["checks"], prompt, a, allow_unconfined=unconfined)
+               for a in drawn]  # fmt: skip
+    right = await score(episode["scoring"], prompt, drawn, allow_unconfined=unconfined)
+    return [
+        {"answer": a, "passed": c if r is None else r, "checks_passed": c, "correct": r}
+        for a, c, r in zip(drawn, checked, right, strict=True)
+    ]

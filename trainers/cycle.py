@@ -296,6 +296,7 @@ def _candidate(
                 min_examples=config.min_examples, cycle=stage.cycle_id,
                 allow_unconfined=ws.allow_unconfined,
                 repair_turns=ws.cycle.repair_turns, mixed=mixed,
+                form_precision=ws.cycle.form_precision, frontier_weight=ws.cycle.frontier_weight,
             )  # fmt: skip
         except TooFewExamples as e:
             detail |= e.summary

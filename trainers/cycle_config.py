@@ -19,11 +19,24 @@ class CycleConfig(BaseModel):
     allow_gold: bool = Field(
         default=True, description="Train on gold answers where the model's own repair failed."
     )
-    justifications: list[Literal["user", "gold", "consistency", "checks"]] = Field(
+    justifications: list[Literal["user", "gold", "consistency", "checks", "form"]] = Field(
         default=["user", "gold", "consistency", "checks"],
         description="What may admit a training row: a user's answer, gold (where allowed), "
-        "self-consistency of samples, the visible checks alone.",
+        "self-consistency of samples, visible checks that decide the value (a tool, tests), "
+        "checks of form alone (`form`: add it to admit such rows everywhere; left out, they "
+        "are admitted only for suites where their precision was measured, form_precision).",
     )
+    form_precision: float = Field(
+        default=0.9, ge=0, le=1,
+        description="A suite's rows justified by checks of form alone are admitted where, "
+        "on its scored dev answers, the 95 % lower bound of their precision reaches this.",
+    )  # fmt: skip
+    frontier_weight: int = Field(
+        default=2, ge=1, le=8,
+        description="In SFT, each example the model did not answer by itself (a repair, a "
+        "sample that beat its greedy answer, gold, a user's) comes this many times; epochs "
+        "shrink to keep the steps the same, so the answers it already gives weigh less.",
+    )  # fmt: skip
     rounds: int = Field(
         default=1, ge=1, le=10,
         description="Cycles in a row per `reflexa cycle` (and per scheduled run); each samples "

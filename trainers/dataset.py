@@ -18,6 +18,13 @@ model's own wrong first answer, the repair request it was shown (visible feedbac
 then the verified repair, the loss on that last turn alone; so the next adapter learns to
 repair, not only to answer.
 A prompt of any gate or held-out split, or a canonical duplicate of one, is never used.
+
+Rows justified by checks of form alone (`form`) are admitted only for the suites where that
+justification was measured precise (`trainers.admission`), or where the user admits `form`
+outright. Learning is weighted to the frontier: an example whose answer the model did not
+give by itself (a repair, a sample that won over the greedy answer, gold, a user's) is
+repeated `frontier_weight` times in SFT, and the trainer scales its epochs down to match,
+so a night costs the same and the rows the model already answers (`self`) weigh less.
 """
 
 from __future__ import annotations
@@ -26,88 +33,20 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from reflexa.evals.arithmetic import stated_expression
 from reflexa.evals.contamination import TRAIN_SPLIT, Guard, prompt_hash, shared_entities
 from reflexa.evals.held_out import held_out_guard
-from reflexa.evals.signal import JUSTIFICATIONS
+from reflexa.evals.signal import ADMITTED, JUSTIFICATIONS, by_checks
 from reflexa.evals.verdict import grounded_pass
 from reflexa.evals.verify import gold_answer, passes
 from reflexa.graphs.prompts import repair_request
+from reflexa.trainers.admission import form_admission
 from reflexa.trainers.errors import TrainerError
+from reflexa.trainers.examples import SOURCES, Compiled, Example, Format
 from reflexa.trainers.ports import CorrectionSource
-
-Format = Literal["sft", "dpo", "grpo"]
-SOURCES = ("user", "repair", "gold", "sampled", "self")
-
-
-@dataclass
-class Example:
-    prompt_hash: str
-    prompt: str
-    chosen: str
-    source: str
-    rejected: str | None = None
-    episode_ids: list[str] = field(default_factory=list)
-    suites: list[str] = field(default_factory=list)
-    justification: str = "checks"
-    correct: bool | None = None  # scoring's view, where the item has scoring
-    repair_request: str | None = None  # a repair's: the feedback turn its first answer got
-
-
-@dataclass(frozen=True)
-class Compiled:
-    """The examples, and what was left out and why."""
-
-    examples: list[Example]
-    protected_skipped: int  # rows whose prompt is (a duplicate of) a gate or held-out item
-    merged: int  # rows folded into an example with the same prompt
-    unjustified: int = 0  # rows whose justification is not allowed
-    sharing_entities: int = 0  # held-out items sharing an entity word with a training row
-    prompt_suites: tuple[str, ...] = ()  # GRPO: the suites its prompts come from
-    alike: int = 0  # GRPO: prompts left out, not among those whose samples disagreed
-    gold_replaced: int = 0  # with gold: rows scoring found wrong, dropped (gold added instead)
-
-    def by_source(self) -> dict[str, int]:
-        counts = {s: 0 for s in SOURCES}
-        for e in self.examples:
-            counts[e.source] += 1
-        return {s: n for s, n in counts.items() if n}
-
-    def summary(self, records: int) -> dict[str, Any]:
-        """What was compiled, for `failures export --json` and the cycle's compile stage."""
-        return {
-            "examples": records,
-            "by_source": self.by_source(),
-            "protected_skipped": self.protected_skipped,
-            "duplicates_merged": self.merged,
-            "unjustified_skipped": self.unjustified,
-            "gold_replaced": self.gold_replaced,
-            "heldout_sharing_entities": self.sharing_entities,
-            "repairs_with_turns": sum(1 for e in self.examples if e.repair_request),
-            "precision": self.precision(),
-        } | ({"alike_skipped": self.alike} if self.alike else {})
-
-    def suites(self) -> list[str]:
-        return sorted({s for e in self.examples for s in e.suites} | set(self.prompt_suites))
-
-    def precision(self) -> dict[str, dict[str, Any]]:
-        """Per justification: examples, how many scoring could judge, how many it found
-        right, and the share (None when nothing could be scored)."""
-        out = {}
-        for j in JUSTIFICATIONS:
-            rows = [e for e in self.examples if e.justification == j]
-            if not rows:
-                continue
-            scored = [e for e in rows if e.correct is not None]
-            right = sum(bool(e.correct) for e in scored)
-            share = round(right / len(scored), 4) if scored else None
-            out[j] = {"examples": len(rows), "scored": len(scored), "right": right,
-                      "precision": share}  # fmt: skip
-        return out
 
 
 def compile_examples(
@@ -115,12 +54,17 @@ def compile_examples(
     *,
     allow_gold: bool = True,
     protected: Guard | None = None,
-    justifications: Collection[str] = JUSTIFICATIONS,
+    justifications: Collection[str] = ADMITTED,
     allow_unconfined: bool = False,
+    form_precision: float = 0.9,
 ) -> Compiled:
     """Every usable example in the store, deduplicated by normalised prompt.
-    `allow_unconfined`: gold answers are checked even where code runs unisolated."""
+    `allow_unconfined`: gold answers are checked even where code runs unisolated.
+    `form_precision`: what a suite's measured precision of `form` rows must reach (lower
+    bound) for them to be admitted, where `form` is not among `justifications` outright."""
     protected = held_out_guard(store.held_out_prompts()) if protected is None else protected
+    admission = form_admission(store.form_evidence(), form_precision)
+    form_suites = {s for s, a in admission.items() if a["admitted"]}
     kept: dict[str, Example] = {}
     skipped = merged = unjustified = 0
     rows, replaced = _rows(store, allow_gold, allow_unconfined)
@@ -128,7 +72,10 @@ def compile_examples(
         if protected.protects(row.prompt):
             skipped += 1
             continue
-        if row.justification not in justifications:
+        admitted = row.justification in justifications or (
+            row.justification == "form" and any(s in form_suites for s in row.suites)
+        )
+        if not admitted:
             unjustified += 1
             continue
         best = kept.get(row.prompt_hash)
@@ -143,7 +90,8 @@ def compile_examples(
         kept[row.prompt_hash] = winner
     examples = sorted(kept.values(), key=lambda e: (_rank(e), e.prompt_hash))
     sharing = shared_entities(protected.items, [e.prompt for e in examples])
-    return Compiled(examples, skipped, merged, unjustified, sharing, gold_replaced=replaced)
+    return Compiled(examples, skipped, merged, unjustified, sharing, gold_replaced=replaced,
+                    admission=admission)  # fmt: skip
 
 
 def _rank(e: Example) -> tuple[int, int]:
@@ -176,10 +124,13 @@ def _rows(
         if c.source == "repair" and first and first.answer == c.rejected:
             asked = repair_request(first.verdicts, first.diagnosis)
         suites = [episode.suite] if episode and episode.suite else []
+        justification = c.justification
+        if justification == "checks" and episode is not None:  # rows from before `form`
+            justification = by_checks(episode.checks, c.prompt, c.chosen)
         rows.append(
             Example(
                 c.prompt_hash, c.prompt, c.chosen, c.source, c.rejected,
-                [c.episode_id] if c.episode_id else [], suites, c.justification, c.correct,
+                [c.episode_id] if c.episode_id else [], suites, justification, c.correct,
                 asked,
             )
         )  # fmt: skip
@@ -194,8 +145,9 @@ def _rows(
         if passed and gold_ok and e.first_correct is False:
             replaced += 1
         elif passed and (allow_gold or e.id not in shaped):
+            justification = by_checks(e.checks, e.prompt, first.answer)
             rows.append(
-                Example(key, e.prompt, first.answer, "self", None, [e.id], suites, "checks",
+                Example(key, e.prompt, first.answer, "self", None, [e.id], suites, justification,
                         e.first_correct)
             )  # fmt: skip
         uncorrected = gold_ok and e.id not in corrected and e.first_correct is False
@@ -213,13 +165,16 @@ def _rows(
 
 
 def to_records(
-    examples: Sequence[Example], fmt: Format, repair_turns: bool = True
+    examples: Sequence[Example], fmt: Format, repair_turns: bool = True, frontier_weight: int = 1
 ) -> list[dict[str, Any]]:
     """Rows in TRL's conversational formats: `messages` for SFT (and, with `repair_turns`,
     a repair's conversation, source `repair_turn`), prompt/chosen/rejected for DPO (only
-    examples with a rejected answer), each with its provenance."""
-    records = []
+    examples with a rejected answer), each with its provenance. In SFT a frontier example's
+    rows come `frontier_weight` times."""
+    records: list[dict[str, Any]] = []
     for e in examples:
+        copies = frontier_weight if fmt == "sft" and e.frontier else 1
+        before = len(records)
         user = [{"role": "user", "content": e.prompt}]
         meta = {
             "source": e.source,
@@ -234,6 +189,7 @@ def to_records(
                         {"role": "user", "content": e.repair_request},
                         {"role": "assistant", "content": e.chosen}]  # fmt: skip
                 records.append({"messages": turn} | meta | {"source": "repair_turn"})
+            records += records[before:] * (copies - 1)
         elif e.rejected is not None and e.rejected.strip() != e.chosen.strip():
             records.append(
                 {
@@ -251,7 +207,7 @@ def prompt_records(
     *,
     allow_gold: bool,
     protected: Guard | None = None,
-    justifications: Collection[str] = JUSTIFICATIONS,
+    justifications: Collection[str] = ADMITTED,
     mixed: Collection[str] | None = None,
 ) -> tuple[list[dict[str, Any]], Compiled]:
     """GRPO rows: each training prompt once (not a protected one), with the checks its
@@ -296,7 +252,7 @@ def prompt_records(
 
 def dataset_hash(records: Sequence[dict[str, Any]]) -> str:
     """Hash of the training content (not the provenance): same data, same hash."""
-    provenance = ("episode_ids", "source", "justification")
+    provenance = ("episode_ids", "source", "justification")  # weighting repeats rows: kept
     content = [{k: v for k, v in r.items() if k not in provenance} for r in records]
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
@@ -338,12 +294,14 @@ def build_dataset(
     fmt: Format,
     *,
     allow_gold: bool,
-    justifications: Collection[str] = JUSTIFICATIONS,
+    justifications: Collection[str] = ADMITTED,
     protected: Guard | None = None,
     min_examples: int = 1,
     allow_unconfined: bool = False,
     repair_turns: bool = True,
     mixed: Collection[str] | None = None,
+    form_precision: float = 0.9,
+    frontier_weight: int = 1,
     **manifest: Any,
 ) -> tuple[Compiled, int]:
     """Compile the store's corrections into `fmt` rows and write them to `out`; the
@@ -357,20 +315,24 @@ def build_dataset(
     else:
         compiled = compile_examples(
             store, allow_gold=allow_gold, protected=protected, justifications=justifications,
-            allow_unconfined=allow_unconfined,
+            allow_unconfined=allow_unconfined, form_precision=form_precision,
         )  # fmt: skip
         records = to_records(compiled.examples, fmt, repair_turns)
-    if len(records) < max(min_examples, 1):
+    unique = len(records)
+    if unique < max(min_examples, 1):
         why = (
             f"; {compiled.alike} prompts left out, their sampled answers all earned the same reward"
             if compiled.alike
             else ""
         )
         raise TooFewExamples(
-            f"{len(records)} {fmt} examples, fewer than the {max(min_examples, 1)} needed "
+            f"{unique} {fmt} examples, fewer than the {max(min_examples, 1)} needed "
             "(min_examples): collect more with `reflexa eval run SUITE --split train` "
             f"(or chat with checks){why}",
-            compiled.summary(len(records)),
+            compiled.summary(unique),
         )
+    if frontier_weight > 1 and fmt == "sft":  # the trainer scales its epochs by unique_rows
+        records = to_records(compiled.examples, fmt, repair_turns, frontier_weight)
+        manifest["unique_rows"] = unique
     write_dataset(records, out, fmt, suites=compiled.suites(), **manifest)
-    return compiled, len(records)
+    return compiled, unique

@@ -5,7 +5,8 @@ greedy answer and `cycle.sample_n` samples (two requests), then a vote among the
   large enough majority; it must pass the visible checks) becomes a correction justified by
   `consistency`.
 - Else an answer that passes the visible grounded checks and the tool checks that apply (a
-  stated sum is computed) is kept, the greedy one first, justified by `checks` alone.
+  stated sum is computed) is kept, the greedy one first, justified by `checks` where one of
+  them decides its value, else by `form` (`evals.signal.by_checks`).
 Scoring, where the item has it, only records whether the kept answer was right (`correct`,
 for precision); it never chooses. The greedy answer is asked afresh, so a later round
 judges the model it samples from, not the one that answered when the episode was logged.
@@ -23,7 +24,7 @@ import httpx
 
 from reflexa.evals.arithmetic import stated_expression
 from reflexa.evals.contamination import TRAIN_SPLIT, Guard, prompt_hash
-from reflexa.evals.signal import vote
+from reflexa.evals.signal import by_checks, vote
 from reflexa.evals.verdict import grounded
 from reflexa.evals.verify import gold_answer, passes
 from reflexa.trainers.ports import CorrectionSource, ModelServer
@@ -76,7 +77,7 @@ async def sample_corrections(
     of the prompts whose answers disagreed (`mixed`); and those prompts' hashes."""
     c = ws.cycle
     limit = asyncio.Semaphore(c.concurrency)
-    counts = {"prompts": len(targets), "consistency": 0, "checks": 0}
+    counts = {"prompts": len(targets), "consistency": 0, "checks": 0, "form": 0}
     mixed: set[str] = set()
     done = 0
 
@@ -147,7 +148,8 @@ async def _judge(
     if chosen is not None:
         answer, justification = chosen.answer, "consistency"
     elif any(ok):
-        answer, justification = answers[ok.index(True)], "checks"
+        answer = answers[ok.index(True)]
+        justification = by_checks(checks, prompt, answer)
     else:
         return None
     scoring = episode.scoring

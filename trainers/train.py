@@ -16,6 +16,7 @@ behind.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -37,6 +38,14 @@ from reflexa.trainers.workspace import Workspace
 
 # (step, total steps, latest loss or None)
 StepFn = Callable[[int, int, float | None], None]
+
+
+def same_steps(config: TrainConfig, manifest: dict[str, Any], rows: int) -> TrainConfig:
+    """Where the dataset repeats its frontier rows (`unique_rows` of `rows` are distinct),
+    fewer epochs, so training takes the steps it would take on the distinct rows."""
+    if not manifest.get("unique_rows") or config.max_steps > 0 or rows == 0:
+        return config
+    return dataclasses.replace(config, epochs=config.epochs * manifest["unique_rows"] / rows)
 
 
 def load_dataset_dir(path: Path, config: TrainConfig) -> tuple[Any, dict[str, Any]]:
@@ -85,6 +94,7 @@ def build_adapter(
             f"{ws.max_lora_rank}: vLLM could not load it"
         )
     dataset, manifest = load_dataset_dir(dataset_dir, config)
+    config = same_steps(config, manifest, len(dataset))
     ws.adapters_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(ws.adapters_dir)
     partial = ws.adapters_dir / f".partial-{owner or os.getpid()}-{uuid.uuid4().hex[:8]}"

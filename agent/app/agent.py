@@ -32,8 +32,9 @@ from reflexa.evals import CheckSpecError, make_judge, parse_checks
 from reflexa.evals.checks import split_gold
 from reflexa.evals.contamination import learnable
 from reflexa.evals.leaks import stated_answers
+from reflexa.evals.signal import by_checks
 from reflexa.evals.verdict import grounded_pass
-from reflexa.evals.verify import gold_answer, passes, score
+from reflexa.evals.verify import gold_answer, passes, score, score_draws
 from reflexa.graphs import ReflectionContext, ReflectionState, build_reflection_graph, turn_input
 
 # (event, payload): ("token", {"node", "text"}) while an answer streams, ("node", {"node",
@@ -292,23 +293,10 @@ class Agent:
             episode_id, status=result.status, answer=result.answer, error=None,
             attempts=result.attempts, latency_s=result.latency_s, final_index=final,
             scores=scores, corrections=corrections,
-            draws=await judge_draws(episode, prompt, drawn, unconfined) if drawn else None,
+            draws=await score_draws(episode, prompt, drawn, unconfined) if drawn else None,
             gold_memory=await gold_memory(episode, prompt, scores[final], unconfined),
         )  # fmt: skip
         return result
-
-
-async def judge_draws(
-    episode: dict[str, Any], prompt: str, drawn: list[str], allow_unconfined: bool
-) -> list[dict[str, Any]]:
-    """Each extra answer and whether it passed as a gate counts a pass: by the item's
-    scoring where it has one, else by its visible grounded checks (and the tools that apply)."""
-    if episode["scoring"]:
-        ok = await score(episode["scoring"], prompt, drawn, allow_unconfined=allow_unconfined)
-    else:
-        ok = [await passes(episode["checks"], prompt, a, allow_unconfined=allow_unconfined)
-              for a in drawn]  # fmt: skip
-    return [{"answer": a, "passed": bool(p)} for a, p in zip(drawn, ok, strict=True)]
 
 
 def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -320,9 +308,11 @@ def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     attempts = state["attempts"]
     fix = attempts[state["final_index"]]
-    return [{"prompt": state["messages"][-2]["content"], "rejected": attempts[0]["answer"],
+    prompt = state["messages"][-2]["content"]
+    return [{"prompt": prompt, "rejected": attempts[0]["answer"],
              "chosen": fix["answer"], "source": "repair",
-             "verified": grounded_pass(fix["verdicts"]), "justification": "checks"}]  # fmt: skip
+             "verified": grounded_pass(fix["verdicts"]),
+             "justification": by_checks(state["checks"], prompt, fix["answer"])}]  # fmt: skip
 
 
 async def gold_memory(

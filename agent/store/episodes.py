@@ -17,7 +17,8 @@ from reflexa.agent.store.memories import MemoryRecords, Remembered
 from reflexa.agent.store.records import columns
 from reflexa.agent.store.tables import Attempt, Correction, Episode, Memory, utcnow
 from reflexa.evals.contamination import TRAIN_SPLIT, learnable, prompt_hash
-from reflexa.evals.signal import justification_of
+from reflexa.evals.signal import by_checks, justification_of
+from reflexa.evals.suite import DEV, HELDOUT
 from reflexa.evals.verdict import grounded_ran
 from reflexa.trainers.records import AttemptRecord, CorrectionRecord, EpisodeRecord
 
@@ -180,6 +181,27 @@ class EpisodeRecords(MemoryRecords):
                 .order_by(Episode.created_at)
             )
             return [_episode_record(r) for r in rows if r.attempts]
+
+    def form_evidence(self) -> dict[str, list[tuple[bool, bool]]]:
+        """Per suite, from its scored held-out answers (first answers and a gate's draws)
+        whose visible checks judge form alone: (the visible checks passed it, scoring found
+        it right), to measure what a pass of form is worth there (`trainers.admission`)."""
+        out: dict[str, list[tuple[bool, bool]]] = {}
+        with self._session() as s:
+            rows = s.execute(
+                select(Episode.suite, Episode.prompt, Episode.answer, Episode.checks,
+                       Episode.first_passed, Episode.first_correct, Episode.draws)
+                .where(Episode.split.in_((DEV, HELDOUT)), Episode.suite.is_not(None),
+                       Episode.first_correct.is_not(None), Episode.first_passed.is_not(None))
+            )  # fmt: skip
+            for suite, prompt, answer, checks, passed, correct, draws in rows:
+                if by_checks(checks, prompt, answer or "") != "form":
+                    continue
+                pairs = out.setdefault(suite, [])
+                pairs.append((bool(passed), bool(correct)))
+                pairs += [(bool(d["checks_passed"]), bool(d["correct"])) for d in draws or []
+                          if d.get("correct") is not None]  # fmt: skip
+        return out
 
     def held_out_prompts(self) -> list[tuple[str, list[Any]]]:
         """(prompt, scoring) of the episodes recorded under any split but train (held-out,

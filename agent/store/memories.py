@@ -58,11 +58,14 @@ class MemoryRecords(Records):
         """Make memories recallable, one per prompt (the better source, or the newer of
         equals, wins), and count the memories an episode used. A transaction of its own: a
         broken index (`reflexa memory rebuild`) or a concurrent writer of the same prompt
-        costs the memory, never the episode or the correction."""
+        costs the memory, never the episode or the correction. An answer justified by checks
+        of form alone is not remembered: as an example it teaches values nothing verified
+        (json-extract lost 18 points recalling such memories: bench/results/memory-effect-
+        2026-12-05.json)."""
         try:
             with self._session.begin() as s:
                 for m in memories:
-                    if m is not None:
+                    if m is not None and m.justification != "form":
                         self._upsert_memory(s, m, checks, suite)
                 if used:
                     s.execute(

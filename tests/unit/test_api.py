@@ -60,9 +60,9 @@ def api() -> Iterator[TestClient]:
         yield client
 
 
-def ask(api: TestClient, **body: Any) -> Any:
+def ask(api: TestClient, prompt: str = "2+2?", **body: Any) -> Any:
     return api.post(
-        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "2+2?"}]} | body
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": prompt}]} | body
     )
 
 
@@ -79,14 +79,25 @@ def test_a_completion_carries_the_reflection_trace(api: TestClient) -> None:
     assert episode["status"] == "repaired" and len(episode["attempts"]) == 2
 
 
-def test_a_verified_repair_is_recalled_next_time_and_named_in_the_trace(api: TestClient) -> None:
-    first = ask(api, reflexa=CHECK).json()["reflexa"]
-    assert first["status"] == "repaired"
-    assert first["attempts"][0]["memory"]["note"].startswith("nothing recalled")
-    again = ask(api).json()["reflexa"]["attempts"][0]["memory"]
-    assert [(m["source"], m["prompt"]) for m in again["used"]] == [("repair", "2+2?")]
-    off = ask(api, reflexa={"memory": False}).json()["reflexa"]["attempts"][0]["memory"]
-    assert off["used"] == [] and off["note"] == "memory off"
+def test_a_verified_repair_is_recalled_next_time_and_named_in_the_trace() -> None:
+    """A repair whose value a check decided (here the arithmetic tool: the prompt states a
+    sum) is remembered; one that only a check of form passed is not (the next test)."""
+    asked = "What is 2+2?"
+    with app_client(["5", DIAGNOSIS, "4", "4", "4"]) as api:
+        first = ask(api, asked, reflexa=CHECK).json()["reflexa"]
+        assert first["status"] == "repaired"
+        assert first["attempts"][0]["memory"]["note"].startswith("nothing recalled")
+        again = ask(api, asked).json()["reflexa"]["attempts"][0]["memory"]
+        assert [(m["source"], m["prompt"]) for m in again["used"]] == [("repair", asked)]
+        off = ask(api, asked, reflexa={"memory": False}).json()["reflexa"]["attempts"][0]
+    assert off["memory"]["used"] == [] and off["memory"]["note"] == "memory off"
+
+
+def test_a_repair_only_a_check_of_form_passed_is_not_remembered() -> None:
+    with app_client(["5", DIAGNOSIS, "4", "hello"]) as api:
+        assert ask(api, reflexa=CHECK).json()["reflexa"]["status"] == "repaired"  # "2+2?"
+        again = ask(api).json()["reflexa"]["attempts"][0]["memory"]
+    assert again["used"] == [] and again["note"].startswith("nothing recalled")
 
 
 def test_streaming_sends_openai_chunks_then_done(api: TestClient) -> None:

@@ -169,7 +169,7 @@ def test_contamination_guard_never_trains_on_gate_or_heldout_prompts(store: Stor
     # A custom suite's held-out item recorded by an eval run, then seen again in chat.
     episode(store, "Custom held-out question", [attempt("a", False)], split="heldout")
     episode(store, "custom held-out   QUESTION", [attempt("42", True)], split=None)
-    kept = episode(store, "A training question", [attempt("42", True)])
+    kept = episode(store, "A training question: what is 40 + 2?", [attempt("42", True)])
     compiled = compile_examples(store)
     assert [e.episode_ids for e in compiled.examples] == [[kept]]
     assert compiled.protected_skipped == 3

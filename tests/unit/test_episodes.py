@@ -21,6 +21,7 @@ from reflexa.agent.store import Store
 from reflexa.agent.store.db import sqlite_url
 from reflexa.evals import JudgeFn, JudgeResult
 from reflexa.evals.contamination import Guard
+from reflexa.evals.signal import JUSTIFICATIONS
 from reflexa.graphs import ReflectionContext, build_reflection_graph
 from reflexa.trainers.dataset import compile_examples, dataset_hash, to_records
 from tests.fakes import ScriptedChatModel
@@ -126,7 +127,7 @@ def test_an_expected_value_only_scores_and_never_reaches_the_model() -> None:
     assert episode["scoring"] == gold
     assert (episode["first_correct"], episode["final_correct"]) == (False, False)
     (correction,) = store.corrections()  # the repair, justified by the form check only
-    assert (correction.justification, correction.correct) == ("checks", False)
+    assert (correction.justification, correction.correct) == ("form", False)
     assert all(c.source != "gold" for c in store.corrections())  # a request allows no gold
 
 
@@ -275,11 +276,13 @@ def test_one_store_with_and_without_scoring_compiles_the_same_label_free_dataset
                 await agent.run(r)
 
         asyncio.run(with_agent(script, body, store=store))
-        label_free = compile_examples(store, allow_gold=False, protected=Guard())
+        # The checks here judge form alone: admitted outright, to compare every row.
+        everything = {"protected": Guard(), "justifications": JUSTIFICATIONS}
+        label_free = compile_examples(store, allow_gold=False, **everything)
         records = to_records(label_free.examples, "sft")
         compiled[scored] = (dataset_hash(records), [r["messages"] for r in records])
         if scored:  # where gold is allowed, it replaces what it found wrong
-            gold = compile_examples(store, allow_gold=True, protected=Guard())
+            gold = compile_examples(store, allow_gold=True, **everything)
             chosen = {e.prompt: (e.source, e.chosen) for e in gold.examples}
             assert chosen == {
                 "What is two plus two?": ("gold", "4"),

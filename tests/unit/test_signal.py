@@ -71,9 +71,10 @@ def test_the_sampling_judge_keeps_a_voted_answer_and_records_scorings_view() -> 
     kept = asyncio.run(_judge(episode, "no", [right] * 5 + [wrong] * 3, 3, 5))
     assert kept is not None
     assert (kept["source"], kept["justification"]) == ("sampled", "consistency")
-    # No majority: a passing answer is kept, justified by the checks alone, greedy first.
+    # No majority: a passing answer is kept, greedy first, justified by the checks alone:
+    # here a schema, which checks the form only.
     kept = asyncio.run(_judge(episode, "no", [wrong, right, "no", "no"], 3, 5))
-    assert kept is not None and (kept["chosen"], kept["justification"]) == (wrong, "checks")
+    assert kept is not None and (kept["chosen"], kept["justification"]) == (wrong, "form")
     assert kept["correct"] is False  # measured, not used to choose
     kept = asyncio.run(_judge(replace(episode, first_passed=True), right, [wrong, "no"], 3, 5))
     assert kept is not None and (kept["chosen"], kept["source"]) == (right, "self")
@@ -126,5 +127,5 @@ def test_sampling_returns_the_prompts_whose_answers_disagreed(
         counts, mixed = asyncio.run(
             sample_corrections(settings.workspace(), store, client, None, targets)
         )
-        assert counts == {"prompts": 3, "consistency": 1, "checks": 1, "mixed": 1}
+        assert counts == {"prompts": 3, "consistency": 1, "checks": 1, "form": 0, "mixed": 1}
         assert mixed == {prompt_hash("What is 40 + 2?")}
