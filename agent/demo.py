@@ -127,8 +127,9 @@ def _rows(suite: str, before: dict, train: dict, cycle: dict, compared: dict) ->
     ]  # fmt: skip
     for name, s in cycle.get("suites", {}).items():
         if name == "capabilities":
-            rows.append(["capabilities (frozen), first-attempt pass", f"{s['current']:.1%}",
-                         f"{s['candidate']:.1%}", f"{s['p_value']:.2g}"])  # fmt: skip
+            rows.append(["capabilities (frozen), pass over the gate's answers",
+                         f"{s['current']:.1%}", f"{s['candidate']:.1%}",
+                         f"{s['p_value']:.2g}"])  # fmt: skip
     return rows
 
 
@@ -137,7 +138,7 @@ def _rate(run: dict[str, Any], key: str) -> str:
 
 
 def _table(rows: list[list[str]]) -> str:
-    header = ["", "before", "after", "McNemar p"]
+    header = ["", "before", "after", "paired p"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
     return "\n" + "\n".join(lines)
@@ -169,7 +170,7 @@ max-width:900px;margin:2em auto}}td,th{{border:1px solid #ddd;padding:.3em .7em}
 table{{border-collapse:collapse;margin:1em 0}}</style></head><body>
 <h1>One self-repair cycle on {args.suite} ({source})</h1>
 <p>{html.escape(cycle["status"])}: {html.escape(cycle["reason"] or "")}</p>
-<table><tr><th></th><th>before</th><th>after</th><th>McNemar p</th></tr>{table}</table>
+<table><tr><th></th><th>before</th><th>after</th><th>paired p</th></tr>{table}</table>
 <img alt="before and after" src="data:image/png;base64,{figure_png(fig)}">
 <h2>Cycle stages</h2><table>{stages}</table></body></html>
 """

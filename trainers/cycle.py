@@ -22,13 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from reflexa.evals.contamination import Guard
+from reflexa.evals.contamination import TRAIN_SPLIT, Guard
 from reflexa.evals.held_out import held_out_guard
 from reflexa.trainers.child import dataset_name, train_in_child
 from reflexa.trainers.config import TrainConfig, train_config
 from reflexa.trainers.dataset import Format, TooFewExamples, build_dataset
 from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.gate import GateResult, GateSuite, Measured, decide, holm, measure
+from reflexa.trainers.history import method_order, nothing_new, seen
 from reflexa.trainers.ports import TrainerStore
 from reflexa.trainers.referee import Connect, Evaluator, Progress, Referee, Server, settle_memory
 from reflexa.trainers.registry import load, parent_folder, promote, register
@@ -70,6 +71,8 @@ class _Stages:
         self.store, self.cycle_id, self.log = store, cycle_id, log
         self.round_no = 1
         self.continue_parent = False  # SFT goes on from the promoted adapter (`run_cycle`)
+        self.history: list[dict[str, Any]] = []  # past cycles, newest first
+        self.started = time.perf_counter()
         self.done: list[dict[str, Any]] = []
 
     @contextmanager
@@ -117,6 +120,7 @@ def run_cycle(
         cycle_id = store.start_cycle(trigger)
         stages = _Stages(store, cycle_id, log)
         stages.round_no, stages.continue_parent = round_no, gold_dropped
+        stages.history = [c for c in store.cycles(limit=30) if c["id"] != cycle_id]
         out: dict[str, Any] = {
             "cycle_id": cycle_id,
             "round": round_no,
@@ -125,12 +129,16 @@ def run_cycle(
             "gate": None,
         }
         try:
+            idle = nothing_new(stages.history, _seen(store)) if trigger == "schedule" else None
+            if idle:
+                raise Skip(idle)
             out |= _run(ws, store, functools.cache(connect), evaluator, stages, log, on_progress)
         except Skip as e:
             out |= {"status": "skipped", "decision": "skip", "reason": str(e)}
         except (TrainerError, subprocess.SubprocessError, OSError) as e:
             out |= {"status": "failed", "decision": "fail", "reason": str(e)}
         out["stages"] = stages.done
+        out["seen"] = _seen(store)  # what the next scheduled night compares with
         store.finish_cycle(
             cycle_id,
             status=out["status"],
@@ -139,6 +147,10 @@ def run_cycle(
             result=out,
         )
         return out
+
+
+def _seen(store: TrainerStore) -> dict[str, int]:
+    return seen(len(store.training_episodes(TRAIN_SPLIT)), len(store.corrections()))
 
 
 def round_settings(ws: Workspace, round_no: int) -> Workspace:
@@ -200,7 +212,19 @@ def _run(
     tried: list[_Candidate] = []
     skipped: dict[str, str] = {}
     referee = Referee(ws, connect, evaluator, current, on_progress)
+    order_why = None
+    if len(methods) > 1:
+        methods, order_why = method_order(stage.history, methods)
+        log(f"cycle: {order_why}")
+    budget = ws.cycle.budget_minutes * 60
     for method in methods:
+        spent = time.perf_counter() - stage.started
+        if method != methods[0] and spent > budget:  # the likeliest winner went first
+            skipped[method] = (
+                f"the night's budget was spent ({spent / 60:.0f} of "
+                f"{ws.cycle.budget_minutes:g} minutes, budget_minutes)"
+            )
+            continue
         args = (method, config, len(methods) > 1, protected, current, mixed, on_progress)
         try:
             tried.append(_candidate(ws, store, connect, evaluator, stage, referee, *args))
@@ -245,6 +269,7 @@ def _run(
         out["methods"] = {c.method: c.summary() for c in tried} | {
             m: {"skipped": reason} for m, reason in skipped.items()
         }
+        out["method_order"] = order_why
     return out
 
 

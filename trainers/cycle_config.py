@@ -93,6 +93,11 @@ class CycleConfig(BaseModel):
         "the candidate's pass-fraction difference must stay above minus this.",
     )  # fmt: skip
     concurrency: int = Field(default=8, ge=1, le=256, description="Gate requests in flight.")
+    budget_minutes: float = Field(
+        default=30, gt=0,
+        description="A night's time: past it, no further candidate method is started (the "
+        "likeliest winner by the record goes first; the first always runs).",
+    )  # fmt: skip
     misfire_grace_s: int = Field(
         default=6 * 3600, ge=1,
         description="A scheduled cycle missed (scheduler down) still runs if this late.",

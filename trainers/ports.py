@@ -43,6 +43,7 @@ class CycleLog(Protocol):
     """Each cycle and its stages, as they end."""
 
     def start_cycle(self, trigger: str) -> str: ...
+    def cycles(self, limit: int = 20) -> list[dict[str, Any]]: ...  # newest first
     def record_stage(self, cycle_id: str, stage: dict[str, Any]) -> None: ...
     def finish_cycle(
         self,

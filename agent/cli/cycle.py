@@ -73,8 +73,9 @@ def cycle(settings: Settings, rounds: int | None, as_json: bool, trigger: str) -
 
 def _cycle_summary(result: dict[str, Any]) -> dict[str, Any]:
     gate = result["gate"] or {}
+    keys = ("current", "candidate", "difference", "p_value", "lower_95", "answers", "items")
     suites = {
-        name: {k: s[k] for k in ("current", "candidate", "difference", "p_value", "items")}
+        name: {k: s[k] for k in keys if k in s}  # cycles before pass fractions: no lower_95
         for name, s in gate.get("suites", {}).items()
     }
     compiled = compile_stage(result["stages"])
@@ -86,6 +87,7 @@ def _cycle_summary(result: dict[str, Any]) -> dict[str, Any]:
         "suites": suites,
         "precision": compiled.get("precision"),
         "memory": gate.get("memory"),
+        "notes": gate.get("notes"),
     }
 
 
@@ -112,11 +114,14 @@ def _print_cycle(result: dict[str, Any], numbered: bool = False) -> None:
             f"{m['examples']} rows, trained in {m['train_s']:.0f} s"
         )
     if result["gate"]:
-        click.echo("  gate suite                       current  candidate  p")
+        click.echo("  gate suite (pass fraction)       current  candidate  p       lower bound")
         for name, s in result["gate"]["suites"].items():
             click.echo(
-                f"  {name:32s} {s['current']:6.1%}  {s['candidate']:8.1%}  {s['p_value']:.3g}"
+                f"  {name:32s} {s['current']:6.1%}  {s['candidate']:8.1%}  {s['p_value']:<7.3g}"
+                f" {s.get('lower_95', float('nan')):+.1%}"
             )
+        for note in result["gate"].get("notes") or []:
+            click.echo(f"  gate: {note}")
         for side, effects in (result["gate"].get("memory") or {}).items():
             for name, e in effects.items():
                 if isinstance(e, dict):

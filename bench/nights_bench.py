@@ -1,0 +1,293 @@
+"""Nights that look like use: each day new traffic arrives, each night the scheduled job runs,
+and the test split of every suite is measured after it (never used for a decision).
+
+    .venv/bin/python -m bench.nights_bench --nights 4            # a new run, in .bench-work/
+    .venv/bin/python -m bench.nights_bench --resume .bench-work/nights-XXXX   # after a kill
+    .venv/bin/python -m bench.nights_bench --report              # redraw nights.html
+
+Day n: a fresh batch of training traffic per suite, as a user would send it: `reflexa eval
+run FILE --split train` (reflection on, memory on) on a file of new prompts drawn from a
+seed of that day, for the generated suites `sums` and `arithmetic` (their gold may be learnt
+from, in night 1 only: the user then turns gold off), `json-extract` (label-free: gold never
+allowed) and a user's own label-free suite, `orders` (bench/nights_user.py). Night n:
+`reflexa cycle --json --trigger schedule`, exactly what `reflexa schedule run` starts, with
+default settings. After it: each suite's test split and the frozen suite through the
+adapter then served (first answers, no memory). Night 0 is the base model before any.
+
+Every step is recorded in the run's folder as it ends (`state.json`); run again with
+--resume and the finished steps are skipped, an interrupted eval run resumes where it
+stopped, and a night whose cycle was killed runs again. When the last night is measured,
+bench/results/nights-DATE.json (commit, machine, per suite `test_by_night`, per night the
+gate's decision and reason, rows by justification with their precision, wall time and the
+gate's share) and bench/results/nights.html (a learning curve per suite) are written.
+Answers are capped at 128 tokens, as in the demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import yaml
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from bench import nights_user
+from bench.home import ROOT
+from bench.record import RESULTS, write_result
+from reflexa.agent.demo import DEMO_ENV
+from reflexa.evals.builtin import GENERATED
+from reflexa.evals.report import compile_stage, figure_png
+from reflexa.evals.verify import score
+
+GENERATED_SUITES = ("sums", "arithmetic", "json-extract")
+LABEL_FREE = ("json-extract", "orders")  # their gold is never learnt from
+SUITES = (*GENERATED_SUITES, "orders")
+WORK = ROOT / ".bench-work"
+
+
+class Night:
+    """One run's folder: its state (steps done, what each measured) and its reflexa home."""
+
+    def __init__(self, folder: Path, args: dict[str, Any] | None = None) -> None:
+        self.folder, self.file = folder, folder / "state.json"
+        if self.file.exists():
+            self.state = json.loads(self.file.read_text())
+        elif args is None:
+            sys.exit(f"nights_bench: {folder} has no state.json to resume")
+        else:
+            self.state = {"args": args, "done": {}, "started": time.time()}
+        port = str(self.state["args"]["port"])
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("REFLEXA_")}
+        self.env |= DEMO_ENV | {"REFLEXA_HOME": str(folder / "home"), "REFLEXA_SERVER__PORT": port}
+
+    def step(self, key: str, work: Any) -> Any:
+        """`work()`'s result, run once: recorded under `key` as soon as it ends."""
+        if key not in self.state["done"]:
+            started = time.perf_counter()
+            result = work()
+            seconds = round(time.perf_counter() - started, 1)
+            self.state["done"][key] = {"result": result, "seconds": seconds}
+            self.file.write_text(json.dumps(self.state, indent=1, default=str))
+            print(f"nights_bench: {key} done", file=sys.stderr, flush=True)
+        return self.state["done"][key]["result"]
+
+    def reflexa(self, *words: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "reflexa.agent", *words, "--json"],
+            stdout=subprocess.PIPE, text=True, env=self.env | (env or {}), check=False,
+        )  # fmt: skip
+        if done.returncode not in (0, 1) or not done.stdout.strip():  # a cycle may exit 1
+            sys.exit(f"nights_bench: `reflexa {' '.join(words)}` failed ({done.returncode})")
+        return json.loads(done.stdout)
+
+
+def traffic_file(folder: Path, suite: str, night: int, count: int) -> Path:
+    """The day's new training prompts of `suite`, as a suite file a user would run: a
+    label-free suite's carry no scoring (the user has none). What the bench knows is right
+    for each prompt goes to `key.json` beside it, to measure the night's rows with."""
+    if suite == "orders":
+        doc, key = nights_user.suite(night, count)
+    else:
+        drawn = [i for i in GENERATED[suite](1000 + night).items if i.split == "train"][:count]
+        rows = [i.model_dump(mode="json", exclude_defaults=True) for i in drawn]
+        key = {r["prompt"]: r.get("scoring", []) for r in rows}
+        if suite in LABEL_FREE:
+            rows = [{k: v for k, v in r.items() if k != "scoring"} for r in rows]
+        doc = {"name": suite, "allow_gold": suite not in LABEL_FREE,
+               "items": [r | {"split": "train"} for r in rows]}  # fmt: skip
+    path = folder / "traffic" / f"{suite}-night{night}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    keys = folder / "traffic" / "key.json"
+    known = json.loads(keys.read_text()) if keys.exists() else {}
+    keys.write_text(json.dumps(known | key))
+    return path
+
+
+def row_precision(folder: Path, dataset: str | None) -> dict[str, dict[str, int]]:
+    """The night's SFT rows by justification, scored against the bench's own key (the loop
+    never saw it): rows, how many the key covers, how many of those are right."""
+    if not dataset or not Path(dataset).is_dir():
+        return {}
+    from datasets import load_from_disk
+
+    key = json.loads((folder / "traffic" / "key.json").read_text())
+    out: dict[str, dict[str, int]] = {}
+    for row in load_from_disk(dataset):
+        if row.get("source") == "repair_turn" or "messages" not in row:
+            continue
+        prompt, answer = row["messages"][0]["content"], row["messages"][-1]["content"]
+        count = out.setdefault(row["justification"], {"rows": 0, "scored": 0, "right": 0})
+        count["rows"] += 1
+        if key.get(prompt):
+            count["scored"] += 1
+            count["right"] += bool(asyncio.run(score(key[prompt], prompt, [answer]))[0])
+    return out
+
+
+def measure(run: Night, adapter: str) -> dict[str, Any]:
+    """Each suite's test split and the frozen suite, first answers through `adapter`."""
+    out = {}
+    for suite in (*SUITES, "capabilities"):
+        name = str(run.folder / "traffic" / "orders-night0.yaml") if suite == "orders" else suite
+        split = [] if suite == "capabilities" else ["--split", "test"]
+        report = run.reflexa("eval", "run", name, *split, "--no-reflect", "--no-memory",
+                             "--adapter", adapter)  # fmt: skip
+        out[suite] = report["metrics"]["overall"]["first_attempt_pass"]["rate"]
+    return out
+
+
+def night_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What a night's cycle did: decision, reason, rows and precision, time and gate share."""
+    stages = result.get("stages") or []
+    seconds = sum(s.get("seconds", 0) for s in stages)
+    gate = sum(s.get("seconds", 0) for s in stages if s["stage"].startswith("gate"))
+    compiled = compile_stage(stages)
+    return {
+        "status": result.get("status"),
+        "reason": result.get("reason"),
+        "adapter": (result.get("adapter") or {}).get("version"),
+        "dev": result.get("dev"),
+        "frozen": (result.get("suites") or {}).get("capabilities"),
+        "notes": result.get("notes"),
+        "rows": {j: p["examples"] for j, p in (compiled.get("precision") or {}).items()},
+        "precision": compiled.get("precision"),  # by the store's scoring, where it has some
+        "form_admission": compiled.get("form_admission"),
+        "stages": {s["stage"]: s.get("seconds") for s in stages},
+        "seconds": round(seconds, 1),
+        "gate_share": round(gate / seconds, 3) if seconds else None,
+    }
+
+
+def run_nights(run: Night) -> dict[str, Any]:
+    args = run.state["args"]
+    home = run.folder / "home"
+    demo_models = ROOT / ".demo" / "models"
+    if demo_models.is_dir() and not (home / "models").exists():
+        shutil.copytree(demo_models, home / "models")
+    run.reflexa("model", "prepare")
+    run.reflexa("model", "serve")
+    traffic_file(run.folder, "orders", 0, 0)  # the user's dev and test, for measuring
+    served = "base"
+    curve = [run.step("measure 0", lambda: measure(run, "base"))]
+    nights = []
+    for n in range(1, args["nights"] + 1):
+        for suite in SUITES:
+            path = traffic_file(run.folder, suite, n, args["traffic"])
+            run.step(f"traffic {n} {suite}", lambda path=path: _summary(
+                run.reflexa("eval", "run", str(path), "--split", "train")))  # fmt: skip
+        gold = {} if n <= args["gold_nights"] else {"REFLEXA_CYCLE__ALLOW_GOLD": "false"}
+        result = run.step(f"night {n}", lambda gold=gold: run.reflexa(
+            "cycle", "--trigger", "schedule", env=gold))  # fmt: skip
+        summary = night_summary(result) | {"night": n, "gold": not gold}
+        dataset = compile_stage(result.get("stages") or []).get("dataset")
+        summary["rows_by_key"] = run.step(f"rows {n}", lambda d=dataset: row_precision(
+            run.folder, d))  # fmt: skip
+        if result.get("status") == "promoted":
+            served = summary["adapter"]
+        curve.append(run.step(f"measure {n}", lambda served=served: measure(run, served)))
+        nights.append(summary | {"served": served})
+    return {
+        "nights": nights,
+        "test_by_night": {s: [point[s] for point in curve] for s in SUITES},
+        "frozen_by_night": [point["capabilities"] for point in curve],
+        "traffic_seconds": {
+            k: v["seconds"] for k, v in run.state["done"].items() if k.startswith("traffic")
+        },
+    }
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    overall = report["metrics"]["overall"]
+    return {"run_id": report["run_id"], "items": overall["items"],
+            "first": overall["first_attempt_pass"]["rate"],
+            "final": overall["final_pass"]["rate"]}  # fmt: skip
+
+
+def write_page(results: Path) -> Path:
+    """nights.html: per suite, test pass by night for every nights-*.json, and a table."""
+    docs = [(f, json.loads(f.read_text())) for f in sorted(results.glob("nights-*.json"))]
+    suites = sorted({s for _, d in docs for s in d["test_by_night"]} | {"capabilities"})
+    fig, axes = plt.subplots(1, len(suites), figsize=(3.2 * len(suites), 3.2), squeeze=False)
+    for ax, suite in zip(axes[0], suites, strict=True):
+        for file, doc in docs:
+            frozen = suite == "capabilities"
+            curve = doc["frozen_by_night"] if frozen else doc["test_by_night"].get(suite)
+            if curve:
+                ax.plot(range(len(curve)), curve, marker="o", label=file.stem[7:])
+        ax.set_title(suite + (" (frozen)" if suite == "capabilities" else " (test)"))
+        ax.set_xlabel("night (0: base model)")
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("first-attempt pass")
+    axes[0][-1].legend(fontsize=7)
+    rows = []
+    for file, doc in docs:
+        for night in doc["nights"]:
+            cells = [file.name, doc["commit"]["sha"][:7], str(night["night"]), str(night["gold"]),
+                     str(night["status"]), str(night["served"]),
+                     ", ".join(f"{j} {k}" for j, k in (night["rows"] or {}).items()),
+                     f"{night['seconds'] / 60:.1f}", f"{night['gate_share'] or 0:.0%}",
+                     str(night["reason"])]  # fmt: skip
+            rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    head = ["result", "commit", "night", "gold", "outcome", "served after", "rows", "minutes",
+            "gate share", "the gate's reason"]  # fmt: skip
+    page = results / "nights.html"
+    page.write_text(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Reflexa: nights</title><style>body{{font-family:system-ui,sans-serif;max-width:1200px;
+margin:2em auto}}td,th{{border:1px solid #ddd;padding:.3em .6em;vertical-align:top}}
+table{{border-collapse:collapse;font-size:90%}}</style></head><body>
+<h1>Learning over nights</h1>
+<p>Written by bench/nights_bench.py from bench/results/nights-*.json: each day new traffic,
+each night the scheduled job, then every suite's test split (never a decision).</p>
+<img alt="test pass by night, per suite" src="data:image/png;base64,{figure_png(fig)}">
+<table><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>{"".join(rows)}</table>
+</body></html>
+""")
+    return page
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nights", type=int, default=4)
+    parser.add_argument("--traffic", type=int, default=100, help="New prompts a suite a day.")
+    parser.add_argument("--gold-nights", type=int, default=1, help="Nights gold is allowed.")
+    parser.add_argument("--port", type=int, default=8016, help="The bench's own vLLM port.")
+    parser.add_argument("--resume", type=Path, help="A run's folder, to continue it.")
+    parser.add_argument("--report", action="store_true", help="Only redraw nights.html.")
+    args = parser.parse_args()
+    if args.report:
+        print(f"written to {write_page(RESULTS)}")
+        return
+    if args.resume:
+        run = Night(args.resume)
+    else:
+        folder = WORK / f"nights-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder.mkdir(parents=True)
+        print(f"nights_bench: run folder {folder} (--resume it after a kill)", file=sys.stderr)
+        run = Night(folder, {k: v for k, v in vars(args).items() if k not in ("resume", "report")})
+    try:
+        doc = run_nights(run)
+    finally:
+        subprocess.run([sys.executable, "-m", "reflexa.agent", "model", "stop"], env=run.env,
+                       check=False)  # fmt: skip
+    doc = {"args": run.state["args"], "folder": str(run.folder)} | doc
+    for suite, curve in doc["test_by_night"].items():
+        print(f"{suite}: " + " → ".join(f"{p:.0%}" for p in curve))
+    print(f"written to {write_result('nights', doc)}")
+    print(f"learning curves: {write_page(RESULTS)}")
+
+
+if __name__ == "__main__":
+    main()

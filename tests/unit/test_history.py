@@ -1,0 +1,87 @@
+"""Learning how to learn from the record: the order methods are tried in, the night's
+budget, and a scheduled night with nothing new."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import Store, open_store
+from reflexa.trainers.cycle import run_cycle
+from reflexa.trainers.history import method_order, nothing_new, tried
+
+
+def night(status: str, methods: dict[str, tuple[str, float]], winner: str | None) -> dict:
+    """A past cycle's row: each method's (decision, train seconds); `winner` promoted."""
+    summary = {m: {"adapter": f"v-{m}", "decision": d, "train_s": s}
+               for m, (d, s) in methods.items()}  # fmt: skip
+    adapter = {"version": f"v-{winner}"} if winner else None
+    return {"status": status, "result": {"status": status, "adapter": adapter,
+                                         "methods": summary}}  # fmt: skip
+
+
+def test_the_likeliest_winner_goes_first_and_the_record_says_why() -> None:
+    history = [
+        night("promoted", {"sft": ("promote", 300), "grpo": ("promote", 900)}, "grpo"),
+        night("promoted", {"sft": ("promote", 320), "grpo": ("reject", 880)}, "sft"),
+        night("promoted", {"sft": ("reject", 310), "grpo": ("promote", 870)}, "grpo"),
+        night("skipped", {}, None),
+    ]
+    assert tried(history[0]) == {"sft": (False, 300.0), "grpo": (True, 900.0)}
+    order, why = method_order(history, ["sft", "grpo", "dpo"])
+    assert order == ["grpo", "dpo", "sft"]  # (2+1)/(3+2) = 60 %, untried 50 %, (1+1)/5 = 40 %
+    assert why == ("methods in order of their record: grpo won 2 of 3 nights, 883 s to train; "
+                   "dpo won 0 of 0 nights; sft won 1 of 3 nights, 310 s to train")  # fmt: skip
+    assert method_order([], ["sft", "grpo"])[0] == ["sft", "grpo"]  # no record: as configured
+    result = {"status": "rejected", "adapter": {"version": "v3", "method": "sft"},
+              "stages": [{"stage": "train", "train_s": 40}]}  # fmt: skip
+    single = {"status": "rejected", "result": result}
+    assert tried(single) == {"sft": (False, 40.0)}
+
+
+def test_a_scheduled_night_with_nothing_new_says_so_and_costs_nothing() -> None:
+    seen = {"episodes": 3, "corrections": 2}
+    decided = [{"status": "skipped", "result": {}},
+               {"status": "rejected", "result": {"seen": seen}}]  # fmt: skip
+    assert nothing_new(decided, seen) is not None
+    assert nothing_new(decided, seen | {"corrections": 3}) is None
+    assert nothing_new([], seen) is None
+
+    settings = Settings()
+
+    def no_server() -> Any:
+        raise AssertionError("a night with nothing new starts no server")
+
+    with open_store(settings) as store:
+        first = run_cycle(settings.workspace(), store, no_server, no_server, trigger="schedule")
+        assert first["status"] == "skipped" and "0 sft examples" in first["reason"]
+        assert first["seen"] == {"episodes": 0, "corrections": 0}
+        cycle_id = store.start_cycle("schedule")  # a night the gate judged, with this much
+        store.finish_cycle(cycle_id, status="rejected", reason="r", adapter_version=None,
+                           result={"seen": first["seen"]})  # fmt: skip
+        idle = run_cycle(settings.workspace(), store, no_server, no_server, trigger="schedule")
+        by_hand = run_cycle(settings.workspace(), store, no_server, no_server, trigger="cli")
+    assert idle["status"] == "skipped" and idle["reason"].startswith("nothing new since")
+    assert idle["stages"] == []
+    assert "0 sft examples" in by_hand["reason"]  # by hand, the night runs all the same
+
+
+def test_past_the_budget_no_further_method_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reflexa.trainers import cycle as cycle_module
+
+    settings = Settings(cycle=Settings().cycle.model_copy(
+        update={"methods": ["sft", "grpo"], "sample_n": 0, "budget_minutes": 1e-9}))  # fmt: skip
+    started: list[str] = []
+
+    def fake_candidate(ws, store_, connect, evaluator, stage, referee, method, *rest):  # type: ignore[no-untyped-def]
+        started.append(method)
+        raise cycle_module.Skip("too few rows")
+
+    monkeypatch.setattr(cycle_module, "_candidate", fake_candidate)
+    with Store.open(settings.database) as store:
+        result = run_cycle(settings.workspace(), store, lambda: None, lambda _: None)  # type: ignore[arg-type,return-value]
+    assert started == ["sft"]  # nothing was tried yet when sft started; grpo never does
+    assert result["status"] == "skipped"
+    assert "grpo: the night's budget was spent" in result["reason"]
