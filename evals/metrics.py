@@ -83,7 +83,17 @@ def summarize(outcomes: Sequence[ItemOutcome]) -> dict[str, Any]:
             "p50": round(percentile(latencies, 0.5), 3),
             "p95": round(percentile(latencies, 0.95), 3),
         },
-    }
+    } | _fractions(outcomes)
+
+
+def _fractions(outcomes: Sequence[ItemOutcome]) -> dict[str, Any]:
+    """Where items were answered more than once (`--draws`), the mean share of an item's
+    answers that passed: the gate's evidence per item."""
+    drawn = [o for o in outcomes if o.draws]
+    if not drawn:
+        return {}
+    fraction = statistics.mean(o.pass_fraction for o in drawn)
+    return {"pass_fraction": {"mean": round(fraction, 4), "answers": 1 + len(drawn[0].draws)}}
 
 
 def by_strategy(outcomes: Sequence[ItemOutcome]) -> dict[str, dict[str, Any]]:

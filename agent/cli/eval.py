@@ -59,6 +59,11 @@ def eval_list(as_json: bool) -> None:
 @click.option("--adapter", default=None, help=ADAPTER_HELP)
 @click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True)
 @click.option("--no-memory", is_flag=True, help=NO_MEMORY_HELP)
+@click.option(
+    "--draws", type=click.IntRange(0, 16), default=0,
+    help="Answer each item this many more times (one request, [cycle] gate_temperature) and "
+    "report the mean share of its answers that pass, as the gate judges.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_obj
 def eval_run(
@@ -71,6 +76,7 @@ def eval_run(
     adapter: str | None,
     concurrency: int,
     no_memory: bool,
+    draws: int,
     as_json: bool,
 ) -> None:
     """Run a suite; every item is a recorded episode. Re-running resumes an interrupted run."""
@@ -88,6 +94,7 @@ def eval_run(
         options = EvalOptions(
             split, limit, not no_reflect, max_repairs, adapter, concurrency,
             memory=not no_memory, allow_gold=settings.cycle.allow_gold,
+            draws=draws, draw_temperature=settings.cycle.gate_temperature,
         )  # fmt: skip
         task = bar.add_task(suite.name, total=None)
 
@@ -112,6 +119,9 @@ def eval_run(
         click.echo(
             f"  {label:20s} {m['rate']:6.1%}  (95% CI {m['ci95'][0]:.1%}-{m['ci95'][1]:.1%})"
         )
+    if "pass_fraction" in overall:
+        f = overall["pass_fraction"]
+        click.echo(f"  {'pass fraction':20s} {f['mean']:6.1%}  (over {f['answers']} answers)")
     gain, harm = overall["repair_gain"], overall["harm"]
     click.echo(
         f"  {'repair gain':20s} {gain['gain']:+6.1%}  harm {overall['harm_rate']['rate']:.1%}"
