@@ -41,23 +41,25 @@ async def recall(state: ReflectionState, runtime: Runtime[ReflectionContext]) ->
 
 async def generate(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
     messages = [{"role": "system", "content": SYSTEM}, *_examples(state), *state["messages"]]
+    first = await _answer(state, runtime.context, messages, "generate")
     if not state.get("draws"):
-        return await _answer(state, runtime.context, messages, "generate")
-    first, drawn = await asyncio.gather(
-        _answer(state, runtime.context, messages, "generate"),
-        _draw(runtime.context, messages, state["draws"], state.get("draw_temperature", 1.0)),
-    )
+        return first
+    ctx, length = runtime.context, first["attempts"][-1]["completion_tokens"]
+    cap = min(ctx.max_tokens, max(64, 2 * length))
+    drawn = await _draw(ctx, messages, state["draws"], state.get("draw_temperature", 1.0), cap)
     return first | {"drawn": drawn}
 
 
 async def _draw(
-    ctx: ReflectionContext, messages: list[dict[str, str]], n: int, temperature: float
+    ctx: ReflectionContext, messages: list[dict[str, str]], n: int, temperature: float, cap: int
 ) -> list[str]:
-    """`n` more answers to the same prompt in one request (vLLM's `n`: the prompt's prefix
-    is computed once), each as long as a first answer may be."""
+    """`n` more answers to the same prompt in one request (vLLM's `n`; the prompt's prefix is
+    cached from the first answer), each at most `cap` tokens: twice the first answer's
+    length, at least 64 (measured: at temperature the model rambles, and a draw of 512
+    tokens cost more than the greedy answer it backs; bench/results/gate-cost-*.json)."""
     result = await ctx.llm.agenerate(
-        [convert_to_messages(messages)], n=n, temperature=temperature,
-        max_tokens=ctx.max_tokens, stream=False,
+        [convert_to_messages(messages)], n=n, temperature=temperature, max_tokens=cap,
+        stream=False,
     )  # fmt: skip
     return [str(g.message.text) for g in result.generations[0] if isinstance(g, ChatGeneration)]
 

@@ -162,8 +162,9 @@ async def measure(
 ) -> Measured:
     """`adapter` (None: the base model) on every gate suite, first attempts with their draws:
     with memory on, with its own recall (memories justified by gold only where `gold`) and
-    again without. Where recall made a suite's pass fraction worse by more than `max_drop`,
-    that suite is served without it."""
+    again without, for the items whose prompt recall changed (the others' prompt is the same
+    either way, so is what they measure). Where recall made a suite's pass fraction worse by
+    more than `max_drop`, that suite is served without it."""
     modes = (True, False) if memory else (False,)
     measured: dict[bool, Results] = {}
     runs: dict[str, dict[str, str]] = {}
@@ -172,9 +173,23 @@ async def measure(
         results: Results = {}
         for gate in gates:
             for split in gate.splits:
+                suite = gate.suite
+                if memory and not recall:  # unaided: where recall showed something
+                    shown = {k for k, ids in recalled.items() if ids}
+                    same = measured[True].get(gate.label, {}).items()
+                    results.setdefault(gate.label, {}).update(
+                        (k, v) for k, v in same
+                        if k.startswith(f"{split}/") and f"{gate.label}/{k}" not in shown
+                    )  # fmt: skip
+                    suite = dataclasses.replace(suite, items=[
+                        i for i in suite.items
+                        if i.split != split or f"{gate.label}/{split}/{i.id}" in shown
+                    ])  # fmt: skip
+                    if not suite.select(split):
+                        continue
                 label = f"{side}{'' if recall else ' unaided'} {gate.suite.name}:{split}"
                 report = await evaluate(
-                    adapter, gate.suite, split, recall, gold,
+                    adapter, suite, split, recall, gold,
                     on_progress and (lambda d, t, label=label: on_progress(label, d, t)),
                 )  # fmt: skip
                 mode = "memory" if recall else "no memory"

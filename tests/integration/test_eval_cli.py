@@ -46,6 +46,27 @@ def test_eval_run_records_episodes_and_metrics(vllm_session: Session, server: Mo
     assert rows == [("json-extract", "test", 4)]
 
 
+def test_draws_come_from_the_real_server_in_one_request_and_are_scored(
+    vllm_session: Session, server: ModelClient
+) -> None:
+    """`--draws 3`: each item answered 3 more times by vLLM (`n`), each draw scored after the
+    loop (by scoring where the item has it, its visible checks recorded apart), and the mean
+    share of an item's 4 answers that passed reported."""
+    args = ("eval", "run", "sums", "--split", "dev", "--limit", "6", "--no-reflect")
+    args += ("--draws", "3")
+    doc = json.loads(vllm_session.run(*args, "--json").stdout)
+    fraction = doc["metrics"]["overall"]["pass_fraction"]
+    assert fraction["answers"] == 4 and 0 <= fraction["mean"] <= 1
+    with sqlite3.connect(vllm_session.home / "reflexa.db") as conn:
+        rows = conn.execute(
+            "select draws from episodes where eval_run_id = ?", (doc["run_id"],)
+        ).fetchall()
+    draws = [json.loads(d) for (d,) in rows]
+    assert len(draws) == 6 and all(len(d) == 3 for d in draws)
+    assert all(set(x) == {"answer", "passed", "checks_passed", "correct"} for d in draws for x in d)
+    assert all(x["passed"] == x["correct"] for d in draws for x in d)  # sums items have scoring
+
+
 def test_a_malformed_suite_is_refused_with_file_and_line(
     vllm_session: Session, tmp_path: Path
 ) -> None:

@@ -299,7 +299,7 @@ def test_the_current_side_is_measured_once_a_night_and_memory_written_after_the_
     referee = Referee(settings.workspace(), lambda: "server", lambda _: evaluate, None, None)
     first = referee([HELD, FROZEN], gold=False)
     assert referee([HELD, FROZEN], gold=False) is first
-    assert len(calls) == 4  # 2 suites, with and without recall, once
+    assert len(calls) == 2  # 2 suites, once (nothing recalled: no unaided run needed)
     with Store.open(settings.database) as store:
         for n in (1, 2):
             store.add_correction(None, prompt=f"What is {n} + {n}?", chosen=str(2 * n),

@@ -158,9 +158,11 @@ def fake_evaluate(passing: Any, calls: list[tuple[Any, ...]], recalled: Any = No
     async def evaluate(adapter, suite, split, memory, gold, on_progress):  # type: ignore[no-untyped-def]
         calls.append((adapter, suite.name, split, memory, gold))
         passed = passing(adapter, suite.name, memory)
-        items = [{"item_id": i.id, "first_passed": k < passed, "final_passed": k < passed,
-                  "recalled": recalled(k) if recalled and memory else [],
-                  "draws": [k < passed] * 4} for k, i in enumerate(suite.items)]  # fmt: skip
+        index = {i.id: int(i.id[1:]) for i in suite.items}  # i7: the eighth item
+        items = [{"item_id": i.id, "first_passed": index[i.id] < passed,
+                  "final_passed": index[i.id] < passed,
+                  "recalled": recalled(index[i.id]) if recalled and memory else [],
+                  "draws": [index[i.id] < passed] * 4} for i in suite.items]  # fmt: skip
         return {"run_id": f"run-{len(calls)}", "items": items}
 
     return evaluate
@@ -193,6 +195,11 @@ def test_recall_that_hurts_is_turned_off_but_written_only_when_recorded() -> Non
         assert "recall off" in measured.memory[HELD.label]["reason"]
         assert measured.served[HELD.label]["heldout/i20"]["first_attempt"] is True  # unaided
         assert measured.hurt == [ids[0]] * 20 and measured.helped == []
+        unaided = [c for c in calls if c[3] is False]  # only where recall showed something
+        assert [(c[1], c[2]) for c in unaided] == [
+            ("arithmetic", "heldout"),
+            ("capabilities", "test"),
+        ]
         assert store.recall_policies() == [] and all(m["hurt"] == 0 for m in store.memories())
 
         assert record_memory(store, measured, [HELD, FROZEN]) == 1
@@ -228,13 +235,14 @@ def test_the_gate_measures_each_side_through_the_evaluate_it_is_handed() -> None
     verdict = decide(*sides, [HELD, FROZEN], settings.cycle)
     assert verdict.decision == "promote", verdict.reason
     assert verdict.dev["a"] == 0.0 and verdict.dev["b"] == 0.6 and verdict.dev["answers"] == 5
+    # Nothing was recalled, so nothing was asked again without recall: the same prompts.
     assert sorted(calls, key=str) == sorted(
-        [(side, s, split, memory, False) for side in (None, "cand") for memory in (True, False)
+        [(side, s, split, True, False) for side in (None, "cand")
          for s, split in (("arithmetic", "heldout"), ("capabilities", "test"))], key=str,
     )  # fmt: skip
     assert verdict.memory["candidate"][HELD.label]["recall"] is True  # recall changed nothing
     assert set(verdict.suites[HELD.label]["runs"]) == {
-        f"{s}:heldout:{m}" for s in ("current", "candidate") for m in ("memory", "no memory")
+        f"{s}:heldout:memory" for s in ("current", "candidate")
     }
 
 
