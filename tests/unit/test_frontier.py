@@ -99,3 +99,11 @@ def test_the_wilson_bound() -> None:
     assert wilson_lower(0, 0) == 0.0
     assert wilson_lower(60, 60) == pytest.approx(0.9398, abs=1e-4)
     assert wilson_lower(19, 62) == pytest.approx(0.2058, abs=1e-4)
+
+
+def test_form_evidence_is_read_alike_from_postgresql(postgres_url: str) -> None:
+    with Store.open(postgres_url) as store:
+        form_rows(store)
+        dev_answers(store, right=60, wrong=0)
+        compiled = compile_examples(store, allow_gold=False)
+    assert compiled.admission["s"]["measured"] == 60 and len(compiled.examples) == 3
