@@ -101,7 +101,8 @@ def traffic_file(folder: Path, suite: str, night: int, count: int) -> Path:
         doc, key = nights_user.suite(night, count)
     else:
         drawn = [i for i in GENERATED[suite](1000 + night).items if i.split == "train"][:count]
-        rows = [i.model_dump(mode="json", exclude_defaults=True) for i in drawn]
+        rows = [{"id": i.id, "prompt": i.user_prompt, "checks": i.check_specs(),
+                 "scoring": i.scoring_specs(), "tags": i.tags} for i in drawn]  # fmt: skip
         key = {r["prompt"]: r.get("scoring", []) for r in rows}
         if suite in LABEL_FREE:
             rows = [{k: v for k, v in r.items() if k != "scoring"} for r in rows]
