@@ -71,8 +71,9 @@ async def score_draws(
     (`checks_passed`). Both are kept: together they measure how often a pass of the visible
     checks is right (`trainers.admission`)."""
     unconfined = allow_unconfined
-    checked = [await passes(episode["checks"], prompt, a, allow_unconfined=unconfined)
-               for a in drawn]  # fmt: skip
+    checked = await asyncio.gather(
+        *(passes(episode["checks"], prompt, a, allow_unconfined=unconfined) for a in drawn)
+    )
     right = await score(episode["scoring"], prompt, drawn, allow_unconfined=unconfined)
     return [
         {"answer": a, "passed": c if r is None else r, "checks_passed": c, "correct": r}

@@ -22,14 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from reflexa.evals.contamination import TRAIN_SPLIT, Guard
+from reflexa.evals.contamination import Guard
 from reflexa.evals.held_out import held_out_guard
 from reflexa.trainers.child import dataset_name, train_in_child
 from reflexa.trainers.config import TrainConfig, train_config
 from reflexa.trainers.dataset import Format, TooFewExamples, build_dataset
 from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.gate import GateResult, GateSuite, Measured, decide, holm, measure
-from reflexa.trainers.history import method_order, nothing_new, seen
+from reflexa.trainers.history import method_order, nothing_new
 from reflexa.trainers.ports import TrainerStore
 from reflexa.trainers.referee import Connect, Evaluator, Progress, Referee, Server, settle_memory
 from reflexa.trainers.registry import load, parent_folder, promote, register
@@ -129,7 +129,8 @@ def run_cycle(
             "gate": None,
         }
         try:
-            idle = nothing_new(stages.history, _seen(store)) if trigger == "schedule" else None
+            scheduled = trigger == "schedule"
+            idle = nothing_new(stages.history, store.learning_counts()) if scheduled else None
             if idle:
                 raise Skip(idle)
             out |= _run(ws, store, functools.cache(connect), evaluator, stages, log, on_progress)
@@ -138,7 +139,7 @@ def run_cycle(
         except (TrainerError, subprocess.SubprocessError, OSError) as e:
             out |= {"status": "failed", "decision": "fail", "reason": str(e)}
         out["stages"] = stages.done
-        out["seen"] = _seen(store)  # what the next scheduled night compares with
+        out["seen"] = store.learning_counts()  # what the next scheduled night compares with
         store.finish_cycle(
             cycle_id,
             status=out["status"],
@@ -147,10 +148,6 @@ def run_cycle(
             result=out,
         )
         return out
-
-
-def _seen(store: TrainerStore) -> dict[str, int]:
-    return seen(len(store.training_episodes(TRAIN_SPLIT)), len(store.corrections()))
 
 
 def round_settings(ws: Workspace, round_no: int) -> Workspace:

@@ -171,11 +171,11 @@ async def measure(
     recalled: dict[str, list[int]] = {}  # item → memories in its prompt
     for recall in modes:
         results: Results = {}
+        shown = {k for k, ids in recalled.items() if ids}  # filled by the pass with recall
         for gate in gates:
             for split in gate.splits:
                 suite = gate.suite
                 if memory and not recall:  # unaided: where recall showed something
-                    shown = {k for k, ids in recalled.items() if ids}
                     same = measured[True].get(gate.label, {}).items()
                     results.setdefault(gate.label, {}).update(
                         (k, v) for k, v in same
@@ -253,11 +253,10 @@ def decide(
     pooled_b: dict[str, dict[str, Any]] = {}
     for gate in gates:
         a, b = current.served.get(gate.label, {}), candidate.served.get(gate.label, {})
-        suites[gate.label] = (
-            {"frozen": gate.frozen}
-            | _compared(a, b)
-            | {"runs": current.runs.get(gate.label, {}) | candidate.runs.get(gate.label, {})}
-        )
+        compared = _compared(a, b)  # per suite named current/candidate, as recorded before
+        sides = {"current": compared.pop("a"), "candidate": compared.pop("b")}
+        runs = current.runs.get(gate.label, {}) | candidate.runs.get(gate.label, {})
+        suites[gate.label] = {"frozen": gate.frozen} | sides | compared | {"runs": runs}
         if not gate.frozen:
             pooled_a |= {f"{gate.label}/{k}": v for k, v in a.items()}
             pooled_b |= {f"{gate.label}/{k}": v for k, v in b.items()}
@@ -290,8 +289,6 @@ def _compared(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> dic
     greedy = compare_runs(a, b)["first_attempt"]
     return {
         "items": fractions["items"],
-        "current": fractions["a"],
-        "candidate": fractions["b"],
         "a": fractions["a"],
         "b": fractions["b"],
         "difference": fractions["difference"],

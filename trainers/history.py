@@ -55,14 +55,10 @@ def method_order(cycles: Sequence[dict[str, Any]], methods: Sequence[str]) -> tu
     return order, f"methods in order of their record: {why}"
 
 
-def seen(episodes: int, corrections: int) -> dict[str, int]:
-    """What a night had to learn from: recorded with its result."""
-    return {"episodes": episodes, "corrections": corrections}
-
-
 def nothing_new(cycles: Sequence[dict[str, Any]], now: dict[str, int]) -> str | None:
     """Why a scheduled night may stop at once: the store holds just what the last night the
-    gate judged had (no episode, no correction since); None when there is something new."""
+    gate judged had (`now`, `learning_counts`: no episode, no correction since); None when
+    there is something new."""
     last = next((c for c in cycles if c.get("status") in DECIDED), None)
     before = ((last or {}).get("result") or {}).get("seen")
     if before != now:

@@ -174,13 +174,17 @@ class EpisodeRecords(MemoryRecords):
             rows = s.scalars(
                 select(Episode)
                 .options(selectinload(Episode.attempts))
-                .where(
-                    Episode.status.in_(("passed", "repaired", "unresolved")),
-                    Episode.split.is_(None) | (Episode.split == split),
-                )
+                .where(*_learnable(split))
                 .order_by(Episode.created_at)
             )
             return [_episode_record(r) for r in rows if r.attempts]
+
+    def learning_counts(self) -> dict[str, int]:
+        """How much there is to learn from: training episodes and corrections, counted."""
+        with self._session() as s:
+            episodes = s.scalar(select(func.count()).where(*_learnable(TRAIN_SPLIT)))
+            corrections = s.scalar(select(func.count()).select_from(Correction))
+        return {"episodes": int(episodes or 0), "corrections": int(corrections or 0)}
 
     def form_evidence(self) -> dict[str, list[tuple[bool, bool]]]:
         """Per suite, from its scored held-out answers (first answers and a gate's draws)
@@ -250,6 +254,14 @@ def _record(cls: type[R], row: Any, **given: Any) -> R:
     """A typed record of `row`'s columns of the same names (`given`: the others)."""
     names = {f.name for f in dataclasses.fields(cls)} - set(given)  # type: ignore[arg-type]
     return cls(**{n: getattr(row, n) for n in names} | given)
+
+
+def _learnable(split: str) -> tuple[Any, ...]:
+    """The answered episodes of `split` or of no split: what training may learn from."""
+    return (
+        Episode.status.in_(("passed", "repaired", "unresolved")),
+        Episode.split.is_(None) | (Episode.split == split),
+    )
 
 
 def episode_dict(row: Episode, with_attempts: bool = False) -> dict[str, Any]:
