@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from math import comb
 from typing import Any
+
+import numpy as np
 
 Z_95 = 1.6449  # one-sided 95 % normal quantile
 
@@ -50,17 +51,14 @@ def sign_flip_p(differences: Sequence[int]) -> float:
     """Two-sided exact p-value of the paired sign-flip test on integer differences: with no
     effect, each pair's difference is as likely negative as positive. On pass/fail pairs
     (differences of -1, 0, 1) it is McNemar's exact test."""
-    spread: dict[int, float] = {0: 1.0}  # the sum's distribution over the signs
-    for d in differences:
-        if d == 0:
-            continue
-        step: dict[int, float] = defaultdict(float)
-        for total, p in spread.items():
-            step[total + d] += p / 2
-            step[total - d] += p / 2
-        spread = step
-    observed = abs(sum(differences))
-    return min(1.0, sum(p for total, p in spread.items() if abs(total) >= observed))
+    steps = [abs(d) for d in differences if d]
+    reach = sum(steps)
+    spread = np.zeros(2 * reach + 1)  # the sum's distribution over the signs; index reach is 0
+    spread[reach] = 1.0
+    for d in steps:
+        spread = (np.roll(spread, d) + np.roll(spread, -d)) / 2  # never wraps: |sum| <= reach
+    totals = np.abs(np.arange(-reach, reach + 1))
+    return min(1.0, float(spread[totals >= abs(sum(differences))].sum()))
 
 
 def compare_fractions(

@@ -253,6 +253,20 @@ def test_the_sign_flip_test_on_pass_fail_pairs_is_mcnemar_s() -> None:
         assert sign_flip_p([-1] * b + [1] * c + [0] * 50) == pytest.approx(mcnemar_p(b, c))
 
 
+def test_the_sign_flip_test_counts_every_assignment_of_signs() -> None:
+    """On differences of any size, the p-value is the share of the 2^n sign assignments
+    whose sum is at least as far from zero as the one observed."""
+    import itertools
+
+    from reflexa.evals.compare import sign_flip_p
+
+    for diffs in ([3, -1, 2, 0, 5, -2, 1], [4, 4, -4, 1], [2, 2, 2, 2, 2, -1, 0, 3]):
+        sums = [abs(sum(s * d for s, d in zip(signs, diffs, strict=True)))
+                for signs in itertools.product((1, -1), repeat=len(diffs))]  # fmt: skip
+        exact = sum(s >= abs(sum(diffs)) for s in sums) / len(sums)
+        assert sign_flip_p(diffs) == pytest.approx(exact)
+
+
 def test_a_night_draws_a_fresh_dev_sample_of_a_generated_suite(tmp_path: Path) -> None:
     """Each night's seed draws generated suites' dev items afresh, none of them a question
     of the suite's train or test split or one the loop may have learnt from; a user's suite

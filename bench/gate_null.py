@@ -1,0 +1,157 @@
+"""The gate's false-promotion rate: how often it would promote a candidate that is the
+current adapter again, simulated from real per-item results.
+
+For each night of a nights-bench run whose gate measured the current adapter, every gate
+item's pass probability is taken from the current side's real answers (the greedy one and
+the draws, with recall and without; `plug-in`: passes / answers, `smoothed`: (passes + 1/2)
+/ (answers + 1), which leaves no item certain). A simulated night draws the current side's
+answers and those of K candidates from those same probabilities and runs the gate's own
+code on them (`measure` with its recall choice, `decide`, `holm`): any promotion is a false
+one. Writes bench/results/gate-null-DATE.json.
+
+    .venv/bin/python -m bench.gate_null .bench-work/nights-XXXX [--trials 1000] [--candidates 1 2 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.record import write_result
+from reflexa.evals.suite import Suite, SuiteItem
+from reflexa.trainers.cycle_config import CycleConfig
+from reflexa.trainers.gate import GateSuite, decide, holm, measure
+
+# label → mode ("memory" / "no memory") → item key "split/id" → (passes, answers, recalled)
+Observed = dict[str, dict[str, dict[str, tuple[int, int, list[int]]]]]
+
+
+def observed(home: Path, gate: dict[str, Any]) -> Observed:
+    """The current side's real answers per gate item, from its eval runs' reports."""
+    out: Observed = {}
+    for label, suite in gate["suites"].items():
+        for run, run_id in suite["runs"].items():
+            side, split, mode = run.split(":")
+            if side != "current":
+                continue
+            report = json.loads((home / "reports" / run_id / "report.json").read_text())
+            out.setdefault(label, {}).setdefault(mode, {}).update(
+                (f"{split}/{i['item_id']}",
+                 (i["first_passed"] + sum(i["draws"]), 1 + len(i["draws"]), i["recalled"]))
+                for i in report["items"]
+            )  # fmt: skip
+    return out
+
+
+def base(modes: dict[str, Any]) -> dict[str, tuple[int, int, list[int]]]:
+    """The pass every item had: with recall, where memory was on."""
+    return modes.get("memory") or modes["no memory"]
+
+
+def gates_of(gate: dict[str, Any], seen: Observed) -> list[GateSuite]:
+    """The night's gate suites, with just the items' ids and splits (all the gate reads)."""
+    gates = []
+    for label, suite in gate["suites"].items():
+        keys = list(base(seen[label]))
+        items = [SuiteItem(id=k.split("/", 1)[1], prompt="-", split=k.split("/")[0]) for k in keys]
+        splits = tuple(dict.fromkeys(i.split for i in items))
+        gates.append(GateSuite(Suite(label.split(":")[0], items, "simulated"), splits,
+                               frozen=suite["frozen"]))  # fmt: skip
+    return gates
+
+
+def simulated(seen: Observed, smooth: bool, rng: random.Random) -> Callable[..., Any]:
+    """An `Evaluate` that answers each item from its observed pass probability."""
+    by_name = {label.split(":")[0]: modes for label, modes in seen.items()}
+
+    async def evaluate(adapter: Any, suite: Suite, split: str, memory: bool, gold: bool,
+                       on_progress: Any) -> dict[str, Any]:  # fmt: skip
+        modes = by_name[suite.name]
+        items = []
+        for item in suite.select(split):
+            key = f"{split}/{item.id}"
+            passes, answers, recalled = base(modes)[key]
+            if not memory and key in modes.get("no memory", {}):
+                passes, answers, _ = modes["no memory"][key]
+            p = (passes + 0.5) / (answers + 1) if smooth else passes / answers
+            drawn = [rng.random() < p for _ in range(answers)]
+            items.append({"item_id": item.id, "first_passed": drawn[0], "final_passed": drawn[0],
+                          "recalled": recalled if memory else [], "draws": drawn[1:]})  # fmt: skip
+        return {"run_id": "simulated", "items": items}
+
+    return evaluate
+
+
+def false_promotions(seen: Observed, gates: list[GateSuite], k: int, trials: int,
+                     smooth: bool, seed: int) -> dict[str, Any]:  # fmt: skip
+    cycle = CycleConfig()  # the defaults a scheduled night runs with
+    evaluate = simulated(seen, smooth, random.Random(seed))
+
+    memory = any("memory" in modes for modes in seen.values())
+
+    async def night() -> bool:
+        current = await measure(cycle, evaluate, gates, "current", "current", memory=memory)
+        candidates = [await measure(cycle, evaluate, gates, f"c{i}", "candidate", memory=memory)
+                      for i in range(k)]  # fmt: skip
+        decided = holm([decide(current, c, gates, cycle) for c in candidates], cycle.alpha)
+        return any(r.promotes for r in decided)
+
+    promoted = sum(asyncio.run(night()) for _ in range(trials))
+    return {"candidates": k, "trials": trials, "promoted": promoted,
+            "rate": promoted / trials, "upper_95": wilson_upper(promoted, trials)}  # fmt: skip
+
+
+def wilson_upper(hits: int, n: int, z: float = 1.96) -> float:
+    p = hits / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return round((centre + spread) / (1 + z * z / n), 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="A nights-bench run folder.")
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--candidates", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    state = json.loads((args.run / "state.json").read_text())
+    nights = []
+    for key, done in sorted(state["done"].items()):
+        gate = (done["result"] or {}).get("gate") if key.startswith("night ") else None
+        if not gate or not gate.get("suites"):
+            continue
+        seen = observed(args.run / "home", gate)
+        gates = gates_of(gate, seen)
+        rates = {
+            way: [false_promotions(seen, gates, k, args.trials, way == "smoothed", args.seed)
+                  for k in args.candidates]
+            for way in ("plug-in", "smoothed")
+        }  # fmt: skip
+        items = {label: len(base(modes)) for label, modes in seen.items()}
+        nights.append({"night": int(key.split()[1]), "current": gate.get("current"),
+                       "items": items, "false_promotion": rates})  # fmt: skip
+        for way, rows in rates.items():
+            for r in rows:
+                print(
+                    f"{key}, {way}, {r['candidates']} candidate(s): {r['promoted']} of "
+                    f"{r['trials']} promoted ({r['rate']:.1%}, upper 95 % {r['upper_95']:.1%})"
+                )
+    if not nights:
+        sys.exit(f"gate_null: no night in {args.run} has a gate's measurement yet")
+    doc = {"run": str(args.run), "args": {k: v for k, v in vars(args).items() if k != "run"},
+           "config": CycleConfig().model_dump(include={"alpha", "max_drop", "frozen_margin",
+                                                       "gate_draws"}),
+           "nights": nights}  # fmt: skip
+    print(f"written to {write_result('gate-null', doc)}")
+
+
+if __name__ == "__main__":
+    main()
