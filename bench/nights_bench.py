@@ -20,7 +20,9 @@ stopped, and a night whose cycle was killed runs again. When the last night is m
 bench/results/nights-DATE.json (commit, machine, per suite `test_by_night`, per night the
 gate's decision and reason, rows by justification with their precision, wall time and the
 gate's share) and bench/results/nights.html (a learning curve per suite) are written.
-Answers are capped at 128 tokens, as in the demo.
+Answers are capped at 128 tokens, as in the demo. Each step records the commit that ran it
+(a run resumed on newer code says so). The gate's false-promotion rate from the nights' real
+per-item answers: bench/gate_null.py on the run's folder.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import matplotlib.pyplot as plt
 
 from bench import nights_user
 from bench.home import ROOT
-from bench.record import RESULTS, write_result
+from bench.record import RESULTS, STARTED_AT, write_result
 from reflexa.agent.demo import DEMO_ENV
 from reflexa.evals.builtin import GENERATED
 from reflexa.evals.report import compile_stage, figure_png
@@ -78,7 +80,11 @@ class Night:
             started = time.perf_counter()
             result = work()
             seconds = round(time.perf_counter() - started, 1)
-            self.state["done"][key] = {"result": result, "seconds": seconds}
+            self.state["done"][key] = {
+                "result": result,
+                "seconds": seconds,
+                "commit": STARTED_AT,
+            }  # a resumed run may change code
             self.file.write_text(json.dumps(self.state, indent=1, default=str))
             print(f"nights_bench: {key} done", file=sys.stderr, flush=True)
         return self.state["done"][key]["result"]
@@ -204,6 +210,7 @@ def run_nights(run: Night) -> dict[str, Any]:
         "nights": nights,
         "test_by_night": {s: [point[s] for point in curve] for s in SUITES},
         "frozen_by_night": [point["capabilities"] for point in curve],
+        "commits": {k: v.get("commit") for k, v in run.state["done"].items()},
         "traffic_seconds": {
             k: v["seconds"] for k, v in run.state["done"].items() if k.startswith("traffic")
         },

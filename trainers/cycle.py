@@ -38,7 +38,8 @@ from reflexa.trainers.sampling import COVERING, sample_corrections, sampling_tar
 from reflexa.trainers.workspace import Workspace
 
 # What each candidate method (`cycle.methods`) trains: sft-label-free is SFT without gold.
-FORMAT: dict[str, Format] = {"sft": "sft", "sft-label-free": "sft", "dpo": "dpo", "grpo": "grpo"}
+FORMAT: dict[str, Format] = {"sft": "sft", "sft-label-free": "sft", "sft-continue": "sft",
+                             "dpo": "dpo", "grpo": "grpo"}  # fmt: skip
 
 
 class Skip(Exception):
@@ -70,7 +71,7 @@ class _Stages:
     def __init__(self, store: TrainerStore, cycle_id: str, log: Callable[[str], None]) -> None:
         self.store, self.cycle_id, self.log = store, cycle_id, log
         self.round_no = 1
-        self.continue_parent = False  # SFT goes on from the promoted adapter (`run_cycle`)
+        self.continue_parent = False  # SFT goes on from the promoted adapter (`_run`)
         self.history: list[dict[str, Any]] = []  # past cycles, newest first
         self.started = time.perf_counter()
         self.done: list[dict[str, Any]] = []
@@ -110,16 +111,11 @@ def run_cycle(
     `connect` starts or finds the model server when a stage first needs it; `evaluator`
     gives the gate its eval runs on that server. `round_no`: its place in a chain of
     rounds (`round_settings`)."""
-    chained = round_settings(ws, round_no)
-    # Past the gold rounds, what gold taught lives in the promoted adapter, not in the rows
-    # this round may use: SFT goes on from it (afresh, sums round 2 gained 1 point on dev:
-    # bench/results/rounds-sums-2026-11-24.json).
-    gold_dropped = ws.cycle.allow_gold and not chained.cycle.allow_gold
-    ws = chained
+    ws = round_settings(ws, round_no)
     with cycle_lock(ws):
         cycle_id = store.start_cycle(trigger)
         stages = _Stages(store, cycle_id, log)
-        stages.round_no, stages.continue_parent = round_no, gold_dropped
+        stages.round_no = round_no
         stages.history = [c for c in store.cycles(limit=30) if c["id"] != cycle_id]
         out: dict[str, Any] = {
             "cycle_id": cycle_id,
@@ -189,9 +185,14 @@ def _run(
     on_progress: Progress | None,
 ) -> dict[str, Any]:
     config = train_config(ws.cycle)
-    methods = _distinct(ws.cycle.methods or [config.method], ws.cycle.allow_gold)
-    protected = held_out_guard(store.held_out_prompts())
     current = store.promoted_adapter()
+    # What gold taught the served adapter lives in it, not in the rows tonight may use (gold
+    # is off now): SFT goes on from it (afresh, sums round 2 gained 1 point on dev:
+    # bench/results/rounds-sums-2026-11-24.json).
+    stage.continue_parent = holds_gold(current) and not ws.cycle.allow_gold
+    methods = _distinct(ws.cycle.methods or [config.method], ws.cycle.allow_gold,
+                        stage.continue_parent)  # fmt: skip
+    protected = held_out_guard(store.held_out_prompts())
     settle = _settling(ws, methods)
     targets = sampling_targets(store, protected, ws.cycle.sample_limit, settle)
     mixed: set[str] | None = None  # GRPO's prompts, where sampling measured them
@@ -270,12 +271,27 @@ def _run(
     return out
 
 
-def _distinct(methods: Sequence[str], allow_gold: bool) -> list[str]:
-    """The methods that train differently: without gold, sft-label-free is sft."""
-    recipes: dict[tuple[str, bool], str] = {}
+def _distinct(methods: Sequence[str], allow_gold: bool, continue_parent: bool) -> list[str]:
+    """The methods that train differently: without gold, sft-label-free is sft; where every
+    SFT goes on from the promoted adapter, sft-continue is sft."""
+    recipes: dict[tuple[str, bool, bool], str] = {}
     for m in methods:
-        recipes.setdefault((FORMAT[m], allow_gold and m != "sft-label-free"), m)
+        go_on = continues(m, continue_parent)
+        recipes.setdefault((FORMAT[m], allow_gold and m != "sft-label-free", go_on), m)
     return list(recipes.values())
+
+
+def continues(method: str, continue_parent: bool) -> bool:
+    """Whether `method` trains on from the promoted adapter's LoRA (else a new one on the
+    base model): GRPO and sft-continue always, the others where `continue_parent`."""
+    return FORMAT[method] == "grpo" or method == "sft-continue" or continue_parent
+
+
+def holds_gold(adapter: dict[str, Any] | None) -> bool:
+    """Whether a cycle's adapter learnt from gold: trained where gold was allowed, or went
+    on from one that had."""
+    made = ((adapter or {}).get("metrics") or {}).get("cycle") or {}
+    return bool(made.get("gold") or made.get("holds_gold"))
 
 
 def _settling(ws: Workspace, methods: Sequence[str]) -> list[str]:
@@ -328,10 +344,14 @@ def _candidate(
 
     with stage("train" + suffix) as detail:
         parent = current["version"] if current else None
-        start = parent_folder(store, parent, stage.continue_parent or fmt == "grpo")
+        start = parent_folder(store, parent, continues(method, stage.continue_parent))
         built = train_in_child(ws, dataset_dir, fmt, start, parent)
         row = register(ws, store, built)
-        detail |= {"adapter": row["version"], "train_s": row["metrics"]["train"]["train_s"]}
+        detail |= {
+            "adapter": row["version"],
+            "train_s": row["metrics"]["train"]["train_s"],
+            "continued_from": parent if start else None,
+        }
 
     with stage("gate" + suffix) as detail:
         gates, notes = referee.gates(store, stage.cycle_id, compiled.suites())
@@ -357,7 +377,8 @@ def _candidate(
             row["version"],
             metrics={"gate": gate.to_dict(),
                      "cycle": {"id": stage.cycle_id, "round": stage.round_no, "method": method,
-                               "gold": allow_gold, "data": summary}},
+                               "gold": allow_gold, "data": summary, "continued": bool(start),
+                               "holds_gold": bool(start) and holds_gold(current)}},
         )  # fmt: skip
         detail |= {"decision": gate.decision, "suites": len(gate.suites)}
     adapter = store.adapter(row["version"]) or row

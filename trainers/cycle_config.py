@@ -47,11 +47,12 @@ class CycleConfig(BaseModel):
         description="In a chain of rounds, gold may justify rows in the first this many only; "
         "later rounds learn from the model's own verified samples (0: never).",
     )  # fmt: skip
-    methods: list[Literal["sft", "sft-label-free", "dpo", "grpo"]] | None = Field(
+    methods: list[Literal["sft", "sft-label-free", "sft-continue", "dpo", "grpo"]] | None = Field(
         default=None, min_length=1,
         description="Candidates per round, each trained on the same training prompts and "
         "gated against the promoted adapter; the gate's best is promoted (sft-label-free: SFT "
-        "without gold). Unset: the training config's method alone.",
+        "without gold; sft-continue: SFT that goes on from the promoted adapter's LoRA, where "
+        "sft starts a new one). Unset: the training config's method alone.",
     )  # fmt: skip
     repair_turns: bool = Field(
         default=True,

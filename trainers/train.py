@@ -5,8 +5,9 @@ dataset, so it never inherits an earlier one's mistakes; `parent` records only w
 was the default at the time. A GRPO adapter continues its parent's LoRA: reinforcement needs
 a policy that sometimes succeeds (from the base model every sums completion scored 0:
 bench/results/grpo-2026-11-24.json), and on-policy means sampling from the current model.
-SFT continues its parent too where asked (`continue_parent`): in a chain's rounds after the
-gold ones, the parent holds what gold taught, and the rows may no longer say it.
+SFT continues its parent too where asked (`continue_parent`): once gold is off while the
+parent learnt from it, the parent holds what gold taught, and the rows may no longer say it;
+and for the `sft-continue` method (trainers/cycle.py decides).
 The folder is written under `adapters/.partial-<pid>-…` (`build_adapter`, in a child
 process during a cycle, which knows no store) and renamed to `adapters/<version>/` only when
 complete (`register`, by whoever holds the registry), so a killed trainer leaves no adapter

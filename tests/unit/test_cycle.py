@@ -180,9 +180,12 @@ def test_methods_that_would_train_alike_are_tried_once() -> None:
     from reflexa.trainers.cycle import _distinct
 
     both = ["sft", "sft-label-free", "grpo"]
-    assert _distinct(both, allow_gold=True) == both
-    assert _distinct(both, allow_gold=False) == ["sft", "grpo"]  # no gold: the same recipe
-    assert _distinct(["grpo", "grpo"], allow_gold=True) == ["grpo"]
+    assert _distinct(both, True, False) == both
+    assert _distinct(both, False, False) == ["sft", "grpo"]  # no gold: the same recipe
+    assert _distinct(["grpo", "grpo"], True, False) == ["grpo"]
+    going_on = ["sft", "sft-continue"]
+    assert _distinct(going_on, False, False) == going_on
+    assert _distinct(going_on, False, True) == ["sft"]  # every SFT goes on: the same recipe
 
 
 def test_the_cycles_page_plots_each_gated_cycle_and_tables_every_cycle() -> None:
@@ -216,12 +219,14 @@ def test_gold_settles_a_prompt_only_where_every_candidate_may_learn_from_it() ->
     assert _settling(ws.with_cycle(allow_gold=False), ["sft"]) == ["user", "consistency"]
 
 
-def test_past_the_gold_rounds_sft_goes_on_from_the_promoted_adapter(
+def test_once_gold_is_off_sft_goes_on_from_the_adapter_gold_taught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Round 2 of a chain may not learn from gold rows, so its SFT starts from the adapter
-    that did (not from the base model without them); in a chain that never had gold, or in
-    round 1, SFT starts afresh."""
+    """A night that may not learn from gold (round 2 of a chain, or gold turned off) while
+    the served adapter learnt from it starts SFT from that adapter, not from the base model
+    without those rows; so does the night after one that went on from it. Where gold is
+    allowed, or the served adapter never had gold, SFT starts afresh; sft-continue is sft
+    where every SFT goes on."""
     from reflexa.trainers import cycle as cycle_module
 
     seen: list[tuple[int, bool, bool]] = []
@@ -234,9 +239,19 @@ def test_past_the_gold_rounds_sft_goes_on_from_the_promoted_adapter(
     gold = Settings(cycle=Settings().cycle.model_copy(update={"sample_n": 0}))
     never = Settings(cycle=gold.cycle.model_copy(update={"allow_gold": False}))
     with open_store(gold) as store:
-        for settings, n in ((gold, 1), (gold, 2), (never, 2)):
-            run_cycle(settings.workspace(), store, no_server, no_server, round_no=n)  # type: ignore[arg-type]
-    assert seen == [(1, True, False), (2, False, True), (2, False, False)]
+        made_by = {"v1": {"gold": True}, "v2": {"gold": False, "holds_gold": True},
+                   "v3": {"gold": False, "holds_gold": False}, None: None}  # fmt: skip
+        for version, made in made_by.items():
+            if version:
+                store.add_adapter(version=version, name=version, path="/p", parent=None,
+                                  base_model="m", method="sft", dataset_hash="h", examples=1,
+                                  metrics={"cycle": made})  # fmt: skip
+            store.set_promoted(version, "test", "retired")
+            seen.clear()
+            for settings, n in ((gold, 1), (gold, 2), (never, 1)):
+                run_cycle(settings.workspace(), store, no_server, no_server, round_no=n)  # type: ignore[arg-type]
+            went_on = version in ("v1", "v2")
+            assert seen == [(1, True, False), (2, False, went_on), (1, False, went_on)], version
 
 
 def test_adapters_list_shows_each_adapter_s_round_method_and_rows() -> None:
