@@ -21,11 +21,16 @@ def dataset_name(cycle_id: str, suffix: str = "") -> str:
 
 
 def train_in_child(
-    ws: Workspace, dataset_dir: Path, method: str, start: Path | None, parent: str | None
+    ws: Workspace,
+    dataset_dir: Path,
+    method: str,
+    start: Path | None,
+    parent: str | None,
+    max_steps: int | None = None,
 ) -> Built:
     """`python -m reflexa.trainers.train` in its own process, given the workspace as a file:
     its progress goes to our stderr, the built folder (ours to register) to us. A non-zero
-    exit (an error, a kill) fails the stage."""
+    exit (an error, a kill) fails the stage. `max_steps`: instead of the config's."""
     ws.run_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=ws.run_dir, suffix=".json") as file:
         file.write(ws.to_json())
@@ -35,6 +40,7 @@ def train_in_child(
                    "--owner", str(os.getpid())]  # fmt: skip
         command += ["--start", str(start)] if start else []
         command += ["--parent", parent] if parent else []
+        command += ["--max-steps", str(max_steps)] if max_steps else []
         child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if child.returncode != 0:
         how = (

@@ -29,7 +29,7 @@ from reflexa.trainers.config import TrainConfig, train_config
 from reflexa.trainers.dataset import Format, TooFewExamples, build_dataset
 from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.gate import GateResult, GateSuite, Measured, decide, holm, measure
-from reflexa.trainers.history import method_order, nothing_new
+from reflexa.trainers.history import grpo_steps, method_order, nothing_new
 from reflexa.trainers.ports import TrainerStore
 from reflexa.trainers.referee import Connect, Evaluator, Progress, Referee, Server, settle_memory
 from reflexa.trainers.registry import load, parent_folder, promote, register
@@ -343,9 +343,18 @@ def _candidate(
         detail |= summary
 
     with stage("train" + suffix) as detail:
+        steps = None
+        if fmt == "grpo" and config.max_steps <= 0:  # the steps that fit the night
+            left = ws.cycle.budget_minutes * 60 - (time.perf_counter() - stage.started)
+            steps, detail["steps"] = grpo_steps(
+                store.adapters(), stage.history, summary["examples"], config.grpo_generations,
+                config.grpo_batch_size, config.grpo_epochs, left,
+            )  # fmt: skip
+            if steps is None:
+                raise Skip(detail["steps"])
         parent = current["version"] if current else None
         start = parent_folder(store, parent, continues(method, stage.continue_parent))
-        built = train_in_child(ws, dataset_dir, fmt, start, parent)
+        built = train_in_child(ws, dataset_dir, fmt, start, parent, steps)
         row = register(ws, store, built)
         detail |= {
             "adapter": row["version"],

@@ -4,6 +4,7 @@ scheduled night with nothing new to learn from says so at once, at no cost."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,3 +68,47 @@ def nothing_new(cycles: Sequence[dict[str, Any]], now: dict[str, int]) -> str | 
         f"nothing new since the last night ({now['episodes']} training episodes and "
         f"{now['corrections']} corrections, as then): nothing to learn"
     )
+
+
+MIN_GRPO_STEPS = 30  # fewer teach nothing measurable (a CPU round of 37 steps lost 3 points)
+
+
+def grpo_steps(
+    adapters: Sequence[dict[str, Any]],
+    cycles: Sequence[dict[str, Any]],
+    prompts: int,
+    generations: int,
+    batch_size: int,
+    epochs: float,
+    left_s: float,
+) -> tuple[int | None, str]:
+    """The GRPO steps that fit the night's time left (`left_s`, less the longest gate stage
+    of the last night the gate judged): all it needs (`epochs` passes over `prompts`) when
+    they fit or no GRPO run was timed yet, else as many as the last run's seconds a step
+    allow; None (a recorded skip) when fewer than MIN_GRPO_STEPS fit. And why, in a line."""
+    needed = math.ceil(epochs * math.ceil(prompts * generations / batch_size))
+    per_step = _seconds_a_step(adapters, "grpo")
+    if per_step is None:
+        return needed, f"GRPO: {needed} steps ({epochs:g} passes); no GRPO run timed yet"
+    last = next((c for c in cycles if c.get("status") in DECIDED), {})
+    stages = (last.get("result") or {}).get("stages") or []
+    gate_s = max((s.get("seconds", 0) for s in stages if s["stage"].startswith("gate")), default=0)
+    fit = int((left_s - gate_s) / per_step)
+    cost = f"{per_step:.1f} s a step by the last GRPO run, a gate {gate_s / 60:.0f} min"
+    if fit >= needed:
+        return needed, f"GRPO: {needed} steps ({epochs:g} passes) fit the budget ({cost})"
+    if fit < MIN_GRPO_STEPS:
+        return None, (
+            f"the night's budget leaves room for {max(fit, 0)} GRPO steps, fewer than "
+            f"{MIN_GRPO_STEPS} ({cost}; budget_minutes)"
+        )
+    return fit, f"GRPO: {fit} of the {needed} steps it needs fit the budget ({cost})"
+
+
+def _seconds_a_step(adapters: Sequence[dict[str, Any]], method: str) -> float | None:
+    """Training seconds a step of the newest adapter trained with `method` (None: none)."""
+    for adapter in reversed(adapters):
+        train = (adapter.get("metrics") or {}).get("train") or {}
+        if adapter.get("method") == method and train.get("loss") and train.get("train_s"):
+            return float(train["train_s"]) / max(int(train["loss"][-1]["step"]), 1)
+    return None

@@ -85,3 +85,27 @@ def test_past_the_budget_no_further_method_starts(monkeypatch: pytest.MonkeyPatc
     assert started == ["sft"]  # nothing was tried yet when sft started; grpo never does
     assert result["status"] == "skipped"
     assert "grpo: the night's budget was spent" in result["reason"]
+
+
+def test_grpo_gets_the_steps_that_fit_the_night_and_a_budget_too_small_is_a_skip() -> None:
+    """All the steps GRPO needs (passes over its prompts) when they fit the time left less
+    the last judged night's longest gate, else as many as the last GRPO run's seconds a step
+    allow, and none (a recorded skip) below the least that teaches anything."""
+    from reflexa.trainers.history import MIN_GRPO_STEPS, grpo_steps
+
+    timed = {"method": "grpo", "metrics": {"train": {"train_s": 200.0,
+                                                     "loss": [{"step": 99}, {"step": 100}]}}}  # fmt: skip
+    gated = {"status": "rejected", "result": {"stages": [
+        {"stage": "sample", "seconds": 900}, {"stage": "gate grpo", "seconds": 600},
+        {"stage": "gate sft", "seconds": 300}]}}  # fmt: skip
+    # 100 prompts in groups of 4, 8 completions a step: 50 steps a pass; 2.4 passes: 120
+    plan = (100, 4, 8, 2.4)
+    steps, why = grpo_steps([], [gated], *plan, left_s=60)
+    assert steps == 120 and "no GRPO run timed yet" in why
+    assert grpo_steps([timed], [gated], *plan, left_s=600 + 2 * 120)[0] == 120
+    steps, why = grpo_steps([timed], [gated], *plan, left_s=600 + 2 * 80.5)
+    assert steps == 80 and why.startswith("GRPO: 80 of the 120 steps")
+    assert "2.0 s a step" in why and "a gate 10 min" in why
+    steps, why = grpo_steps([timed], [gated], *plan, left_s=600 + 2 * (MIN_GRPO_STEPS - 1))
+    assert steps is None and "room for 29 GRPO steps" in why
+    assert grpo_steps([timed], [], *plan, left_s=2 * MIN_GRPO_STEPS)[0] == MIN_GRPO_STEPS
