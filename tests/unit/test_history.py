@@ -93,8 +93,8 @@ def test_grpo_gets_the_steps_that_fit_the_night_and_a_budget_too_small_is_a_skip
     allow, and none (a recorded skip) below the least that teaches anything."""
     from reflexa.trainers.history import MIN_GRPO_STEPS, grpo_steps
 
-    timed = {"method": "grpo", "metrics": {"train": {"train_s": 200.0,
-                                                     "loss": [{"step": 99}, {"step": 100}]}}}  # fmt: skip
+    train = {"train_s": 200.0, "loss": [{"step": 99}, {"step": 100}]}
+    timed = {"method": "grpo", "metrics": {"train": train}}
     gated = {"status": "rejected", "result": {"stages": [
         {"stage": "sample", "seconds": 900}, {"stage": "gate grpo", "seconds": 600},
         {"stage": "gate sft", "seconds": 300}]}}  # fmt: skip
