@@ -28,7 +28,7 @@ from reflexa.trainers.child import dataset_name, train_in_child
 from reflexa.trainers.config import TrainConfig, train_config
 from reflexa.trainers.dataset import Format, TooFewExamples, build_dataset
 from reflexa.trainers.errors import TrainerError
-from reflexa.trainers.gate import GateResult, GateSuite, Measured, decide, holm, measure
+from reflexa.trainers.gate import GateResult, GateSuite, Measured, holm, measure
 from reflexa.trainers.history import grpo_steps, method_order, nothing_new
 from reflexa.trainers.ports import TrainerStore
 from reflexa.trainers.referee import Connect, Evaluator, Progress, Referee, Server, settle_memory
@@ -364,7 +364,6 @@ def _candidate(
 
     with stage("gate" + suffix) as detail:
         gates, notes = referee.gates(store, stage.cycle_id, compiled.suites())
-        baseline = referee(gates, allow_gold)  # measured once a night, before any candidate
         client = connect()
         candidate_name = load(ws, client, row)
         if ws.memory:  # what the candidate passes unaided: retired for it
@@ -374,14 +373,16 @@ def _candidate(
                     on_progress and functools.partial(on_progress, "retire memories"),
                 )
             )  # fmt: skip
-        measured = asyncio.run(
-            measure(ws.cycle, evaluator(client), gates, candidate_name, "candidate",
-                    memory=ws.memory, gold=allow_gold, on_progress=on_progress)
-        )  # fmt: skip
+
+        def candidate_on(on: list[GateSuite]) -> Measured:
+            return asyncio.run(
+                measure(ws.cycle, evaluator(client), on, candidate_name, "candidate",
+                        memory=ws.memory, gold=allow_gold, on_progress=on_progress)
+            )  # fmt: skip
+
+        verdict, measured, gates = referee.judge(gates, allow_gold, candidate_on)
         current_version = current["version"] if current else None
-        gate = dataclasses.replace(
-            decide(baseline, measured, gates, ws.cycle), current=current_version, notes=notes
-        )
+        gate = dataclasses.replace(verdict, current=current_version, notes=[*notes, *verdict.notes])
         store.update_adapter(
             row["version"],
             metrics={"gate": gate.to_dict(),

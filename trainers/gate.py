@@ -227,6 +227,12 @@ async def measure(
     return out
 
 
+def combined(a: Measured, b: Measured) -> Measured:
+    """One side's measurements on two sets of gate suites, as one."""
+    return Measured(a.adapter, a.served | b.served, a.runs | b.runs, a.memory | b.memory,
+                    a.helped + b.helped, a.hurt + b.hurt)  # fmt: skip
+
+
 def record_memory(store: MemoryLedger, side: Measured, gates: list[GateSuite]) -> int:
     """Write what recall did for `side`: its recall policy per suite, and the memories it
     helped or hurt (those that hurt more often than they helped stop being recalled).

@@ -5,11 +5,22 @@ gate learnt about recall, written for the adapters that will serve."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from reflexa.evals.contamination import TRAIN_SPLIT
-from reflexa.trainers.gate import Evaluate, GateSuite, Measured, gate_suites, measure, record_memory
+from reflexa.trainers.gate import (
+    Evaluate,
+    GateResult,
+    GateSuite,
+    Measured,
+    combined,
+    decide,
+    gate_suites,
+    measure,
+    record_memory,
+)
 from reflexa.trainers.ports import ModelServer, TrainerStore
 from reflexa.trainers.registry import load
 from reflexa.trainers.workspace import Workspace
@@ -26,14 +37,14 @@ Evaluator = Callable[[Server], Evaluate]
 class Referee:
     """The night's gate suites (generated ones with a dev sample drawn for the night, less
     what the loop may have learnt from) and its one measurement of the current adapter on
-    them (per gold policy), taken before any candidate's: every candidate is compared with
-    it."""
+    each (per gold policy), taken the first time a candidate needs it: every candidate is
+    compared with that one."""
 
     def __init__(self, ws: Workspace, connect: Connect[Server], evaluator: Evaluator[Server],
                  current: dict[str, Any] | None, on_progress: Progress | None) -> None:  # fmt: skip
         self.ws, self.connect, self.evaluator = ws, connect, evaluator
         self.current, self.on_progress = current, on_progress
-        self.measured: dict[tuple[tuple[str, ...], bool], tuple[list[GateSuite], Measured]] = {}
+        self.measured: dict[bool, tuple[list[GateSuite], Measured]] = {}  # by gold policy
         self.seed: int | None = None
         self.learnt: set[str] = set()
 
@@ -46,15 +57,39 @@ class Referee:
         return gate_suites(store, suites, self.seed, self.learnt)
 
     def __call__(self, gates: list[GateSuite], gold: bool) -> Measured:
-        key = (tuple(g.label for g in gates), gold)
-        if key not in self.measured:
+        """The current adapter on `gates`: those not measured yet tonight are, now."""
+        done, before = self.measured.get(gold, ([], None))
+        new = [g for g in gates if g.label not in {d.label for d in done}]
+        if new or before is None:
             client = self.connect()
             name = load(self.ws, client, self.current) if self.current else None
-            self.measured[key] = gates, asyncio.run(
-                measure(self.ws.cycle, self.evaluator(client), gates, name, "current",
+            now = asyncio.run(
+                measure(self.ws.cycle, self.evaluator(client), new, name, "current",
                         memory=self.ws.memory, gold=gold, on_progress=self.on_progress)
             )  # fmt: skip
-        return self.measured[key][1]
+            self.measured[gold] = done + new, now if before is None else combined(before, now)
+        return self.measured[gold][1]
+
+    def judge(
+        self, gates: list[GateSuite], gold: bool, candidate: Callable[[list[GateSuite]], Measured]
+    ) -> tuple[GateResult, Measured, list[GateSuite]]:
+        """A candidate (`candidate(gates)` measures it) against the current adapter: on the
+        dev splits first, and on the frozen suite only if those would promote it (a
+        rejected candidate costs neither side the frozen suite). Returns the decision, the
+        candidate's measurement and the gate suites it was judged on."""
+        dev = [g for g in gates if not g.frozen]
+        frozen = [g for g in gates if g.frozen]
+        current = self(dev, gold)  # the first time: before any candidate's
+        measured = candidate(dev)
+        verdict = decide(current, measured, dev, self.ws.cycle)
+        if not frozen:
+            return verdict, measured, dev
+        if not verdict.promotes:
+            note = ", ".join(g.label for g in frozen) + ": not measured, as the dev splits reject"
+            return dataclasses.replace(verdict, notes=[note]), measured, dev
+        current = self(gates, gold)
+        measured = combined(measured, candidate(frozen))
+        return decide(current, measured, gates, self.ws.cycle), measured, gates
 
 
 def settle_memory(

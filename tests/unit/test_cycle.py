@@ -329,3 +329,39 @@ def test_the_current_side_is_measured_once_a_night_and_memory_written_after_the_
         policies = {(p["model"], p["suite"]) for p in store.recall_policies()}
     assert status == {one: ("active", None), two: ("retired", "cand-promoted")}
     assert policies == {("", "arithmetic"), ("", "capabilities")}  # the current: base model
+
+
+def test_the_frozen_suite_is_measured_only_for_a_candidate_the_dev_splits_would_promote() -> None:
+    """A candidate the dev splits reject costs neither side the frozen suite, and the
+    decision says it was not measured; one they would promote is judged on it too, with
+    the current side's frozen measurement taken once for the night."""
+    import asyncio
+
+    from reflexa.trainers.gate import measure
+    from reflexa.trainers.referee import Referee
+
+    from .test_gate import FROZEN, HELD, fake_evaluate
+
+    settings = Settings()
+    calls: list[tuple] = []
+    right = {None: 40, "worse": 30, "better": 80, "better too": 90}
+    evaluate = fake_evaluate(lambda adapter, name, memory: right[adapter], calls)
+    referee = Referee(settings.workspace(), lambda: "server", lambda _: evaluate, None, None)
+
+    def judged(name: str) -> tuple:
+        before = len(calls)
+        candidate = lambda gates: asyncio.run(measure(settings.cycle, evaluate, gates, name,  # noqa: E731
+                                                      "candidate", memory=False))  # fmt: skip
+        verdict, _, gates = referee.judge([HELD, FROZEN], False, candidate)
+        return verdict, [g.label for g in gates], [(c[0], c[1]) for c in calls[before:]]
+
+    verdict, gates, asked = judged("worse")
+    assert verdict.decision == "reject" and "capabilities" not in verdict.suites
+    assert verdict.notes == ["capabilities: not measured, as the dev splits reject"]
+    assert gates == [HELD.label] and asked == [(None, "arithmetic"), ("worse", "arithmetic")]
+    verdict, gates, asked = judged("better")
+    assert verdict.decision == "promote" and verdict.suites["capabilities"]["frozen"] is True
+    assert gates == [HELD.label, FROZEN.label]
+    assert asked == [("better", "arithmetic"), (None, "capabilities"), ("better", "capabilities")]
+    _, _, asked = judged("better too")
+    assert asked == [("better too", "arithmetic"), ("better too", "capabilities")]
