@@ -217,7 +217,8 @@ text-align:left}}img{{max-width:100%}}</style></head>
 
 
 CYCLE_COLUMNS = ("started", "round", "gold", "status", "adapter", "gate split", "minutes",
-                 "rows by justification", "reason")  # fmt: skip
+                 "rows by justification", "methods: decision, change by suite",
+                 "reason")  # fmt: skip
 
 
 def compile_stage(stages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -240,5 +241,27 @@ def _cycle_row(c: dict[str, Any]) -> list[str]:
         f"{dev['a']:.0%} → {dev['b']:.0%}" if dev else "",
         f"{seconds / 60:.1f}",
         rows_line(compile_stage(c["stages"]).get("precision") or {}),
+        methods_line(result),
         c["reason"] or "",
     ]  # fmt: skip
+
+
+def methods_line(result: dict[str, Any]) -> str:
+    """Each gated method's decision and pass change by gate suite, and the order they were
+    tried in: "sft: reject (sums:dev +3.0 %, capabilities not measured); …"."""
+
+    def changes(suites: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {v if isinstance(v, float) else v['difference']:+.1%}"
+                         for k, v in suites.items())  # fmt: skip
+
+    gate = result.get("gate") or {}
+    methods = result.get("methods") or {}
+    if not methods and gate:  # one method: its gate is the cycle's
+        method = (result.get("adapter") or {}).get("method", "")
+        methods = {method: {"decision": gate.get("decision"), "suites": gate.get("suites", {})}}
+    line = "; ".join(
+        f"{m}: skipped ({s['skipped']})" if "skipped" in s
+        else f"{m}: {s.get('decision')} ({changes(s.get('suites') or {})})"
+        for m, s in methods.items()
+    )  # fmt: skip
+    return line + (f". {result['method_order']}" if result.get("method_order") else "")

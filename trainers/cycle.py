@@ -171,6 +171,7 @@ class _Candidate:
     def summary(self) -> dict[str, Any]:
         return {"adapter": self.adapter["version"], "decision": self.gate.decision,
                 "gate_split": (self.gate.dev or {}).get("b"),
+                "suites": {k: v["difference"] for k, v in self.gate.suites.items()},
                 "examples": self.compiled.get("examples"),
                 "train_s": self.adapter["metrics"]["train"]["train_s"]}  # fmt: skip
 

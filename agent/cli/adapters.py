@@ -49,7 +49,9 @@ def adapters_list(settings: Settings, as_json: bool) -> None:
         table.add_row(
             r["version"],
             r["status"],
-            r["method"] + (" (no gold)" if cycle.get("gold") is False else ""),
+            cycle.get("method", r["method"])
+            + (" (no gold)" if cycle.get("gold") is False else "")
+            + (f", on from {r['parent']}" if cycle.get("continued") else ""),
             str(cycle.get("round", "")),
             by_kind or str(r["examples"]),
             figure,

@@ -209,6 +209,23 @@ def test_the_cycles_page_plots_each_gated_cycle_and_tables_every_cycle() -> None
     assert "1% → 55%" in page and "consistency 7" in page and "2.0" in page and "why 3" in page
 
 
+def test_the_cycles_page_says_what_each_method_did_on_each_suite_and_why_that_order() -> None:
+    from reflexa.evals.report import methods_line
+
+    several = {"methods": {
+        "grpo": {"decision": "promote", "suites": {"sums:dev": 0.12, "capabilities": -0.01}},
+        "sft": {"skipped": "the night's budget was spent"}},
+        "method_order": "methods in order of their record: grpo won 1 of 1 nights"}  # fmt: skip
+    assert methods_line(several) == (
+        "grpo: promote (sums:dev +12.0%, capabilities -1.0%); "
+        "sft: skipped (the night's budget was spent). "
+        "methods in order of their record: grpo won 1 of 1 nights"
+    )
+    gate = {"decision": "reject", "suites": {"sums:dev": {"difference": -0.03}}}
+    one = {"adapter": {"method": "sft"}, "gate": gate}
+    assert methods_line(one) == "sft: reject (sums:dev -3.0%)"
+
+
 def test_gold_settles_a_prompt_only_where_every_candidate_may_learn_from_it() -> None:
     from reflexa.trainers.cycle import _settling
 
@@ -268,11 +285,18 @@ def test_adapters_list_shows_each_adapter_s_round_method_and_rows() -> None:
         store.add_adapter(version="v2", name="n", path="/p", parent="v1", base_model="m",
                           method="sft", dataset_hash="h", examples=184,
                           metrics={"cycle": cycle_meta, "gate": gate})  # fmt: skip
+        went_on = cycle_meta | {"method": "sft-continue", "continued": True}
+        store.add_adapter(version="v3", name="n3", path="/p3", parent="v2", base_model="m",
+                          method="sft", dataset_hash="h", examples=184,
+                          metrics={"cycle": went_on, "gate": gate})  # fmt: skip
     done = CliRunner().invoke(cli, ["adapters", "list"], env={"COLUMNS": "250"})
     assert done.exit_code == 0, done.output
-    row = next(line for line in done.output.splitlines() if "v2" in line)
+    row = next(line for line in done.output.splitlines() if "│ v2" in line)
     assert "sft (no gold)" in row and "consistency 138, checks 46" in row
+    assert "on from" not in row  # trained afresh
     assert "│ 2 " in row and "55% → 56%" in row
+    row = next(line for line in done.output.splitlines() if "│ v3" in line)
+    assert "sft-continue (no gold), on from v2" in row
 
 
 def test_the_cycle_prints_each_method_s_evidence(monkeypatch: pytest.MonkeyPatch) -> None:
