@@ -108,6 +108,20 @@ def false_promotions(seen: Observed, gates: list[GateSuite], k: int, trials: int
             "rate": promoted / trials, "upper_95": wilson_upper(promoted, trials)}  # fmt: skip
 
 
+def simulate(home: Path, gate: dict[str, Any], candidates: list[int], trials: int,
+             seed: int) -> dict[str, Any]:  # fmt: skip
+    """A night's gate (`gate`, as its cycle recorded it) replayed `trials` times with each
+    number of candidates, both ways of estimating the items' pass probabilities."""
+    seen = observed(home, gate)
+    gates = gates_of(gate, seen)
+    rates = {
+        way: [false_promotions(seen, gates, k, trials, way == "smoothed", seed) for k in candidates]
+        for way in ("plug-in", "smoothed")
+    }
+    items = {label: len(base(modes)) for label, modes in seen.items()}
+    return {"current": gate.get("current"), "items": items, "false_promotion": rates}
+
+
 def wilson_upper(hits: int, n: int, z: float = 1.96) -> float:
     p = hits / n
     centre = p + z * z / (2 * n)
@@ -128,17 +142,9 @@ def main() -> None:
         gate = (done["result"] or {}).get("gate") if key.startswith("night ") else None
         if not gate or not gate.get("suites"):
             continue
-        seen = observed(args.run / "home", gate)
-        gates = gates_of(gate, seen)
-        rates = {
-            way: [false_promotions(seen, gates, k, args.trials, way == "smoothed", args.seed)
-                  for k in args.candidates]
-            for way in ("plug-in", "smoothed")
-        }  # fmt: skip
-        items = {label: len(base(modes)) for label, modes in seen.items()}
-        nights.append({"night": int(key.split()[1]), "current": gate.get("current"),
-                       "items": items, "false_promotion": rates})  # fmt: skip
-        for way, rows in rates.items():
+        night = simulate(args.run / "home", gate, args.candidates, args.trials, args.seed)
+        nights.append({"night": int(key.split()[1])} | night)
+        for way, rows in night["false_promotion"].items():
             for r in rows:
                 print(
                     f"{key}, {way}, {r['candidates']} candidate(s): {r['promoted']} of "

@@ -46,6 +46,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from bench import nights_user
+from bench.gate_null import simulate
 from bench.home import ROOT
 from bench.record import RESULTS, STARTED_AT, write_result
 from reflexa.agent.demo import DEMO_ENV
@@ -107,8 +108,10 @@ def traffic_file(folder: Path, suite: str, night: int, count: int) -> Path:
         doc, key = nights_user.suite(night, count)
     else:
         drawn = [i for i in GENERATED[suite](1000 + night).items if i.split == "train"][:count]
-        rows = [{"id": i.id, "prompt": i.user_prompt, "checks": i.check_specs(),
-                 "scoring": i.scoring_specs(), "tags": i.tags} for i in drawn]  # fmt: skip
+        rows: list[dict[str, Any]] = [
+            {"id": i.id, "prompt": i.user_prompt, "checks": i.check_specs(),
+             "scoring": i.scoring_specs(), "tags": i.tags} for i in drawn
+        ]  # fmt: skip
         key = {r["prompt"]: r.get("scoring", []) for r in rows}
         if suite in LABEL_FREE:
             rows = [{k: v for k, v in r.items() if k != "scoring"} for r in rows]
@@ -247,10 +250,13 @@ def write_page(results: Path) -> Path:
                      str(night["status"]), str(night["served"]),
                      ", ".join(f"{j} {k}" for j, k in (night["rows"] or {}).items()),
                      f"{night['seconds'] / 60:.1f}", f"{night['gate_share'] or 0:.0%}",
+                     " / ".join(f"{r:.1%}" for r in
+                                (night.get("false_promotion") or {}).get("smoothed", [])),
                      str(night["reason"])]  # fmt: skip
             rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     head = ["result", "commit", "night", "gold", "outcome", "served after", "rows", "minutes",
-            "gate share", "the gate's reason"]  # fmt: skip
+            "gate share", "false promotion, 1 / 2 candidates (simulated)",
+            "the gate's reason"]  # fmt: skip
     page = results / "nights.html"
     page.write_text(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Reflexa: nights</title><style>body{{font-family:system-ui,sans-serif;max-width:1200px;
@@ -291,6 +297,11 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "reflexa.agent", "model", "stop"], env=run.env,
                        check=False)  # fmt: skip
     doc = {"args": run.state["args"], "folder": str(run.folder)} | doc
+    for night in doc["nights"]:  # the gate's false-promotion rate on the night's real items
+        gate = run.state["done"][f"night {night['night']}"]["result"].get("gate") or {}
+        if gate.get("suites"):
+            sim = simulate(run.folder / "home", gate, [1, 2], 1000, 0)["false_promotion"]
+            night["false_promotion"] = {way: [r["rate"] for r in rows] for way, rows in sim.items()}
     for suite, curve in doc["test_by_night"].items():
         print(f"{suite}: " + " → ".join(f"{p:.0%}" for p in curve))
     print(f"written to {write_result('nights', doc)}")
