@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.registry import Built
@@ -17,7 +19,9 @@ from reflexa.trainers.workspace import Workspace
 
 
 def dataset_name(cycle_id: str, suffix: str = "") -> str:
-    return f"cycle-{time.strftime('%Y%m%d-%H%M%S')}-{cycle_id[:8]}" + suffix.replace(" ", "-")
+    return f"cycle-{time.strftime('%Y%m%d-%H%M%S')}-{cycle_id[:8]}" + re.sub(
+        r"[^\w.-]", "-", suffix
+    )
 
 
 def train_in_child(
@@ -27,10 +31,12 @@ def train_in_child(
     start: Path | None,
     parent: str | None,
     max_steps: int | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Built:
     """`python -m reflexa.trainers.train` in its own process, given the workspace as a file:
     its progress goes to our stderr, the built folder (ours to register) to us. A non-zero
-    exit (an error, a kill) fails the stage. `max_steps`: instead of the config's."""
+    exit (an error, a kill) fails the stage. `max_steps` and `settings` (training config
+    fields, a method's own): instead of the config's."""
     ws.run_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=ws.run_dir, suffix=".json") as file:
         file.write(ws.to_json())
@@ -41,6 +47,7 @@ def train_in_child(
         command += ["--start", str(start)] if start else []
         command += ["--parent", parent] if parent else []
         command += ["--max-steps", str(max_steps)] if max_steps else []
+        command += ["--settings", json.dumps(settings)] if settings else []
         child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if child.returncode != 0:
         how = (

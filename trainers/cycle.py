@@ -26,20 +26,17 @@ from reflexa.evals.contamination import Guard
 from reflexa.evals.held_out import held_out_guard
 from reflexa.trainers.child import dataset_name, train_in_child
 from reflexa.trainers.config import TrainConfig, train_config
-from reflexa.trainers.dataset import Format, TooFewExamples, build_dataset
+from reflexa.trainers.dataset import TooFewExamples, build_dataset
 from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.gate import GateResult, GateSuite, Measured, holm, measure
 from reflexa.trainers.history import grpo_steps, method_order, nothing_new
+from reflexa.trainers.methods import default_methods, parse_method
 from reflexa.trainers.ports import TrainerStore
 from reflexa.trainers.referee import Connect, Evaluator, Progress, Referee, Server, settle_memory
 from reflexa.trainers.registry import load, parent_folder, promote, register
 from reflexa.trainers.retire import retire_passed
 from reflexa.trainers.sampling import COVERING, sample_corrections, sampling_targets
 from reflexa.trainers.workspace import Workspace
-
-# What each candidate method (`cycle.methods`) trains: sft-label-free is SFT without gold.
-FORMAT: dict[str, Format] = {"sft": "sft", "sft-label-free": "sft", "sft-continue": "sft",
-                             "dpo": "dpo", "grpo": "grpo"}  # fmt: skip
 
 
 class Skip(Exception):
@@ -191,8 +188,8 @@ def _run(
     # is off now): SFT goes on from it (afresh, sums round 2 gained 1 point on dev:
     # bench/results/rounds-sums-2026-11-24.json).
     stage.continue_parent = holds_gold(current) and not ws.cycle.allow_gold
-    methods = _distinct(ws.cycle.methods or [config.method], ws.cycle.allow_gold,
-                        stage.continue_parent)  # fmt: skip
+    configured = ws.cycle.methods or default_methods(config.method)
+    methods = _distinct(configured, ws.cycle.allow_gold, stage.continue_parent, bool(current))
     protected = held_out_guard(store.held_out_prompts())
     settle = _settling(ws, methods)
     targets = sampling_targets(store, protected, ws.cycle.sample_limit, settle)
@@ -272,20 +269,25 @@ def _run(
     return out
 
 
-def _distinct(methods: Sequence[str], allow_gold: bool, continue_parent: bool) -> list[str]:
+def _distinct(
+    methods: Sequence[str], allow_gold: bool, continue_parent: bool, parent: bool
+) -> list[str]:
     """The methods that train differently: without gold, sft-label-free is sft; where every
-    SFT goes on from the promoted adapter, sft-continue is sft."""
-    recipes: dict[tuple[str, bool, bool], str] = {}
-    for m in methods:
-        go_on = continues(m, continue_parent)
-        recipes.setdefault((FORMAT[m], allow_gold and m != "sft-label-free", go_on), m)
+    SFT goes on from the promoted adapter, or there is none (`parent`), sft-continue is sft."""
+    recipes: dict[tuple[Any, ...], str] = {}
+    for spec in methods:
+        m = parse_method(spec)
+        go_on = parent and continues(spec, continue_parent)
+        gold = allow_gold and m.recipe != "sft-label-free"
+        recipes.setdefault((m.format, gold, go_on, m.settings), spec)
     return list(recipes.values())
 
 
 def continues(method: str, continue_parent: bool) -> bool:
     """Whether `method` trains on from the promoted adapter's LoRA (else a new one on the
     base model): GRPO and sft-continue always, the others where `continue_parent`."""
-    return FORMAT[method] == "grpo" or method == "sft-continue" or continue_parent
+    m = parse_method(method)
+    return m.format == "grpo" or m.recipe == "sft-continue" or continue_parent
 
 
 def holds_gold(adapter: dict[str, Any] | None) -> bool:
@@ -299,7 +301,7 @@ def _settling(ws: Workspace, methods: Sequence[str]) -> list[str]:
     """The justifications whose rows settle a prompt, so it is not sampled again: gold only
     where this round may learn from it and no candidate needs the model's own samples there
     (label-free SFT learns from them; GRPO trains where they disagree)."""
-    own = {"sft-label-free", "grpo"} & set(methods)
+    own = {"sft-label-free", "grpo"} & {parse_method(m).recipe for m in methods}
     gold = ws.cycle.allow_gold and not own
     allowed = ws.cycle.justifications
     return [j for j in COVERING if j in allowed and (j != "gold" or gold)]
@@ -323,8 +325,10 @@ def _candidate(
     """Compile, train and gate one method's candidate (stages named after the method when
     several are tried). `mixed`: the sampled prompts whose answers disagreed, where GRPO
     trains (a group whose answers all earn the same reward has no advantage to learn)."""
-    fmt = FORMAT[method]
-    allow_gold = ws.cycle.allow_gold and method != "sft-label-free"
+    recipe = parse_method(method)
+    fmt = recipe.format
+    allow_gold = ws.cycle.allow_gold and recipe.recipe != "sft-label-free"
+    config = config.replace(**dict(recipe.settings))  # the method's own settings
     suffix = f" {method}" if named else ""
     with stage("compile" + suffix) as detail:
         dataset_dir = ws.home / "datasets" / dataset_name(stage.cycle_id, suffix)
@@ -355,7 +359,7 @@ def _candidate(
                 raise Skip(detail["steps"])
         parent = current["version"] if current else None
         start = parent_folder(store, parent, continues(method, stage.continue_parent))
-        built = train_in_child(ws, dataset_dir, fmt, start, parent, steps)
+        built = train_in_child(ws, dataset_dir, fmt, start, parent, steps, dict(recipe.settings))
         row = register(ws, store, built)
         detail |= {
             "adapter": row["version"],

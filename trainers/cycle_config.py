@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from reflexa.trainers.methods import parse_method
 
 
 class CycleConfig(BaseModel):
@@ -47,13 +49,24 @@ class CycleConfig(BaseModel):
         description="In a chain of rounds, gold may justify rows in the first this many only; "
         "later rounds learn from the model's own verified samples (0: never).",
     )  # fmt: skip
-    methods: list[Literal["sft", "sft-label-free", "sft-continue", "dpo", "grpo"]] | None = Field(
+    methods: list[str] | None = Field(
         default=None, min_length=1,
         description="Candidates per round, each trained on the same training prompts and "
-        "gated against the promoted adapter; the gate's best is promoted (sft-label-free: SFT "
-        "without gold; sft-continue: SFT that goes on from the promoted adapter's LoRA, where "
-        "sft starts a new one). Unset: the training config's method alone.",
+        "gated against the promoted adapter; the gate's best is promoted. A recipe (sft, "
+        "sft-label-free: SFT without gold, sft-continue: SFT that goes on from the promoted "
+        "adapter's LoRA where sft starts a new one, dpo, grpo), optionally with settings of "
+        "its own: `sft@learning_rate=1e-4,epochs=2`. The record orders them each night; "
+        "those that would train alike are tried once. Unset: the training config's method "
+        "(for SFT both starts, sft and sft-continue, so the record can tell which wins).",
     )  # fmt: skip
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, methods: list[str] | None) -> list[str] | None:
+        for spec in methods or []:
+            parse_method(spec)  # a ValueError names what is wrong
+        return methods
+
     repair_turns: bool = Field(
         default=True,
         description="Also train each of the model's own verified repairs as a repair turn "

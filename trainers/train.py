@@ -302,10 +302,10 @@ class _Progress(TrainerCallback):
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m reflexa.trainers.train --workspace FILE --dataset DIR [--method M]
-    [--start DIR] [--parent VERSION] [--owner PID] [--max-steps N]`: train one adapter
-    (what a cycle runs in a child process) into a partial folder that the owner registers.
-    The workspace comes as a JSON file (`Workspace.to_json`); the built folder and its
-    metadata are printed as JSON on stdout, progress goes to stderr."""
+    [--start DIR] [--parent VERSION] [--owner PID] [--max-steps N] [--settings JSON]`: train
+    one adapter (what a cycle runs in a child process) into a partial folder that the owner
+    registers. The workspace comes as a JSON file (`Workspace.to_json`); the built folder and
+    its metadata are printed as JSON on stdout, progress goes to stderr."""
     parser = argparse.ArgumentParser(
         prog="python -m reflexa.trainers.train", description=main.__doc__
     )
@@ -318,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", default=None, help="the adapter that is the default now")
     parser.add_argument("--owner", type=int, help="the process that registers the result")
     parser.add_argument("--max-steps", type=int, help="instead of the training config's")
+    parser.add_argument("--settings", type=json.loads, default={},
+                        help="training config fields as JSON, instead of the config's")  # fmt: skip
     args = parser.parse_args(argv)
 
     def step(done: int, total: int, loss: float | None) -> None:
@@ -326,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         ws = Workspace.from_json(args.workspace.read_text())
-        config = train_config(ws.cycle).replace(method=args.method, max_steps=args.max_steps)
+        config = train_config(ws.cycle).replace(
+            method=args.method, max_steps=args.max_steps, **args.settings
+        )
         built = build_adapter(ws, args.dataset, config, start=args.start, parent=args.parent,
                               owner=args.owner, on_step=step)  # fmt: skip
     except (TrainerError, OSError) as e:

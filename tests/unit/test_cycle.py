@@ -64,6 +64,10 @@ def test_the_training_child_reads_its_workspace_file_and_fails_in_one_line(
     assert code == 1 and err.startswith("Error: ") and "not a dataset folder" in err
     assert not (parent.home_dir / "reflexa.db").exists()  # the child opens no store
     assert not (tmp_path / "elsewhere").exists()
+    settings = ["--settings", '{"learning_rate": -1}']  # a method's own, checked as the config's
+    code = main(["--workspace", str(workspace_file), "--dataset", str(tmp_path), *settings])
+    err = capsys.readouterr().err
+    assert code == 1 and "learning_rate must be positive" in err and "Traceback" not in err
     workspace_file.write_text('{"home": "/h", "model_name": "m", "model_dir": "/m", '
                               '"cycle": {"sample_n": 99}}')  # fmt: skip
     assert main(["--workspace", str(workspace_file), "--dataset", str(tmp_path)]) == 1
@@ -180,12 +184,15 @@ def test_methods_that_would_train_alike_are_tried_once() -> None:
     from reflexa.trainers.cycle import _distinct
 
     both = ["sft", "sft-label-free", "grpo"]
-    assert _distinct(both, True, False) == both
-    assert _distinct(both, False, False) == ["sft", "grpo"]  # no gold: the same recipe
-    assert _distinct(["grpo", "grpo"], True, False) == ["grpo"]
+    assert _distinct(both, True, False, True) == both
+    assert _distinct(both, False, False, True) == ["sft", "grpo"]  # no gold: the same recipe
+    assert _distinct(["grpo", "grpo"], True, False, True) == ["grpo"]
     going_on = ["sft", "sft-continue"]
-    assert _distinct(going_on, False, False) == going_on
-    assert _distinct(going_on, False, True) == ["sft"]  # every SFT goes on: the same recipe
+    assert _distinct(going_on, False, False, True) == going_on
+    assert _distinct(going_on, False, True, True) == ["sft"]  # every SFT goes on: alike
+    assert _distinct(going_on, True, False, False) == ["sft"]  # nothing to go on from
+    tuned = ["sft", "sft@learning_rate=1e-4", "sft@learning_rate=0.0001", "sft@epochs=1"]
+    assert _distinct(tuned, True, False, True) == ["sft", "sft@learning_rate=1e-4", "sft@epochs=1"]
 
 
 def test_the_cycles_page_plots_each_gated_cycle_and_tables_every_cycle() -> None:
@@ -247,9 +254,12 @@ def test_once_gold_is_off_sft_goes_on_from_the_adapter_gold_taught(
     from reflexa.trainers import cycle as cycle_module
 
     seen: list[tuple[int, bool, bool]] = []
+    tried: list[str] = []
 
-    def fake_candidate(ws, store, connect, evaluator, stage, *rest):  # type: ignore[no-untyped-def]
-        seen.append((stage.round_no, ws.cycle.allow_gold, stage.continue_parent))
+    def fake_candidate(ws, store, connect, evaluator, stage, referee, method, *rest):  # type: ignore[no-untyped-def]
+        tried.append(method)
+        if method == "sft":
+            seen.append((stage.round_no, ws.cycle.allow_gold, stage.continue_parent))
         raise cycle_module.Skip("faked")
 
     monkeypatch.setattr(cycle_module, "_candidate", fake_candidate)
@@ -269,6 +279,11 @@ def test_once_gold_is_off_sft_goes_on_from_the_adapter_gold_taught(
                 run_cycle(settings.workspace(), store, no_server, no_server, round_no=n)  # type: ignore[arg-type]
             went_on = version in ("v1", "v2")
             assert seen == [(1, True, False), (2, False, went_on), (1, False, went_on)], version
+            # sft-continue is tried beside sft where it trains differently: an adapter to go
+            # on from, and sft would not go on from it anyway
+            runs_apart = 1 + 2 * (not went_on)  # gold allowed: sft starts afresh
+            assert tried.count("sft-continue") == (version is not None) * runs_apart, version
+            tried.clear()
 
 
 def test_adapters_list_shows_each_adapter_s_round_method_and_rows() -> None:

@@ -1,0 +1,59 @@
+"""Candidate methods (`[cycle] methods`): a recipe, optionally with training settings of its
+own, as in `sft-continue@learning_rate=1e-4,epochs=1`; each spelling is a method of its own
+in the record (trainers/history.py), so the nights' gates tell which start, learning rate
+and epochs win."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from reflexa.trainers.examples import Format
+
+# What each recipe trains: sft-label-free is SFT without gold, sft-continue SFT that goes on
+# from the promoted adapter's LoRA (sft starts a new one, unless gold is off: trainers/cycle.py).
+FORMAT: dict[str, Format] = {"sft": "sft", "sft-label-free": "sft", "sft-continue": "sft",
+                             "dpo": "dpo", "grpo": "grpo"}  # fmt: skip
+# The training settings a method may set for itself, and their type.
+TUNABLE: dict[str, type] = {"learning_rate": float, "epochs": float, "grpo_epochs": float,
+                            "batch_size": int}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Method:
+    spec: str  # as configured: its name in the record
+    recipe: str
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def format(self) -> Format:
+        return FORMAT[self.recipe]
+
+
+def default_methods(method: str) -> list[str]:
+    """The candidates when none are configured: the training config's method; for SFT both
+    starts (from the promoted adapter or afresh), which the record then orders."""
+    return ["sft", "sft-continue"] if method == "sft" else [method]
+
+
+def parse_method(spec: str) -> Method:
+    """`RECIPE[@SETTING=VALUE,...]`, or ValueError saying what is wrong."""
+    recipe, at, rest = spec.partition("@")
+    if recipe not in FORMAT:
+        raise ValueError(f"method {spec!r}: unknown recipe {recipe!r} (known: {', '.join(FORMAT)})")
+    settings = []
+    for part in rest.split(",") if at else []:
+        key, eq, value = part.strip().partition("=")
+        if key not in TUNABLE or not eq:
+            raise ValueError(
+                f"method {spec!r}: {part.strip()!r} is not SETTING=VALUE with a setting of "
+                f"{', '.join(TUNABLE)}"
+            )
+        try:
+            number = TUNABLE[key](value)
+        except ValueError:
+            raise ValueError(f"method {spec!r}: {key} must be a number, not {value!r}") from None
+        if not number > 0:
+            raise ValueError(f"method {spec!r}: {key} must be positive")
+        settings.append((key, number))
+    return Method(spec, recipe, tuple(settings))
