@@ -257,7 +257,7 @@ def methods_line(result: dict[str, Any]) -> str:
     gate = result.get("gate") or {}
     methods = result.get("methods") or {}
     if not methods and gate:  # one method: its gate is the cycle's
-        method = (result.get("adapter") or {}).get("method", "")
+        method = result.get("method") or (result.get("adapter") or {}).get("method", "")
         methods = {method: {"decision": gate.get("decision"), "suites": gate.get("suites", {})}}
     line = "; ".join(
         f"{m}: skipped ({s['skipped']})" if "skipped" in s

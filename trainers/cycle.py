@@ -258,6 +258,7 @@ def _run(
         "status": status,
         "decision": shown.gate.decision,
         "reason": shown.gate.reason,
+        "method": shown.method,  # as configured: its name in the record
         "adapter": adapter and _public(adapter),
         "gate": shown.gate.to_dict(),
     }

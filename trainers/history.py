@@ -24,7 +24,7 @@ def tried(cycle: dict[str, Any]) -> dict[str, tuple[bool, float]]:
             for m, s in result["methods"].items()
             if "skipped" not in s
         }
-    method = (result.get("adapter") or {}).get("method")
+    method = result.get("method") or (result.get("adapter") or {}).get("method")
     train: dict[str, Any] = next((s for s in result.get("stages", []) if s["stage"] == "train"), {})
     return {method: (promoted, float(train.get("train_s") or 0))} if method else {}
 

@@ -39,6 +39,8 @@ def test_the_likeliest_winner_goes_first_and_the_record_says_why() -> None:
               "stages": [{"stage": "train", "train_s": 40}]}  # fmt: skip
     single = {"status": "rejected", "result": result}
     assert tried(single) == {"sft": (False, 40.0)}
+    named = {"status": "rejected", "result": result | {"method": "sft-continue"}}
+    assert tried(named) == {"sft-continue": (False, 40.0)}  # as configured, not the format
 
 
 def test_a_scheduled_night_with_nothing_new_says_so_and_costs_nothing() -> None:
