@@ -209,9 +209,10 @@ def test_one_cycle_end_to_end(vllm_session: Session, tmp_path: Path) -> None:
     """The issue's check, scaled to CI: recorded failures → `reflexa cycle --rounds 2 --json`
     samples the model, trains one PEFT adapter per method (SFT with gold, SFT without), gates
     each on held-out arithmetic and the frozen suite, promotes the better or none; a second
-    round, if the first promoted, learns without gold."""
+    round, if the first promoted, learns without gold. The label-free SFT carries a learning
+    rate of its own, which reaches its training child."""
     env = home_env(vllm_session, tmp_path / "home", steps=6) | {
-        "REFLEXA_CYCLE__METHODS": '["sft", "sft-label-free"]',
+        "REFLEXA_CYCLE__METHODS": '["sft", "sft-label-free@learning_rate=1e-4"]',
         "REFLEXA_CYCLE__SAMPLE_N": "2",
         "REFLEXA_CYCLE__SAMPLE_LIMIT": "12",
         "REFLEXA_CYCLE__SAMPLE_MAX_TOKENS": "32",
@@ -236,13 +237,14 @@ def test_one_cycle_end_to_end(vllm_session: Session, tmp_path: Path) -> None:
     assert any(note.startswith("arithmetic: a fresh dev sample") for note in first["notes"])
     stages = [s["stage"] for s in first["stages"]]
     assert stages[:4] == ["sample", "compile sft", "train sft", "gate sft"]
-    assert stages[4] == "compile sft-label-free" and stages[-1] in ("promote", "reject")
+    assert stages[4] == "compile sft-label-free@learning_rate=1e-4"
+    assert stages[-1] in ("promote", "reject")
     sampled = first["stages"][0]
     assert sampled["prompts"] == 12 and sampled["consistency"] + sampled["checks"] <= 12
     assert 0 <= sampled["mixed"] <= sampled["consistency"] + sampled["checks"]  # one passed
     methods = first["methods"]
     assert methods["sft"]["decision"] in ("promote", "reject") and methods["sft"]["examples"] >= 8
-    free = methods["sft-label-free"]  # the base model's own verified answers: often too few
+    free = methods["sft-label-free@learning_rate=1e-4"]  # the model's own answers: often few
     assert "skipped" in free or free["decision"] in ("promote", "reject")
     folder = Path(first["adapter"]["path"])
     assert folder.parent == tmp_path / "home" / "adapters"
@@ -253,6 +255,9 @@ def test_one_cycle_end_to_end(vllm_session: Session, tmp_path: Path) -> None:
     round_one = [a for a in listed if a["metrics"]["cycle"]["round"] == 1]
     assert {a["metrics"]["cycle"]["method"]: a["metrics"]["cycle"]["gold"] for a in round_one} == {
         m: m == "sft" for m in methods if "skipped" not in methods[m]}  # fmt: skip
+    rates = {a["metrics"]["cycle"]["method"]: a["metrics"]["train"]["config"]["learning_rate"]
+             for a in round_one}  # fmt: skip
+    assert rates.get("sft") == 2e-4 and rates.get("sft-label-free@learning_rate=1e-4", 1e-4) == 1e-4
     assert sum(a["status"] == "promoted" for a in listed) <= 1
     if first["status"] == "promoted":  # the chain went on, without gold
         assert doc["rounds"][1]["round"] == 2 and doc["rounds"][1]["gold"] is False
