@@ -30,7 +30,7 @@ from reflexa.trainers.dataset import TooFewExamples, build_dataset
 from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.gate import GateResult, GateSuite, Measured, holm, measure
 from reflexa.trainers.history import grpo_steps, method_order, nothing_new
-from reflexa.trainers.methods import default_methods, parse_method
+from reflexa.trainers.methods import continues, default_methods, distinct, holds_gold, parse_method
 from reflexa.trainers.ports import TrainerStore
 from reflexa.trainers.referee import Connect, Evaluator, Progress, Referee, Server, settle_memory
 from reflexa.trainers.registry import load, parent_folder, promote, register
@@ -189,7 +189,7 @@ def _run(
     # bench/results/rounds-sums-2026-11-24.json).
     stage.continue_parent = holds_gold(current) and not ws.cycle.allow_gold
     configured = ws.cycle.methods or default_methods(config.method)
-    methods = _distinct(configured, ws.cycle.allow_gold, stage.continue_parent, bool(current))
+    methods = distinct(configured, ws.cycle.allow_gold, stage.continue_parent, bool(current))
     protected = held_out_guard(store.held_out_prompts())
     settle = _settling(ws, methods)
     targets = sampling_targets(store, protected, ws.cycle.sample_limit, settle)
@@ -268,34 +268,6 @@ def _run(
         }
         out["method_order"] = order_why
     return out
-
-
-def _distinct(
-    methods: Sequence[str], allow_gold: bool, continue_parent: bool, parent: bool
-) -> list[str]:
-    """The methods that train differently: without gold, sft-label-free is sft; where every
-    SFT goes on from the promoted adapter, or there is none (`parent`), sft-continue is sft."""
-    recipes: dict[tuple[Any, ...], str] = {}
-    for spec in methods:
-        m = parse_method(spec)
-        go_on = parent and continues(spec, continue_parent)
-        gold = allow_gold and m.recipe != "sft-label-free"
-        recipes.setdefault((m.format, gold, go_on, m.settings), spec)
-    return list(recipes.values())
-
-
-def continues(method: str, continue_parent: bool) -> bool:
-    """Whether `method` trains on from the promoted adapter's LoRA (else a new one on the
-    base model): GRPO and sft-continue always, the others where `continue_parent`."""
-    m = parse_method(method)
-    return m.format == "grpo" or m.recipe == "sft-continue" or continue_parent
-
-
-def holds_gold(adapter: dict[str, Any] | None) -> bool:
-    """Whether a cycle's adapter learnt from gold: trained where gold was allowed, or went
-    on from one that had."""
-    made = ((adapter or {}).get("metrics") or {}).get("cycle") or {}
-    return bool(made.get("gold") or made.get("holds_gold"))
 
 
 def _settling(ws: Workspace, methods: Sequence[str]) -> list[str]:

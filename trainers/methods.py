@@ -5,6 +5,7 @@ and epochs win."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,3 +58,31 @@ def parse_method(spec: str) -> Method:
             raise ValueError(f"method {spec!r}: {key} must be positive")
         settings.append((key, number))
     return Method(spec, recipe, tuple(settings))
+
+
+def distinct(
+    methods: Sequence[str], allow_gold: bool, continue_parent: bool, parent: bool
+) -> list[str]:
+    """The methods that train differently: without gold, sft-label-free is sft; where every
+    SFT goes on from the promoted adapter, or there is none (`parent`), sft-continue is sft."""
+    recipes: dict[tuple[Any, ...], str] = {}
+    for spec in methods:
+        m = parse_method(spec)
+        go_on = parent and continues(spec, continue_parent)
+        gold = allow_gold and m.recipe != "sft-label-free"
+        recipes.setdefault((m.format, gold, go_on, m.settings), spec)
+    return list(recipes.values())
+
+
+def continues(method: str, continue_parent: bool) -> bool:
+    """Whether `method` trains on from the promoted adapter's LoRA (else a new one on the
+    base model): GRPO and sft-continue always, the others where `continue_parent`."""
+    m = parse_method(method)
+    return m.format == "grpo" or m.recipe == "sft-continue" or continue_parent
+
+
+def holds_gold(adapter: dict[str, Any] | None) -> bool:
+    """Whether a cycle's adapter learnt from gold: trained where gold was allowed, or went
+    on from one that had."""
+    made = ((adapter or {}).get("metrics") or {}).get("cycle") or {}
+    return bool(made.get("gold") or made.get("holds_gold"))

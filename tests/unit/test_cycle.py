@@ -181,18 +181,18 @@ def test_of_several_methods_the_gate_s_best_promotable_candidate_is_promoted(
 
 
 def test_methods_that_would_train_alike_are_tried_once() -> None:
-    from reflexa.trainers.cycle import _distinct
+    from reflexa.trainers.methods import distinct
 
     both = ["sft", "sft-label-free", "grpo"]
-    assert _distinct(both, True, False, True) == both
-    assert _distinct(both, False, False, True) == ["sft", "grpo"]  # no gold: the same recipe
-    assert _distinct(["grpo", "grpo"], True, False, True) == ["grpo"]
+    assert distinct(both, True, False, True) == both
+    assert distinct(both, False, False, True) == ["sft", "grpo"]  # no gold: the same recipe
+    assert distinct(["grpo", "grpo"], True, False, True) == ["grpo"]
     going_on = ["sft", "sft-continue"]
-    assert _distinct(going_on, False, False, True) == going_on
-    assert _distinct(going_on, False, True, True) == ["sft"]  # every SFT goes on: alike
-    assert _distinct(going_on, True, False, False) == ["sft"]  # nothing to go on from
+    assert distinct(going_on, False, False, True) == going_on
+    assert distinct(going_on, False, True, True) == ["sft"]  # every SFT goes on: alike
+    assert distinct(going_on, True, False, False) == ["sft"]  # nothing to go on from
     tuned = ["sft", "sft@learning_rate=1e-4", "sft@learning_rate=0.0001", "sft@epochs=1"]
-    assert _distinct(tuned, True, False, True) == ["sft", "sft@learning_rate=1e-4", "sft@epochs=1"]
+    assert distinct(tuned, True, False, True) == ["sft", "sft@learning_rate=1e-4", "sft@epochs=1"]
 
 
 def test_the_cycles_page_plots_each_gated_cycle_and_tables_every_cycle() -> None:
