@@ -149,7 +149,7 @@ def load_suite(path: Path) -> Suite:
             "score (moved to `scoring`), and gold stays allowed as before (say it yourself "
             "with `scoring:` and `allow_gold: true`)"
         )
-    return Suite(name, items, str(path), description, allow_gold, note)
+    return Suite(name, items, str(path.resolve()), description, allow_gold, note)
 
 
 def _legacy_gold(path: Path, line: int, data: Any) -> tuple[Any, bool]:

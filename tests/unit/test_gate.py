@@ -293,3 +293,22 @@ def test_a_night_draws_a_fresh_dev_sample_of_a_generated_suite(tmp_path: Path) -
             assert notes[1] == "mine: its fixed dev split, reused every night"
         assert gate_suites(store, ["sums"])[0][0].suite.select("dev") == sums.select("dev")
     assert len(night[11] & night[12]) < 10  # two nights, two samples
+
+
+def test_a_suite_run_by_a_relative_path_is_found_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store keeps where a suite file was run from as an absolute path, so the nightly
+    job, started elsewhere, still gates on its dev split."""
+    from reflexa.evals.suite import load_suite
+
+    (tmp_path / "day").mkdir()
+    (tmp_path / "day" / "mine.yaml").write_text("- id: a\n  prompt: x\n  split: dev\n")
+    monkeypatch.chdir(tmp_path / "day")
+    suite = load_suite(Path("mine.yaml"))
+    assert suite.source == str(tmp_path / "day" / "mine.yaml")
+    with Store.open(load_settings().database) as store:
+        store.open_eval_run(suite.name, suite.source, {})
+        monkeypatch.chdir(tmp_path)
+        gates, notes = gate_suites(store, ["mine"])
+    assert [g.label for g in gates] == ["mine:dev", "capabilities"] and notes == []
