@@ -19,12 +19,16 @@ import asyncio
 import json
 import math
 import random
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.record import write_result
+from reflexa.agent.app.eval_run import scored
+from reflexa.agent.settings import Settings
+from reflexa.agent.store import Store
 from reflexa.evals.suite import Suite, SuiteItem
 from reflexa.trainers.cycle_config import CycleConfig
 from reflexa.trainers.gate import GateSuite, decide, holm, measure
@@ -33,20 +37,39 @@ from reflexa.trainers.gate import GateSuite, decide, holm, measure
 Observed = dict[str, dict[str, dict[str, tuple[int, int, list[int]]]]]
 
 
+def gate_of(home: Path, printed: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The gate's whole record (its suites, with the runs of each side) of the cycle whose
+    `reflexa cycle --json` output is `printed`, from the home's store; None where the night
+    was not gated."""
+    cycle_id = (printed or {}).get("cycle_id")
+    with sqlite3.connect(f"file:{home / 'reflexa.db'}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT result FROM cycles WHERE id = ?", (cycle_id,)).fetchone()
+    gate = (json.loads(row[0]) if row and row[0] else {}).get("gate") or {}
+    return gate if gate.get("suites") else None
+
+
 def observed(home: Path, gate: dict[str, Any]) -> Observed:
-    """The current side's real answers per gate item, from its eval runs' reports."""
+    """The current side's real answers per gate item, from its eval runs' episodes: the
+    greedy answer's pass (by scoring, as the gate judged it), its draws', and the memories
+    recalled into its prompt."""
     out: Observed = {}
-    for label, suite in gate["suites"].items():
-        for run, run_id in suite["runs"].items():
-            side, split, mode = run.split(":")
-            if side != "current":
-                continue
-            report = json.loads((home / "reports" / run_id / "report.json").read_text())
-            out.setdefault(label, {}).setdefault(mode, {}).update(
-                (f"{split}/{i['item_id']}",
-                 (i["first_passed"] + sum(i["draws"]), 1 + len(i["draws"]), i["recalled"]))
-                for i in report["items"]
-            )  # fmt: skip
+    with Store.open(Settings(home=home).database) as store:
+        for label, suite in gate["suites"].items():
+            for run, run_id in suite["runs"].items():
+                side, split, mode = run.split(":")
+                if side != "current":
+                    continue
+                for episode in store.run_episodes(run_id):
+                    draws = [bool(d["passed"]) for d in episode.get("draws") or []]
+                    first = episode["attempts"][0] if episode.get("attempts") else {}
+                    recalled = [m["id"] for m in (first.get("memory") or {}).get("used", [])]
+                    passes = scored(episode)[0] + sum(draws)
+                    key = f"{split}/{episode['item_id']}"
+                    out.setdefault(label, {}).setdefault(mode, {})[key] = (
+                        passes,
+                        1 + len(draws),
+                        recalled,
+                    )
     return out
 
 
@@ -139,8 +162,8 @@ def main() -> None:
     state = json.loads((args.run / "state.json").read_text())
     nights = []
     for key, done in sorted(state["done"].items()):
-        gate = (done["result"] or {}).get("gate") if key.startswith("night ") else None
-        if not gate or not gate.get("suites"):
+        gate = gate_of(args.run / "home", done["result"]) if key.startswith("night ") else None
+        if gate is None:
             continue
         night = simulate(args.run / "home", gate, args.candidates, args.trials, args.seed)
         nights.append({"night": int(key.split()[1])} | night)

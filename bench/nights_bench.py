@@ -46,7 +46,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from bench import nights_user
-from bench.gate_null import simulate
+from bench.gate_null import gate_of, simulate
 from bench.home import ROOT
 from bench.record import RESULTS, STARTED_AT, write_result
 from reflexa.agent.demo import DEMO_ENV
@@ -298,8 +298,8 @@ def main() -> None:
                        check=False)  # fmt: skip
     doc = {"args": run.state["args"], "folder": str(run.folder)} | doc
     for night in doc["nights"]:  # the gate's false-promotion rate on the night's real items
-        gate = run.state["done"][f"night {night['night']}"]["result"].get("gate") or {}
-        if gate.get("suites"):
+        gate = gate_of(run.folder / "home", run.state["done"][f"night {night['night']}"]["result"])
+        if gate is not None:
             sim = simulate(run.folder / "home", gate, [1, 2], 1000, 0)["false_promotion"]
             night["false_promotion"] = {way: [r["rate"] for r in rows] for way, rows in sim.items()}
     for suite, curve in doc["test_by_night"].items():
