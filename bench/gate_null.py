@@ -19,7 +19,6 @@ import asyncio
 import json
 import math
 import random
-import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -42,9 +41,9 @@ def gate_of(home: Path, printed: dict[str, Any] | None) -> dict[str, Any] | None
     `reflexa cycle --json` output is `printed`, from the home's store; None where the night
     was not gated."""
     cycle_id = (printed or {}).get("cycle_id")
-    with sqlite3.connect(f"file:{home / 'reflexa.db'}?mode=ro", uri=True) as db:
-        row = db.execute("SELECT result FROM cycles WHERE id = ?", (cycle_id,)).fetchone()
-    gate = (json.loads(row[0]) if row and row[0] else {}).get("gate") or {}
+    with Store.open(Settings(home=home).database) as store:
+        cycle = next((c for c in store.cycles(limit=1000) if c["id"] == cycle_id), {})
+    gate = (cycle.get("result") or {}).get("gate") or {}
     return gate if gate.get("suites") else None
 
 
