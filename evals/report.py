@@ -250,18 +250,16 @@ def methods_line(result: dict[str, Any]) -> str:
     """Each gated method's decision and pass change by gate suite, and the order they were
     tried in: "sft: reject (sums:dev +3.0 %, capabilities not measured); …"."""
 
-    def changes(suites: dict[str, Any]) -> str:
-        return ", ".join(f"{k} {v if isinstance(v, float) else v['difference']:+.1%}"
-                         for k, v in suites.items())  # fmt: skip
-
     gate = result.get("gate") or {}
     methods = result.get("methods") or {}
-    if not methods and gate:  # one method: its gate is the cycle's
+    if not methods and gate:  # one method: its gate is the cycle's, as a method's summary
         method = result.get("method") or (result.get("adapter") or {}).get("method", "")
-        methods = {method: {"decision": gate.get("decision"), "suites": gate.get("suites", {})}}
+        change = {k: v["difference"] for k, v in (gate.get("suites") or {}).items()}
+        methods = {method: {"decision": gate.get("decision"), "suites": change}}
     line = "; ".join(
         f"{m}: skipped ({s['skipped']})" if "skipped" in s
-        else f"{m}: {s.get('decision')} ({changes(s.get('suites') or {})})"
+        else f"{m}: {s.get('decision')} ("
+        + ", ".join(f"{k} {v:+.1%}" for k, v in (s.get("suites") or {}).items()) + ")"
         for m, s in methods.items()
     )  # fmt: skip
     return line + (f". {result['method_order']}" if result.get("method_order") else "")

@@ -331,7 +331,7 @@ def _candidate(
             if steps is None:
                 raise Skip(detail["steps"])
         parent = current["version"] if current else None
-        start = parent_folder(store, parent, continues(method, stage.continue_parent))
+        start = parent_folder(store, parent, continues(recipe, stage.continue_parent))
         built = train_in_child(ws, dataset_dir, fmt, start, parent, steps, dict(recipe.settings))
         row = register(ws, store, built)
         detail |= {

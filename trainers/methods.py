@@ -68,17 +68,16 @@ def distinct(
     recipes: dict[tuple[Any, ...], str] = {}
     for spec in methods:
         m = parse_method(spec)
-        go_on = parent and continues(spec, continue_parent)
+        go_on = parent and continues(m, continue_parent)
         gold = allow_gold and m.recipe != "sft-label-free"
         recipes.setdefault((m.format, gold, go_on, m.settings), spec)
     return list(recipes.values())
 
 
-def continues(method: str, continue_parent: bool) -> bool:
+def continues(method: Method, continue_parent: bool) -> bool:
     """Whether `method` trains on from the promoted adapter's LoRA (else a new one on the
     base model): GRPO and sft-continue always, the others where `continue_parent`."""
-    m = parse_method(method)
-    return m.format == "grpo" or m.recipe == "sft-continue" or continue_parent
+    return method.format == "grpo" or method.recipe == "sft-continue" or continue_parent
 
 
 def holds_gold(adapter: dict[str, Any] | None) -> bool:
