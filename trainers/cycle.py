@@ -2,7 +2,8 @@
 recorded in the `cycles` table. Before the gate runs, the memories the candidate passes
 unaided are retired for it, so the gate measures the memory it would serve with.
 
-A file lock keeps two cycles from overlapping. Training runs in a child process (`python -m
+A file lock keeps two cycles on one host from overlapping, and the store's lock (an advisory
+lock on PostgreSQL) two hosts on one database. Training runs in a child process (`python -m
 reflexa.trainers.train`) with the vLLM server untouched, so the server keeps answering; if
 the child fails or is killed, nothing is promoted. Outcomes: promoted, rejected, skipped (not
 enough data), failed (an error; the message says which stage).
@@ -27,7 +28,7 @@ from reflexa.evals.held_out import held_out_guard
 from reflexa.trainers.child import dataset_name, train_in_child
 from reflexa.trainers.config import TrainConfig, train_config
 from reflexa.trainers.dataset import TooFewExamples, build_dataset
-from reflexa.trainers.errors import TrainerError
+from reflexa.trainers.errors import CycleBusy, TrainerError
 from reflexa.trainers.gate import GateResult, GateSuite, Measured, holm, measure
 from reflexa.trainers.history import grpo_steps, method_order, nothing_new
 from reflexa.trainers.methods import continues, default_methods, distinct, holds_gold, parse_method
@@ -52,9 +53,7 @@ def cycle_lock(ws: Workspace) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise TrainerError(
-                f"another cycle is running (pid {f.read().strip() or '?'})"
-            ) from None
+            raise CycleBusy(f"another cycle is running (pid {f.read().strip() or '?'})") from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
@@ -109,7 +108,7 @@ def run_cycle(
     gives the gate its eval runs on that server. `round_no`: its place in a chain of
     rounds (`round_settings`)."""
     ws = round_settings(ws, round_no)
-    with cycle_lock(ws):
+    with cycle_lock(ws), store.cycle_lock():
         cycle_id = store.start_cycle(trigger)
         stages = _Stages(store, cycle_id, log)
         stages.round_no = round_no

@@ -6,6 +6,7 @@ for a failure the user can act on."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,6 +44,8 @@ class AdapterRegistry(Protocol):
 class CycleLog(Protocol):
     """Each cycle and its stages, as they end."""
 
+    # Held for a whole cycle by every host sharing the store; CycleBusy if another holds it.
+    def cycle_lock(self) -> AbstractContextManager[None]: ...
     def start_cycle(self, trigger: str) -> str: ...
     def cycles(self, limit: int = 20) -> list[dict[str, Any]]: ...  # newest first
     def record_stage(self, cycle_id: str, stage: dict[str, Any]) -> None: ...

@@ -9,6 +9,7 @@ runs are coalesced into one. For cron or systemd instead, `schedule add` prints 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shlex
@@ -140,7 +141,12 @@ def scheduled_cycle(command: list[str] | None = None) -> str:
     if not command:
         return "no command: the job was not started by `reflexa schedule run`"
     child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
-    return f"exit status {child.returncode}"
+    try:
+        result = json.loads(child.stdout)
+        said = f"{result['status']}: {result['reason']}, "
+    except (ValueError, TypeError, KeyError):
+        said = ""  # not the JSON of `cycle --json`: its exit status says what there is
+    return f"{said}exit status {child.returncode}"
 
 
 def _job(job: Any) -> dict[str, Any]:

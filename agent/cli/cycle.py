@@ -15,6 +15,7 @@ from reflexa.agent.settings import Settings
 from reflexa.agent.store import open_store
 from reflexa.evals.report import compile_stage, cycles_page, dev_result
 from reflexa.trainers.cycle import run_cycle
+from reflexa.trainers.errors import CycleBusy
 
 
 @click.command()
@@ -30,8 +31,19 @@ def cycle(settings: Settings, rounds: int | None, as_json: bool, trigger: str) -
     """A self-repair cycle: sample, compile, train, gate, promote or reject; with
     --rounds, several in a row.
 
-    Exit status 0 when the last is promoted, rejected or skipped (too little data), 1 when
-    it failed."""
+    Exit status 0 when the last is promoted, rejected or skipped (too little data, or
+    another cycle is running here or on a host that shares the database), 1 when it
+    failed."""
+    try:
+        _cycles(settings, rounds, as_json, trigger)
+    except CycleBusy as e:  # not a failure: the night is another host's (nothing recorded)
+        if as_json:
+            print_json({"status": "skipped", "decision": "skip", "reason": str(e)})
+        else:
+            click.echo(f"skipped: {e}")
+
+
+def _cycles(settings: Settings, rounds: int | None, as_json: bool, trigger: str) -> None:
     results: list[dict[str, Any]] = []
     with open_store(settings) as store, progress_bar() as bar:
         tasks: dict[str, TaskID] = {}
