@@ -10,3 +10,8 @@ class TrainerError(Exception):
 class CycleBusy(TrainerError):
     """Another cycle holds the lock (on this host, or on any host sharing the database): this
     one did not start. A scheduled night treats it as skipped, not failed."""
+
+
+class PromotionRace(TrainerError):
+    """The promoted adapter changed between reading it and replacing it (another process
+    promoted or rolled back): nothing was changed."""

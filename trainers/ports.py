@@ -38,7 +38,9 @@ class AdapterRegistry(Protocol):
     def update_adapter(
         self, version: str, *, metrics: dict[str, Any] | None = None, **fields: Any
     ) -> None: ...
-    def set_promoted(self, version: str | None, reason: str, demoted_status: str) -> None: ...
+    def set_promoted(
+        self, version: str | None, reason: str, demoted_status: str, *, was: str | None
+    ) -> None: ...
 
 
 class CycleLog(Protocol):

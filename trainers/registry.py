@@ -149,7 +149,7 @@ def promote(
         )
     previous = store.promoted_adapter()
     load(ws, client, row)
-    store.set_promoted(version, reason, demoted_status="retired")
+    store.set_promoted(version, reason, "retired", was=previous and previous["version"])
     if previous and previous["name"] in client.adapters():  # keep vLLM's LoRA slots free
         client.unload_adapter(previous["name"])
     return store.adapter(version) or row
@@ -172,7 +172,9 @@ def rollback(ws: Workspace, store: AdapterRegistry, client: ModelServer) -> dict
     reason = f"rolled back from {current['version']}"
     if previous is not None:
         load(ws, client, previous)
-    store.set_promoted(previous["version"] if previous else None, reason, "rejected")
+    store.set_promoted(
+        previous["version"] if previous else None, reason, "rejected", was=current["version"]
+    )
     if current["name"] in client.adapters():
         client.unload_adapter(current["name"])
     return store.adapter(previous["version"]) if previous else None

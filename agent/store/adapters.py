@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from reflexa.agent.store.records import Records, columns
 from reflexa.agent.store.tables import Adapter, utcnow
+from reflexa.trainers.errors import PromotionRace
 
 
 class AdapterRecords(Records):
@@ -48,12 +49,27 @@ class AdapterRecords(Records):
             if metrics:
                 row.metrics = {**row.metrics, **metrics}
 
-    def set_promoted(self, version: str | None, reason: str, demoted_status: str) -> None:
-        """Make `version` (None: the base model) the default in one transaction; the
-        adapter that was promoted gets `demoted_status` (retired, or rejected on rollback)."""
+    def set_promoted(
+        self, version: str | None, reason: str, demoted_status: str, *, was: str | None
+    ) -> None:
+        """Make `version` (None: the base model) the default in one transaction, if `was`
+        (None: the base model) still is: the pointer is flipped once, or not at all
+        (PromotionRace) when another process moved it since the caller read it. The adapter
+        that was promoted gets `demoted_status` (retired, or rejected on rollback). The
+        database itself keeps one promoted row at most (a partial unique index)."""
         with self._session.begin() as s:
-            for row in s.scalars(select(Adapter).where(Adapter.status == "promoted")):
-                row.status, row.reason = demoted_status, reason
+            demoted = s.scalars(
+                update(Adapter)
+                .where(Adapter.status == "promoted")
+                .values(status=demoted_status, reason=reason)
+                .returning(Adapter.version)
+            ).all()
+            if demoted != ([was] if was else []):
+                now = demoted[0] if demoted else "the base model"
+                raise PromotionRace(
+                    f"the promoted adapter changed while this process was deciding (it is "
+                    f"{now}, not {was or 'the base model'}): nothing was changed; try again"
+                )
             if version is not None:
                 row = s.get_one(Adapter, version)
                 row.status, row.reason, row.promoted_at = "promoted", reason, utcnow()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import text as sql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -168,6 +169,10 @@ class Adapter(Base):
     """A trained LoRA adapter and what the gate made of it."""
 
     __tablename__ = "adapters"
+    __table_args__ = (  # one promoted adapter at most (migration 0010)
+        Index("one_promoted", "status", unique=True, sqlite_where=sql("status = 'promoted'"),
+              postgresql_where=sql("status = 'promoted'")),
+    )  # fmt: skip
     version: Mapped[str] = mapped_column(String(32), primary_key=True)  # v1, v2, …
     name: Mapped[str] = mapped_column(String(64))  # reflexa-<hash12>: its name in vLLM
     path: Mapped[str] = mapped_column(Text)

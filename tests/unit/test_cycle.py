@@ -273,7 +273,8 @@ def test_once_gold_is_off_sft_goes_on_from_the_adapter_gold_taught(
                 store.add_adapter(version=version, name=version, path="/p", parent=None,
                                   base_model="m", method="sft", dataset_hash="h", examples=1,
                                   metrics={"cycle": made})  # fmt: skip
-            store.set_promoted(version, "test", "retired")
+            was = store.promoted_adapter()
+            store.set_promoted(version, "test", "retired", was=was and was["version"])
             seen.clear()
             for settings, n in ((gold, 1), (gold, 2), (never, 1)):
                 run_cycle(settings.workspace(), store, no_server, no_server, round_no=n)  # type: ignore[arg-type]

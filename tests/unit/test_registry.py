@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
 from reflexa.agent.model.client import adapter_name
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import Store
 from reflexa.agent.store.db import sqlite_url
-from reflexa.trainers.errors import TrainerError
+from reflexa.agent.store.tables import Adapter
+from reflexa.trainers.errors import PromotionRace, TrainerError
 from reflexa.trainers.registry import METADATA, promote, resolve_adapter, rollback
 
 
@@ -103,3 +107,32 @@ def test_refusals(env) -> None:
     with pytest.raises(TrainerError, match="missing or incomplete"):
         promote(settings.workspace(), store, client, "v4", "test")
     assert store.promoted_adapter() is None and client.adapters() == []
+
+
+def test_the_pointer_flips_once_and_only_from_what_the_caller_saw(database_url: str) -> None:
+    """Two processes promote at once from the same default: one wins, the other changes
+    nothing; and the database refuses a second promoted row however it is written."""
+    stores = [Store.open(database_url) for _ in range(2)]
+    for version in ("v1", "v2", "v3"):
+        stores[0].add_adapter(version=version, name=version, path="/p", parent=None,
+                              base_model="m", method="sft", dataset_hash="h", examples=1,
+                              metrics={})  # fmt: skip
+    stores[0].set_promoted("v1", "first", "retired", was=None)
+    with ThreadPoolExecutor(2) as pool:
+        tries = [pool.submit(s.set_promoted, v, "race", "retired", was="v1")
+                 for s, v in zip(stores, ("v2", "v3"), strict=True)]  # fmt: skip
+        raised = [t.exception() for t in tries]
+    assert sum(e is None for e in raised) == 1, raised
+    [lost] = [e for e in raised if e is not None]
+    assert isinstance(lost, PromotionRace) and "not v1" in str(lost)
+    status = {a["version"]: a["status"] for a in stores[1].adapters()}
+    assert (
+        sorted(status.values()) == ["candidate", "promoted", "retired"]
+        and status["v1"] == "retired"
+    )
+    with pytest.raises(PromotionRace, match=r"it is v[23], not the base model"):
+        stores[1].set_promoted(None, "rollback from a stale view", "rejected", was=None)
+    with pytest.raises(IntegrityError), stores[0].engine.begin() as conn:
+        conn.execute(update(Adapter).where(Adapter.status == "candidate").values(status="promoted"))
+    for s in stores:
+        s.close()
