@@ -149,7 +149,7 @@ def promote(
         )
     previous = store.promoted_adapter()
     load(ws, client, row)
-    store.set_promoted(version, reason, "retired", was=previous and previous["version"])
+    store.set_promoted(version, reason, "retired", was=previous["version"] if previous else None)
     if previous and previous["name"] in client.adapters():  # keep vLLM's LoRA slots free
         client.unload_adapter(previous["name"])
     return store.adapter(version) or row
