@@ -29,7 +29,7 @@ FULL_DISK = textwrap.dedent(
 
     async def body(agent):
         out = {"first": (await agent.run(EpisodeRequest("2+2?", NUMBER))).status}
-        with open(filler, "wb") as f:  # fill the disk to the last block
+        with open(filler, "wb", buffering=0) as f:  # fill the disk to the last block
             try:
                 while True:
                     f.write(b"0" * 65536)
