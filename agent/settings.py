@@ -34,6 +34,12 @@ class ModelSettings(BaseModel):
         default="smollm2-135m-instruct",
         description="The name the model is served under (the `model` field of requests).",
     )
+    urls: list[str] = Field(
+        default_factory=list,
+        description="External vLLM replicas of one model (http://a:8000, http://b:8000): "
+        "requests spread over them, adapters are loaded on each. Unset: REFLEXA_VLLM_URL, "
+        "else the managed server(s).",
+    )
 
 
 class ServerSettings(BaseModel):
@@ -54,6 +60,11 @@ class ServerSettings(BaseModel):
         default=16, ge=8, description="Largest LoRA rank the server accepts."
     )
     max_loras: int = Field(default=2, ge=1, description="Adapters resident in one batch.")
+    replicas: int = Field(
+        default=1, ge=1, le=16,
+        description="Managed servers of the model, on port, port+1, …; requests spread over "
+        "them. On a CPU each computes on its own core.",
+    )  # fmt: skip
     cpu_kv_cache_gib: int = Field(default=1, ge=1, description="KV-cache space on the CPU (GiB).")
     start_timeout_s: float = Field(default=300.0, gt=0, description="Seconds to wait for /health.")
     extra_args: list[str] = Field(

@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 from langchain_core.language_models import BaseChatModel
 
 from reflexa.trainers.records import CorrectionRecord, EpisodeRecord
@@ -89,6 +90,7 @@ class ModelServer(Protocol):
     @property
     def api_key(self) -> str: ...
 
+    def async_http(self, **kwargs: Any) -> httpx.AsyncClient: ...  # for model requests
     def chat_model(self, model: str | None = None, **kwargs: Any) -> BaseChatModel: ...
     def adapters(self) -> list[str]: ...
     def load_adapter(self, adapter_dir: Path, max_rank: int | None = None) -> str: ...

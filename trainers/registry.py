@@ -8,6 +8,7 @@ server restarted since, resolving the default loads it again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -108,8 +109,13 @@ def check_adapter(row: dict[str, Any], ws: Workspace) -> Path:
 
 
 def load(ws: Workspace, client: ModelServer, row: dict[str, Any]) -> str:
-    """Load a registered adapter into the server; its served name."""
+    """Load a registered adapter into the server (every replica); its served name. It is
+    linked by that name first, so a replica that restarts finds it on its own."""
     path = check_adapter(row, ws)
+    link = ws.by_name_dir / row["name"]
+    ws.by_name_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # linked before, or by another process now
+        link.symlink_to(path.resolve(), target_is_directory=True)
     return client.load_adapter(path, ws.max_lora_rank)
 
 

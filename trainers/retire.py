@@ -6,8 +6,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from reflexa.evals.signal import normalise
 from reflexa.evals.verdict import grounded
 from reflexa.evals.verify import passes
@@ -31,7 +29,7 @@ async def retire_passed(
     limit = asyncio.Semaphore(ws.cycle.concurrency)
     passed: list[int] = []
     done = 0
-    async with httpx.AsyncClient(timeout=ws.request_timeout_s) as http:
+    async with client.async_http(timeout=ws.request_timeout_s) as http:
         llm = client.chat_model(
             adapter, temperature=0, max_tokens=ws.max_tokens, http_async_client=http
         )

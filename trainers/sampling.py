@@ -112,7 +112,7 @@ async def sample_corrections(
             on_progress(done, len(targets))
 
     headers = {"Authorization": f"Bearer {client.api_key}"}
-    async with httpx.AsyncClient(timeout=ws.request_timeout_s, headers=headers) as http:
+    async with client.async_http(timeout=ws.request_timeout_s, headers=headers) as http:
         await asyncio.gather(*(one(http, e) for e in targets))
     return counts | {"mixed": len(mixed)}, mixed
 

@@ -30,6 +30,12 @@ class Workspace:
         return self.home / "adapters"
 
     @property
+    def by_name_dir(self) -> Path:
+        """A link per registered adapter, named as vLLM serves it (`reflexa-<hash>`): where
+        vLLM's filesystem resolver finds it, on any replica, on the first request for it."""
+        return self.adapters_dir / "by-name"
+
+    @property
     def run_dir(self) -> Path:
         return self.home / "run"
 

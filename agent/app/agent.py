@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-import httpx
 import openai
 from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableConfig
@@ -25,6 +24,8 @@ from langgraph.types import StateSnapshot, StreamMode
 from reflexa.agent.app.checkpointer import open_checkpointer
 from reflexa.agent.app.memory import Memory, token_counter
 from reflexa.agent.model.client import ModelClient
+from reflexa.agent.model.connect import external_urls
+from reflexa.agent.model.replicas import affinity
 from reflexa.agent.settings import ReflectSettings, Settings
 from reflexa.agent.store import Store
 from reflexa.agent.store.db import StoreUnavailable
@@ -250,18 +251,21 @@ class Agent:
         # vLLM): only worth its CPU when someone watches the tokens.
         modes: list[StreamMode] = STREAM_MODES if on_event else ["updates"]
         try:
-            async for part in self.graph.astream(turn, config, context=context, stream_mode=modes):
-                mode, chunk = cast(tuple[str, Any], part)  # a list of modes yields pairs
-                if on_event is None:
-                    continue
-                if mode == "messages":
-                    message, meta = chunk
-                    node = meta.get("langgraph_node")
-                    if isinstance(message, AIMessageChunk) and node in STREAMED_NODES:
-                        await on_event("token", {"node": node, "text": message.text})
-                else:
-                    for node, update in chunk.items():
-                        await on_event("node", {"node": node, "update": update})
+            with affinity(thread_id):  # one replica per thread: its prefix stays cached
+                async for part in self.graph.astream(
+                    turn, config, context=context, stream_mode=modes
+                ):
+                    mode, chunk = cast(tuple[str, Any], part)  # a list of modes yields pairs
+                    if on_event is None:
+                        continue
+                    if mode == "messages":
+                        message, meta = chunk
+                        node = meta.get("langgraph_node")
+                        if isinstance(message, AIMessageChunk) and node in STREAMED_NODES:
+                            await on_event("token", {"node": node, "text": message.text})
+                    else:
+                        for node, update in chunk.items():
+                            await on_event("node", {"node": node, "update": update})
         except Exception as e:
             latency = time.perf_counter() - started
             return record_error(self.store, episode_id, thread_id, describe_model_error(e), latency)
@@ -359,14 +363,14 @@ async def open_agent(
     r = settings.reflect
     # The agent owns its HTTP client: langchain-openai's default one is cached per process
     # and bound to the first event loop, which breaks the next asyncio.run().
-    async with httpx.AsyncClient(timeout=settings.request_timeout_s) as http:
+    async with client.async_http(timeout=settings.request_timeout_s) as http:
         answerer = client.chat_model(
             adapter, temperature=r.temperature, max_tokens=r.max_tokens, http_async_client=http
         )
         helper = client.chat_model(adapter, temperature=0, max_tokens=200, http_async_client=http)
         memory = None
         if settings.memory.enabled:
-            counter = token_counter(settings.model_dir if not settings.vllm_url else None)
+            counter = token_counter(None if external_urls(settings) else settings.model_dir)
             memory = Memory(store, settings.memory, counter, model=adapter, policy=recall_policy)
         context = ReflectionContext(
             llm=answerer,

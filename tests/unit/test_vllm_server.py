@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -10,12 +11,14 @@ import pytest
 
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.model import server as vllm_server
+from reflexa.agent.model.connect import connect
 from reflexa.agent.model.server import (
     PID_FILE,
     group_members,
     log_tail,
     port_in_use,
     read_record,
+    running_replicas,
     server_command,
     server_env,
     start_server,
@@ -105,7 +108,7 @@ def fake_server(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def
         monkeypatch.setattr(
             vllm_server,
             "server_command",
-            lambda s: [sys.executable, str(FAKE), mode, str(s.server.port)],
+            lambda s, replica=0: [sys.executable, str(FAKE), mode, str(s.server.port + replica)],
         )
         return settings
 
@@ -121,11 +124,31 @@ def test_start_reuse_and_stop_leave_nothing(fake_server) -> None:  # type: ignor
         assert read_record(settings) == record
         assert start_server(settings) == record  # reused, not started twice
     finally:
-        assert stop_server(settings) == record
+        assert stop_server(settings) == [record]
     assert group_members(record.pid) == []
     assert not Path(record.tmp_dir).exists()
     assert read_record(settings) is None
-    assert stop_server(settings) is None
+    assert stop_server(settings) == []
+
+
+def test_replicas_are_servers_of_their_own_and_stop_together(fake_server) -> None:  # type: ignore[no-untyped-def]
+    settings = fake_server("healthy", replicas=2)
+    client = connect(settings)
+    try:
+        first, second = records = running_replicas(settings)
+        assert client.urls == (first.url, second.url) and (first.replica, second.replica) == (0, 1)
+        assert second.url.endswith(f":{settings.server.port + 1}") and second.pid != first.pid
+        assert (
+            Path(second.log).name == "vllm-1.log" and (settings.run_dir / "vllm-1.json").is_file()
+        )
+        assert connect(settings.model_copy(update={"server": settings.server.model_copy(
+            update={"replicas": 1})})).urls == client.urls  # fmt: skip
+    finally:
+        assert stop_server(settings) == records
+    assert running_replicas(settings) == [] and list(settings.run_dir.glob("vllm*.json")) == []
+    env = server_env(settings, {}, Path("/tmp"), replica=1)
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == str(1 % (os.cpu_count() or 1))
+    assert env["VLLM_LORA_RESOLVER_CACHE_DIR"] == str(settings.workspace().by_name_dir)
 
 
 def test_death_during_startup_shows_the_log(fake_server) -> None:  # type: ignore[no-untyped-def]
