@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +63,15 @@ def old_store(url: str, revision: str) -> Engine:
         command.upgrade(config, revision)
         conn.commit()
     return engine
+
+
+def finished_in_open_runs(db: Path) -> int:
+    """Episodes finished so far in a SQLite store's running eval runs."""
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
+        (n,) = conn.execute(
+            "select count(*) from episodes e join eval_runs r on e.eval_run_id = r.id "
+            "where r.status = 'running' and e.status not in ('running', 'error')"
+        ).fetchone()
+    return int(n)

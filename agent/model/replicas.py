@@ -2,9 +2,9 @@
 
 Each request goes to the replica with the fewest requests in flight; the requests of one
 episode (an `affinity` key) stay on the replica that took its first, so its prompt prefix
-stays in that replica's cache. A replica that refuses the connection is taken out for
-`retry_s` and the request goes to the next (nothing was sent, so nothing runs twice); once
-none is left, the request fails as an unreachable server does. The spreading lives in an
+stays in that replica's cache. A replica that refuses the connection, or drops it before
+answering, is taken out for `retry_s` and the request goes to the next; once none is left,
+the request fails as an unreachable server does, naming each replica. The spreading lives in an
 httpx transport, so LangChain's chat models and the cycle's raw requests share it.
 """
 
@@ -21,6 +21,10 @@ from typing import Any
 import httpx
 
 SPREAD_URL = "http://reflexa-replicas"  # what requests name; the transport picks the replica
+# A replica that refused the connection, or dropped it before answering (it died under the
+# request): the request goes to the next. Generating again has no side effect; a timeout is
+# a slow replica, not a gone one, and is not retried (it would double the load).
+GONE = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 _AFFINITY: ContextVar[str | None] = ContextVar("reflexa_replica_affinity", default=None)
 STICKY_KEYS = 4096  # the episodes remembered, newest kept
 
@@ -118,10 +122,10 @@ class SpreadTransport(httpx.AsyncBaseTransport):
             end = self.replicas.begin(url)
             try:
                 response = await self._async.handle_async_request(request)
-            except httpx.ConnectError as e:
+            except GONE as e:
                 end()
                 self.replicas.out(url)
-                errors.append(f"{url}: {e}")
+                errors.append(f"{url}: {e or type(e).__name__}")
                 continue
             except BaseException:
                 end()

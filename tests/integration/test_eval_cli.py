@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reflexa.agent.model.client import ModelClient
+from tests.helpers import finished_in_open_runs
 from tests.integration.conftest import REFLEXA, Session
 
 pytestmark = pytest.mark.integration
@@ -92,7 +92,7 @@ def test_vllm_killed_mid_eval_then_the_run_resumes(
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while _finished_in_open_runs(db) < 3:
+    while finished_in_open_runs(db) < 3:
         assert running.poll() is None and time.monotonic() < deadline, running.stderr
         time.sleep(0.1)
     pid = json.loads((vllm_session.home / "run" / "vllm.json").read_text())["pid"]
@@ -113,14 +113,3 @@ def test_vllm_killed_mid_eval_then_the_run_resumes(
             (doc["run_id"],),
         ).fetchall()
     assert len(answered) == 16 and {n for _, n in answered} == {1}  # none lost, none twice
-
-
-def _finished_in_open_runs(db: Path) -> int:
-    if not db.exists():
-        return 0
-    with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
-        (n,) = conn.execute(
-            "select count(*) from episodes e join eval_runs r on e.eval_run_id = r.id "
-            "where r.status = 'running' and e.status not in ('running', 'error')"
-        ).fetchone()
-    return int(n)

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +19,8 @@ import pytest
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.settings import ModelSettings
 from reflexa.trainers.registry import adapter_name
-from tests.helpers import free_port, make_lora
-from tests.integration.conftest import Session, run_reflexa
+from tests.helpers import finished_in_open_runs, free_port, make_lora
+from tests.integration.conftest import REFLEXA, Session, run_reflexa
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +88,36 @@ def test_a_restarted_replica_serves_a_linked_adapter_on_its_first_request(
     response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)
     assert response.status_code == 200, response.text[:500]
     assert response.json()["model"] == name
+
+
+def test_an_eval_run_over_two_replicas_loses_nothing_when_one_dies(
+    vllm_session: Session, second: dict, tmp_path: Path
+) -> None:
+    """Replica B is killed mid-run (last in this module: B stays down). The run goes on, on
+    A: its requests in flight on B are sent again to A, so every item is answered once."""
+    env = {k: v for k, v in vllm_session.env.items() if not k.startswith("REFLEXA_")} | {
+        "REFLEXA_HOME": str(tmp_path / "home"),
+        "REFLEXA_MODEL__URLS": json.dumps(urls(vllm_session, second)),
+    }
+    args = ["eval", "run", "json-extract", "--split", "test", "--limit", "16", "--no-reflect"]
+    running = subprocess.Popen(
+        [REFLEXA, *args, "--concurrency", "4", "--json"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    db = tmp_path / "home" / "reflexa.db"
+    deadline = time.monotonic() + 300
+    while finished_in_open_runs(db) < 3:
+        assert running.poll() is None and time.monotonic() < deadline, running.stderr
+        time.sleep(0.1)
+    pid = json.loads((Path(second["REFLEXA_HOME"]) / "run" / "vllm.json").read_text())["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    stdout, stderr = running.communicate(timeout=600)
+    assert running.returncode == 0, stderr[-3000:]
+    overall = json.loads(stdout)["metrics"]["overall"]
+    assert overall["items"] == 16 and overall["errors"] == 0
+    with sqlite3.connect(db) as conn:
+        answered = conn.execute(
+            "select item_id, count(*) from episodes where status not in ('running', 'error') "
+            "group by item_id"
+        ).fetchall()
+    assert len(answered) == 16 and {n for _, n in answered} == {1}  # none lost, none twice

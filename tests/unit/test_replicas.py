@@ -26,6 +26,7 @@ class Replica:
 
     def __init__(self, delay_s: float = 0.05) -> None:
         self.port, self.got = free_port(), 0
+        self.drop = False  # read the request, then close without answering (a crash)
         replica = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -33,6 +34,9 @@ class Replica:
                 self.rfile.read(int(self.headers["Content-Length"]))
                 replica.got += 1
                 time.sleep(delay_s)
+                if replica.drop:
+                    self.close_connection = True
+                    return
                 body = json.dumps({"port": replica.port}).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -103,6 +107,14 @@ def test_a_replica_that_stops_answering_is_taken_out(two) -> None:  # type: igno
     a.stop()
     with pytest.raises(Exception, match="no vLLM replica answers"):
         post_all(client, 1)
+
+
+def test_a_request_whose_replica_dies_under_it_goes_to_another(two) -> None:  # type: ignore[no-untyped-def]
+    a, b = two
+    client = ModelClient.over([a.url, b.url], "m", "EMPTY", 10)
+    b.drop = True
+    assert set(post_all(client, 12)) == {a.port}  # each dropped request answered by a
+    assert b.got >= 1 and client.replicas is not None and client.replicas.taken_out() == [b.url]
 
 
 def test_one_url_is_a_plain_server() -> None:
