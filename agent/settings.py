@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from reflexa.agent.errors import ReflexaError
 from reflexa.evals.validation import error_line
 from reflexa.trainers.cycle_config import CycleConfig
+from reflexa.trainers.launch import Launch
 from reflexa.trainers.workspace import Workspace
 
 BUNDLED_MODEL = "SmolLM2-135M-Instruct"
@@ -193,6 +194,7 @@ class Settings(BaseSettings):
     reflect: ReflectSettings = Field(default_factory=ReflectSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     cycle: CycleConfig = Field(default_factory=CycleConfig)
+    train: Launch = Field(default_factory=Launch)  # where the training child runs
     serve: ServeSettings = Field(default_factory=ServeSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 
@@ -238,7 +240,7 @@ class Settings(BaseSettings):
             home=self.home_dir, model_name=self.model.name, model_dir=self.model_dir,
             max_lora_rank=self.server.max_lora_rank, allow_unconfined=self.sandbox.allow_unconfined,
             request_timeout_s=self.request_timeout_s, max_tokens=self.reflect.max_tokens,
-            memory=self.memory.enabled, cycle=self.cycle,
+            memory=self.memory.enabled, cycle=self.cycle, launch=self.train,
         )  # fmt: skip
 
 

@@ -7,9 +7,9 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,14 @@ def train_in_child(
     with tempfile.NamedTemporaryFile("w", dir=ws.run_dir, suffix=".json") as file:
         file.write(ws.to_json())
         file.flush()
-        command = [sys.executable, "-m", "reflexa.trainers.train", "--workspace", file.name,
-                   "--dataset", str(dataset_dir), "--method", method,
-                   "--owner", str(os.getpid())]  # fmt: skip
-        command += ["--start", str(start)] if start else []
-        command += ["--parent", parent] if parent else []
-        command += ["--max-steps", str(max_steps)] if max_steps else []
-        command += ["--settings", json.dumps(settings)] if settings else []
+        partial = ws.adapters_dir / f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        args = ["--workspace", file.name, "--dataset", str(dataset_dir), "--method", method,
+                "--owner", str(os.getpid()), "--out", str(partial)]  # fmt: skip
+        args += ["--start", str(start)] if start else []
+        args += ["--parent", parent] if parent else []
+        args += ["--max-steps", str(max_steps)] if max_steps else []
+        args += ["--settings", json.dumps(settings)] if settings else []
+        command = ws.launch.command(args)
         child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if child.returncode != 0:
         how = (
@@ -56,8 +57,8 @@ def train_in_child(
             else (f"exit status {child.returncode}")
         )
         raise TrainerError(f"training failed ({how}); nothing was promoted")
-    try:
-        doc = json.loads(child.stdout)
-    except ValueError:
+    try:  # the last line: a launcher may print its own lines before it
+        doc = json.loads(child.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
         raise TrainerError("training printed no result; nothing was promoted") from None
     return Built(Path(doc["path"]), doc["metadata"])

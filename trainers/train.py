@@ -83,6 +83,7 @@ def build_adapter(
     start: Path | None = None,
     parent: str | None = None,
     owner: int | None = None,
+    out: Path | None = None,
     on_step: StepFn | None = None,
 ) -> Built:
     """Train on `dataset_dir` (continuing the LoRA in `start`, if given) into
@@ -98,7 +99,7 @@ def build_adapter(
     config = same_steps(config, manifest, len(dataset))
     ws.adapters_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(ws.adapters_dir)
-    partial = ws.adapters_dir / f".partial-{owner or os.getpid()}-{uuid.uuid4().hex[:8]}"
+    partial = out or ws.adapters_dir / f".partial-{owner or os.getpid()}-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     try:
         losses, speed = _fit(
@@ -119,9 +120,11 @@ def build_adapter(
             "train_s": round(time.perf_counter() - started, 1),
             "parent": parent,
             "continued_from": start and str(start),
+            "processes": int(os.environ.get("WORLD_SIZE", "1")),  # under a launcher, several
         }
-        (partial / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
-        _fsync_tree(partial)
+        if main_process():
+            (partial / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+            _fsync_tree(partial)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -272,7 +275,8 @@ def _fit(
     trainer.remove_callback(PrinterCallback)  # it prints every log line to stdout
     try:
         speed = trainer.train().metrics
-        trainer.model.save_pretrained(str(out))
+        if main_process():
+            trainer.model.save_pretrained(str(out))
     finally:
         shutil.rmtree(common["output_dir"], ignore_errors=True)
     return progress.losses, speed
@@ -318,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", default=None, help="the adapter that is the default now")
     parser.add_argument("--owner", type=int, help="the process that registers the result")
     parser.add_argument("--max-steps", type=int, help="instead of the training config's")
+    parser.add_argument("--out", type=Path, help="the partial folder to build (all processes)")
     parser.add_argument("--settings", type=json.loads, default={},
                         help="training config fields as JSON, instead of the config's")  # fmt: skip
     args = parser.parse_args(argv)
@@ -332,12 +337,19 @@ def main(argv: list[str] | None = None) -> int:
             method=args.method, max_steps=args.max_steps, **args.settings
         )
         built = build_adapter(ws, args.dataset, config, start=args.start, parent=args.parent,
-                              owner=args.owner, on_step=step)  # fmt: skip
+                              owner=args.owner, out=args.out, on_step=step)  # fmt: skip
     except (TrainerError, OSError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps({"path": str(built.path), "metadata": built.metadata}))
+    if main_process():  # under a launcher, one result from the process that saved it
+        print(json.dumps({"path": str(built.path), "metadata": built.metadata}))
     return 0
+
+
+def main_process() -> bool:
+    """This process saves and reports: the only one, or rank 0 under a launcher (torchrun,
+    accelerate and Ray's torch jobs set RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from reflexa.trainers.cycle_config import CycleConfig
 from reflexa.trainers.errors import TrainerError
+from reflexa.trainers.launch import Launch
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Workspace:
     max_tokens: int = 512  # per answer, when the trainers ask the model themselves
     memory: bool = True  # the agent recalls memories: the gate measures with and without
     cycle: CycleConfig = field(default_factory=CycleConfig)
+    launch: Launch = field(default_factory=Launch)  # where the training child runs
 
     @property
     def adapters_dir(self) -> Path:
@@ -44,7 +46,11 @@ class Workspace:
 
     def to_json(self) -> str:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return json.dumps(fields | {"cycle": self.cycle.model_dump(mode="json")}, default=str)
+        models = {
+            "cycle": self.cycle.model_dump(mode="json"),
+            "launch": self.launch.model_dump(mode="json"),
+        }
+        return json.dumps(fields | models, default=str)
 
     @classmethod
     def from_json(cls, text: str) -> Workspace:
@@ -52,6 +58,8 @@ class Workspace:
         try:
             doc = json.loads(text)
             paths = {"home": Path(doc["home"]), "model_dir": Path(doc["model_dir"])}
-            return cls(**doc | paths | {"cycle": CycleConfig.model_validate(doc["cycle"])})
+            models = {"cycle": CycleConfig.model_validate(doc["cycle"]),
+                      "launch": Launch.model_validate(doc.get("launch", {}))}  # fmt: skip
+            return cls(**doc | paths | models)
         except (ValueError, KeyError, TypeError) as e:  # a ValidationError is a ValueError
             raise TrainerError(f"workspace: not one written by Workspace.to_json ({e})") from None

@@ -246,7 +246,7 @@ def create_app(
         adapter = _adapter(settings, store, client, body.model)
         agent = await agents.get(adapter, max_tokens)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        model = body.model or client.model
+        model = body.model or adapter or client.model  # what answered: the promoted one
         if body.stream:
             return StreamingResponse(
                 stream(agent, request, completion_id, model, metrics),

@@ -13,9 +13,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -28,6 +30,7 @@ from reflexa.agent.settings import load_settings
 from reflexa.agent.store import Store
 from reflexa.evals.builtin import BUILTIN
 from reflexa.trainers.dataset import Example, to_records, write_dataset
+from tests.helpers import free_port
 from tests.integration.conftest import Session, run_reflexa
 
 pytestmark = pytest.mark.integration
@@ -153,6 +156,77 @@ def test_promote_and_rollback_on_the_real_server(trained: dict) -> None:
     assert "base model" in run_reflexa("adapters", "rollback", env=env).stdout
     again = run_reflexa("adapters", "rollback", env=env, check=False)
     assert again.returncode == 1 and "nothing to roll back" in again.stderr
+
+
+def test_two_api_processes_see_each_promotion_on_their_next_request(trained: dict) -> None:
+    """Two `reflexa serve` processes on one store; 16 clients stream through both while the
+    CLI promotes and rolls back: no request fails (none is sent to an adapter that is not
+    loaded), and each process answers with the new default on its next request."""
+    from tests.integration.test_serve import start_api
+
+    env, (v1, v2) = trained["env"], trained["rows"]
+    session = Session(trained["home"], int(env["REFLEXA_VLLM_URL"].rsplit(":", 1)[1]), env, {})
+    apis = [start_api(session, trained["home"], free_port(), max_tokens=8) for _ in range(2)]
+    failures: list[str] = []
+    done = threading.Event()
+
+    def client(url: str) -> int:
+        body = {"messages": [{"role": "user", "content": "Say hi."}], "stream": True}
+        sent = 0
+        while not done.is_set():
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=300) as r:
+                text = r.read().decode()
+            sent += 1
+            if r.status_code != 200 or "data: [DONE]" not in text or '"error"' in text:
+                failures.append(f"{r.status_code}: {text[-300:]}")
+        return sent
+
+    def answered_by(url: str) -> str:
+        body = {"messages": [{"role": "user", "content": "What is 2 + 2?"}]}
+        return str(httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300).json()["model"])
+
+    urls = [url for _, url in apis]
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            streams = [pool.submit(client, urls[i % 2]) for i in range(16)]
+            for move, then in ((("promote", "v1"), v1["name"]), (("promote", "v2"), v2["name"]),
+                               (("rollback",), v1["name"])):  # fmt: skip
+                run_reflexa("adapters", *move, env=env)  # through the CLI: a third process
+                assert [answered_by(u) for u in urls] == [then, then], move
+            time.sleep(2)
+            done.set()
+            sent = sum(s.result() for s in streams)
+    finally:
+        done.set()
+        for child, _ in apis:
+            child.terminate()
+            child.wait(timeout=30)
+        run_reflexa("adapters", "rollback", env=env, check=False)  # back to the base model
+    assert sent >= 16 and failures == [], failures[:3]
+
+
+def test_the_training_child_runs_under_accelerate_launch(
+    vllm_session: Session, tmp_path: Path
+) -> None:
+    """`[train] launcher = "accelerate"`: the cycle's child runs through `accelerate launch`
+    (one CPU process here: the plumbing; DDP needs a GPU node or MPI) and its adapter comes
+    back through the adapters folder."""
+    from reflexa.trainers.child import train_in_child
+    from reflexa.trainers.launch import EXAMPLES
+
+    env = home_env(vllm_session, tmp_path / "home") | {
+        "REFLEXA_TRAIN__LAUNCHER": "accelerate",
+        "REFLEXA_TRAIN__ACCELERATE_CONFIG": str(EXAMPLES / "cpu.yaml"),
+    }
+    ws = load_settings_from(env).workspace()
+    assert ws.launch.command([])[2] == "accelerate.commands.launch"
+    built = train_in_child(ws, sums_dataset(tmp_path / "data"), "sft", None, None)
+    assert built.path.parent == ws.adapters_dir and built.path.name.startswith(".partial-")
+    assert {"adapter_model.safetensors", "reflexa_adapter.json"} <= {
+        p.name for p in built.path.iterdir()
+    }
+    assert [e["step"] for e in built.metadata["loss"]] == [1, 2]
+    assert built.metadata["processes"] == 1
 
 
 def test_a_killed_trainer_leaves_no_adapter(vllm_session: Session, tmp_path: Path) -> None:
