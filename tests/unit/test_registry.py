@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -10,13 +12,14 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
-from reflexa.agent.model.client import adapter_name
+from reflexa.agent.model.client import ModelClient, adapter_name
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import Store
 from reflexa.agent.store.db import sqlite_url
 from reflexa.agent.store.tables import Adapter
 from reflexa.trainers.errors import PromotionRace, TrainerError
 from reflexa.trainers.registry import METADATA, promote, resolve_adapter, rollback
+from tests.helpers import free_port
 
 
 class RecordingClient:
@@ -136,3 +139,63 @@ def test_the_pointer_flips_once_and_only_from_what_the_caller_saw(database_url: 
         conn.execute(update(Adapter).where(Adapter.status == "candidate").values(status="promoted"))
     for s in stores:
         s.close()
+
+
+class FakeVllm:
+    """vLLM's model list and runtime-LoRA endpoints on a real port (a replica)."""
+
+    def __init__(self) -> None:
+        from tests.unit.test_replicas import Threading
+
+        self.port, self.loaded = free_port(), set[str]()
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                data = [{"id": "m", "parent": None}] + [
+                    {"id": n, "parent": "m"} for n in fake.loaded
+                ]
+                self._send({"data": data})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path == "/v1/load_lora_adapter":
+                    fake.loaded.add(body["lora_name"])
+                else:
+                    fake.loaded.discard(body["lora_name"])
+                self._send({})
+
+            def _send(self, doc: dict) -> None:
+                raw = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = Threading(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_promotion_needs_the_adapter_on_every_replica(tmp_path: Path) -> None:
+    settings = Settings()
+    a, b = FakeVllm(), FakeVllm()
+    client = ModelClient.over([a.url, b.url], "m", "EMPTY", 10)
+    with Store.open(sqlite_url(tmp_path / "db.sqlite")) as store:
+        v1, v2 = register(settings, store, "v1"), register(settings, store, "v2")
+        promote(settings.workspace(), store, client, "v1", "test")
+        assert a.loaded == b.loaded == {v1["name"]}
+        assert (settings.workspace().by_name_dir / v1["name"]).resolve() == Path(v1["path"])
+        b.stop()  # a replica dies before the next promotion
+        with pytest.raises(TrainerError, match=f"vLLM server at {b.url} unreachable"):
+            promote(settings.workspace(), store, client, "v2", "test")
+        assert store.promoted_adapter()["version"] == "v1"  # type: ignore[index]
+        assert v2["name"] in a.loaded  # loaded where it could be, and not promoted
+    a.stop()
