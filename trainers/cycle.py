@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from reflexa.evals.contamination import Guard
 from reflexa.evals.held_out import held_out_guard
 from reflexa.trainers.child import dataset_name, train_in_child
@@ -128,8 +130,8 @@ def run_cycle(
             out |= _run(ws, store, functools.cache(connect), evaluator, stages, log, on_progress)
         except Skip as e:
             out |= {"status": "skipped", "decision": "skip", "reason": str(e)}
-        except (TrainerError, subprocess.SubprocessError, OSError) as e:
-            out |= {"status": "failed", "decision": "fail", "reason": str(e)}
+        except (TrainerError, subprocess.SubprocessError, OSError, httpx.HTTPError) as e:
+            out |= {"status": "failed", "decision": "fail", "reason": f"{e}" or type(e).__name__}
         out["stages"] = stages.done
         out["seen"] = store.learning_counts()  # what the next scheduled night compares with
         store.finish_cycle(

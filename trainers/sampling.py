@@ -27,6 +27,7 @@ from reflexa.evals.contamination import TRAIN_SPLIT, Guard, prompt_hash
 from reflexa.evals.signal import by_checks, vote
 from reflexa.evals.verdict import grounded
 from reflexa.evals.verify import gold_answer, passes
+from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.ports import CorrectionSource, ModelServer
 from reflexa.trainers.records import EpisodeRecord
 from reflexa.trainers.workspace import Workspace
@@ -73,11 +74,14 @@ async def sample_corrections(
     targets: list[EpisodeRecord],
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, int], set[str]]:
-    """Sample, vote and store corrections. Counts of what was kept, by justification, and
-    of the prompts whose answers disagreed (`mixed`); and those prompts' hashes."""
+    """Sample, vote and store corrections. Counts of what was kept, by justification, of
+    the prompts whose answers disagreed (`mixed`), and of those the server did not answer
+    (`unanswered`: a timeout or an error skips the prompt; all of them unanswered fails the
+    stage); and the mixed prompts' hashes."""
     c = ws.cycle
     limit = asyncio.Semaphore(c.concurrency)
-    counts = {"prompts": len(targets), "consistency": 0, "checks": 0, "form": 0}
+    counts = {"prompts": len(targets), "consistency": 0, "checks": 0, "form": 0, "unanswered": 0}
+    failures: list[str] = []
     mixed: set[str] = set()
     done = 0
 
@@ -94,10 +98,18 @@ async def sample_corrections(
             "messages": episode.messages,
             "max_tokens": c.sample_max_tokens,
         } | _constraint(episode.checks)
-        (greedy,), samples = await asyncio.gather(
-            answers(http, body | {"n": 1, "temperature": 0}),
-            answers(http, body | {"n": c.sample_n, "temperature": c.sample_temperature}),
-        )
+        try:
+            (greedy,), samples = await asyncio.gather(
+                answers(http, body | {"n": 1, "temperature": 0}),
+                answers(http, body | {"n": c.sample_n, "temperature": c.sample_temperature}),
+            )
+        except httpx.HTTPError as e:  # one slow or refused prompt does not end the night
+            counts["unanswered"] += 1
+            failures.append(f"{type(e).__name__}: {e}".rstrip(": "))
+            done += 1
+            if on_progress:
+                on_progress(done, len(targets))
+            return
         ok = await _verdicts(episode, [greedy, *samples], ws.allow_unconfined)
         if any(ok) and not all(ok):
             mixed.add(prompt_hash(episode.prompt))
@@ -114,6 +126,9 @@ async def sample_corrections(
     headers = {"Authorization": f"Bearer {client.api_key}"}
     async with client.async_http(timeout=ws.request_timeout_s, headers=headers) as http:
         await asyncio.gather(*(one(http, e) for e in targets))
+    if targets and counts["unanswered"] == len(targets):
+        raise TrainerError(f"sampling: the model server answered none of {len(targets)} "
+                           f"prompts (the last: {failures[-1]})")  # fmt: skip
     return counts | {"mixed": len(mixed)}, mixed
 
 

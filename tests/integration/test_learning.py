@@ -177,8 +177,11 @@ def test_two_api_processes_see_each_promotion_on_their_next_request(trained: dic
             with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=300) as r:
                 text = r.read().decode()
             sent += 1
-            if r.status_code != 200 or "data: [DONE]" not in text or '"error"' in text:
-                failures.append(f"{r.status_code}: {text[-300:]}")
+            events = [json.loads(line[6:]) for line in text.splitlines()
+                      if line.startswith("data: {")]  # fmt: skip
+            failed = [e for e in events if "error" in e or (e.get("reflexa") or {}).get("error")]
+            if r.status_code != 200 or "data: [DONE]" not in text or failed:
+                failures.append(f"{r.status_code}: {failed or text[-300:]}")
         return sent
 
     def answered_by(url: str) -> str:

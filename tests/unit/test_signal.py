@@ -16,6 +16,7 @@ from reflexa.agent.store import Store
 from reflexa.agent.store.db import sqlite_url
 from reflexa.evals.contamination import prompt_hash
 from reflexa.evals.signal import normalise, vote
+from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.records import AttemptRecord, EpisodeRecord
 from reflexa.trainers.sampling import _judge, sample_corrections
 
@@ -127,5 +128,38 @@ def test_sampling_returns_the_prompts_whose_answers_disagreed(
         counts, mixed = asyncio.run(
             sample_corrections(settings.workspace(), store, client, None, targets)
         )
-        assert counts == {"prompts": 3, "consistency": 1, "checks": 1, "form": 0, "mixed": 1}
+        assert counts == {"prompts": 3, "consistency": 1, "checks": 1, "form": 0,
+                          "unanswered": 0, "mixed": 1}  # fmt: skip
         assert mixed == {prompt_hash("What is 40 + 2?")}
+
+
+def test_a_prompt_the_server_does_not_answer_is_skipped_and_none_answered_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A night's sampling outlives one slow request (it once ended a nights benchmark run
+    with a traceback); a server that answers nothing fails the stage in one line."""
+    from tests.unit.test_dataset import attempt, episode
+
+    slow = {"What is 40 + 3?"}
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if body["messages"][0]["content"] in slow:
+            raise httpx.ReadTimeout("timed out", request=request)
+        return httpx.Response(200, json={"choices": [{"message": {"content": "44"}}] * body["n"]})
+
+    real = httpx.AsyncClient
+    monkeypatch.setattr(
+        httpx, "AsyncClient", lambda **kw: real(transport=httpx.MockTransport(reply), **kw)
+    )
+    ws = Settings(cycle={"sample_n": 2}).workspace()
+    client = ModelClient("http://vllm.test", "m")
+    with Store.open(sqlite_url(tmp_path / "db.sqlite")) as store:
+        for prompt in ("What is 40 + 3?", "What is 40 + 4?"):
+            episode(store, prompt, [attempt("0", False)], scoring=[])
+        targets = store.training_episodes("train")
+        counts, _ = asyncio.run(sample_corrections(ws, store, client, None, targets))
+        assert counts["unanswered"] == 1 and counts["consistency"] + counts["checks"] == 1
+        slow.add("What is 40 + 4?")
+        with pytest.raises(TrainerError, match=r"answered none of 2 prompts .*ReadTimeout"):
+            asyncio.run(sample_corrections(ws, store, client, None, targets))
