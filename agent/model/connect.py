@@ -65,11 +65,9 @@ def _external(settings: Settings) -> ModelClient:
 def describe(settings: Settings) -> dict[str, object]:
     """What `reflexa model status --json` prints; it never starts anything. `url` and `pid`
     are the first replica's; `replicas` has each."""
-    replicas: list[dict[str, object]] = []
-    if external_urls(settings):
-        replicas = [{"url": u, "pid": None} for u in external_urls(settings)]
-    else:
-        replicas = [{"url": r.url, "pid": r.pid} for r in running_replicas(settings)]
+    replicas: list[dict[str, object]] = [
+        {"url": u, "pid": None} for u in external_urls(settings)
+    ] or [{"url": r.url, "pid": r.pid} for r in running_replicas(settings)]
     for replica in replicas:
         replica["healthy"] = is_healthy(str(replica["url"]))
     first = replicas[0] if replicas else {"url": None, "pid": None, "healthy": False}
