@@ -255,7 +255,9 @@ def _remove(record: ServerRecord, pid_file: Path) -> None:
 
 
 def _kill_group(pgid: int, grace_s: float = 20.0) -> None:
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+    # A killed process can take a while to exit: freeing a large KV cache on a busy box took
+    # over 30 s here.
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 60.0)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, sig)
         deadline = time.monotonic() + wait
