@@ -88,9 +88,9 @@ class ModelClient:
         ]
 
     def adapters(self) -> list[str]:
-        """The adapters every replica serves."""
-        served = [{m.id for m in self.models(u) if m.parent is not None} for u in self.urls]
-        return sorted(set.intersection(*served))
+        """The adapters every replica serves, in the order the first lists them."""
+        first, *others = ([m.id for m in self.models(u) if m.parent is not None] for u in self.urls)
+        return [name for name in first if all(name in other for other in others)]
 
     def load_adapter(self, adapter_dir: Path, max_rank: int | None = None) -> str:
         """Load a PEFT LoRA folder under its content-hash name on every replica that lacks it,
@@ -111,9 +111,12 @@ class ModelClient:
         return name
 
     def unload_adapter(self, name: str) -> None:
-        for url in self.urls:
-            if self._serves(url, name):
-                self._request("POST", "/v1/unload_lora_adapter", at=url, json={"lora_name": name})
+        """Unload it from every replica that has it; an error if none has."""
+        holding = [url for url in self.urls if self._serves(url, name)]
+        if not holding:
+            raise ReflexaError(f"adapter {name} is not loaded (on {', '.join(self.urls)})")
+        for url in holding:
+            self._request("POST", "/v1/unload_lora_adapter", at=url, json={"lora_name": name})
 
     def _serves(self, url: str, name: str) -> bool:
         return any(m.id == name for m in self.models(url))

@@ -100,7 +100,7 @@ def test_lora_adapter_load_answer_unload(
 
     server.unload_adapter(name)
     assert server.adapters() == []
-    with pytest.raises(ReflexaError, match="404"):
+    with pytest.raises(ReflexaError, match=f"adapter {name} is not loaded"):
         server.unload_adapter(name)
 
 
