@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import socket
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import save_file
@@ -46,6 +50,48 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class JsonServer:
+    """A threaded HTTP server on a free loopback port that answers each request with JSON:
+    `answer(method, path, body)` gives the document, or None to close the connection
+    without answering (as a server that dies under the request)."""
+
+    def __init__(self, answer: Callable[[str, str, Any], dict[str, Any] | None]) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._reply("GET", None)
+
+            def do_POST(self) -> None:
+                self._reply(
+                    "POST", json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                )
+
+            def _reply(self, method: str, body: Any) -> None:
+                doc = answer(method, self.path, body)
+                if doc is None:
+                    self.close_connection = True
+                    return
+                raw = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            request_queue_size = 128  # 40 connections at once: the default backlog of 5 resets some
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = Server(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def old_store(url: str, revision: str) -> Engine:

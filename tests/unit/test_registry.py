@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from reflexa.agent.store.db import sqlite_url
 from reflexa.agent.store.tables import Adapter
 from reflexa.trainers.errors import PromotionRace, TrainerError
 from reflexa.trainers.registry import METADATA, promote, resolve_adapter, rollback
-from tests.helpers import free_port
+from tests.helpers import JsonServer
 
 
 class RecordingClient:
@@ -145,43 +143,22 @@ class FakeVllm:
     """vLLM's model list and runtime-LoRA endpoints on a real port (a replica)."""
 
     def __init__(self) -> None:
-        from tests.unit.test_replicas import Threading
+        self.loaded: set[str] = set()
+        self.http = JsonServer(self._answer)
+        self.url = self.http.url
 
-        self.port, self.loaded = free_port(), set[str]()
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                data = [{"id": "m", "parent": None}] + [
-                    {"id": n, "parent": "m"} for n in fake.loaded
-                ]
-                self._send({"data": data})
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.path == "/v1/load_lora_adapter":
-                    fake.loaded.add(body["lora_name"])
-                else:
-                    fake.loaded.discard(body["lora_name"])
-                self._send({})
-
-            def _send(self, doc: dict) -> None:
-                raw = json.dumps(doc).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = Threading(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def _answer(self, method: str, path: str, body: dict) -> dict:
+        if method == "GET":  # /v1/models
+            return {"data": [{"id": "m", "parent": None}]
+                    + [{"id": n, "parent": "m"} for n in self.loaded]}  # fmt: skip
+        if path == "/v1/load_lora_adapter":
+            self.loaded.add(body["lora_name"])
+        else:
+            self.loaded.discard(body["lora_name"])
+        return {}
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.stop()
 
 
 def test_promotion_needs_the_adapter_on_every_replica(tmp_path: Path) -> None:

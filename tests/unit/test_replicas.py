@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
-import json
-import threading
 import time
 from collections.abc import Iterator
 
@@ -14,48 +11,25 @@ import pytest
 
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.model.replicas import SPREAD_URL, affinity
-from tests.helpers import free_port
-
-
-class Threading(http.server.ThreadingHTTPServer):
-    request_queue_size = 128  # 40 connections at once; the default backlog of 5 resets some
+from tests.helpers import JsonServer
 
 
 class Replica:
-    """A threaded server that answers any POST after `delay_s` and counts the requests."""
+    """A server that answers any request after `delay_s` with its port, and counts them."""
 
     def __init__(self, delay_s: float = 0.05) -> None:
-        self.port, self.got = free_port(), 0
+        self.got, self.delay_s = 0, delay_s
         self.drop = False  # read the request, then close without answering (a crash)
-        replica = self
+        self.http = JsonServer(self._answer)
+        self.port, self.url = self.http.port, self.http.url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["Content-Length"]))
-                replica.got += 1
-                time.sleep(delay_s)
-                if replica.drop:
-                    self.close_connection = True
-                    return
-                body = json.dumps({"port": replica.port}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = Threading(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def _answer(self, method: str, path: str, body: object) -> dict | None:
+        self.got += 1
+        time.sleep(self.delay_s)
+        return None if self.drop else {"port": self.port}
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.stop()
 
 
 @pytest.fixture
