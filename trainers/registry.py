@@ -113,9 +113,10 @@ def load(ws: Workspace, client: ModelServer, row: dict[str, Any]) -> str:
     linked by that name first, so a replica that restarts finds it on its own."""
     path = check_adapter(row, ws)
     link = ws.by_name_dir / row["name"]
-    ws.by_name_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):  # linked before, or by another process now
-        link.symlink_to(path.resolve(), target_is_directory=True)
+    if not link.is_symlink():  # one stat on the API's hot path once linked
+        ws.by_name_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another process linked it just now
+            link.symlink_to(path.resolve(), target_is_directory=True)
     return client.load_adapter(path, ws.max_lora_rank)
 
 

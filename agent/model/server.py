@@ -159,7 +159,7 @@ def read_record(settings: Settings, replica: int = 0) -> ServerRecord | None:
 
 def running_replicas(settings: Settings) -> list[ServerRecord]:
     """The managed servers running now, replica 0 first."""
-    found = sorted(settings.run_dir.glob("vllm*.json")) if settings.run_dir.is_dir() else []
+    found = settings.run_dir.glob("vllm*.json") if settings.run_dir.is_dir() else []
     indices = sorted(int(p.stem.partition("-")[2] or 0) for p in found)
     return [r for i in indices if (r := read_record(settings, i)) is not None]
 

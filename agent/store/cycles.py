@@ -72,7 +72,7 @@ def _holder(conn: Any) -> str:
     """Who holds the cycle's advisory lock, as PostgreSQL sees the session."""
     row = conn.execute(
         text(
-            "select a.pid, coalesce(host(a.client_addr), 'local'), a.backend_start "
+            "select a.pid, coalesce(host(a.client_addr), 'local') "
             "from pg_locks l join pg_stat_activity a on a.pid = l.pid "
             "where l.locktype = 'advisory' and l.granted and l.objsubid = 1 "
             "and ((l.classid::bigint << 32) | l.objid::bigint) = :k"  # the key's two halves
