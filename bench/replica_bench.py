@@ -3,7 +3,7 @@
     .venv/bin/python bench/replica_bench.py [--clients 16] [--requests 64] [--max-tokens 64]
 
 One server (`reflexa model serve`), then two (`--replicas 2`, each computing on its own
-core), on the bundled model in a fresh REFLEXA_HOME under /tmp. Each side gets the same
+core), on the bundled model in a fresh REFLEXA_HOME (`bench/home.py`). Each side gets the same
 `--requests` chat requests from `--clients` concurrent clients through Reflexa's client
 (with two, its spreading transport), each generating exactly `--max-tokens` tokens
 (ignore_eos). Reports output tokens/s, the ratio two/one, and each replica's share of the
@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))  # run as a file: bench/ and tests/
+from bench.home import fresh_home
 from bench.record import write_result
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.settings import ModelSettings
 
 REFLEXA = str(Path(sys.executable).parent / "reflexa")
+PORT = 8230  # replica i on PORT + i
 
 
 def reflexa(*args: str, env: dict[str, str]) -> None:
@@ -58,16 +58,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="reflexa-replicas-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REFLEXA_")}
-    env |= {"REFLEXA_HOME": str(home), "REFLEXA_SERVER__PORT": "8230"}
-    reflexa("model", "prepare", env=env)
+    _, env = fresh_home("replicas", PORT)
+    reflexa("model", "prepare", env=env)  # a no-op where `make demo` prepared it
     sides = {}
     for n in (1, 2):
         print(f"replica_bench: {n} replica(s)", file=sys.stderr, flush=True)
         reflexa("model", "serve", "--replicas", str(n), env=env)
         try:
-            urls = [f"http://127.0.0.1:{8230 + i}" for i in range(n)]
+            urls = [f"http://127.0.0.1:{PORT + i}" for i in range(n)]
             client = ModelClient.over(urls, ModelSettings().name, "EMPTY", 600)
             asyncio.run(load(client, 2, 4, 8))  # warm-up
             if client.replicas:
