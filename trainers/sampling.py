@@ -91,25 +91,16 @@ async def sample_corrections(
         response.raise_for_status()
         return [choice["message"]["content"] or "" for choice in response.json()["choices"]]
 
-    async def one(http: httpx.AsyncClient, episode: EpisodeRecord) -> None:
-        nonlocal done
+    async def sample(http: httpx.AsyncClient, episode: EpisodeRecord) -> None:
         body = {
             "model": model or client.model,
             "messages": episode.messages,
             "max_tokens": c.sample_max_tokens,
         } | _constraint(episode.checks)
-        try:
-            (greedy,), samples = await asyncio.gather(
-                answers(http, body | {"n": 1, "temperature": 0}),
-                answers(http, body | {"n": c.sample_n, "temperature": c.sample_temperature}),
-            )
-        except httpx.HTTPError as e:  # one slow or refused prompt does not end the night
-            counts["unanswered"] += 1
-            failures.append(f"{type(e).__name__}: {e}".rstrip(": "))
-            done += 1
-            if on_progress:
-                on_progress(done, len(targets))
-            return
+        (greedy,), samples = await asyncio.gather(
+            answers(http, body | {"n": 1, "temperature": 0}),
+            answers(http, body | {"n": c.sample_n, "temperature": c.sample_temperature}),
+        )
         ok = await _verdicts(episode, [greedy, *samples], ws.allow_unconfined)
         if any(ok) and not all(ok):
             mixed.add(prompt_hash(episode.prompt))
@@ -119,6 +110,14 @@ async def sample_corrections(
         if kept is not None:
             store.add_correction(episode.id, **kept)
             counts[kept["justification"]] += 1
+
+    async def one(http: httpx.AsyncClient, episode: EpisodeRecord) -> None:
+        nonlocal done
+        try:
+            await sample(http, episode)
+        except httpx.HTTPError as e:  # one slow or refused prompt does not end the night
+            counts["unanswered"] += 1
+            failures.append(f"{type(e).__name__}: {e}".rstrip(": "))
         done += 1
         if on_progress:
             on_progress(done, len(targets))
