@@ -157,8 +157,7 @@ def promote(
     previous = store.promoted_adapter()
     load(ws, client, row)
     store.set_promoted(version, reason, "retired", was=previous["version"] if previous else None)
-    if previous and previous["name"] in client.adapters():  # keep vLLM's LoRA slots free
-        client.unload_adapter(previous["name"])
+    _unload_demoted(store, client, keep=previous)
     return store.adapter(version) or row
 
 
@@ -182,6 +181,21 @@ def rollback(ws: Workspace, store: AdapterRegistry, client: ModelServer) -> dict
     store.set_promoted(
         previous["version"] if previous else None, reason, "rejected", was=current["version"]
     )
-    if current["name"] in client.adapters():
-        client.unload_adapter(current["name"])
+    _unload_demoted(store, client, keep=current)
     return store.adapter(previous["version"]) if previous else None
+
+
+def _unload_demoted(
+    store: AdapterRegistry, client: ModelServer, keep: dict[str, Any] | None
+) -> None:
+    """Free the server of adapters that are no longer the default, all but `keep`, the one the
+    pointer has just left: an episode another API process began on it a moment ago still
+    finishes on it (unloading it at once failed such episodes with a 404). It goes at the
+    next promotion or rollback."""
+    served = set(client.adapters())
+    promoted = store.promoted_adapter()
+    spare = {keep["name"] if keep else None, promoted["name"] if promoted else None}
+    for row in store.adapters():
+        if row["status"] in ("retired", "rejected") and row["name"] in served - spare:
+            client.unload_adapter(row["name"])
+            served.discard(row["name"])

@@ -152,8 +152,9 @@ def test_promote_and_rollback_on_the_real_server(trained: dict) -> None:
               json.loads(run_reflexa("adapters", "list", "--json", env=env).stdout)}  # fmt: skip
     assert listed == {"v1": "retired", "v2": "promoted"}
     assert "now v1" in run_reflexa("adapters", "rollback", env=env).stdout
-    assert v2["name"] not in client.adapters()
+    assert v2["name"] in client.adapters()  # kept while episodes begun on it finish
     assert "base model" in run_reflexa("adapters", "rollback", env=env).stdout
+    assert v1["name"] in client.adapters() and v2["name"] not in client.adapters()
     again = run_reflexa("adapters", "rollback", env=env, check=False)
     assert again.returncode == 1 and "nothing to roll back" in again.stderr
 
