@@ -91,7 +91,12 @@ class ReflectSettings(BaseModel):
         "check's shape, sampling candidates for a tool to select, the feedback prompt.",
     )  # fmt: skip
     samples: int = Field(
-        default=8, ge=2, le=64, description="Candidates a sampling repair draws in one request."
+        default=8, ge=2, le=64, description="Candidates a sampling repair may draw."
+    )
+    escalate: bool = Field(
+        default=True,
+        description="Draw the samples in growing requests (2, 2, 4, …) and stop at the first "
+        "with a candidate the checks pass; off: all in one request.",
     )
     sample_temperature: float = Field(default=1.0, ge=0, le=2, description="For those samples.")
     repair_tokens: int = Field(

@@ -18,7 +18,7 @@ from reflexa.evals import JudgeResult, VerifyContext, checks_for, parse_checks, 
 from reflexa.evals.arithmetic import stated_expression
 from reflexa.evals.verdict import outcome
 from reflexa.graphs.prompts import DIAGNOSE, SYSTEM, failure_feedback, repair_request
-from reflexa.graphs.repair import route, select
+from reflexa.graphs.repair import batches, route, select
 from reflexa.graphs.state import Attempt, Recall, ReflectionContext, ReflectionState, Status
 
 
@@ -105,32 +105,43 @@ async def repair(state: ReflectionState, runtime: Runtime[ReflectionContext]) ->
 async def _sample(
     state: ReflectionState, ctx: ReflectionContext, shape: dict[str, Any] | None, left: int
 ) -> dict[str, Any]:
-    """N answers to the original request in one call (under `shape`, if given); each is
-    checked (no judge: it is not evidence), and repair.select chooses. None chosen: the
-    answer stays. Each candidate may be 4 times as long as the first answer (at least 64
-    tokens: at temperature 1 the model rambles), and all of them `left` tokens together."""
+    """Up to N answers to the original request (under `shape`, if given), drawn in growing
+    requests (2, then 2, then 4 for N = 8: `repair.batches`) that stop at the first one
+    in which a candidate passes the checks; each is checked (no judge: it is not evidence),
+    and repair.select chooses. None chosen: the answer stays. Each candidate may be 4 times
+    as long as the first answer (at least 64 tokens: at temperature 1 the model rambles),
+    and all N of them `left` tokens together."""
     prompt, last = state["messages"][-1]["content"], state["attempts"][-1]
     messages = [{"role": "system", "content": SYSTEM}, *_examples(state), *state["messages"]]
     each = max(1, min(left // ctx.samples, max(64, 4 * state["attempts"][0]["completion_tokens"])))
     options: dict[str, Any] = {"extra_body": {"structured_outputs": shape}} if shape else {}
+    candidates: list[str] = []
+    passed: list[bool | None] = []
+    usage: list[Any] = []
     started = time.perf_counter()
-    try:
-        result = await ctx.llm.agenerate(
-            [convert_to_messages(messages)], n=ctx.samples, temperature=ctx.sample_temperature,
-            max_tokens=each, stream=False, **options,  # n answers come back whole, not streamed
-        )  # fmt: skip
-    except Exception as e:  # vLLM could not compile the shape (400): sample free text
-        if not shape or getattr(e, "status_code", None) != 400:
-            raise
-        return await _sample(state, ctx, None, left)
+    for n in batches(ctx.samples, ctx.escalate):
+        try:
+            result = await ctx.llm.agenerate(
+                [convert_to_messages(messages)], n=n, temperature=ctx.sample_temperature,
+                max_tokens=each, stream=False, **options,  # n answers come back whole
+            )  # fmt: skip
+        except Exception as e:  # vLLM could not compile the shape (400): sample free text
+            if not shape or getattr(e, "status_code", None) != 400:
+                raise
+            return await _sample(state, ctx, None, left)
+        replies = [g.message for g in result.generations[0] if isinstance(g, ChatGeneration)]
+        drawn = [str(r.text) for r in replies]
+        candidates += drawn
+        passed += await _passing(prompt, state["checks"], drawn, ctx)
+        usage += [
+            r.usage_metadata for r in replies if isinstance(r, AIMessage) and r.usage_metadata
+        ]
+        if any(passed):  # verified: more candidates would only cost (None decides nothing)
+            break
     seconds = time.perf_counter() - started
-    replies = [g.message for g in result.generations[0] if isinstance(g, ChatGeneration)]
-    candidates = [str(r.text) for r in replies]
-    passed = await _passing(prompt, state["checks"], candidates, ctx)
     numbers = [{"type": "numeric"}] if stated_expression(prompt) else []  # vote on the value
     chosen, note = select(candidates, passed, [*state["checks"], *numbers])
     attempt = _attempt(state, ctx, "repair", "sample", note, chosen or last["answer"], seconds)
-    usage = [r.usage_metadata for r in replies if isinstance(r, AIMessage) and r.usage_metadata]
     attempt["prompt_tokens"] = max((u["input_tokens"] for u in usage), default=0)  # one prompt
     attempt["completion_tokens"] = sum(u["output_tokens"] for u in usage)
     return {"attempts": [*state["attempts"], attempt], "model_s": state["model_s"] + seconds}

@@ -58,6 +58,18 @@ def route(
     return "feedback", "no other strategy applies, or is left", None
 
 
+def batches(samples: int, escalate: bool = True) -> list[int]:
+    """How many candidates each request of a sampling repair draws: 2, then as many as drawn
+    so far, until `samples` in all ([2, 2, 4] for 8); one request of all when not
+    escalating. The repair stops at the first request with a verified candidate."""
+    if not escalate or samples <= 2:
+        return [samples]
+    sizes = [2]
+    while (drawn := sum(sizes)) < samples:
+        sizes.append(min(drawn, samples - drawn))
+    return sizes
+
+
 def shape_for(
     checks: Sequence[dict[str, Any]], failed: set[str] | None = None
 ) -> dict[str, Any] | None:

@@ -88,7 +88,8 @@ class ReflectionContext:
     judge: JudgeFn | None = None
     diagnose_llm: BaseChatModel | None = None  # default: llm
     recall: RecallFn | None = None  # the correction memory; None: off
-    samples: int = 8  # candidates a sampling repair draws in one request (≤ 1: never sample)
+    samples: int = 8  # candidates a sampling repair may draw (≤ 1: never sample)
+    escalate: bool = True  # draw them 2, 2, 4, … and stop at a verified one (repair.batches)
     sample_temperature: float = 1.0
     strategies: tuple[str, ...] = ("constrained", "sample", "feedback")  # repairs allowed
     max_tokens: int = 512  # per answer (the answering model's own limit)

@@ -380,6 +380,7 @@ async def open_agent(
             recall=memory.recall if memory else None,
             allow_unconfined=settings.sandbox.allow_unconfined,
             samples=r.samples,
+            escalate=r.escalate,
             sample_temperature=r.sample_temperature,
             strategies=tuple(r.strategies),
             max_tokens=r.max_tokens,

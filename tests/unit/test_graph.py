@@ -239,9 +239,10 @@ def test_a_shape_vllm_cannot_compile_falls_back_to_feedback_with_a_note() -> Non
 
 
 def test_a_tool_decided_failure_samples_and_the_checks_select() -> None:
-    """The arithmetic tool checks each of 4 candidates; two say 75 and pass: chosen."""
+    """The arithmetic tool checks each candidate, drawn 2 then 2: none of the first two
+    passes, two of the next say 75 and pass: chosen."""
     form = [{"type": "numeric"}]  # a number, no shape: not strict
-    llm = ScriptedChatModel(script=["181", "75", "76", "75", "180"])
+    llm = ScriptedChatModel(script=["181", "76", "180", "75", "75"])
     ctx = ReflectionContext(llm=llm, model_name="fake", samples=4)
     turn = turn_input("What is 34 + 41?", form, max_repairs=1)
     state = asyncio.run(build_reflection_graph().ainvoke(turn, context=ctx))
@@ -249,8 +250,29 @@ def test_a_tool_decided_failure_samples_and_the_checks_select() -> None:
     assert state["attempts"][0]["diagnosis"]["strategy"] == "sample"
     assert (fix["strategy"], fix["answer"], fix["passed"]) == ("sample", "75", True)
     assert fix["note"] == "2 of 4 candidates passed; 2 agree"
-    assert llm.call_kwargs[-1]["n"] == 4 and fix["completion_tokens"] == 4
+    assert [k["n"] for k in llm.call_kwargs[1:]] == [2, 2] and fix["completion_tokens"] == 4
     assert state["status"] == "repaired"
+
+
+def test_sampling_stops_at_the_first_request_with_a_verified_candidate() -> None:
+    llm = ScriptedChatModel(script=["181", "75", "76"])
+    ctx = ReflectionContext(llm=llm, model_name="fake", samples=8)
+    turn = turn_input("What is 34 + 41?", [{"type": "numeric"}], max_repairs=1)
+    state = asyncio.run(build_reflection_graph().ainvoke(turn, context=ctx))
+    fix = state["attempts"][1]
+    assert (fix["answer"], fix["note"]) == ("75", "1 of 2 candidates passed; 1 agree")
+    assert [k["n"] for k in llm.call_kwargs[1:]] == [2]  # not 8
+
+
+@pytest.mark.parametrize(
+    ("samples", "escalate", "sizes"),
+    [(8, True, [2, 2, 4]), (5, True, [2, 2, 1]), (16, True, [2, 2, 4, 8]), (2, True, [2]),
+     (8, False, [8])],
+)  # fmt: skip
+def test_sample_batches_double(samples: int, escalate: bool, sizes: list[int]) -> None:
+    from reflexa.graphs.repair import batches
+
+    assert batches(samples, escalate) == sizes
 
 
 def test_when_no_candidate_passes_the_answer_stays_and_feedback_comes_next() -> None:
@@ -301,7 +323,9 @@ def test_a_tool_decided_failure_samples_under_the_tasks_shape_in_one_request() -
     candidates decoded as numbers, each within its share of the tokens."""
     strict = [{"type": "numeric", "strict": True}]
     llm = ScriptedChatModel(script=["34 + 41 = 181", "75", "75", "74", "75"])
-    ctx = ReflectionContext(llm=llm, model_name="fake", samples=4, repair_tokens=100)
+    ctx = ReflectionContext(
+        llm=llm, model_name="fake", samples=4, escalate=False, repair_tokens=100
+    )
     turn = turn_input("What is 34 + 41?", strict, max_repairs=2)
     state = asyncio.run(build_reflection_graph().ainvoke(turn, context=ctx))
     first, fix = state["attempts"]
