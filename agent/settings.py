@@ -99,6 +99,11 @@ class ReflectSettings(BaseModel):
         "with a candidate the checks pass; off: all in one request.",
     )
     sample_temperature: float = Field(default=1.0, ge=0, le=2, description="For those samples.")
+    route_by_record: bool = Field(
+        default=True,
+        description="Skip a repair strategy that has never passed the checks in 20 tries on a "
+        "suite (or kind of checks) with the answering model (agent/app/routing.py).",
+    )
     repair_tokens: int = Field(
         default=4096, ge=1, le=1_000_000,
         description="Completion tokens all repairs of one request may use together (samples "

@@ -98,13 +98,20 @@ def _fractions(outcomes: Sequence[ItemOutcome]) -> dict[str, Any]:
 
 def by_strategy(outcomes: Sequence[ItemOutcome]) -> dict[str, dict[str, Any]]:
     """Per repair strategy: repairs made, how many passed the visible checks, the scored items
-    whose returned answer it made that scoring found fixed (wrong → right) or broken, and its
-    tokens and seconds, in all and per fixed item."""
+    whose returned answer it made that scoring found fixed (wrong → right) or broken, the
+    turns where the routing table skipped it (agent.app.routing), and its tokens and
+    seconds, in all and per fixed item."""
     out: dict[str, dict[str, Any]] = {}
+
+    def row(strategy: str) -> dict[str, Any]:
+        return out.setdefault(strategy, {"repairs": 0, "passed": 0, "fixed": 0, "broke": 0,
+                                         "skipped": 0, "tokens": 0, "seconds": 0.0})  # fmt: skip
+
     for o in outcomes:
+        for strategy in o.skipped:
+            row(strategy)["skipped"] += 1
         for r in o.repair_log:
-            empty = {"repairs": 0, "passed": 0, "fixed": 0, "broke": 0, "tokens": 0, "seconds": 0.0}
-            s = out.setdefault(r["strategy"], empty)
+            s = row(r["strategy"])
             s["repairs"] += 1
             s["passed"] += bool(r["passed"])
             s["tokens"] += r["tokens"]

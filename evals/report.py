@@ -117,16 +117,18 @@ def _rows(run: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-STRATEGY_COLUMNS = ("strategy", "repairs", "passed checks", "fixed", "broke", "tokens",
-                    "tokens per fix", "seconds", "seconds per fix")  # fmt: skip
+STRATEGY_COLUMNS = ("strategy", "repairs", "passed checks", "fixed", "broke", "skipped",
+                    "tokens", "tokens per fix", "seconds", "seconds per fix")  # fmt: skip
 
 
 def _strategy_rows(run: dict[str, Any]) -> list[tuple[str, ...]]:
     """Repairs by strategy: what each did, and what it cost per item it fixed (by scoring)."""
-    keys = ("repairs", "passed", "fixed", "broke", "tokens", "tokens_per_fix", "seconds",
-            "seconds_per_fix")  # fmt: skip
+    keys = ("repairs", "passed", "fixed", "broke", "skipped", "tokens", "tokens_per_fix",
+            "seconds", "seconds_per_fix")  # fmt: skip
     by = run["metrics"].get("by_strategy") or {}
-    return [(name, *("-" if s[k] is None else str(s[k]) for k in keys)) for name, s in by.items()]
+    return [
+        (name, *("-" if s.get(k) is None else str(s[k]) for k in keys)) for name, s in by.items()
+    ]
 
 
 def markdown(run: dict[str, Any]) -> str:

@@ -35,6 +35,7 @@ class ItemOutcome:
     # Each repair: its strategy, whether it passed the visible checks, tokens, seconds.
     repair_log: list[dict[str, Any]] = field(default_factory=list)
     final_strategy: str | None = None  # the repair whose answer was returned (None: the first)
+    skipped: list[str] = field(default_factory=list)  # strategies the record ruled out
     recalled: list[int] = field(default_factory=list)  # memories in its first answer's prompt
     draws: list[bool] = field(default_factory=list)  # more answers to its first prompt: passed?
 

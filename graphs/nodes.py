@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from hashlib import sha1
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -259,9 +260,15 @@ async def diagnose(state: ReflectionState, runtime: Runtime[ReflectionContext]) 
     if spent := budget_spent(state, ctx):
         last["diagnosis"] = {"strategy": None, "why": spent}
         return {"attempts": [*state["attempts"][:-1], last]}
-    strategy, why, shape = route(last["verdicts"], checks, tried, ctx.samples, ctx.strategies)
+    futile = await _futile(state, ctx)
+    allowed = tuple(s for s in ctx.strategies if s not in futile)
+    strategy, why, shape = route(last["verdicts"], checks, tried, ctx.samples, allowed)
+    skipped = {"skipped": futile} if futile else {}
+    if strategy in futile:  # feedback, the last resort, has never fixed here either
+        last["diagnosis"] = {"strategy": None, "why": futile[strategy]} | skipped
+        return {"attempts": [*state["attempts"][:-1], last]}
     if strategy != "feedback":
-        last["diagnosis"] = {"strategy": strategy, "why": why, "shape": shape}
+        last["diagnosis"] = {"strategy": strategy, "why": why, "shape": shape} | skipped
         return {"attempts": [*state["attempts"][:-1], last]}
     llm: BaseChatModel = runtime.context.diagnose_llm or runtime.context.llm
     started = time.perf_counter()
@@ -274,13 +281,32 @@ async def diagnose(state: ReflectionState, runtime: Runtime[ReflectionContext]) 
             )
         )
         assert isinstance(out, Diagnosis)
-        last["diagnosis"] = out.model_dump() | {"strategy": strategy, "why": why}
+        last["diagnosis"] = out.model_dump() | {"strategy": strategy, "why": why} | skipped
     except Exception as e:  # advisory: a repair can still go on the verifiers' feedback
         last["diagnosis"] = {"cause": "", "fix": "", "error": f"{type(e).__name__}: {e}",
-                             "strategy": strategy, "why": why}  # fmt: skip
+                             "strategy": strategy, "why": why} | skipped  # fmt: skip
     seconds = time.perf_counter() - started
     attempts = [*state["attempts"][:-1], last]
     return {"attempts": attempts, "model_s": state["model_s"] + seconds}
+
+
+EXPLORE = 10  # one turn in this many routes by rule alone, so the record can change its mind
+
+
+async def _futile(state: ReflectionState, ctx: ReflectionContext) -> dict[str, str]:
+    """The strategies the record shows never fix on this turn's suite (or kind of checks)
+    with this model, each with why; none on a turn that explores, or where the record
+    cannot be read (routing by rule is always a safe answer)."""
+    episode = state.get("episode_id") or ""
+    explores = bool(episode) and int(sha1(episode.encode()).hexdigest(), 16) % EXPLORE == 0
+    if ctx.routing is None or explores:
+        return {}
+    try:
+        return await asyncio.to_thread(
+            ctx.routing, ctx.model_name, state.get("suite"), state["checks"]
+        )
+    except Exception:  # a help, like recall: a broken record never costs the repair
+        return {}
 
 
 def budget_spent(state: ReflectionState, ctx: ReflectionContext) -> str | None:

@@ -54,6 +54,10 @@ class Recall:
 # (the request's text, its suite or None) → what to show as worked examples
 RecallFn = Callable[[str, str | None], Recall]
 
+# (the answering model, the turn's suite or None, its checks) → the repair strategies the
+# record shows never fix there, each with why (agent.app.routing)
+RoutingFn = Callable[[str, str | None, list[dict[str, Any]]], dict[str, str]]
+
 
 class ReflectionState(TypedDict, total=False):
     """One thread. `messages` accumulates over turns; the rest describes the current turn
@@ -92,6 +96,7 @@ class ReflectionContext:
     escalate: bool = True  # draw them 2, 2, 4, … and stop at a verified one (repair.batches)
     sample_temperature: float = 1.0
     strategies: tuple[str, ...] = ("constrained", "sample", "feedback")  # repairs allowed
+    routing: RoutingFn | None = None  # the record of what fixes where; None: route by rule
     max_tokens: int = 512  # per answer (the answering model's own limit)
     repair_tokens: int = 4096  # completion tokens all repairs of a turn may use together
     repair_seconds: float = 60.0  # no repair starts once the turn has run this long

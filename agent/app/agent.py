@@ -23,6 +23,7 @@ from langgraph.types import StateSnapshot, StreamMode
 
 from reflexa.agent.app.checkpointer import open_checkpointer
 from reflexa.agent.app.memory import Memory, token_counter
+from reflexa.agent.app.routing import RepairTable
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.model.connect import external_urls
 from reflexa.agent.model.replicas import affinity
@@ -383,6 +384,7 @@ async def open_agent(
             escalate=r.escalate,
             sample_temperature=r.sample_temperature,
             strategies=tuple(r.strategies),
+            routing=RepairTable(store) if r.route_by_record else None,
             max_tokens=r.max_tokens,
             repair_tokens=r.repair_tokens,
             repair_seconds=r.repair_seconds,

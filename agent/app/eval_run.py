@@ -87,6 +87,7 @@ def outcome(episode: dict[str, Any], item: SuiteItem) -> ItemOutcome:
         error=episode["error"],
         repair_log=repair_log,
         final_strategy=returned[-1]["strategy"] if returned else None,
+        skipped=[k for a in attempts for k in (a["diagnosis"] or {}).get("skipped", {})],
         recalled=[m["id"] for m in (attempts[0]["memory"] or {}).get("used", [])]
         if attempts
         else [],

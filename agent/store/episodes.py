@@ -164,6 +164,20 @@ class EpisodeRecords(MemoryRecords):
             )
             return [episode_dict(r) for r in rows]
 
+    def repairs_by(self, model: str, limit: int = 5000) -> list[tuple[str | None, Any, str, bool]]:
+        """The latest `limit` repairs `model` made: (suite, the episode's checks, strategy,
+        passed its visible checks), for the routing table (`agent.app.routing`)."""
+        with self._session() as s:
+            rows = s.execute(
+                select(Episode.suite, Episode.checks, Attempt.strategy, Attempt.passed)
+                .join(Attempt, Attempt.episode_id == Episode.id)
+                .where(Attempt.kind == "repair", Attempt.model == model)
+                .order_by(Attempt.id.desc())
+                .limit(limit)
+            )
+            return [(suite, checks, strategy or "feedback", bool(ok))
+                    for suite, checks, strategy, ok in rows]  # fmt: skip
+
     def count(self, table: type[Episode] | type[Attempt] | type[Correction] | type[Memory]) -> int:
         with self._session() as s:
             return int(s.scalar(select(func.count()).select_from(table)) or 0)

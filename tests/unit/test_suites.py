@@ -330,7 +330,7 @@ def test_the_harm_ledger_counts_what_reflection_broke_and_fixed() -> None:
         "broke": 1,
     }
     assert feedback["tokens"] == 2 * (10 + 1) and feedback["tokens_per_fix"] == 22
-    assert "| feedback | 2 | 2 | 1 | 1 | 22 | 22 |" in markdown(run)
+    assert "| feedback | 2 | 2 | 1 | 1 | 0 | 22 | 22 |" in markdown(run)
 
 
 def test_mcnemar_exact_p_values() -> None:

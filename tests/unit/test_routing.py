@@ -1,0 +1,119 @@
+"""The routing table the record keeps: a repair that never passes in a place is skipped
+there, on the store's real records (SQLite), and the graph routes around it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from hashlib import sha1
+from pathlib import Path
+from typing import Any
+
+from reflexa.agent.app.routing import RepairTable, place
+from reflexa.agent.store import Store
+from reflexa.agent.store.db import sqlite_url
+from reflexa.evals.metrics import by_strategy
+from reflexa.evals.runner import ItemOutcome
+from reflexa.graphs import ReflectionContext, build_reflection_graph, turn_input
+from reflexa.graphs.nodes import EXPLORE
+from tests.fakes import ScriptedChatModel
+
+SCHEMA = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
+JSON = [{"type": "json", "schema": SCHEMA}]
+
+
+def record(store: Store, model: str, suite: str | None, strategy: str, passed: bool) -> None:
+    """One episode whose first answer failed and whose one repair used `strategy`."""
+    eid = uuid.uuid4().hex
+    store.start_episode(id=eid, thread_id=eid, prompt="p", messages=[], checks=JSON,
+                        model=model, suite=suite)  # fmt: skip
+    attempt = {"kind": "generate", "answer": "x", "verdicts": [], "passed": False, "score": 0.0,
+               "model": model}  # fmt: skip
+    repair = attempt | {"kind": "repair", "strategy": strategy, "passed": passed}
+    store.finish_episode(eid, status="unresolved", answer="x", error=None,
+                         attempts=[attempt, repair], latency_s=1.0)  # fmt: skip
+
+
+def test_a_strategy_that_never_passes_in_a_place_is_futile_there(tmp_path: Path) -> None:
+    now = [0.0]
+    with Store.open(sqlite_url(tmp_path / "db.sqlite")) as store:
+        table = RepairTable(store, min_tries=3, clock=lambda: now[0])
+        for _ in range(3):
+            record(store, "m", "sums", "constrained", passed=False)
+            record(store, "m", "sums", "sample", passed=False)
+        record(store, "m", "sums", "sample", passed=True)  # one pass: still worth trying
+        record(store, "m", "json", "constrained", passed=False)  # too few tries to tell
+        futile = table("m", "sums", JSON)
+        assert list(futile) == ["constrained"]
+        assert "never fixes on sums" in futile["constrained"] and "0 of 3" in futile["constrained"]
+        assert table("m", "json", JSON) == {}
+        assert table("another-model", "sums", JSON) == {}  # a new adapter starts afresh
+        assert table.counts("m")[("sums", "sample")] == (4, 1)
+        for _ in range(3):
+            record(store, "m", "json", "constrained", passed=False)
+        assert table("m", "json", JSON) == {}  # read once, kept until it is stale
+        now[0] += 601
+        assert list(table("m", "json", JSON)) == ["constrained"]
+
+
+def test_chat_counts_by_the_kinds_of_checks() -> None:
+    assert place(None, JSON) == "chat: json"
+    assert place(None, []) == "chat: judge"
+    assert place("sums", JSON) == "sums"
+
+
+def futile_constrained(model: str, suite: str | None, checks: list[dict[str, Any]]) -> dict:
+    return {"constrained": "the record shows constrained never fixes here"}
+
+
+def turn(script: list[str], routing: Any, episode_id: str = "", **kw: Any) -> tuple[dict, Any]:
+    llm = ScriptedChatModel(script=script)
+    ctx = ReflectionContext(llm=llm, model_name="m", routing=routing, **kw)
+    state = asyncio.run(
+        build_reflection_graph().ainvoke(
+            turn_input("Give the age.", JSON, max_repairs=1, episode_id=episode_id), context=ctx
+        )
+    )
+    return state, llm
+
+
+def test_the_graph_routes_around_a_futile_strategy() -> None:
+    state, _ = turn(["age: 36", '{"age": 36}', '{"age": 36}'], futile_constrained)
+    diagnosis = state["attempts"][0]["diagnosis"]
+    assert diagnosis["strategy"] == "sample"  # by rule, constrained comes first for a shape
+    assert diagnosis["skipped"] == {"constrained": "the record shows constrained never fixes here"}
+    assert state["status"] == "repaired"
+    by_rule, _ = turn(["age: 36", '{"age": 36}'], None)
+    assert by_rule["attempts"][0]["diagnosis"]["strategy"] == "constrained"
+
+
+def test_when_the_last_resort_never_fixes_the_turn_ends() -> None:
+    def all_futile(model: str, suite: str | None, checks: list) -> dict:
+        return {s: f"{s} never fixes here" for s in ("constrained", "sample", "feedback")}
+
+    state, llm = turn(["age: 36"], all_futile)
+    assert state["attempts"][0]["diagnosis"]["strategy"] is None
+    assert state["attempts"][0]["diagnosis"]["why"] == "feedback never fixes here"
+    assert (state["status"], len(state["attempts"]), len(llm.calls)) == ("unresolved", 1, 1)
+
+
+def test_one_turn_in_ten_routes_by_rule_and_a_broken_record_costs_nothing() -> None:
+    explorer = next(f"{i:032x}" for i in range(100)
+                    if int(sha1(f"{i:032x}".encode()).hexdigest(), 16) % EXPLORE == 0)  # fmt: skip
+    state, _ = turn(["age: 36", '{"age": 36}'], futile_constrained, episode_id=explorer)
+    assert state["attempts"][0]["diagnosis"]["strategy"] == "constrained"
+
+    def broken(model: str, suite: str | None, checks: list) -> dict:
+        raise RuntimeError("database is locked")
+
+    state, _ = turn(["age: 36", '{"age": 36}'], broken)
+    assert state["attempts"][0]["diagnosis"]["strategy"] == "constrained"
+
+
+def test_reports_count_the_skips() -> None:
+    log = [{"strategy": "sample", "passed": False, "latency_s": 1.0, "tokens": 5}]
+    o = ItemOutcome("i", "s", [], "e", "unresolved", False, False, False, 1, 10, 1.0,
+                    repair_log=log, skipped=["constrained"])  # fmt: skip
+    by = by_strategy([o, o])
+    assert by["constrained"]["skipped"] == 2 and by["constrained"]["repairs"] == 0
+    assert by["sample"]["repairs"] == 2 and by["sample"]["skipped"] == 0
