@@ -67,6 +67,12 @@ class ServerSettings(BaseModel):
         "them. On a CPU each computes on its own core.",
     )  # fmt: skip
     cpu_kv_cache_gib: int = Field(default=1, ge=1, description="KV-cache space on the CPU (GiB).")
+    cpu_bind: str = Field(
+        default="auto", pattern=r"^(auto|all|nobind|[0-9][0-9,-]*)$",
+        description="On a CPU, the cores vLLM computes on: auto (vLLM's choice: one core "
+        "left to its scheduler), all, nobind, or a list such as 0-3 "
+        "(bench/serve_bench.py --cpu-bind measures them). Replicas take a core each.",
+    )  # fmt: skip
     start_timeout_s: float = Field(default=300.0, gt=0, description="Seconds to wait for /health.")
     extra_args: list[str] = Field(
         default_factory=list, description="Further `vllm serve` flags, passed through as given."

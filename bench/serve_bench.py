@@ -1,12 +1,15 @@
 """Serving benchmark for the bundled model on the managed vLLM server.
 
     .venv/bin/python bench/serve_bench.py [--requests 6] [--max-tokens 128] [--out bench/results]
+        [--streams 1 8] [--cpu-bind auto all]
 
 Measures: seconds from `reflexa model serve` to healthy, resident memory of the server's
 process group (RSS and PSS), and output tokens/s single-stream and with 8 concurrent
 requests, on the base model and through a rank-8 LoRA adapter. Each request generates
 exactly --max-tokens tokens (ignore_eos), so tokens/s do not depend on what the model says.
 Uses a fresh REFLEXA_HOME under /tmp with the model prepared in it (about 30 s, not timed).
+With several `--cpu-bind` values (`[server] cpu_bind`), the server is measured under each in
+turn, side by side in one run (`by_cpu_bind`).
 """
 
 from __future__ import annotations
@@ -82,11 +85,8 @@ def tokens_per_s(
     }
 
 
-def main(args: argparse.Namespace) -> None:
-    home = Path(tempfile.mkdtemp(prefix="reflexa-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REFLEXA_")}
-    env |= {"REFLEXA_HOME": str(home), "REFLEXA_SERVER__PORT": str(args.port)}
-    reflexa("model", "prepare", env=env)
+def serve_once(env: dict[str, str], home: Path, args: argparse.Namespace) -> dict:
+    """Start the server as `env` says, measure it, stop it."""
     try:
         started = time.perf_counter()
         reflexa("model", "serve", env=env)
@@ -103,21 +103,34 @@ def main(args: argparse.Namespace) -> None:
 
         runs = []
         for model, label in ((status["model"], "base"), (adapter, "lora-r8")):
-            for concurrency in (1, 8):
+            for concurrency in args.streams:
                 result = tokens_per_s(client, model, concurrency, args.requests, args.max_tokens)
                 runs.append({"model": label, **result})
                 print(json.dumps(runs[-1]), file=sys.stderr)
         loaded_memory = group_memory_mib(status["pid"])
     finally:
         reflexa("model", "stop", env=env)
-    report = {
-        "bench": "serve",
+    return {
         "startup_to_healthy_s": round(startup_s, 1),
         "memory_idle": idle_memory,
         "memory_after_load": loaded_memory,
-        "max_tokens": args.max_tokens,
         "runs": runs,
     }
+
+
+def main(args: argparse.Namespace) -> None:
+    home = Path(tempfile.mkdtemp(prefix="reflexa-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFLEXA_")}
+    env |= {"REFLEXA_HOME": str(home), "REFLEXA_SERVER__PORT": str(args.port)}
+    reflexa("model", "prepare", env=env)
+    by_bind = {}
+    for bind in args.cpu_bind:  # side by side, one server at a time
+        print(f"cpu_bind = {bind}", file=sys.stderr)
+        by_bind[bind] = serve_once(env | {"REFLEXA_SERVER__CPU_BIND": bind}, home, args)
+    first = by_bind[args.cpu_bind[0]]
+    report = {"bench": "serve", "max_tokens": args.max_tokens} | first
+    if len(by_bind) > 1:
+        report["by_cpu_bind"] = by_bind
     args.out.mkdir(parents=True, exist_ok=True)
     path = write_result("serve", report, args.out)
     print(json.dumps(report, indent=2))
@@ -129,5 +142,9 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=4, help="Requests per stream.")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--port", type=int, default=8077)
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 8])
+    parser.add_argument(
+        "--cpu-bind", nargs="+", default=["auto"], help="[server] cpu_bind values to compare."
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     main(parser.parse_args())

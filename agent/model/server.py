@@ -27,7 +27,7 @@ import httpx
 
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.model.prepare import validate_model_dir
-from reflexa.agent.settings import Settings
+from reflexa.agent.settings import ServerSettings, Settings
 
 PID_FILE = "vllm.json"  # replica 0's; replica i's is vllm-i.json (and its log vllm-i.log)
 LOG_FILE = "vllm.log"
@@ -100,14 +100,20 @@ def server_env(
     env["VLLM_NO_USAGE_STATS"] = "1"
     if uses_cpu(settings):
         env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.server.cpu_kv_cache_gib)
-        # Replicas share the cores: each computes on its own (round robin).
-        several = settings.server.replicas > 1
-        bind = str(replica % (os.cpu_count() or 1)) if several else "auto"
-        env["VLLM_CPU_OMP_THREADS_BIND"] = bind
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind(settings.server, replica)
     # A replica started after a promotion finds its adapters by name, on its first request.
     env["VLLM_PLUGINS"] = "lora_filesystem_resolver"
     env["VLLM_LORA_RESOLVER_CACHE_DIR"] = str(settings.workspace().by_name_dir)
     return env
+
+
+def cpu_bind(s: ServerSettings, replica: int = 0) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for a replica: replicas share the cores, each computing on
+    its own (round robin); one server, `cpu_bind` (all: every core)."""
+    cores = os.cpu_count() or 1
+    if s.replicas > 1:
+        return str(replica % cores)
+    return f"0-{cores - 1}" if s.cpu_bind == "all" else s.cpu_bind
 
 
 def local_url(settings: Settings, replica: int = 0) -> str:

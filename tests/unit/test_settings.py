@@ -52,6 +52,7 @@ def test_config_from_env_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ("[reflect]\nrepair_tokens = 0\n", "reflect.repair_tokens"),
         ("[reflect]\nrepair_seconds = -1\n", "reflect.repair_seconds"),
         ("[reflect]\nsamples = 1000\n", "reflect.samples"),
+        ("[server]\ncpu_bind = 'half'\n", "server.cpu_bind"),
         ("[cycle]\nmethods = ['sft', 'sgd']\n", "unknown recipe 'sgd'"),
         ("[cycle]\nmethods = ['sft@lr=1e-4']\n", "'lr=1e-4' is not SETTING=VALUE"),
         ("[cycle]\nmethods = ['sft@epochs=two']\n", "epochs must be a number, not 'two'"),

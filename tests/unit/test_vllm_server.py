@@ -56,6 +56,10 @@ def test_cpu_command_and_env(tmp_path: Path) -> None:
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "auto"
     assert env["TMPDIR"] == str(tmp_path)
     assert env["PATH"] == "/bin"
+    every = settings.model_copy(update={"server": settings.server.model_copy(
+        update={"cpu_bind": "all"})})  # fmt: skip
+    cores = os.cpu_count() or 1
+    assert server_env(every, {}, tmp_path)["VLLM_CPU_OMP_THREADS_BIND"] == f"0-{cores - 1}"
 
 
 def test_gpu_command_and_env(tmp_path: Path) -> None:
