@@ -1,7 +1,7 @@
 """Net self-correction: what reflection does to answers, by scoring (gold only scores).
 
     .venv/bin/python -m bench.self_correction [--suites sums json-extract …] [--limit 50]
-        [--best-of 4 8] [--adapter sums]
+        [--best-of 4 8] [--adapter sums] [--before] [--no-feedback-only]
 
 In a fresh home on the bench's own vLLM server, for each suite's `test` split (the first
 `--limit` items), no memory: one run with reflection off and one with it on (`--max-repairs
@@ -42,6 +42,17 @@ def main() -> None:
         help="Also measure the adapter one demo cycle on this suite promotes.",
     )
     parser.add_argument("--port", type=int, default=8012, help="The bench's own vLLM port.")
+    parser.add_argument(
+        "--before", action="store_true",
+        help="Also reflection on as before escalation and the routing record (reflect.escalate "
+        "and reflect.route_by_record off); the default run then routes by the record it left.",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-feedback-only",
+        dest="feedback_only",
+        action="store_false",
+        help="Skip the run with the feedback repair alone.",
+    )
     args = parser.parse_args()  # fmt: skip
     home, env = fresh_home("self-correction", args.port)
     results: dict[str, Any] = {}
@@ -78,8 +89,15 @@ def measure(env: dict[str, str], args: argparse.Namespace, adapter: str) -> dict
         common = ["eval", "run", suite, "--split", "test", "--limit", str(args.limit),
                   "--no-memory", "--adapter", adapter]  # fmt: skip
         off = reflexa(env, *common, "--no-reflect")
-        on = reflexa(env, *common, "--max-repairs", "2")
+        before = None
+        if args.before:  # the earlier rule: 8 samples at once, routing by rule alone
+            rule = env | {"REFLEXA_REFLECT__ESCALATE": "false",
+                          "REFLEXA_REFLECT__ROUTE_BY_RECORD": "false"}  # fmt: skip
+            before = reflexa(rule, *common, "--max-repairs", "2")
+        on = reflexa(env, *common, "--max-repairs", "2")  # with the record `before` left
         out[suite] = summary(off["metrics"]["overall"], on["metrics"])
+        if before is not None:
+            out[suite]["before"] = summary(off["metrics"]["overall"], before["metrics"])
         best = {"1": off["metrics"]["overall"]["first_attempt_pass"]["rate"]}
         for n in args.best_of:
             sampling = env | {"REFLEXA_REFLECT__STRATEGIES": '["sample"]',
@@ -87,10 +105,11 @@ def measure(env: dict[str, str], args: argparse.Namespace, adapter: str) -> dict
             run = reflexa(sampling, *common, "--max-repairs", "1")["metrics"]["overall"]
             best[str(n)] = run["final_pass"]["rate"]
         out[suite]["best_of"] = best
-        feedback = env | {"REFLEXA_REFLECT__STRATEGIES": '["feedback"]'}
-        fed = reflexa(feedback, *common, "--max-repairs", "1")["metrics"]["overall"]["harm"]
-        out[suite]["feedback_only"] = {k: fed[k] for k in ("wrong_to_right", "right_to_wrong",
-                                                           "net")}  # fmt: skip
+        if args.feedback_only:
+            feedback = env | {"REFLEXA_REFLECT__STRATEGIES": '["feedback"]'}
+            fed = reflexa(feedback, *common, "--max-repairs", "1")["metrics"]["overall"]["harm"]
+            keys = ("wrong_to_right", "right_to_wrong", "net")
+            out[suite]["feedback_only"] = {k: fed[k] for k in keys}
         print(f"{adapter} {suite}: {json.dumps(out[suite]['net'])} best of {best}", file=sys.stderr)
     return out
 
