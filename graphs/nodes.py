@@ -120,7 +120,9 @@ async def _sample(
     passed: list[bool | None] = []
     usage: list[Any] = []
     started = time.perf_counter()
-    for n in batches(ctx.samples, ctx.escalate):
+    requests = batches(ctx.samples, ctx.escalate)
+    while requests:
+        n = requests.pop(0)
         try:
             result = await ctx.llm.agenerate(
                 [convert_to_messages(messages)], n=n, temperature=ctx.sample_temperature,
@@ -137,8 +139,10 @@ async def _sample(
         usage += [
             r.usage_metadata for r in replies if isinstance(r, AIMessage) and r.usage_metadata
         ]
-        if any(passed):  # verified: more candidates would only cost (None decides nothing)
+        if any(passed):  # verified: more candidates would only cost
             break
+        if all(ok is None for ok in passed):  # no check decides: a majority needs them all
+            requests = [sum(requests)] if requests else []
     seconds = time.perf_counter() - started
     numbers = [{"type": "numeric"}] if stated_expression(prompt) else []  # vote on the value
     chosen, note = select(candidates, passed, [*state["checks"], *numbers])

@@ -264,6 +264,13 @@ def test_sampling_stops_at_the_first_request_with_a_verified_candidate() -> None
     assert [k["n"] for k in llm.call_kwargs[1:]] == [2]  # not 8
 
 
+def test_where_no_check_decides_the_rest_come_in_one_request() -> None:
+    script = ["Lyon", "Paris", "Nice", *["Paris"] * 6]
+    state, llm = run(script, [], strategies=ALL, judge=unconvinced, context={"samples": 8})
+    assert [k["n"] for k in llm.call_kwargs if "n" in k] == [2, 6]  # a majority needs all 8
+    assert state["answer"] == "Paris"
+
+
 @pytest.mark.parametrize(
     ("samples", "escalate", "sizes"),
     [(8, True, [2, 2, 4]), (5, True, [2, 2, 1]), (16, True, [2, 2, 4, 8]), (2, True, [2]),
