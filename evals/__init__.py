@@ -2,6 +2,7 @@
 
 from reflexa.evals.checks import Check, CheckSpecError, checks_for, parse_checks, run_checks
 from reflexa.evals.judge import make_judge
+from reflexa.evals.plugins import check
 from reflexa.evals.sandbox import SandboxLimits, SandboxResult, run_python
 from reflexa.evals.verdict import JudgeFn, JudgeResult, Verdict, VerifyContext
 
@@ -14,6 +15,7 @@ __all__ = [
     "SandboxResult",
     "Verdict",
     "VerifyContext",
+    "check",
     "checks_for",
     "make_judge",
     "parse_checks",

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
 from reflexa.evals.arithmetic import ArithmeticCheck, stated_expression
 from reflexa.evals.examples import ExamplesCheck, has_code, stated_examples
@@ -14,27 +14,38 @@ from reflexa.evals.intrinsic import JsonParsesCheck, PythonCompilesCheck, intrin
 from reflexa.evals.json_check import JsonCheck
 from reflexa.evals.judge import JudgeCheck
 from reflexa.evals.match_checks import ChoiceCheck, ExactCheck, NumericCheck, RegexCheck
+from reflexa.evals.plugins import PluginCheck, decides_value
 from reflexa.evals.python_check import PythonTestsCheck
 from reflexa.evals.validation import error_line
 from reflexa.evals.verdict import Kind, Verdict, VerifyContext
 
-Check = Annotated[
-    ExactCheck
-    | ChoiceCheck
-    | NumericCheck
-    | RegexCheck
-    | JsonCheck
-    | PythonTestsCheck
-    | JudgeCheck
-    | JsonParsesCheck
-    | PythonCompilesCheck
-    | ArithmeticCheck
-    | ExamplesCheck,
-    Field(discriminator="type"),
-]
-CHECKS: TypeAdapter[list[Check]] = TypeAdapter(list[Check])
 CHECK_TYPES = ("exact", "choice", "numeric", "regex", "json", "python_tests", "judge",
                "arithmetic", "examples")  # fmt: skip
+PLUGIN = "plugin"  # any other type names a check plugin (evals/plugins.py)
+
+
+def _tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in BUILT_IN else PLUGIN
+
+
+Check = Annotated[
+    Annotated[ExactCheck, Tag("exact")]
+    | Annotated[ChoiceCheck, Tag("choice")]
+    | Annotated[NumericCheck, Tag("numeric")]
+    | Annotated[RegexCheck, Tag("regex")]
+    | Annotated[JsonCheck, Tag("json")]
+    | Annotated[PythonTestsCheck, Tag("python_tests")]
+    | Annotated[JudgeCheck, Tag("judge")]
+    | Annotated[JsonParsesCheck, Tag("json_parses")]
+    | Annotated[PythonCompilesCheck, Tag("python_compiles")]
+    | Annotated[ArithmeticCheck, Tag("arithmetic")]
+    | Annotated[ExamplesCheck, Tag("examples")]
+    | Annotated[PluginCheck, Tag(PLUGIN)],
+    Discriminator(_tag),
+]
+BUILT_IN = frozenset({*CHECK_TYPES, "json_parses", "python_compiles"})
+CHECKS: TypeAdapter[list[Check]] = TypeAdapter(list[Check])
 
 
 class CheckSpecError(ValueError):
@@ -50,11 +61,11 @@ def parse_checks(specs: Sequence[dict[str, Any]]) -> list[Check]:
 
 def describe_validation_error(e: ValidationError) -> str:
     """`where: what` for the first error, in words a suite author can act on."""
-    err = e.errors()[0]
-    if err["type"] != "union_tag_invalid":
-        return error_line(e)
-    where = ".".join(str(p) for p in err["loc"])
-    return f"{where}: unknown check type; known: {', '.join(CHECK_TYPES)}"
+    line = error_line(e, skip={PLUGIN})
+    if "unknown check type" in line:
+        line += (f"; known: {', '.join(CHECK_TYPES)}, or a check plugin's name (an entry point "
+                 "in 'reflexa.checks') or import path (module:function)")  # fmt: skip
+    return line
 
 
 # The check types that decide an answer's value (a tool, tests, an exact answer), not its form
@@ -67,8 +78,16 @@ def checks_values(checks: Sequence[Check]) -> bool:
     return any(
         c.type in VALUE_TYPES
         or (isinstance(c, NumericCheck | JsonCheck) and c.expected is not None)
+        or (isinstance(c, PluginCheck) and decides_value(c.type))
         for c in checks
     )
+
+
+def value_deciders(specs: Sequence[dict[str, Any]]) -> frozenset[str]:
+    """The verifier names that decide an answer's value among those `specs` may produce: the
+    built-in ones, and each plugin that says it decides the value."""
+    plugins = {str(s.get("type")) for s in specs if s.get("type") not in BUILT_IN}
+    return VALUE_TYPES | {name for name in plugins if decides_value(name)}
 
 
 GOLD_TYPES = ("exact", "numeric", "json")  # the check types that can carry an `expected` value

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from reflexa.evals.checks import VALUE_TYPES
+from reflexa.evals.checks import value_deciders
 from reflexa.evals.signal import normalise
 
 Strategy = Literal["constrained", "sample", "feedback"]
@@ -44,9 +44,9 @@ def route(
     failed = {v["verifier"] for v in verdicts if v["error"] is None and not v["passed"]}
     usable = set(allowed) - set(tried)
     can_sample = "sample" in usable and samples > 1
-    if can_sample and failed & VALUE_TYPES:
+    if can_sample and failed & (values := value_deciders(checks)):
         shape = shape_for(checks)
-        deciders = ", ".join(sorted(failed & VALUE_TYPES))
+        deciders = ", ".join(sorted(failed & values))
         within = f", decoded under the task's shape ({next(iter(shape))})" if shape else ""
         return "sample", f"{deciders} can check each of {samples} candidates{within}", shape
     if "constrained" in usable and (shape := shape_for(checks, failed)) is not None:

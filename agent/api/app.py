@@ -44,6 +44,7 @@ from reflexa.agent.app.agent import Agent, EpisodeRequest, open_agent, refuse_ba
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.settings import ServeSettings, Settings
 from reflexa.agent.store import Store
+from reflexa.evals.plugins import is_import_path
 from reflexa.evals.validation import error_line
 from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.registry import resolve_adapter
@@ -279,6 +280,16 @@ def _episode_request(body: ChatRequest, limits: ServeSettings) -> tuple[EpisodeR
             400,
             "a python_tests check runs code on this machine: refused unless "
             "serve.allow_request_code is set (it needs serve.api_token)",
+            "reflexa.checks",
+        )
+    named = [c for c in [*body.reflexa.checks, *body.reflexa.scoring]
+             if is_import_path(str(c.get("type", "")))]  # fmt: skip
+    if named:
+        raise ApiError(
+            400,
+            f"check type {named[0]['type']!r}: over the API a check plugin is named by its "
+            "entry point in 'reflexa.checks', never by import path (a request does not choose "
+            "what the server imports)",
             "reflexa.checks",
         )
     history = [{"role": m.role, "content": m.text} for m in body.messages[:-1]]

@@ -160,6 +160,9 @@ def test_feedback_keeps_memory_within_the_configured_bound(
         ({"messages": [{"role": "user", "content": "x"}], "model": "v9"}, 404, "v9"),
         ({"messages": [{"role": "user", "content": "x"}],
           "reflexa": {"checks": [{"type": "nope"}]}}, 400, "unknown check type"),
+        ({"messages": [{"role": "user", "content": "x"}],
+          "reflexa": {"scoring": [{"type": "tests.check_plugins:even"}]}}, 400,
+         "over the API a check plugin is named by its entry point"),
         ({"messages": [{"role": "user", "content": "2+2?"}],
           "reflexa": {"checks": [{"type": "regex", "pattern": "^4$"}]}}, 400,
          "checks.0: the regex check states the answer (its pattern '^4$' matches only the text "

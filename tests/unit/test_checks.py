@@ -181,7 +181,7 @@ def test_a_crashing_verifier_gives_an_error_verdict() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"type": "nope"}, "checks.0: unknown check type; known: exact, choice, numeric"),
+        ({"type": "nope"}, "checks.0: unknown check type 'nope'; known: exact, choice, numeric"),
         ({"type": "exact"}, "checks.0.exact.expected: Field required"),
         ({"type": "regex", "pattern": "("}, "invalid regular expression"),
         ({"type": "json", "schema": {"type": "nonsense"}}, "invalid JSON Schema"),
