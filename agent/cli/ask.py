@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import click
 
 from reflexa.agent.app.agent import EpisodeRequest, EpisodeResult, open_agent, refuse_bad_input
 from reflexa.agent.chat import verdict_line
-from reflexa.agent.cli.common import ADAPTER_HELP, NO_MEMORY_HELP, client_for, err, print_json
+from reflexa.agent.cli.common import (
+    ADAPTER_HELP,
+    NO_MEMORY_HELP,
+    client_for,
+    err,
+    parse_check_option,
+    print_json,
+)
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import open_store
 from reflexa.trainers.registry import resolve_adapter
-
-
-def _parse_check(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list:
-    checks = []
-    for value in values:
-        try:
-            check = json.loads(value)
-        except ValueError as e:
-            raise click.BadParameter(f"not JSON: {e}") from None
-        if not isinstance(check, dict):
-            raise click.BadParameter('a check is a JSON object, e.g. {"type": "numeric", ...}')
-        checks.append(check)
-    return checks
 
 
 @click.command()
@@ -39,7 +32,7 @@ def _parse_check(ctx: click.Context, param: click.Parameter, values: tuple[str, 
     "--check",
     "checks",
     multiple=True,
-    callback=_parse_check,
+    callback=parse_check_option,
     help='A check the answer must pass, as JSON: \'{"type": "regex", "pattern": "^\\\\d+$"}\'. '
     "Repeatable. An `expected` value in one only scores the answer (the model never sees "
     "it). Without checks, the model reviews its own answer.",
@@ -48,7 +41,7 @@ def _parse_check(ctx: click.Context, param: click.Parameter, values: tuple[str, 
     "--score",
     "scoring",
     multiple=True,
-    callback=_parse_check,
+    callback=parse_check_option,
     help='A check that only scores the answer (gold), e.g. \'{"type": "numeric", "expected": '
     "42}'. Repeatable.",
 )

@@ -52,3 +52,19 @@ def client_for(settings: Settings) -> ModelClient:
             log=err.print,
             on_wait=lambda s: status.update(f"starting vLLM: waiting for /health ({s:.0f} s)"),
         )
+
+
+def parse_check_option(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> list[dict]:
+    """`--check JSON` given any number of times: the check specs (parsed later)."""
+    checks = []
+    for value in values:
+        try:
+            check = json.loads(value)
+        except ValueError as e:
+            raise click.BadParameter(f"not JSON: {e}") from None
+        if not isinstance(check, dict):
+            raise click.BadParameter('a check is a JSON object, e.g. {"type": "numeric", ...}')
+        checks.append(check)
+    return checks

@@ -24,6 +24,7 @@ from reflexa.agent.cli.memory import memory
 from reflexa.agent.cli.model import model
 from reflexa.agent.cli.schedule import schedule_group
 from reflexa.agent.cli.serve import serve
+from reflexa.agent.cli.traffic import traffic
 from reflexa.agent.cli.train import train
 from reflexa.agent.settings import load_settings
 from reflexa.trainers.errors import TrainerError
@@ -52,8 +53,8 @@ def cli(ctx: click.Context, config: Path | None) -> None:
         ctx.meta[CONFIG] = config.resolve()
 
 
-for command in (ask, chat, serve, model, eval_group, failures, memory, train, adapters, cycle,
-                schedule_group):  # fmt: skip
+for command in (ask, chat, serve, model, eval_group, failures, memory, traffic, train, adapters,
+                cycle, schedule_group):  # fmt: skip
     cli.add_command(command)
 
 

@@ -127,6 +127,25 @@ class EpisodeRecords(MemoryRecords):
             remembered.append(Remembered(prompt, gold_memory, "gold", "gold", None, id))
         self._remember(remembered if learnable(split) else [], checks, used, suite)
 
+    def import_episodes(self, episodes: Sequence[dict[str, Any]]) -> None:
+        """Record answered exchanges from a log (`agent.app.traffic`), each one attempt, all
+        in one transaction: the whole file or nothing."""
+        with self._session.begin() as s:
+            for e in episodes:
+                a = e["attempt"]
+                checked = e["status"] != "unchecked"
+                s.add(
+                    Episode(
+                        id=e["id"], thread_id=e["thread_id"], prompt=e["prompt"],
+                        messages=e["messages"], checks=e["checks"], scoring=[],
+                        gold_allowed=False, status=e["status"], answer=e["answer"],
+                        model=a["model"], item_id=e["item_id"], finished_at=utcnow(),
+                        first_passed=bool(a["passed"]) if checked else None,
+                        final_passed=e["status"] == "passed", judge_only=False, n_attempts=1,
+                        prompt_tokens=0, completion_tokens=0, attempts=[_attempt(0, a)],
+                    )
+                )  # fmt: skip
+
     def add_correction(self, episode_id: str | None, **fields: Any) -> int:
         with self._session.begin() as s:
             row = _correction(episode_id, fields)
