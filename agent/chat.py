@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,8 @@ from reflexa.evals.verdict import grounded_ran
 
 HELP = (
     "/trace  show how the last answer was checked and repaired\n"
-    "/bad [correct answer]  mark the last answer wrong (and give the right one)\n"
+    "/good  mark the last answer good     /bad [correct answer]  mark it wrong (and give the "
+    "right one)\n"
     "/new  start a new thread     /quit  leave (Ctrl-D too)"
 )
 
@@ -117,16 +119,18 @@ async def chat_loop(
                 console.print("[dim]nothing answered yet in this thread[/]")
             else:
                 console.print(trace_table(episode))
-        elif text == "/bad" or text.startswith("/bad "):
+        elif text in ("/good", "/bad") or text.startswith("/bad "):
             if last is None:
-                console.print("[dim]no answer to correct yet[/]")
+                console.print("[dim]no answer to rate yet[/]")
                 continue
-            chosen = text[len("/bad") :].strip() or None
-            agent.store.add_correction(
-                last["episode_id"], prompt=last["prompt"], rejected=last["answer"],
-                chosen=chosen, source="user", verified=chosen is not None,
-            )  # fmt: skip
-            console.print("[dim]recorded: thank you[/]")
+            rating = "good" if text == "/good" else "bad"
+            agent.store.add_rating(last["episode_id"], rating, by=getpass.getuser())
+            if chosen := text[len("/bad") :].strip() if rating == "bad" else None:
+                agent.store.add_correction(
+                    last["episode_id"], prompt=last["prompt"], rejected=last["answer"],
+                    chosen=chosen, source="user", verified=True,
+                )  # fmt: skip
+            console.print(f"[dim]recorded ({rating}): thank you[/]")
         elif text.startswith("/"):
             console.print(f"unknown command {text.split()[0]}; /help lists them")
         else:

@@ -229,15 +229,19 @@ def create_app(
         found = store.episode(body.episode_id)
         if found is None:
             raise ApiError(404, f"no episode {body.episode_id!r}", "episode_id")
-        correction_id = store.add_correction(
-            body.episode_id,
-            prompt=found["prompt"],
-            chosen=body.correction,
-            rejected=found["answer"],
-            source="user",
-            verified=True,
-        )
-        return {"id": correction_id, "episode_id": body.episode_id, "recorded": True}
+        out: dict[str, Any] = {"episode_id": body.episode_id, "recorded": True}
+        if body.rating is not None:
+            out["rating_id"] = store.add_rating(body.episode_id, body.rating, body.by, body.comment)
+        if body.correction is not None:
+            out["id"] = store.add_correction(
+                body.episode_id,
+                prompt=found["prompt"],
+                chosen=body.correction,
+                rejected=found["answer"],
+                source="user",
+                verified=True,
+            )
+        return out
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest) -> JSONResponse | StreamingResponse:

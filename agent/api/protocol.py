@@ -7,7 +7,7 @@ import time
 from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException
 
 from reflexa.agent.app.agent import EpisodeResult
@@ -68,10 +68,21 @@ class ChatRequest(BaseModel):
 
 
 class Feedback(BaseModel):
+    """A person's word on an answer: a thumbs up or down (`rating`), the right answer
+    (`correction`), or both; `by` says who."""
+
     model_config = ConfigDict(extra="forbid")
     episode_id: str = Field(min_length=1, max_length=64)
-    correction: str = Field(min_length=1)
+    rating: Literal["good", "bad"] | None = None
+    correction: str | None = Field(default=None, min_length=1)
     comment: str | None = Field(default=None, max_length=2000)
+    by: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Feedback:
+        if self.rating is None and self.correction is None:
+            raise ValueError("give a rating (good or bad), a correction, or both")
+        return self
 
 
 def error_response(status: int, message: str, param: str | None = None) -> JSONResponse:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import selectinload
 
 from reflexa.agent.store.memories import MemoryRecords, Remembered
 from reflexa.agent.store.records import columns
-from reflexa.agent.store.tables import Attempt, Correction, Episode, Memory, utcnow
+from reflexa.agent.store.tables import Attempt, Correction, Episode, Memory, Rating, utcnow
 from reflexa.evals.contamination import TRAIN_SPLIT, learnable, prompt_hash
 from reflexa.evals.signal import by_checks, justification_of
 from reflexa.evals.suite import DEV, HELDOUT
@@ -145,6 +145,28 @@ class EpisodeRecords(MemoryRecords):
                         prompt_tokens=0, completion_tokens=0, attempts=[_attempt(0, a)],
                     )
                 )  # fmt: skip
+
+    def add_rating(
+        self, episode_id: str, rating: str, by: str | None = None, comment: str | None = None
+    ) -> int:
+        """A thumbs up (`good`) or down (`bad`) on an episode's answer."""
+        if rating not in ("good", "bad"):
+            raise ValueError(f"a rating is good or bad, not {rating!r}")
+        with self._session.begin() as s:
+            row = Rating(episode_id=episode_id, rating=rating, by=by, comment=comment)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def ratings(self) -> list[dict[str, Any]]:
+        """Every rating with its episode's prompt, conversation and answer, oldest first."""
+        with self._session() as s:
+            rows = s.execute(
+                select(Rating, Episode.prompt, Episode.messages, Episode.answer)
+                .join(Episode, Episode.id == Rating.episode_id)
+                .order_by(Rating.id)
+            )
+            return [columns(r) | {"prompt": p, "messages": m, "answer": a} for r, p, m, a in rows]
 
     def add_correction(self, episode_id: str | None, **fields: Any) -> int:
         with self._session.begin() as s:

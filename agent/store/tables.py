@@ -112,6 +112,20 @@ class Correction(Base):
     correct: Mapped[bool | None]  # scoring's view of `chosen`: measures precision, selects nothing
 
 
+class Rating(Base):
+    """A person's thumbs up (good) or down (bad) on an episode's answer, and who gave it."""
+
+    __tablename__ = "ratings"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    episode_id: Mapped[str] = mapped_column(
+        ForeignKey("episodes.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rating: Mapped[str] = mapped_column(String(4))  # good | bad
+    by: Mapped[str | None] = mapped_column(String(200))
+    comment: Mapped[str | None] = mapped_column(Text)
+
+
 class Memory(Base):
     """A verified correction the agent can recall as a worked example (one per prompt).
     Full-text indexed by migration 0004 (FTS5 on SQLite, tsvector on PostgreSQL)."""

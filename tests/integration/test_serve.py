@@ -3,6 +3,7 @@ streamed and not, bad requests, and the chat page in headless Chromium."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -25,13 +26,19 @@ MODEL = "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="module")
-def api(vllm_session: Session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A `reflexa serve` process on a free loopback port; its base URL."""
+def api_home(vllm_session: Session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A `reflexa serve` process on a free loopback port; its home (its URL in `url`)."""
     home = tmp_path_factory.mktemp("serve-home")
     child, url = start_api(vllm_session, home, free_port())
-    yield url
+    (home / "url").write_text(url)
+    yield home
     child.terminate()
     child.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def api(api_home: Path) -> str:
+    return (api_home / "url").read_text()
 
 
 def start_api(
@@ -138,10 +145,11 @@ def test_bad_requests_get_4xx(api: str) -> None:
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+EMOJI = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf]")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
-def test_chat_page_in_headless_chromium(api: str) -> None:
+def test_chat_page_in_headless_chromium(api: str, api_home: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -160,10 +168,21 @@ def test_chat_page_in_headless_chromium(api: str) -> None:
         assert trace.is_visible() and "episode" in trace.inner_text()
         assert "recalled:" in trace.inner_text()  # the memories shown, or why none
         episode_id = trace.inner_text().rsplit("episode ", 1)[1].strip()
+        bar = page.locator(".tools").first  # the thumbs are drawn, not emoji characters
+        assert bar.locator("button svg").count() == 2 and not EMOJI.search(bar.inner_text())
+        assert all((bar.locator(f".{b} svg").bounding_box() or {}).get("width", 0) > 0
+                   for b in ("up", "down"))  # fmt: skip
+        page.click(".tools .up")
+        page.locator(".tools .note", has_text="rated good").wait_for(timeout=10_000)
         page.click(".tools .down")
+        page.locator(".tools .note", has_text="rated bad").wait_for(timeout=10_000)
         page.fill(".tools .fix", "Hello!")
         page.click(".tools .save")
         page.locator(".tools .note", has_text="correction saved").wait_for(timeout=10_000)
         browser.close()
     episode = httpx.get(f"{api}/v1/episodes/{episode_id}").json()
     assert episode["id"] == episode_id
+    with sqlite3.connect(api_home / "reflexa.db") as db:
+        rated = db.execute("select rating from ratings where episode_id = ? order by id",
+                           (episode_id,)).fetchall()  # fmt: skip
+    assert rated == [("good",), ("bad",)]

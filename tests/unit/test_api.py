@@ -128,6 +128,24 @@ def test_feedback_becomes_a_user_correction(api: TestClient) -> None:
     assert example.chosen == "four" and example.episode_ids == [episode_id]
 
 
+def test_thumbs_are_recorded_with_who_gave_them(api: TestClient) -> None:
+    episode_id = ask(api, reflexa=CHECK).json()["reflexa"]["episode_id"]
+    up = api.post("/v1/feedback", json={"episode_id": episode_id, "rating": "good", "by": "ana"})
+    assert up.status_code == 200 and "rating_id" in up.json() and "id" not in up.json()
+    down = {"episode_id": episode_id, "rating": "bad", "correction": "four", "comment": "no"}
+    assert set(api.post("/v1/feedback", json=down).json()) >= {"rating_id", "id"}
+    for body, status, message in [
+        ({"episode_id": "nope", "rating": "good"}, 404, "no episode 'nope'"),
+        ({"episode_id": episode_id}, 400, "give a rating (good or bad), a correction, or both"),
+        ({"episode_id": episode_id, "rating": "meh"}, 400, "rating"),
+    ]:
+        reply = api.post("/v1/feedback", json=body)
+        assert reply.status_code == status and message in str(reply.json()["error"]), reply.text
+    with Store.open(load_settings().database) as store:
+        ratings = [(r["rating"], r["by"], r["comment"], r["answer"]) for r in store.ratings()]
+    assert ratings == [("good", "ana", None, "4"), ("bad", None, "no", "4")]
+
+
 def test_feedback_keeps_memory_within_the_configured_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

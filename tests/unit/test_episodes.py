@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,7 +173,7 @@ def lines(*texts: str) -> Iterator[str | None]:
 def test_chat_loop_streams_traces_and_records_corrections() -> None:
     out = io.StringIO()
     console = Console(file=out, width=120, color_system=None)
-    inputs = lines("2+2?", "/trace", "/bad 4", "/nope", "3+3?", "/quit", "never read")
+    inputs = lines("2+2?", "/trace", "/bad 4", "/nope", "3+3?", "/good", "/quit", "never read")
 
     async def body(agent: Agent) -> Store:
         await chat_loop(agent, console, lambda: next(inputs), thread_id="chat1")
@@ -194,6 +195,8 @@ def test_chat_loop_streams_traces_and_records_corrections() -> None:
     assert [c.verified for c in store.corrections() if c.source == "repair"] == [False]
     user = [c for c in store.corrections() if c.source == "user"]
     assert [(c.prompt, c.chosen, c.verified) for c in user] == [("2+2?", "4", True)]
+    ratings = [(r["prompt"], r["rating"], r["by"]) for r in store.ratings()]
+    assert ratings == [("2+2?", "bad", getpass.getuser()), ("3+3?", "good", getpass.getuser())]
     assert store.last_episode("chat1")["prompt"] == "3+3?"  # type: ignore[index]
 
 

@@ -50,7 +50,7 @@ def test_sqlite_file_is_migrated_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "new" / "reflexa.db"  # its folder is created too
     Store.open(sqlite_url(path)).close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("select version_num from alembic_version").fetchall() == [("0010",)]
+        assert conn.execute("select version_num from alembic_version").fetchall() == [("0011",)]
         assert conn.execute("pragma journal_mode").fetchone() == ("wal",)
 
 
