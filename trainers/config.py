@@ -15,7 +15,7 @@ from reflexa.evals.checks import describe_validation_error
 from reflexa.trainers.cycle_config import CycleConfig
 from reflexa.trainers.errors import TrainerError
 
-Method = Literal["sft", "dpo", "grpo"]
+Method = Literal["sft", "dpo", "grpo", "kto"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class TrainConfig:
     max_length: int = 512
     min_examples: int = 16  # fewer corrections than this: nothing is trained
     dpo_beta: float = 0.1
+    kto_beta: float = 0.1  # KTO (people's thumbs up and down): how far from the reference
     # GRPO (trainers/rewards.py: the loop's own verifiers are the reward). Each step draws
     # `grpo_generations` completions for each of grpo_batch_size / grpo_generations prompts.
     # Chosen on dev (bench/results/grpo-defaults-2026-12-05.json, sums, from a gold SFT
@@ -62,14 +63,15 @@ class TrainConfig:
             "max_length",
             "min_examples",
             "dpo_beta",
+            "kto_beta",
             "grpo_batch_size",
             "grpo_max_completion",
             "grpo_temperature",
             "grpo_epochs",
         )
         problems = [f"{name} must be positive" for name in positive if not getattr(self, name) > 0]
-        if self.method not in ("sft", "dpo", "grpo"):
-            problems.append(f"method must be sft, dpo or grpo, not {self.method!r}")
+        if self.method not in ("sft", "dpo", "grpo", "kto"):
+            problems.append(f"method must be sft, dpo, grpo or kto, not {self.method!r}")
         if self.grpo_generations < 2:
             problems.append("grpo_generations must be at least 2 (a group to compare)")
         elif self.grpo_batch_size % self.grpo_generations:

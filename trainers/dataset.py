@@ -250,6 +250,39 @@ def prompt_records(
     return list(rows.values()), compiled
 
 
+def rating_records(
+    store: CorrectionSource, protected: Guard | None = None
+) -> tuple[list[dict[str, Any]], Compiled]:
+    """KTO rows: each answer people rated (thumbs up: desirable, down: not) and each user
+    correction (its answer desirable, the one it replaced not), as prompt, completion and
+    label; one row per prompt and answer, the latest word on it winning. Never a protected
+    (held-out or gate) prompt. The rows, and what was skipped, in a Compiled."""
+    protected = held_out_guard(store.held_out_prompts()) if protected is None else protected
+    said: dict[tuple[str, str], tuple[bool, str, list[str]]] = {}  # (hash, answer) → label
+    for r in store.ratings():
+        if r["answer"]:
+            said[(prompt_hash(r["prompt"]), r["answer"])] = (r["rating"] == "good", r["prompt"],
+                                                             [r["episode_id"]])  # fmt: skip
+    for c in store.corrections():
+        if c.source == "user" and c.verified and c.chosen:
+            ids = [c.episode_id] if c.episode_id else []
+            said[(c.prompt_hash, c.chosen)] = (True, c.prompt, ids)
+            if c.rejected and c.rejected.strip() != c.chosen.strip():
+                said[(c.prompt_hash, c.rejected)] = (False, c.prompt, ids)
+    rows, skipped = [], 0
+    for (key, answer), (label, prompt, ids) in said.items():
+        if protected.protects(prompt):
+            skipped += 1
+            continue
+        rows.append({
+            "prompt": [{"role": "user", "content": prompt}],
+            "completion": [{"role": "assistant", "content": answer}],
+            "label": label, "source": "rating", "justification": "user",
+            "prompt_hash": key, "episode_ids": ids,
+        })  # fmt: skip
+    return rows, Compiled([], skipped, 0)
+
+
 def dataset_hash(records: Sequence[dict[str, Any]]) -> str:
     """Hash of the training content (not the provenance): same data, same hash."""
     provenance = ("episode_ids", "source", "justification")  # weighting repeats rows: kept
@@ -312,6 +345,8 @@ def build_dataset(
             store, allow_gold=allow_gold, protected=protected, justifications=justifications,
             mixed=mixed,
         )  # fmt: skip
+    elif fmt == "kto":  # what people said of answers: good or bad
+        records, compiled = rating_records(store, protected)
     else:
         compiled = compile_examples(
             store, allow_gold=allow_gold, protected=protected, justifications=justifications,
@@ -325,10 +360,15 @@ def build_dataset(
             if compiled.alike
             else ""
         )
+        more = (
+            "rate more answers (the chat page's thumbs, /good and /bad in `reflexa chat`, or "
+            "POST /v1/feedback)"
+            if fmt == "kto"
+            else "collect more with `reflexa eval run SUITE --split train` (or chat with checks)"
+        )
         raise TooFewExamples(
             f"{unique} {fmt} examples, fewer than the {max(min_examples, 1)} needed "
-            "(min_examples): collect more with `reflexa eval run SUITE --split train` "
-            f"(or chat with checks){why}",
+            f"(min_examples): {more}{why}",
             compiled.summary(unique),
         )
     if frontier_weight > 1 and fmt == "sft":  # the trainer scales its epochs by unique_rows

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from reflexa.evals.signal import JUSTIFICATIONS
 
-Format = Literal["sft", "dpo", "grpo"]
+Format = Literal["sft", "dpo", "grpo", "kto"]
 SOURCES = ("user", "repair", "gold", "sampled", "self")
 
 

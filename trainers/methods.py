@@ -14,7 +14,7 @@ from reflexa.trainers.examples import Format
 # What each recipe trains: sft-label-free is SFT without gold, sft-continue SFT that goes on
 # from the promoted adapter's LoRA (sft starts a new one, unless gold is off: trainers/cycle.py).
 FORMAT: dict[str, Format] = {"sft": "sft", "sft-label-free": "sft", "sft-continue": "sft",
-                             "dpo": "dpo", "grpo": "grpo"}  # fmt: skip
+                             "dpo": "dpo", "grpo": "grpo", "kto": "kto"}  # fmt: skip
 # The training settings a method may set for itself, and their type.
 TUNABLE: dict[str, type] = {"learning_rate": float, "epochs": float, "grpo_epochs": float,
                             "batch_size": int}  # fmt: skip

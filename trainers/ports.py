@@ -25,6 +25,7 @@ class CorrectionSource(Protocol):
     def form_evidence(self) -> dict[str, list[tuple[bool, bool]]]: ...
     def learning_counts(self) -> dict[str, int]: ...  # training episodes, corrections
     def add_correction(self, episode_id: str | None, **fields: Any) -> int: ...
+    def ratings(self) -> list[dict[str, Any]]: ...  # people's thumbs, with prompt and answer
 
 
 class AdapterRegistry(Protocol):

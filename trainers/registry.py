@@ -147,7 +147,7 @@ def promote(
     if row["status"] == "promoted":
         raise TrainerError(f"adapter {version} is already the promoted one")
     gated = row["metrics"].get("gate", {}).get("decision") == "promote"
-    if row["method"] in ("dpo", "grpo") and not gated:
+    if row["method"] in ("dpo", "grpo", "kto") and not gated:
         method = row["method"].upper()
         raise TrainerError(
             f"adapter {version} is a {method} adapter the gate did not pass; only the gate may "

@@ -188,7 +188,16 @@ def _fit(
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from transformers.utils import logging as hf_logging
-    from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+    from trl import (
+        DPOConfig,
+        DPOTrainer,
+        GRPOConfig,
+        GRPOTrainer,
+        KTOConfig,
+        KTOTrainer,
+        SFTConfig,
+        SFTTrainer,
+    )
 
     disable_progress_bars()  # our own bar shows the steps; stdout stays for --json
     hf_logging.disable_progress_bar()
@@ -262,6 +271,17 @@ def _fit(
             peft_config=peft_config,
             callbacks=callbacks,
         )
+    elif config.method == "kto":
+        # KTO compares each answer with the others in its batch (its KL term): at least 2.
+        kto = common | {"per_device_train_batch_size": max(2, config.batch_size)}
+        trainer = KTOTrainer(
+            model=policy,
+            args=KTOConfig(beta=config.kto_beta, **kto),
+            train_dataset=dataset.select_columns(["prompt", "completion", "label"]),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
     else:
         rows = dataset.select_columns(["prompt", "chosen", "rejected"])
         trainer = DPOTrainer(
@@ -316,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", type=Path, required=True, help="the workspace as JSON")
     parser.add_argument("--dataset", type=Path, required=True, help="a compiled dataset")
     parser.add_argument(
-        "--method", choices=["sft", "dpo", "grpo"], help="instead of the training config's"
+        "--method", choices=["sft", "dpo", "grpo", "kto"], help="instead of the training config's"
     )
     parser.add_argument("--start", type=Path, help="an adapter folder whose LoRA to go on from")
     parser.add_argument("--parent", default=None, help="the adapter that is the default now")

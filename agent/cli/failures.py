@@ -56,7 +56,7 @@ def precision_line(precision: dict[str, dict[str, Any]]) -> str:
 
 
 @failures.command("export")
-@click.option("--format", "fmt", type=click.Choice(["sft", "dpo", "grpo"]), required=True)
+@click.option("--format", "fmt", type=click.Choice(["sft", "dpo", "grpo", "kto"]), required=True)
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True)
 @click.option("--no-gold", is_flag=True, help="Leave out gold answers: the model's own only.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")

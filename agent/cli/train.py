@@ -17,7 +17,7 @@ from reflexa.trainers.dataset import build_dataset
 
 @click.command()
 @click.option(
-    "--method", type=click.Choice(["sft", "dpo", "grpo"]), default=None,
+    "--method", type=click.Choice(["sft", "dpo", "grpo", "kto"]), default=None,
     help="Default: sft. grpo: reinforcement from the loop's verifiers (trainers/rewards.py).",
 )  # fmt: skip
 @click.option(

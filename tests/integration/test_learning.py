@@ -383,6 +383,23 @@ def test_dpo_trains_but_only_the_gate_may_promote_it(trained: dict, tmp_path: Pa
     assert refused.returncode == 1 and "only the gate may promote DPO" in refused.stderr
 
 
+def test_kto_learns_from_thumbs_and_only_the_gate_may_promote_it(
+    trained: dict, tmp_path: Path
+) -> None:
+    """People's thumbs (desirable or not), one real KTO step (TRL's KTOTrainer, its KL term
+    over the batch) on the bundled model."""
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}],
+             "completion": [{"role": "assistant", "content": str(i + 1 if i % 2 else i)}],
+             "label": bool(i % 2), "source": "rating", "justification": "user",
+             "prompt_hash": f"k{i}", "episode_ids": []} for i in range(10, 18)]  # fmt: skip
+    data = write_dataset(rows, tmp_path / "kto", "kto")
+    args = ("train", "--method", "kto", "--dataset", str(data), "--max-steps", "1", "--json")
+    row = json.loads(run_reflexa(*args, env=trained["env"]).stdout)
+    assert row["method"] == "kto" and row["metrics"]["train"]["loss"]
+    refused = run_reflexa("adapters", "promote", row["version"], env=trained["env"], check=False)
+    assert refused.returncode == 1 and "only the gate may promote KTO" in refused.stderr
+
+
 def test_grpo_two_real_steps_rewarded_by_the_verifiers(
     trained: dict, vllm_session: Session, tmp_path: Path
 ) -> None:

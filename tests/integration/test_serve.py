@@ -3,6 +3,8 @@ streamed and not, bad requests, and the chat page in headless Chromium."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import sqlite3
@@ -186,3 +188,16 @@ def test_chat_page_in_headless_chromium(api: str, api_home: Path) -> None:
         rated = db.execute("select rating from ratings where episode_id = ? order by id",
                            (episode_id,)).fetchall()  # fmt: skip
     assert rated == [("good",), ("bad",)]
+    # the thumbs and the correction reach a KTO dataset: the last word on each answer counts
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFLEXA_")}
+    out = api_home / "kto"
+    export = subprocess.run(
+        [sys.executable, "-m", "reflexa.agent", "failures", "export", "--format", "kto",
+         "--out", str(out), "--json"], env=env | {"REFLEXA_HOME": str(api_home)},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(export.stdout)["examples"] == 2
+    from datasets import load_from_disk
+
+    labels = {r["completion"][0]["content"]: r["label"] for r in load_from_disk(str(out))}
+    assert labels.pop("Hello!") is True and list(labels.values()) == [False]

@@ -255,3 +255,25 @@ def test_gold_and_first_answers_never_become_repair_turns(store: Store) -> None:
     episode(store, "What is 39 + 3?", [attempt("45", False)])  # gold: not the model's repair
     records = to_records(compile_examples(store, protected=Guard()).examples, "sft")
     assert {r["source"] for r in records} == {"self", "gold"}
+
+
+def test_kto_rows_are_what_people_said_the_last_word_winning(store: Store) -> None:
+    """Thumbs and user corrections as KTO rows (prompt, completion, label); a held-out
+    prompt never; an answer rated twice counts once, as it was rated last."""
+    from reflexa.trainers.dataset import rating_records
+
+    liked = episode(store, "Name a colour.", [attempt("blue", True)], split=None)
+    store.add_rating(liked, "good", by="ana")
+    disputed = episode(store, "Name a fruit.", [attempt("carrot", True)], split=None)
+    store.add_rating(disputed, "good", by="ana")
+    store.add_rating(disputed, "bad", by="ben")  # the last word
+    store.add_correction(disputed, prompt="Name a fruit.", rejected="carrot", chosen="apple",
+                         source="user", verified=True)  # fmt: skip
+    heldout = next(i for i in BUILTIN["arithmetic"]().items if i.split == "dev")
+    peeked = episode(store, heldout.user_prompt, [attempt("7", True)], split=None)
+    store.add_rating(peeked, "good")
+    rows, compiled = rating_records(store)
+    said = {(r["prompt"][0]["content"], r["completion"][0]["content"]): r["label"] for r in rows}
+    assert said == {("Name a colour.", "blue"): True, ("Name a fruit.", "carrot"): False,
+                    ("Name a fruit.", "apple"): True}  # fmt: skip
+    assert compiled.protected_skipped == 1
