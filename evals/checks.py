@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Annotated, Any
 
+from opentelemetry import trace
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
 from reflexa.evals.arithmetic import ArithmeticCheck, stated_expression
@@ -152,7 +153,14 @@ async def run_checks(checks: Sequence[Check], answer: str, ctx: VerifyContext) -
 
 async def _safe(check: Check, answer: str, ctx: VerifyContext) -> Verdict:
     kind: Kind = "judge" if check.type == "judge" else "grounded"
-    try:
-        return await check.verify(answer, ctx)
-    except Exception as e:
-        return Verdict(check.type, False, 0.0, kind=kind, error=f"{type(e).__name__}: {e}")
+    with trace.get_tracer("reflexa").start_as_current_span(f"reflexa.check {check.type}") as span:
+        try:
+            verdict = await check.verify(answer, ctx)
+        except Exception as e:
+            verdict = Verdict(check.type, False, 0.0, kind=kind, error=f"{type(e).__name__}: {e}")
+        span.set_attributes({"reflexa.check.type": check.type, "reflexa.check.kind": kind,
+                             "reflexa.check.passed": verdict.passed,
+                             "reflexa.check.score": verdict.score})  # fmt: skip
+        if verdict.error is not None:
+            span.set_attribute("reflexa.check.error", verdict.error)
+        return verdict

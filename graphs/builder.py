@@ -24,18 +24,16 @@ from reflexa.graphs.nodes import (
     repair,
 )
 from reflexa.graphs.state import ReflectionContext, ReflectionState
+from reflexa.graphs.tracing import traced
 
 
 def build_reflection_graph(
     checkpointer: BaseCheckpointSaver[Any] | None = None,
 ) -> CompiledStateGraph[ReflectionState, ReflectionContext, ReflectionState, ReflectionState]:
     graph = StateGraph(ReflectionState, context_schema=ReflectionContext)
-    graph.add_node("recall", recall)
-    graph.add_node("generate", generate)
-    graph.add_node("evaluate", evaluate)
-    graph.add_node("diagnose", diagnose)
-    graph.add_node("repair", repair)
-    graph.add_node("finish", finish)
+    for name, node in (("recall", recall), ("generate", generate), ("evaluate", evaluate),
+                       ("diagnose", diagnose), ("repair", repair), ("finish", finish)):  # fmt: skip
+        graph.add_node(name, traced(name, node))
     graph.add_edge(START, "recall")
     graph.add_edge("recall", "generate")
     graph.add_edge("generate", "evaluate")

@@ -21,6 +21,7 @@ from reflexa.evals.verdict import outcome
 from reflexa.graphs.prompts import DIAGNOSE, SYSTEM, failure_feedback, repair_request
 from reflexa.graphs.repair import batches, route, select
 from reflexa.graphs.state import Attempt, Recall, ReflectionContext, ReflectionState, Status
+from reflexa.graphs.tracing import model_call, usage
 
 
 async def recall(state: ReflectionState, runtime: Runtime[ReflectionContext]) -> dict[str, Any]:
@@ -58,11 +59,14 @@ async def _draw(
     cached from the first answer), each at most `cap` tokens: twice the first answer's
     length, at least 64 (measured: at temperature the model rambles, and a draw of 512
     tokens cost more than the greedy answer it backs; bench/results/gate-cost-*.json)."""
-    result = await ctx.llm.agenerate(
-        [convert_to_messages(messages)], n=n, temperature=temperature, max_tokens=cap,
-        stream=False,
-    )  # fmt: skip
-    return [str(g.message.text) for g in result.generations[0] if isinstance(g, ChatGeneration)]
+    with model_call(ctx.model_name, temperature=temperature, max_tokens=cap) as span:
+        result = await ctx.llm.agenerate(
+            [convert_to_messages(messages)], n=n, temperature=temperature, max_tokens=cap,
+            stream=False,
+        )  # fmt: skip
+        replies = [g.message for g in result.generations[0] if isinstance(g, ChatGeneration)]
+        usage(span, *_tokens(replies), choices=n)
+    return [str(r.text) for r in replies]
 
 
 def _examples(state: ReflectionState) -> list[dict[str, str]]:
@@ -118,27 +122,30 @@ async def _sample(
     options: dict[str, Any] = {"extra_body": {"structured_outputs": shape}} if shape else {}
     candidates: list[str] = []
     passed: list[bool | None] = []
-    usage: list[Any] = []
+    prompt_tokens = completion_tokens = 0  # the prompt counted once, every candidate
     started = time.perf_counter()
     requests = batches(ctx.samples, ctx.escalate)
     while requests:
         n = requests.pop(0)
         try:
-            result = await ctx.llm.agenerate(
-                [convert_to_messages(messages)], n=n, temperature=ctx.sample_temperature,
-                max_tokens=each, stream=False, **options,  # n answers come back whole
-            )  # fmt: skip
+            with model_call(ctx.model_name, temperature=ctx.sample_temperature,
+                            max_tokens=each) as span:  # fmt: skip
+                result = await ctx.llm.agenerate(
+                    [convert_to_messages(messages)], n=n, temperature=ctx.sample_temperature,
+                    max_tokens=each, stream=False, **options,  # n answers come back whole
+                )  # fmt: skip
+                replies = [g.message for g in result.generations[0]
+                           if isinstance(g, ChatGeneration)]  # fmt: skip
+                asked, said = _tokens(replies)
+                usage(span, asked, said, choices=n)
         except Exception as e:  # vLLM could not compile the shape (400): sample free text
             if not shape or getattr(e, "status_code", None) != 400:
                 raise
             return await _sample(state, ctx, None, left)
-        replies = [g.message for g in result.generations[0] if isinstance(g, ChatGeneration)]
+        prompt_tokens, completion_tokens = max(prompt_tokens, asked), completion_tokens + said
         drawn = [str(r.text) for r in replies]
         candidates += drawn
         passed += await _passing(prompt, state["checks"], drawn, ctx)
-        usage += [
-            r.usage_metadata for r in replies if isinstance(r, AIMessage) and r.usage_metadata
-        ]
         if any(passed):  # verified: more candidates would only cost
             break
         if all(ok is None for ok in passed):  # no check decides: a majority needs them all
@@ -147,9 +154,14 @@ async def _sample(
     numbers = [{"type": "numeric"}] if stated_expression(prompt) else []  # vote on the value
     chosen, note = select(candidates, passed, [*state["checks"], *numbers])
     attempt = _attempt(state, ctx, "repair", "sample", note, chosen or last["answer"], seconds)
-    attempt["prompt_tokens"] = max((u["input_tokens"] for u in usage), default=0)  # one prompt
-    attempt["completion_tokens"] = sum(u["output_tokens"] for u in usage)
+    attempt["prompt_tokens"], attempt["completion_tokens"] = prompt_tokens, completion_tokens
     return {"attempts": [*state["attempts"], attempt], "model_s": state["model_s"] + seconds}
+
+
+def _tokens(replies: list[BaseMessage]) -> tuple[int, int]:
+    """(prompt, completion) tokens of one request's `n` replies: the prompt counted once."""
+    used = [r.usage_metadata for r in replies if isinstance(r, AIMessage) and r.usage_metadata]
+    return max((u["input_tokens"] for u in used), default=0), sum(u["output_tokens"] for u in used)
 
 
 def _repair_tokens(state: ReflectionState) -> int:
@@ -179,12 +191,14 @@ async def _answer(
     note: str | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    reply = await (llm or ctx.llm).ainvoke(messages)
-    seconds = time.perf_counter() - started
-    attempt = _attempt(state, ctx, kind, strategy, note, reply.text, seconds)
-    if isinstance(reply, AIMessage) and reply.usage_metadata:
-        attempt["prompt_tokens"] = reply.usage_metadata["input_tokens"]
-        attempt["completion_tokens"] = reply.usage_metadata["output_tokens"]
+    with model_call(ctx.model_name, max_tokens=ctx.max_tokens) as span:
+        reply = await (llm or ctx.llm).ainvoke(messages)
+        seconds = time.perf_counter() - started
+        attempt = _attempt(state, ctx, kind, strategy, note, reply.text, seconds)
+        if isinstance(reply, AIMessage) and reply.usage_metadata:
+            attempt["prompt_tokens"] = reply.usage_metadata["input_tokens"]
+            attempt["completion_tokens"] = reply.usage_metadata["output_tokens"]
+        usage(span, attempt["prompt_tokens"], attempt["completion_tokens"])
     return {"attempts": [*state["attempts"], attempt], "model_s": state["model_s"] + seconds}
 
 
@@ -277,13 +291,14 @@ async def diagnose(state: ReflectionState, runtime: Runtime[ReflectionContext]) 
     llm: BaseChatModel = runtime.context.diagnose_llm or runtime.context.llm
     started = time.perf_counter()
     try:
-        out = await llm.with_structured_output(Diagnosis, method="json_schema").ainvoke(
-            DIAGNOSE.format(
-                request=state["messages"][-1]["content"],
-                answer=last["answer"],
-                feedback=failure_feedback(last["verdicts"]),
+        with model_call(ctx.model_name):  # structured output: its usage is not returned
+            out = await llm.with_structured_output(Diagnosis, method="json_schema").ainvoke(
+                DIAGNOSE.format(
+                    request=state["messages"][-1]["content"],
+                    answer=last["answer"],
+                    feedback=failure_feedback(last["verdicts"]),
+                )
             )
-        )
         assert isinstance(out, Diagnosis)
         last["diagnosis"] = out.model_dump() | {"strategy": strategy, "why": why} | skipped
     except Exception as e:  # advisory: a repair can still go on the verifiers' feedback

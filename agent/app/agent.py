@@ -20,9 +20,11 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StateSnapshot, StreamMode
+from opentelemetry.trace import StatusCode
 
 from reflexa.agent.app.checkpointer import open_checkpointer
 from reflexa.agent.app.memory import Memory, token_counter
+from reflexa.agent.app.outcome import corrections_from, gold_memory
 from reflexa.agent.app.routing import RepairTable
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.model.connect import external_urls
@@ -34,10 +36,9 @@ from reflexa.evals import CheckSpecError, make_judge, parse_checks
 from reflexa.evals.checks import split_gold
 from reflexa.evals.contamination import learnable
 from reflexa.evals.leaks import stated_answers
-from reflexa.evals.signal import by_checks
-from reflexa.evals.verdict import grounded_pass
-from reflexa.evals.verify import gold_answer, passes, score, score_draws
+from reflexa.evals.verify import score, score_draws
 from reflexa.graphs import ReflectionContext, ReflectionState, build_reflection_graph, turn_input
+from reflexa.graphs.tracing import tracer
 
 # (event, payload): ("token", {"node", "text"}) while an answer streams, ("node", {"node",
 # "update"}) after each node, ("resumed", {...}) when an interrupted turn is taken up again.
@@ -242,6 +243,26 @@ class Agent:
         on_event: EventFn | None,
         gold_memories: bool,
     ) -> EpisodeResult:
+        """The turn inside one OpenTelemetry span, the root of its tree (graphs.tracing)."""
+        attributes = {"reflexa.episode.id": episode_id, "reflexa.thread.id": thread_id,
+                      "gen_ai.request.model": self.context.model_name,
+                      "reflexa.suite": (turn or {}).get("suite") or ""}  # fmt: skip
+        with tracer().start_as_current_span("reflexa.episode", attributes=attributes) as span:
+            result = await self._run(turn, episode_id, thread_id, config, on_event, gold_memories)
+            span.set_attribute("reflexa.episode.status", result.status)
+            if result.error is not None:
+                span.set_status(StatusCode.ERROR, result.error)
+            return result
+
+    async def _run(
+        self,
+        turn: ReflectionState | None,
+        episode_id: str,
+        thread_id: str,
+        config: RunnableConfig,
+        on_event: EventFn | None,
+        gold_memories: bool,
+    ) -> EpisodeResult:
         started = time.perf_counter()
         context = self.context
         if self.memory is not None:  # gold memories only for a turn that may learn from gold
@@ -302,37 +323,6 @@ class Agent:
             gold_memory=await gold_memory(episode, prompt, scores[final], unconfined),
         )  # fmt: skip
         return result
-
-
-def corrections_from(state: dict[str, Any]) -> list[dict[str, Any]]:
-    """From what the loop saw: a first answer its checks failed and the repair they passed,
-    verified when grounded visible checks (not the judge alone) passed it, justified by
-    those checks. Scoring does not choose here: whether gold may replace or add a row is
-    decided when a candidate's dataset is compiled (trainers.dataset)."""
-    if state["status"] != "repaired":
-        return []
-    attempts = state["attempts"]
-    fix = attempts[state["final_index"]]
-    prompt = state["messages"][-2]["content"]
-    return [{"prompt": prompt, "rejected": attempts[0]["answer"],
-             "chosen": fix["answer"], "source": "repair",
-             "verified": grounded_pass(fix["verdicts"]),
-             "justification": by_checks(state["checks"], prompt, fix["answer"])}]  # fmt: skip
-
-
-async def gold_memory(
-    episode: dict[str, Any], prompt: str, final_right: bool | None, allow_unconfined: bool
-) -> str | None:
-    """The answer the scoring spells out, to remember (justified by gold), where the episode
-    is a training item whose gold may be learnt from and its answer was wrong; None
-    otherwise, or where the scoring spells out no answer that its checks pass."""
-    if final_right is not False or not (episode["gold_allowed"] and learnable(episode["split"])):
-        return None
-    gold = gold_answer(episode["scoring"])
-    checks = [*episode["checks"], *episode["scoring"]]
-    if gold is None or not await passes(checks, prompt, gold, allow_unconfined=allow_unconfined):
-        return None
-    return gold
 
 
 UNREACHABLE = "cannot reach the model server"  # how an episode's error starts when it was down

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from reflexa.agent.app.tracing import configure_tracing
 from reflexa.agent.cli.adapters import adapters
 from reflexa.agent.cli.ask import ask
 from reflexa.agent.cli.chat import chat
@@ -49,6 +50,7 @@ class _Group(click.Group):
 def cli(ctx: click.Context, config: Path | None) -> None:
     """Reflexa: a model that checks its own answers and learns from its mistakes."""
     ctx.obj = load_settings(config)
+    configure_tracing()  # OTLP export where OTEL_EXPORTER_OTLP_ENDPOINT says
     if config is not None:  # for the commands scheduled cycles run
         ctx.meta[CONFIG] = config.resolve()
 
