@@ -129,6 +129,13 @@ def test_with_several_methods_each_that_lacks_data_is_named_in_the_skip() -> Non
     assert [s["stage"] for s in result["stages"]] == ["compile sft", "compile grpo"]
 
 
+def test_kto_without_enough_thumbs_is_a_recorded_skip_that_says_to_rate() -> None:
+    settings = Settings(cycle=Settings().cycle.model_copy(update={"methods": ["sft", "kto"]}))
+    result = cycle(settings)
+    assert result["status"] == "skipped" and "kto: 0 kto examples" in result["reason"]
+    assert "rate more answers" in result["reason"]
+
+
 def test_of_several_methods_the_gate_s_best_promotable_candidate_is_promoted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
