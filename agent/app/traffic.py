@@ -33,6 +33,7 @@ from reflexa.evals.verdict import outcome
 
 ROLES = ("system", "user", "assistant")
 MODEL = "imported"  # the attempt's model: it was answered elsewhere
+CONCURRENCY = 8  # answers checked at once
 
 
 @dataclass(frozen=True)
@@ -128,13 +129,15 @@ async def judge_answers(
 ) -> list[dict[str, Any]]:
     """Each logged answer as a first attempt, judged by `checks` and the tools that apply."""
     task = parse_checks(checks)
+    limit = asyncio.Semaphore(CONCURRENCY)  # a python_tests check is a sandbox each
 
     async def one(x: Exchange) -> dict[str, Any]:
         answer = x.answer or ""
         applied = checks_for(x.prompt, answer, task, judge=False)
-        verdicts = await run_checks(
-            applied, answer, VerifyContext(x.prompt, None, allow_unconfined)
-        )
+        async with limit:
+            verdicts = await run_checks(
+                applied, answer, VerifyContext(x.prompt, None, allow_unconfined)
+            )
         passed = outcome(verdicts) == "passed"
         return {"kind": "generate", "strategy": None, "note": "imported from a log",
                 "answer": answer, "verdicts": [v.to_dict() for v in verdicts], "passed": passed,
