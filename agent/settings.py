@@ -70,8 +70,9 @@ class ServerSettings(BaseModel):
     cpu_bind: str = Field(
         default="auto", pattern=r"^(auto|all|nobind|[0-9][0-9,-]*)$",
         description="On a CPU, the cores vLLM computes on: auto (vLLM's choice: one core "
-        "left to its scheduler), all, nobind, or a list such as 0-3 "
-        "(bench/serve_bench.py --cpu-bind measures them). Replicas take a core each.",
+        "left to its scheduler; on 2 cores an eval run was faster so), all (faster raw "
+        "generation, slower clients beside it), nobind, or a list such as 0-3 "
+        "(bench/cpu_bind_bench.py, bench/serve_bench.py --cpu-bind). Replicas take a core each.",
     )  # fmt: skip
     start_timeout_s: float = Field(default=300.0, gt=0, description="Seconds to wait for /health.")
     extra_args: list[str] = Field(
