@@ -130,7 +130,7 @@ def test_chat_with_piped_input_then_resume(vllm_session: Session, server: ModelC
     assert first.returncode == 0, first.stderr
     assert "Traceback" not in first.stdout + first.stderr
     assert "Paris" in first.stdout
-    assert "recorded: thank you" in first.stdout
+    assert "recorded (bad): thank you" in first.stdout
     thread = first.stdout.split("thread ", 1)[1].split()[0]
     (episode_id,) = [
         r[0] for r in db_rows(vllm_session, "select id from episodes where thread_id = ?", thread)
@@ -142,6 +142,8 @@ def test_chat_with_piped_input_then_resume(vllm_session: Session, server: ModelC
         episode_id,
     )
     assert corrections == [("Paris", "user", 1)]
+    ratings = db_rows(vllm_session, "select rating from ratings where episode_id = ?", episode_id)
+    assert ratings == [("bad",)]
 
     again = subprocess.run(
         [REFLEXA, "chat", "--thread", thread], input="And of Italy?\n", env=vllm_session.env,
