@@ -112,12 +112,18 @@ def old_store(url: str, revision: str) -> Engine:
 
 
 def finished_in_open_runs(db: Path) -> int:
-    """Episodes finished so far in a SQLite store's running eval runs."""
+    """Episodes finished so far in a SQLite store's running eval runs (0 while the store is
+    still being created: the file exists before its migrations have made the tables)."""
     if not db.exists():
         return 0
     with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
-        (n,) = conn.execute(
-            "select count(*) from episodes e join eval_runs r on e.eval_run_id = r.id "
-            "where r.status = 'running' and e.status not in ('running', 'error')"
-        ).fetchone()
+        try:
+            (n,) = conn.execute(
+                "select count(*) from episodes e join eval_runs r on e.eval_run_id = r.id "
+                "where r.status = 'running' and e.status not in ('running', 'error')"
+            ).fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" not in str(e):
+                raise
+            return 0
     return int(n)

@@ -96,7 +96,7 @@ def test_a_shape_failure_is_repaired_under_structured_outputs(
     assert doc["status"] == "repaired"
 
 
-def test_a_tool_decided_failure_samples_eight_candidates_in_one_request(
+def test_a_tool_decided_failure_samples_candidates_until_one_is_verified(
     vllm_session: Session, server: ModelClient
 ) -> None:
     check = json.dumps({"type": "numeric"})  # a number (no shape); the tool decides the sum
@@ -106,8 +106,13 @@ def test_a_tool_decided_failure_samples_eight_candidates_in_one_request(
     if first["passed"]:
         pytest.skip("the model added 93 + 29 correctly: nothing to repair")
     fix = doc["attempts"][1]
-    assert fix["strategy"] == "sample" and "of 8 candidates" in fix["note"]
-    assert fix["completion_tokens"] > first["completion_tokens"]  # eight answers' worth
+    drawn = re.search(r"of (\d+) candidates", fix["note"])
+    assert fix["strategy"] == "sample" and drawn is not None, fix["note"]
+    if fix["passed"]:  # it stopped at the first request with a verified one: 2, 4 or 8 drawn
+        assert int(drawn.group(1)) in (2, 4, 8)
+    else:  # none verified: all 8, in requests of 2, 2 and 4
+        assert fix["note"] == "none of 8 candidates passed the checks"
+    assert fix["completion_tokens"] > first["completion_tokens"]  # at least two answers' worth
 
 
 def test_model_written_code_is_run_in_the_sandbox(
