@@ -255,8 +255,9 @@ def rating_records(
 ) -> tuple[list[dict[str, Any]], Compiled]:
     """KTO rows: each answer people rated (thumbs up: desirable, down: not) and each user
     correction (its answer desirable, the one it replaced not), as prompt, completion and
-    label; one row per prompt and answer, the latest word on it winning. Never a protected
-    (held-out or gate) prompt. The rows, and what was skipped, in a Compiled."""
+    label; one row per prompt and answer: the last rating of it, and a user's correction
+    over any rating (a right answer given outranks a thumb). Never a protected (held-out or
+    gate) prompt. The rows, and what was skipped, in a Compiled."""
     protected = held_out_guard(store.held_out_prompts()) if protected is None else protected
     said: dict[tuple[str, str], tuple[bool, str, list[str]]] = {}  # (hash, answer) → label
     for r in store.ratings():
