@@ -2,6 +2,11 @@
 recorded in the `cycles` table. Before the gate runs, the memories the candidate passes
 unaided are retired for it, so the gate measures the memory it would serve with.
 
+A night can run for hours. One stopped before it ended (killed, rebooted) is taken up by the
+next cycle begun within `resume_hours`: a finished sampling stage is not run again, a
+candidate whose training finished is gated without training it again, and the gate's eval
+runs (kept apart per cycle) resume where they stopped, finished ones as they are.
+
 A file lock keeps two cycles on one host from overlapping, and the store's lock (an advisory
 lock on PostgreSQL) two hosts on one database. Training runs in a child process (`python -m
 reflexa.trainers.train`) with the vLLM server untouched, so the server keeps answering; if
@@ -13,13 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import fcntl
 import functools
-import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,71 +29,18 @@ import httpx
 
 from reflexa.evals.contamination import Guard
 from reflexa.evals.held_out import held_out_guard
-from reflexa.trainers.child import dataset_name, train_in_child
 from reflexa.trainers.config import TrainConfig, train_config
-from reflexa.trainers.dataset import TooFewExamples, build_dataset
-from reflexa.trainers.errors import CycleBusy, TrainerError
+from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.gate import GateResult, GateSuite, Measured, holm, measure
-from reflexa.trainers.history import grpo_steps, method_order, nothing_new
-from reflexa.trainers.methods import continues, default_methods, distinct, holds_gold, parse_method
+from reflexa.trainers.history import method_order, nothing_new
+from reflexa.trainers.methods import default_methods, distinct, holds_gold, parse_method
 from reflexa.trainers.ports import TrainerStore
 from reflexa.trainers.referee import Connect, Evaluator, Progress, Referee, Server, settle_memory
-from reflexa.trainers.registry import load, parent_folder, promote, register
+from reflexa.trainers.registry import load, promote
 from reflexa.trainers.retire import retire_passed
 from reflexa.trainers.sampling import COVERING, sample_corrections, sampling_targets
+from reflexa.trainers.stages import Skip, Stages, compile_and_train, cycle_lock, trained_before
 from reflexa.trainers.workspace import Workspace
-
-
-class Skip(Exception):
-    """Nothing to train on: a normal, recorded, non-promoting outcome."""
-
-
-@contextmanager
-def cycle_lock(ws: Workspace) -> Iterator[None]:
-    """Held for a whole cycle; a second cycle fails at once instead of waiting."""
-    ws.run_dir.mkdir(parents=True, exist_ok=True)
-    with open(ws.run_dir / "cycle.lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise CycleBusy(f"another cycle is running (pid {f.read().strip() or '?'})") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        yield
-
-
-class _Stages:
-    """Times each stage and records it as it ends, success or not."""
-
-    def __init__(self, store: TrainerStore, cycle_id: str, log: Callable[[str], None]) -> None:
-        self.store, self.cycle_id, self.log = store, cycle_id, log
-        self.round_no = 1
-        self.continue_parent = False  # SFT goes on from the promoted adapter (`_run`)
-        self.history: list[dict[str, Any]] = []  # past cycles, newest first
-        self.started = time.perf_counter()
-        self.done: list[dict[str, Any]] = []
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[dict[str, Any]]:
-        self.log(f"cycle: {name}")
-        detail: dict[str, Any] = {}
-        started = time.perf_counter()
-        record = {"stage": name, "ok": True}
-        try:
-            yield detail
-        except Skip as e:
-            detail["skipped"] = str(e)
-            raise
-        except BaseException as e:
-            record |= {"ok": False, "error": str(e) or type(e).__name__}
-            raise
-        finally:
-            record |= {"seconds": round(time.perf_counter() - started, 1), **detail}
-            self.done.append(record)
-            self.store.record_stage(self.cycle_id, record)
 
 
 def run_cycle(
@@ -111,8 +60,11 @@ def run_cycle(
     rounds (`round_settings`)."""
     ws = round_settings(ws, round_no)
     with cycle_lock(ws), store.cycle_lock():
-        cycle_id = store.start_cycle(trigger)
-        stages = _Stages(store, cycle_id, log)
+        taken = store.take_up_cycle(ws.cycle.resume_hours)
+        cycle_id = taken["id"] if taken else store.start_cycle(trigger)
+        stages = Stages(store, cycle_id, log)
+        if taken:
+            stages.take_up(taken)
         stages.round_no = round_no
         stages.history = [c for c in store.cycles(limit=30) if c["id"] != cycle_id]
         out: dict[str, Any] = {
@@ -124,7 +76,8 @@ def run_cycle(
         }
         try:
             scheduled = trigger == "schedule"
-            idle = nothing_new(stages.history, store.learning_counts()) if scheduled else None
+            seen = store.learning_counts()
+            idle = nothing_new(stages.history, seen) if scheduled and not taken else None
             if idle:
                 raise Skip(idle)
             out |= _run(ws, store, functools.cache(connect), evaluator, stages, log, on_progress)
@@ -179,7 +132,7 @@ def _run(
     store: TrainerStore,
     connect: Connect[Server],
     evaluator: Evaluator[Server],
-    stage: _Stages,
+    stage: Stages,
     log: Callable[[str], None],
     on_progress: Progress | None,
 ) -> dict[str, Any]:
@@ -195,7 +148,10 @@ def _run(
     settle = _settling(ws, methods)
     targets = sampling_targets(store, protected, ws.cycle.sample_limit, settle)
     mixed: set[str] | None = None  # GRPO's prompts, where sampling measured them
-    if ws.cycle.sample_n > 0 and targets:
+    if "sample" in stage.before:  # sampled before the stop
+        sampled = stage.before["sample"]
+        mixed = set(sampled["mixed_prompts"]) if "mixed_prompts" in sampled else None
+    elif ws.cycle.sample_n > 0 and targets:
         with stage("sample") as detail:
             model = load(ws, connect(), current) if current else None
             counts, mixed = asyncio.run(
@@ -204,11 +160,11 @@ def _run(
                     on_progress and (lambda d, t: on_progress("sample", d, t)),
                 )
             )  # fmt: skip
-            detail |= counts
+            detail |= counts | {"mixed_prompts": sorted(mixed)}
 
     tried: list[_Candidate] = []
     skipped: dict[str, str] = {}
-    referee = Referee(ws, connect, evaluator, current, on_progress)
+    referee = Referee(ws, stage.cycle_id, connect, evaluator, current, on_progress)
     order_why = None
     if len(methods) > 1:
         methods, order_why = method_order(stage.history, methods)
@@ -286,7 +242,7 @@ def _candidate(
     store: TrainerStore,
     connect: Connect[Server],
     evaluator: Evaluator[Server],
-    stage: _Stages,
+    stage: Stages,
     referee: Referee,
     method: str,
     config: TrainConfig,
@@ -300,49 +256,19 @@ def _candidate(
     several are tried). `mixed`: the sampled prompts whose answers disagreed, where GRPO
     trains (a group whose answers all earn the same reward has no advantage to learn)."""
     recipe = parse_method(method)
-    fmt = recipe.format
     allow_gold = ws.cycle.allow_gold and recipe.recipe != "sft-label-free"
     config = config.replace(**dict(recipe.settings))  # the method's own settings
     suffix = f" {method}" if named else ""
-    with stage("compile" + suffix) as detail:
-        dataset_dir = ws.home / "datasets" / dataset_name(stage.cycle_id, suffix)
-        try:
-            compiled, examples = build_dataset(
-                store, dataset_dir, fmt, allow_gold=allow_gold,
-                justifications=ws.cycle.justifications, protected=protected,
-                min_examples=config.min_examples, cycle=stage.cycle_id,
-                allow_unconfined=ws.allow_unconfined,
-                repair_turns=ws.cycle.repair_turns, mixed=mixed,
-                form_precision=ws.cycle.form_precision, frontier_weight=ws.cycle.frontier_weight,
-            )  # fmt: skip
-        except TooFewExamples as e:
-            detail |= e.summary
-            raise Skip(str(e)) from None
-        summary = compiled.summary(examples) | {"dataset": str(dataset_dir)}
-        detail |= summary
-
-    with stage("train" + suffix) as detail:
-        steps = None
-        if fmt == "grpo" and config.max_steps <= 0:  # the steps that fit the night
-            left = ws.cycle.budget_minutes * 60 - (time.perf_counter() - stage.started)
-            steps, detail["steps"] = grpo_steps(
-                store.adapters(), stage.history, summary["examples"], config.grpo_generations,
-                config.grpo_batch_size, config.grpo_epochs, left,
-            )  # fmt: skip
-            if steps is None:
-                raise Skip(detail["steps"])
-        parent = current["version"] if current else None
-        start = parent_folder(store, parent, continues(recipe, stage.continue_parent))
-        built = train_in_child(ws, dataset_dir, fmt, start, parent, steps, dict(recipe.settings))
-        row = register(ws, store, built)
-        detail |= {
-            "adapter": row["version"],
-            "train_s": row["metrics"]["train"]["train_s"],
-            "continued_from": parent if start else None,
-        }
-
+    kept = trained_before(store, stage, suffix)
+    if kept is not None:
+        summary, suites, continued, row = kept
+        stage.log(f"cycle: {row['version']} ({method}) was trained before the stop: gated as it is")
+    else:
+        summary, suites, continued, row = compile_and_train(
+            ws, store, stage, recipe, config, suffix, protected, current, mixed, allow_gold
+        )
     with stage("gate" + suffix) as detail:
-        gates, notes = referee.gates(store, stage.cycle_id, compiled.suites())
+        gates, notes = referee.gates(store, stage.cycle_id, suites)
         client = connect()
         candidate_name = load(ws, client, row)
         if ws.memory:  # what the candidate passes unaided: retired for it
@@ -355,8 +281,8 @@ def _candidate(
 
         def candidate_on(on: list[GateSuite]) -> Measured:
             return asyncio.run(
-                measure(ws.cycle, evaluator(client), on, candidate_name, "candidate",
-                        memory=ws.memory, gold=allow_gold, on_progress=on_progress)
+                measure(ws.cycle, evaluator(client, stage.cycle_id), on, candidate_name,
+                        "candidate", memory=ws.memory, gold=allow_gold, on_progress=on_progress)
             )  # fmt: skip
 
         verdict, measured, gates = referee.judge(gates, allow_gold, candidate_on)
@@ -366,8 +292,8 @@ def _candidate(
             row["version"],
             metrics={"gate": gate.to_dict(),
                      "cycle": {"id": stage.cycle_id, "round": stage.round_no, "method": method,
-                               "gold": allow_gold, "data": summary, "continued": bool(start),
-                               "holds_gold": bool(start) and holds_gold(current)}},
+                               "gold": allow_gold, "data": summary, "continued": continued,
+                               "holds_gold": continued and holds_gold(current)}},
         )  # fmt: skip
         detail |= {"decision": gate.decision, "suites": len(gate.suites)}
     adapter = store.adapter(row["version"]) or row

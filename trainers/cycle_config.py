@@ -112,6 +112,12 @@ class CycleConfig(BaseModel):
         description="A night's time: past it, no further candidate method is started (the "
         "likeliest winner by the record goes first; the first always runs).",
     )  # fmt: skip
+    resume_hours: float = Field(
+        default=24, ge=0,
+        description="A cycle stopped before it ended (killed, rebooted) is taken up by the "
+        "next one begun within this many hours: its finished sampling, its trained "
+        "candidates and its gate's finished eval runs are kept (0: always start afresh).",
+    )  # fmt: skip
     misfire_grace_s: int = Field(
         default=6 * 3600, ge=1,
         description="A scheduled cycle missed (scheduler down) still runs if this late.",

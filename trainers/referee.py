@@ -28,10 +28,11 @@ from reflexa.trainers.workspace import Workspace
 # (what, done, total): progress of the stage under way
 Progress = Callable[[str, int, int], None]
 # The application's model server, connected when a stage first needs it, and the gate's eval
-# runs on that server (see `gate.Evaluate`), also from the application.
+# runs on that server for one cycle (`gate.Evaluate`; the cycle's id keeps its runs apart
+# from any other's, so a taken-up cycle resumes its own), also from the application.
 Server = TypeVar("Server", bound=ModelServer)
 Connect = Callable[[], Server]
-Evaluator = Callable[[Server], Evaluate]
+Evaluator = Callable[[Server, str], Evaluate]
 
 
 class Referee:
@@ -40,9 +41,10 @@ class Referee:
     each (per gold policy), taken the first time a candidate needs it: every candidate is
     compared with that one."""
 
-    def __init__(self, ws: Workspace, connect: Connect[Server], evaluator: Evaluator[Server],
-                 current: dict[str, Any] | None, on_progress: Progress | None) -> None:  # fmt: skip
-        self.ws, self.connect, self.evaluator = ws, connect, evaluator
+    def __init__(self, ws: Workspace, cycle_id: str, connect: Connect[Server],
+                 evaluator: Evaluator[Server], current: dict[str, Any] | None,
+                 on_progress: Progress | None) -> None:  # fmt: skip
+        self.ws, self.cycle_id, self.connect, self.evaluator = ws, cycle_id, connect, evaluator
         self.current, self.on_progress = current, on_progress
         self.measured: dict[bool, tuple[list[GateSuite], Measured]] = {}  # by gold policy
         self.seed: int | None = None
@@ -64,7 +66,7 @@ class Referee:
             client = self.connect()
             name = load(self.ws, client, self.current) if self.current else None
             now = asyncio.run(
-                measure(self.ws.cycle, self.evaluator(client), new, name, "current",
+                measure(self.ws.cycle, self.evaluator(client, self.cycle_id), new, name, "current",
                         memory=self.ws.memory, gold=gold, on_progress=self.on_progress)
             )  # fmt: skip
             self.measured[gold] = done + new, now if before is None else combined(before, now)

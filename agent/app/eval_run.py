@@ -41,10 +41,16 @@ class EvalOptions:
     # (the gate's evidence per item; 0: the first answer alone).
     draws: int = 0
     draw_temperature: float = 1.0
+    # The cycle whose gate this run is part of: its runs are kept apart from any other's,
+    # and one taken up after a stop finds its own, finished or not.
+    cycle: str | None = None
 
     def config(self) -> dict[str, Any]:
         """What makes two runs comparable (concurrency does not change results)."""
-        return {k: v for k, v in asdict(self).items() if k != "concurrency"}
+        return {
+            k: v for k, v in asdict(self).items()
+            if k != "concurrency" and (k != "cycle" or v is not None)
+        }  # fmt: skip
 
 
 # (done, total) after each item; first called with the items a resumed run already had.
@@ -117,7 +123,9 @@ async def run_eval(
     items = suite.select(options.split, options.limit)
     by_id = {i.id: i for i in items}
     store = agent.store
-    run_id, resumed = store.open_eval_run(suite.name, suite.source, options.config())
+    run_id, resumed = store.open_eval_run(
+        suite.name, suite.source, options.config(), finished=options.cycle is not None
+    )
     done = {e["item_id"] for e in store.run_episodes(run_id) if e["status"] != "error"}
     todo = [i for i in items if i.id not in done]
     done_count = len(items) - len(todo)
@@ -197,10 +205,11 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
     return {k: run[k] for k in ("id", "suite", "created_at", "status", "config")}
 
 
-def gate_evaluator(settings: Settings, store: Store) -> Callable[[ModelClient], Evaluate]:
-    """The gate's `evaluate` on a model server: first attempts, recorded in `store`."""
+def gate_evaluator(settings: Settings, store: Store) -> Callable[[ModelClient, str], Evaluate]:
+    """The gate's `evaluate` on a model server for one cycle: first attempts, recorded in
+    `store`, each run resumed (or, finished, reused) when the cycle is taken up again."""
 
-    def on(client: ModelClient) -> Evaluate:
+    def on(client: ModelClient, cycle_id: str) -> Evaluate:
         async def evaluate(
             adapter: str | None,
             suite: Suite,
@@ -213,6 +222,7 @@ def gate_evaluator(settings: Settings, store: Store) -> Callable[[ModelClient], 
             options = EvalOptions(
                 split=split, reflect=False, adapter=adapter, memory=memory, allow_gold=gold,
                 concurrency=c.concurrency, draws=c.gate_draws, draw_temperature=c.gate_temperature,
+                cycle=cycle_id,
             )  # fmt: skip
             # Recall is measured whatever the current policy says, or a suite whose recall
             # was turned off would measure no difference and be turned back on.

@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import select, text
@@ -49,6 +50,24 @@ class CycleRecords(Records):
                 row.finished_at = utcnow()
             s.add(Cycle(id=cycle_id, status="running", trigger=trigger, stages=[]))
         return cycle_id
+
+    def take_up_cycle(self, within_hours: float) -> dict[str, Any] | None:
+        """The newest cycle a stopped process left `running`, if it began less than
+        `within_hours` ago: the next cycle takes it up (its status stays `running`). Any
+        other left running is marked failed, as `start_cycle` would."""
+        cutoff = utcnow() - timedelta(hours=within_hours)
+        with self._session.begin() as s:
+            rows = list(s.scalars(
+                select(Cycle).where(Cycle.status == "running").order_by(Cycle.started_at.desc())
+            ))  # fmt: skip
+            newest = rows[0] if rows else None
+            began = newest and newest.started_at.replace(tzinfo=newest.started_at.tzinfo or UTC)
+            kept = newest if began and within_hours > 0 and began >= cutoff else None
+            for row in rows:
+                if row is not kept:
+                    row.status, row.reason = "failed", "interrupted (the process was stopped)"
+                    row.finished_at = utcnow()
+            return columns(kept) if kept else None
 
     def record_stage(self, cycle_id: str, stage: dict[str, Any]) -> None:
         with self._session.begin() as s:

@@ -15,13 +15,17 @@ from reflexa.agent.store.tables import Episode, EvalRun, utcnow
 
 
 class EvalRunRecords(Records):
-    def open_eval_run(self, suite: str, source: str, config: dict[str, Any]) -> tuple[str, bool]:
-        """The unfinished run with this suite and config (resumed), or a new one."""
+    def open_eval_run(
+        self, suite: str, source: str, config: dict[str, Any], *, finished: bool = False
+    ) -> tuple[str, bool]:
+        """The unfinished run with this suite and config (resumed), or with `finished` the
+        newest such run whatever its status, or a new one."""
         key = hashlib.sha256(json.dumps([suite, config], sort_keys=True).encode()).hexdigest()
         with self._session.begin() as s:
+            statuses = ("running", "done") if finished else ("running",)
             run = s.scalars(
                 select(EvalRun)
-                .where(EvalRun.config_key == key, EvalRun.status == "running")
+                .where(EvalRun.config_key == key, EvalRun.status.in_(statuses))
                 .order_by(EvalRun.created_at.desc())
             ).first()
             if run is not None:

@@ -280,6 +280,78 @@ def test_cycle_killed_in_training_promotes_nothing_while_vllm_answers(
         assert store.cycles()[0]["status"] == "failed"
 
 
+def gate_runs(env: dict[str, str]) -> list[dict]:
+    """The gate's eval runs in the store: id, cycle, status, suite, adapter, memory, and
+    how many items it has answered (an episode the kill cut short is an `interrupted`
+    error, answered again when the run resumes)."""
+    from sqlalchemy import text
+
+    with Store.open(load_settings_from(env).database) as store, store.engine.connect() as c:
+        rows = c.execute(text(
+            "select r.id, json_extract(r.config, '$.cycle'), r.status, r.suite, "
+            "coalesce(json_extract(r.config, '$.adapter'), ''), "
+            "json_extract(r.config, '$.memory'), (select count(*) from episodes e "
+            "where e.eval_run_id = r.id and e.status not in ('running', 'error')) "
+            "from eval_runs r where json_extract(r.config, '$.cycle') is not null"
+        ))  # fmt: skip
+        keys = ("id", "cycle", "status", "suite", "adapter", "memory", "answered")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+@pytest.mark.timeout(1500)
+def test_a_cycle_killed_in_its_gate_is_taken_up_without_training_again(
+    vllm_session: Session, tmp_path: Path
+) -> None:
+    """The night a reboot cut short: `reflexa cycle` killed (SIGKILL, its whole process
+    group) while its gate is under way. The next `reflexa cycle` goes on with the same
+    cycle: it gates the adapter trained before the kill without training again, resumes the
+    gate run that was cut short (its answers kept, no run or item twice) and decides."""
+    env = home_env(vllm_session, tmp_path / "home", steps=4) | {
+        "REFLEXA_CYCLE__GATE_DRAWS": "1",  # CI's 2 cores: the path, not the power
+        "REFLEXA_REFLECT__MAX_TOKENS": "64",
+    }
+    seed_failures(env, 16)
+    cycle = subprocess.Popen(
+        [sys.executable, "-m", "reflexa.agent", "cycle", "--json"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 900
+    while not any(r["answered"] >= 8 for r in gate_runs(env)):
+        assert cycle.poll() is None, "the cycle ended before its gate was under way"
+        assert time.monotonic() < deadline, "the gate never got going"
+        time.sleep(1)
+    os.killpg(cycle.pid, signal.SIGKILL)
+    cycle.wait(timeout=30)
+    [cut] = [r for r in gate_runs(env) if r["status"] == "running"]
+    with Store.open(load_settings_from(env).database) as store:
+        [killed] = store.cycles()
+        [trained] = store.adapters()
+    assert killed["status"] == "running" and [s["stage"] for s in killed["stages"]] == [
+        "compile", "train"]  # fmt: skip
+
+    done = run_reflexa("cycle", "--json", env=env, check=False, timeout=1400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["cycle_id"] == killed["id"] and result["adapter"]["version"] == trained["version"]
+    stages = [s["stage"] for s in result["stages"]]
+    assert stages[:4] == ["compile", "train", "resume", "gate"], stages
+    assert stages[4:] in (["promote"], ["reject"]) and result["decision"] in ("promote", "reject")
+    listed = json.loads(run_reflexa("adapters", "list", "--json", env=env).stdout)
+    assert [a["version"] for a in listed] == [trained["version"]]
+    runs = gate_runs(env)
+    assert all(r["cycle"] == killed["id"] and r["status"] == "done" for r in runs)
+    assert cut["id"] in {r["id"] for r in runs}  # the run cut short went on, its answers kept
+    sides = [(r["adapter"], r["suite"], r["memory"]) for r in runs]
+    assert len(sides) == len(set(sides)) and {a for a, _, _ in sides} == {"", trained["name"]}
+    with Store.open(load_settings_from(env).database) as store:
+        for r in runs:
+            items = [e["item_id"] for e in store.run_episodes(r["id"])]
+            assert len(items) == len(set(items)) == r["answered"]
+    client = ModelClient(env["REFLEXA_VLLM_URL"], "smollm2-135m-instruct")
+    if trained["name"] in client.adapters():
+        client.unload_adapter(trained["name"])
+
+
 # Two rounds of two real trainings and gates, each gate over 123 frozen items and a dev
 # sample: 722 s alone on the 2-core VM (2026-12-05), too close to the default 900 s.
 @pytest.mark.timeout(1800)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -39,8 +41,8 @@ def test_two_cycles_never_overlap() -> None:
     assert cycle(settings)["status"] == "skipped"  # type: ignore[arg-type]
 
 
-def test_an_interrupted_cycle_is_marked_failed_by_the_next() -> None:
-    settings = Settings()
+def test_an_interrupted_cycle_not_taken_up_is_marked_failed_by_the_next() -> None:
+    settings = Settings(cycle=Settings().cycle.model_copy(update={"resume_hours": 0}))
     with Store.open(settings.database) as store:
         store.start_cycle("cli")  # then the process died
     cycle(settings)
@@ -48,6 +50,98 @@ def test_an_interrupted_cycle_is_marked_failed_by_the_next() -> None:
         newest, killed = store.cycles()
     assert killed["status"] == "failed" and "interrupted" in killed["reason"]
     assert newest["status"] == "skipped"
+
+
+def test_a_stopped_cycle_is_taken_up_by_the_next_within_resume_hours() -> None:
+    """The newest cycle left running (its process was stopped) is the next cycle's, if it
+    began within `resume_hours`; any other left running is marked failed; 0 takes none."""
+    from sqlalchemy import update
+
+    from reflexa.agent.store.tables import Cycle, utcnow
+
+    settings = Settings()
+    with Store.open(settings.database) as store:
+        old = store.start_cycle("schedule")
+        newest = store.start_cycle("schedule")  # marks `old` failed, as before
+        store.record_stage(newest, {"stage": "sample", "ok": True})
+        taken = store.take_up_cycle(24)
+        assert (
+            taken is not None and taken["id"] == newest and taken["stages"][0]["stage"] == "sample"
+        )
+        assert {c["id"]: c["status"] for c in store.cycles()} == {newest: "running", old: "failed"}
+        with store._session.begin() as s:  # it began two days ago
+            s.execute(update(Cycle).values(started_at=utcnow() - timedelta(days=2)))
+        assert store.take_up_cycle(24) is None
+        assert store.cycles()[0]["status"] == "failed"
+        store.start_cycle("cli")
+        assert store.take_up_cycle(0) is None and store.cycles()[0]["status"] == "failed"
+
+
+def test_a_taken_up_cycle_does_not_sample_or_train_again_what_finished_before_the_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cycle killed in its gate: the next cycle goes on with it (same id, its stages so
+    far kept), sampling and training are not run again, and the adapter trained before the
+    stop is the one gated, on the suites its dataset came from. With the adapter's folder
+    gone, it is compiled and trained again."""
+    from reflexa.trainers import cycle as cycle_module
+    from reflexa.trainers import stages as stages_module
+    from reflexa.trainers.referee import Referee
+
+    settings = Settings(memory={"enabled": False})
+    dataset, folder = tmp_path / "dataset", tmp_path / "adapter"
+    dataset.mkdir()
+    folder.mkdir()
+    (dataset / "manifest.json").write_text(json.dumps({"suites": ["sums"]}))
+    with open_store(settings) as store:
+        killed = store.start_cycle("schedule")
+        store.add_adapter(version="v1", name="reflexa-v1", path=str(folder), parent=None,
+                          base_model="m", method="sft", dataset_hash="h", examples=20,
+                          metrics={"train": {"train_s": 1.0}})  # fmt: skip
+        finished = [
+            {"stage": "sample", "ok": True, "prompts": 9, "mixed_prompts": ["p1"]},
+            {"stage": "compile", "ok": True, "examples": 20, "dataset": str(dataset)},
+            {"stage": "train", "ok": True, "adapter": "v1", "continued_from": None},
+        ]
+        for stage in finished:
+            store.record_stage(killed, stage)
+
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("a finished stage ran again")
+
+    gated: list[tuple[str, list[str]]] = []
+
+    def gates(self: Referee, store: Store, cycle_id: str, suites: list[str]) -> tuple:
+        gated.append((cycle_id, suites))
+        return [], []
+
+    class Client:
+        def unload_adapter(self, name: str) -> None: ...
+
+    verdict = GateResult("reject", "fake gate", None, {})
+    monkeypatch.setattr(cycle_module, "sample_corrections", never)
+    monkeypatch.setattr(stages_module, "train_in_child", never)
+    monkeypatch.setattr(cycle_module, "load", lambda ws, client, row: row["name"])
+    monkeypatch.setattr(Referee, "gates", gates)
+    monkeypatch.setattr(Referee, "judge", lambda self, g, gold, c: (verdict, None, []))
+    with open_store(settings) as store:
+        result = run_cycle(settings.workspace(), store, Client, no_server, trigger="schedule")  # type: ignore[arg-type]
+        [row] = store.cycles()
+    assert result["cycle_id"] == killed == row["id"] and gated == [(killed, ["sums"])]
+    assert result["status"] == "rejected" and result["adapter"]["version"] == "v1"
+    assert [s["stage"] for s in result["stages"]] == [
+        "sample", "compile", "train", "resume", "gate", "reject"]  # fmt: skip
+    assert result["stages"][3]["finished_before"] == ["sample", "compile", "train"]
+    assert row["status"] == "rejected" and len(row["stages"]) == 6
+
+    folder.rmdir()  # killed again the same way, and the adapter's folder lost since
+    with open_store(settings) as store:
+        again = store.start_cycle("schedule")
+        for stage in finished:
+            store.record_stage(again, stage)
+        result = run_cycle(settings.workspace(), store, Client, no_server, trigger="schedule")  # type: ignore[arg-type]
+    assert result["cycle_id"] == again and result["status"] == "skipped"  # no rows to compile
+    assert [s["stage"] for s in result["stages"]][3:] == ["resume", "compile"]
 
 
 def test_the_training_child_reads_its_workspace_file_and_fails_in_one_line(
@@ -358,7 +452,7 @@ def test_the_current_side_is_measured_once_a_night_and_memory_written_after_the_
     settings = Settings()
     calls: list[tuple] = []
     evaluate = fake_evaluate(lambda adapter, name, memory: 10, calls)
-    referee = Referee(settings.workspace(), lambda: "server", lambda _: evaluate, None, None)
+    referee = Referee(settings.workspace(), "c1", lambda: "server", lambda *_: evaluate, None, None)
     first = referee([HELD, FROZEN], gold=False)
     assert referee([HELD, FROZEN], gold=False) is first
     assert len(calls) == 2  # 2 suites, once (nothing recalled: no unaided run needed)
@@ -393,7 +487,7 @@ def test_the_frozen_suite_is_measured_only_for_a_candidate_the_dev_splits_would_
     calls: list[tuple] = []
     right = {None: 40, "worse": 30, "better": 80, "better too": 90}
     evaluate = fake_evaluate(lambda adapter, name, memory: right[adapter], calls)
-    referee = Referee(settings.workspace(), lambda: "server", lambda _: evaluate, None, None)
+    referee = Referee(settings.workspace(), "c1", lambda: "server", lambda *_: evaluate, None, None)
 
     def judged(name: str) -> tuple:
         before = len(calls)

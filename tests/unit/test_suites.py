@@ -278,6 +278,26 @@ def test_runner_end_to_end_then_resume() -> None:
     assert fresh["run_id"] != resumed["run_id"]
 
 
+def test_a_gate_s_runs_are_its_cycle_s_own_and_a_taken_up_cycle_reuses_its_finished_ones() -> None:
+    """A gate's run is kept under its cycle: run again for the same cycle (taken up after a
+    stop), a finished run is reused without asking the model anything; another cycle's,
+    or an ordinary run, starts afresh (its memory and adapters are another night's)."""
+
+    async def body(agent: Agent) -> list[dict]:
+        night = EvalOptions(reflect=False, concurrency=1, cycle="c1")
+        first = await run_eval(agent, SUITE, night)
+        again = await run_eval(agent, SUITE, night)  # the script has no answers for a rerun
+        other = await run_eval(agent, SUITE, EvalOptions(reflect=False, concurrency=1, cycle="c2"))
+        return [first, again, other]
+
+    first, again, other = asyncio.run(with_agent(["2", "4", "7", "8"] * 2, body))
+    assert (again["run_id"], again["resumed"]) == (first["run_id"], True)
+    assert again["metrics"]["overall"] == first["metrics"]["overall"]
+    assert other["run_id"] != first["run_id"] and other["resumed"] is False
+    assert other["config"]["cycle"] == "c2"
+    assert "cycle" not in EvalOptions().config()  # ordinary runs resume as before
+
+
 def test_a_run_stops_when_the_server_goes_down_and_resumes_without_loss_or_repeats() -> None:
     import httpx
     import openai
