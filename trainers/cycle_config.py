@@ -95,6 +95,12 @@ class CycleConfig(BaseModel):
         default=0.02, ge=0, le=1,
         description="No dev suite's mean pass fraction may drop by more than this.",
     )  # fmt: skip
+    futility: bool = Field(
+        default=True,
+        description="Measure a candidate on a random half of the dev items first, and reject "
+        "it there if it is not ahead: a rejection at half the cost. It never promotes more "
+        "often; of candidates the whole gate would promote 80 % of the time, about 4 % stop.",
+    )  # fmt: skip
     gate_draws: int = Field(
         default=4, ge=0, le=16,
         description="Answers per gate item besides the greedy one, sampled in one request; "

@@ -8,6 +8,11 @@ greedily and `gate_draws` more times in the same request: an item's evidence is 
 of its answers that pass. The current side is measured once per night, with memory frozen
 until every candidate is decided, and each candidate is compared with that one measurement.
 
+With `futility` on, a candidate is measured on a random half of the dev items first and
+rejected there if its pooled pass fraction is not above the current side's: stopping only
+to reject cannot make a promotion likelier, and a candidate that is truly better is rarely
+behind on half the items, so a losing night costs half as much.
+
 A candidate is promotable when the pooled dev pass fraction rises with an exact paired
 sign-flip p-value below `alpha` after Holm's adjustment across the night's candidates, no
 dev suite drops by more than `max_drop`, and the frozen suite is non-inferior (the one-sided
@@ -17,6 +22,7 @@ dev suite drops by more than `max_drop`, and the frozen suite is non-inferior (t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,6 +68,18 @@ class GateSuite:
     @property
     def label(self) -> str:
         return f"{self.suite.name}:{'+'.join(self.splits)}" if not self.frozen else self.suite.name
+
+    def half(self, seed: int) -> GateSuite:
+        """A random half of the gate split's items, drawn by the night's `seed` (the same
+        half for every candidate); a frozen suite as it is."""
+        if self.frozen:
+            return self
+        items = [i for i in self.suite.items if i.split not in self.splits or _heads(seed, i.id)]
+        return dataclasses.replace(self, suite=dataclasses.replace(self.suite, items=items))
+
+
+def _heads(seed: int, key: str) -> bool:
+    return hashlib.sha256(f"{seed}/{key}".encode()).digest()[0] % 2 == 0
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,12 @@ class Referee:
         dev = [g for g in gates if not g.frozen]
         frozen = [g for g in gates if g.frozen]
         current = self(dev, gold)  # the first time: before any candidate's
-        measured = candidate(dev)
+        if self.ws.cycle.futility:
+            half = [g.half(self.seed or 0) for g in dev]
+            early, measured = self._futile(current, half, candidate)
+            if early is not None:
+                return early, measured, half
+        measured = candidate(dev)  # the half measured already is not asked again
         verdict = decide(current, measured, dev, self.ws.cycle)
         if not frozen:
             return verdict, measured, dev
@@ -92,6 +97,25 @@ class Referee:
         current = self(gates, gold)
         measured = combined(measured, candidate(frozen))
         return decide(current, measured, gates, self.ws.cycle), measured, gates
+
+    def _futile(
+        self,
+        current: Measured,
+        half: list[GateSuite],
+        candidate: Callable[[list[GateSuite]], Measured],
+    ) -> tuple[GateResult | None, Measured]:
+        """The candidate on half the dev items: a rejection if it is not ahead there."""
+        measured = candidate(half)
+        verdict = decide(current, measured, half, self.ws.cycle)
+        dev = verdict.dev
+        if dev is None or dev["difference"] > 0:
+            return None, measured
+        reason = (
+            f"futile: on a random half of the dev items ({dev['items']}) the candidate was not "
+            f"ahead (pass {dev['a']:.1%} → {dev['b']:.1%}); the other half and the frozen "
+            "suite were not measured"
+        )
+        return dataclasses.replace(verdict, decision="reject", reason=reason), measured
 
 
 def settle_memory(

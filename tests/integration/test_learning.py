@@ -378,9 +378,10 @@ def test_one_cycle_end_to_end(vllm_session: Session, tmp_path: Path) -> None:
     assert first["round"] == 1 and first["gold"] is True
     assert first["decision"] in ("promote", "reject") and first["reason"]
     held = first["suites"]["arithmetic:dev"]  # a fresh dev sample, less what training saw
-    assert 90 <= held["items"] <= 100 and 0 <= held["candidate"] <= 1
-    assert 0 <= held["p_value"] <= 1 and held["answers"] == 2
-    if "capabilities: not measured, as the dev splits reject" in first["notes"]:
+    futile = first["reason"].startswith("futile: on a random half of the dev items")
+    assert (30 <= held["items"] <= 70) if futile else (90 <= held["items"] <= 100)
+    assert 0 <= held["candidate"] <= 1 and 0 <= held["p_value"] <= 1 and held["answers"] == 2
+    if futile or "capabilities: not measured, as the dev splits reject" in first["notes"]:
         assert set(first["suites"]) == {"arithmetic:dev"} and first["decision"] == "reject"
     else:  # the dev splits would promote: judged on the frozen suite too
         assert first["suites"]["capabilities"]["items"] == 123

@@ -475,7 +475,8 @@ def test_the_current_side_is_measured_once_a_night_and_memory_written_after_the_
 def test_the_frozen_suite_is_measured_only_for_a_candidate_the_dev_splits_would_promote() -> None:
     """A candidate the dev splits reject costs neither side the frozen suite, and the
     decision says it was not measured; one they would promote is judged on it too, with
-    the current side's frozen measurement taken once for the night."""
+    the current side's frozen measurement taken once for the night. (Futility off: its
+    half-way stop is the next test's.)"""
     import asyncio
 
     from reflexa.trainers.gate import measure
@@ -483,7 +484,7 @@ def test_the_frozen_suite_is_measured_only_for_a_candidate_the_dev_splits_would_
 
     from .test_gate import FROZEN, HELD, fake_evaluate
 
-    settings = Settings()
+    settings = Settings(cycle=Settings().cycle.model_copy(update={"futility": False}))
     calls: list[tuple] = []
     right = {None: 40, "worse": 30, "better": 80, "better too": 90}
     evaluate = fake_evaluate(lambda adapter, name, memory: right[adapter], calls)
@@ -506,3 +507,46 @@ def test_the_frozen_suite_is_measured_only_for_a_candidate_the_dev_splits_would_
     assert asked == [("better", "arithmetic"), (None, "capabilities"), ("better", "capabilities")]
     _, _, asked = judged("better too")
     assert asked == [("better too", "arithmetic"), ("better too", "capabilities")]
+
+
+def test_a_candidate_behind_on_half_the_dev_items_is_rejected_there_as_futile() -> None:
+    """With futility on, each candidate is measured on one random half of the dev items
+    first (the same half for every candidate of the night): one not ahead there is rejected
+    without its other half or the frozen suite; one ahead is measured on all the items and
+    decided as before."""
+    import asyncio
+
+    from reflexa.trainers.gate import measure
+    from reflexa.trainers.referee import Referee
+
+    from .test_gate import FROZEN, HELD, fake_evaluate
+
+    settings = Settings()
+    calls: list[tuple] = []
+    asked: list[list[str]] = []
+    right = {None: 40, "worse": 30, "better": 80}
+    evaluate = fake_evaluate(lambda adapter, name, memory: right[adapter], calls)
+
+    async def counting(adapter, suite, *rest):  # type: ignore[no-untyped-def]
+        asked.append([i.id for i in suite.items])
+        return await evaluate(adapter, suite, *rest)
+
+    referee = Referee(settings.workspace(), "c1", lambda: "s", lambda *_: counting, None, None)
+    referee.seed = 7
+
+    def judged(name: str) -> tuple:
+        before = len(asked)
+        candidate = lambda gates: asyncio.run(measure(settings.cycle, counting, gates, name,  # noqa: E731
+                                                      "candidate", memory=False))  # fmt: skip
+        verdict = referee.judge([HELD, FROZEN], False, candidate)[0]
+        return verdict, asked[before:]
+
+    verdict, runs = judged("worse")
+    current, half = runs
+    assert len(current) == 100 and 35 <= len(half) <= 65 and set(half) < set(current)
+    assert verdict.decision == "reject" and verdict.reason.startswith("futile: on a random half")
+    assert verdict.dev["items"] == len(half) and "capabilities" not in verdict.suites
+    verdict, runs = judged("better")
+    assert runs[0] == half and len(runs[1]) == 100  # the same half; then all (and frozen)
+    assert verdict.decision == "promote" and verdict.dev["items"] == 100
+    assert verdict.suites["capabilities"]["items"] == 123
