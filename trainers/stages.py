@@ -63,6 +63,10 @@ class Stages:
         that finished need not run again."""
         self.done = list(row["stages"])
         self.before = {s["stage"]: s for s in row["stages"] if s.get("ok")}
+        finished = ", ".join(self.before) or "none"
+        began = str(row["started_at"])[:16].replace("T", " ")
+        self.log(f"cycle: taking up cycle {row['id'][:8]} (begun {began} UTC), stopped before "
+                 f"it ended; stages finished: {finished}")  # fmt: skip
         with self("resume") as detail:
             detail["finished_before"] = list(self.before)
 
