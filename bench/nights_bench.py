@@ -4,6 +4,8 @@ and the test split of every suite is measured after it (never used for a decisio
     .venv/bin/python -m bench.nights_bench --nights 4            # a new run, in .bench-work/
     .venv/bin/python -m bench.nights_bench --resume .bench-work/nights-XXXX   # after a kill
     .venv/bin/python -m bench.nights_bench --report              # redraw nights.html
+    .venv/bin/python -m bench.nights_bench --resume .bench-work/nights-XXXX --so-far
+                                               # the nights measured so far, as a results file
 
 Day n: a fresh batch of training traffic per suite, as a user would send it: `reflexa eval
 run FILE --split train` (reflection on, memory on) on a file of new prompts drawn from a
@@ -16,7 +18,9 @@ adapter then served (first answers, no memory). Night 0 is the base model before
 
 Every step is recorded in the run's folder as it ends (`state.json`); run again with
 --resume and the finished steps are skipped, an interrupted eval run resumes where it
-stopped, and a night whose cycle was killed runs again. When the last night is measured,
+stopped, and a night whose cycle was killed is taken up where it stopped (the cycle's own
+`resume_hours`: its sampling, trained candidate and finished gate runs kept). When the last
+night is measured (or, with --so-far, for the nights measured until now, marked partial),
 bench/results/nights-DATE.json (commit, machine, per suite `test_by_night`, per night the
 gate's decision and reason, rows by justification with their precision, wall time and the
 gate's share) and bench/results/nights.html (a learning curve per suite) are written.
@@ -60,11 +64,16 @@ SUITES = (*GENERATED_SUITES, "orders")
 WORK = ROOT / ".bench-work"
 
 
+class NotYet(Exception):
+    """A step the run has not done yet (--so-far reads only what it has)."""
+
+
 class Night:
     """One run's folder: its state (steps done, what each measured) and its reflexa home."""
 
     def __init__(self, folder: Path, args: dict[str, Any] | None = None) -> None:
         self.folder, self.file = folder, folder / "state.json"
+        self.so_far = False  # only read the steps done: run none
         if self.file.exists():
             self.state = json.loads(self.file.read_text())
         elif args is None:
@@ -77,6 +86,8 @@ class Night:
 
     def step(self, key: str, work: Any) -> Any:
         """`work()`'s result, run once: recorded under `key` as soon as it ends."""
+        if key not in self.state["done"] and self.so_far:
+            raise NotYet(key)
         if key not in self.state["done"]:
             started = time.perf_counter()
             result = work()
@@ -187,29 +198,20 @@ def run_nights(run: Night) -> dict[str, Any]:
     demo_models = ROOT / ".demo" / "models"
     if demo_models.is_dir() and not (home / "models").exists():
         shutil.copytree(demo_models, home / "models")
-    run.reflexa("model", "prepare")
-    run.reflexa("model", "serve")
+    if not run.so_far:
+        run.reflexa("model", "prepare")
+        run.reflexa("model", "serve")
     traffic_file(run.folder, "orders", 0, 0)  # the user's dev and test, for measuring
     served = "base"
     curve = [run.step("measure 0", lambda: measure(run, "base"))]
-    nights = []
-    for n in range(1, args["nights"] + 1):
-        for suite in SUITES:
-            path = traffic_file(run.folder, suite, n, args["traffic"])
-            run.step(f"traffic {n} {suite}", lambda path=path: _summary(
-                run.reflexa("eval", "run", str(path), "--split", "train")))  # fmt: skip
-        gold = {} if n <= args["gold_nights"] else {"REFLEXA_CYCLE__ALLOW_GOLD": "false"}
-        result = run.step(f"night {n}", lambda gold=gold: run.reflexa(
-            "cycle", "--trigger", "schedule", env=gold))  # fmt: skip
-        summary = night_summary(result) | {"night": n, "gold": not gold}
-        dataset = compile_stage(result.get("stages") or []).get("dataset")
-        summary["rows_by_key"] = run.step(f"rows {n}", lambda d=dataset: row_precision(
-            run.folder, d))  # fmt: skip
-        if result.get("status") == "promoted":
-            served = summary["adapter"]
-        curve.append(run.step(f"measure {n}", lambda served=served: measure(run, served)))
-        nights.append(summary | {"served": served})
+    nights: list[dict[str, Any]] = []
+    try:
+        for n in range(1, args["nights"] + 1):
+            served = _night(run, n, served, curve, nights)
+    except NotYet as e:
+        print(f"nights_bench: {len(nights)} nights measured so far ({e}: not yet)", file=sys.stderr)
     return {
+        "complete": len(nights) == args["nights"],
         "nights": nights,
         "test_by_night": {s: [point[s] for point in curve] for s in SUITES},
         "frozen_by_night": [point["capabilities"] for point in curve],
@@ -218,6 +220,29 @@ def run_nights(run: Night) -> dict[str, Any]:
             k: v["seconds"] for k, v in run.state["done"].items() if k.startswith("traffic")
         },
     }
+
+
+def _night(
+    run: Night, n: int, served: str, curve: list[dict[str, Any]], nights: list[dict[str, Any]]
+) -> str:
+    """Day `n`'s traffic, night `n`'s cycle and the measurement after it (appended to
+    `curve` and `nights` once all are done); returns the adapter served after the night."""
+    args = run.state["args"]
+    for suite in SUITES:
+        path = traffic_file(run.folder, suite, n, args["traffic"])
+        run.step(f"traffic {n} {suite}", lambda path=path: _summary(
+            run.reflexa("eval", "run", str(path), "--split", "train")))  # fmt: skip
+    gold = {} if n <= args["gold_nights"] else {"REFLEXA_CYCLE__ALLOW_GOLD": "false"}
+    result = run.step(f"night {n}", lambda: run.reflexa(
+        "cycle", "--trigger", "schedule", env=gold))  # fmt: skip
+    summary = night_summary(result) | {"night": n, "gold": not gold}
+    dataset = compile_stage(result.get("stages") or []).get("dataset")
+    summary["rows_by_key"] = run.step(f"rows {n}", lambda: row_precision(run.folder, dataset))
+    if result.get("status") == "promoted":
+        served = summary["adapter"]
+    curve.append(run.step(f"measure {n}", lambda: measure(run, served)))
+    nights.append(summary | {"served": served})
+    return served
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
@@ -280,12 +305,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8016, help="The bench's own vLLM port.")
     parser.add_argument("--resume", type=Path, help="A run's folder, to continue it.")
     parser.add_argument("--report", action="store_true", help="Only redraw nights.html.")
+    parser.add_argument("--so-far", action="store_true",
+                        help="With --resume: write the results of the nights measured so far "
+                        "(marked partial), running nothing.")  # fmt: skip
     args = parser.parse_args()
     if args.report:
         print(f"written to {write_page(RESULTS)}")
         return
+    if args.so_far and not args.resume:
+        sys.exit("nights_bench: --so-far reads a run: name it with --resume")
     if args.resume:
         run = Night(args.resume)
+        run.so_far = args.so_far
     else:
         folder = WORK / f"nights-{time.strftime('%Y%m%d-%H%M%S')}"
         folder.mkdir(parents=True)
@@ -294,8 +325,9 @@ def main() -> None:
     try:
         doc = run_nights(run)
     finally:
-        subprocess.run([sys.executable, "-m", "reflexa.agent", "model", "stop"], env=run.env,
-                       check=False)  # fmt: skip
+        if not run.so_far:
+            subprocess.run([sys.executable, "-m", "reflexa.agent", "model", "stop"], env=run.env,
+                           check=False)  # fmt: skip
     doc = {"args": run.state["args"], "folder": str(run.folder)} | doc
     for night in doc["nights"]:  # the gate's false-promotion rate on the night's real items
         gate = gate_of(run.folder / "home", run.state["done"][f"night {night['night']}"]["result"])
