@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -50,31 +49,6 @@ def test_an_interrupted_cycle_not_taken_up_is_marked_failed_by_the_next() -> Non
         newest, killed = store.cycles()
     assert killed["status"] == "failed" and "interrupted" in killed["reason"]
     assert newest["status"] == "skipped"
-
-
-def test_a_stopped_cycle_is_taken_up_by_the_next_within_resume_hours() -> None:
-    """The newest cycle left running (its process was stopped) is the next cycle's, if it
-    began within `resume_hours`; any other left running is marked failed; 0 takes none."""
-    from sqlalchemy import update
-
-    from reflexa.agent.store.tables import Cycle, utcnow
-
-    settings = Settings()
-    with Store.open(settings.database) as store:
-        old = store.start_cycle("schedule")
-        newest = store.start_cycle("schedule")  # marks `old` failed, as before
-        store.record_stage(newest, {"stage": "sample", "ok": True})
-        taken = store.take_up_cycle(24)
-        assert (
-            taken is not None and taken["id"] == newest and taken["stages"][0]["stage"] == "sample"
-        )
-        assert {c["id"]: c["status"] for c in store.cycles()} == {newest: "running", old: "failed"}
-        with store._session.begin() as s:  # it began two days ago
-            s.execute(update(Cycle).values(started_at=utcnow() - timedelta(days=2)))
-        assert store.take_up_cycle(24) is None
-        assert store.cycles()[0]["status"] == "failed"
-        store.start_cycle("cli")
-        assert store.take_up_cycle(0) is None and store.cycles()[0]["status"] == "failed"
 
 
 def test_a_taken_up_cycle_does_not_sample_or_train_again_what_finished_before_the_stop(

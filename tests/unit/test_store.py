@@ -185,6 +185,32 @@ def test_unusable_database_is_a_clear_error(tmp_path: Path) -> None:
         Store.open(sqlite_url(bad))
 
 
+def test_a_stopped_cycle_is_taken_up_by_the_next_within_resume_hours(database_url: str) -> None:
+    """The newest cycle left running (its process was stopped) is the next cycle's, if it
+    began within `resume_hours`; any other left running is marked failed; 0 takes none."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from reflexa.agent.store.tables import Cycle, utcnow
+
+    with Store.open(database_url) as store:
+        old = store.start_cycle("schedule")
+        newest = store.start_cycle("schedule")  # marks `old` failed, as before
+        store.record_stage(newest, {"stage": "sample", "ok": True})
+        taken = store.take_up_cycle(24)
+        assert (
+            taken is not None and taken["id"] == newest and taken["stages"][0]["stage"] == "sample"
+        )
+        assert {c["id"]: c["status"] for c in store.cycles()} == {newest: "running", old: "failed"}
+        with store._session.begin() as s:  # it began two days ago
+            s.execute(update(Cycle).values(started_at=utcnow() - timedelta(days=2)))
+        assert store.take_up_cycle(24) is None
+        assert store.cycles()[0]["status"] == "failed"
+        store.start_cycle("cli")
+        assert store.take_up_cycle(0) is None and store.cycles()[0]["status"] == "failed"
+
+
 def test_episodes_a_killed_process_left_running_are_marked_interrupted(
     database_url: str,
 ) -> None:
