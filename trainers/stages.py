@@ -62,7 +62,9 @@ class Stages:
         """Go on with a cycle a stopped process left: its stages so far are kept, and those
         that finished need not run again."""
         self.done = list(row["stages"])
-        self.before = {s["stage"]: s for s in row["stages"] if s.get("ok")}
+        self.before = {
+            s["stage"]: s for s in row["stages"] if s.get("ok") and s["stage"] != "resume"
+        }
         finished = ", ".join(self.before) or "none"
         began = str(row["started_at"])[:16].replace("T", " ")
         self.log(f"cycle: taking up cycle {row['id'][:8]} (begun {began} UTC), stopped before "

@@ -111,11 +111,12 @@ def test_a_taken_up_cycle_does_not_sample_or_train_again_what_finished_before_th
     folder.rmdir()  # killed again the same way, and the adapter's folder lost since
     with open_store(settings) as store:
         again = store.start_cycle("schedule")
-        for stage in finished:
+        for stage in [{"stage": "resume", "ok": True}, *finished]:  # taken up once already
             store.record_stage(again, stage)
         result = run_cycle(settings.workspace(), store, Client, no_server, trigger="schedule")  # type: ignore[arg-type]
     assert result["cycle_id"] == again and result["status"] == "skipped"  # no rows to compile
-    assert [s["stage"] for s in result["stages"]][3:] == ["resume", "compile"]
+    assert [s["stage"] for s in result["stages"]][4:] == ["resume", "compile"]
+    assert result["stages"][4]["finished_before"] == ["sample", "compile", "train"]
 
 
 def test_the_training_child_reads_its_workspace_file_and_fails_in_one_line(
