@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -34,6 +35,9 @@ def cycle(settings: Settings, rounds: int | None, as_json: bool, trigger: str) -
     Exit status 0 when the last is promoted, rejected or skipped (too little data, or
     another cycle is running here or on a host that shares the database), 1 when it
     failed."""
+    # A stop (systemd, a Job's deadline, `kill`) ends the stage under way as a failed stage
+    # with its time, and leaves the cycle running for the next to take up.
+    signal.signal(signal.SIGTERM, _stopped)
     try:
         _cycles(settings, rounds, as_json, trigger)
     except CycleBusy as e:  # not a failure: the night is another host's (nothing recorded)
@@ -41,6 +45,10 @@ def cycle(settings: Settings, rounds: int | None, as_json: bool, trigger: str) -
             print_json({"status": "skipped", "decision": "skip", "reason": str(e)})
         else:
             click.echo(f"skipped: {e}")
+
+
+def _stopped(signum: int, _: object) -> None:
+    raise SystemExit(f"stopped by signal {signum} (SIGTERM): the next cycle takes this one up")
 
 
 def _cycles(settings: Settings, rounds: int | None, as_json: bool, trigger: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -117,6 +118,38 @@ def test_a_taken_up_cycle_does_not_sample_or_train_again_what_finished_before_th
     assert result["cycle_id"] == again and result["status"] == "skipped"  # no rows to compile
     assert [s["stage"] for s in result["stages"]][4:] == ["resume", "compile"]
     assert result["stages"][4]["finished_before"] == ["sample", "compile", "train"]
+
+
+def test_a_cycle_stopped_by_sigterm_records_its_stage_and_is_left_to_be_taken_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`reflexa cycle` stopped by SIGTERM (systemd, a Job's deadline, `kill`): the stage
+    under way is recorded as failed with its time and the reason, and the cycle is left
+    running, so the next one takes it up and runs that stage again."""
+    import os
+    import signal
+
+    from reflexa.agent.cli import cycle as cycle_cli
+    from reflexa.trainers import cycle as cycle_module
+
+    async def stopped_while_sampling(*_: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(30)  # the handler raises before this ends
+
+    settings = Settings()
+    monkeypatch.setattr(cycle_module, "sampling_targets", lambda *_: ["a prompt"])
+    monkeypatch.setattr(cycle_module, "sample_corrections", stopped_while_sampling)
+    before = signal.signal(signal.SIGTERM, cycle_cli._stopped)
+    try:
+        with open_store(settings) as store, pytest.raises(SystemExit, match="stopped by signal"):
+            run_cycle(settings.workspace(), store, lambda: None, no_server)  # type: ignore[arg-type]
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    with Store.open(settings.database) as store:
+        [row] = store.cycles()
+    [sampled] = row["stages"]
+    assert row["status"] == "running" and sampled["stage"] == "sample" and not sampled["ok"]
+    assert sampled["error"].startswith("stopped by signal 15") and sampled["seconds"] >= 0
 
 
 def test_the_training_child_reads_its_workspace_file_and_fails_in_one_line(
