@@ -6,8 +6,10 @@ item's pass probability is taken from the current side's real answers (the greed
 the draws, with recall and without; `plug-in`: passes / answers, `smoothed`: (passes + 1/2)
 / (answers + 1), which leaves no item certain). A simulated night draws the current side's
 answers and those of K candidates from those same probabilities and runs the gate's own
-code on them (`measure` with its recall choice, `decide`, `holm`): any promotion is a false
-one. Writes bench/results/gate-null-DATE.json.
+code on them (the night's `Referee`: the current side measured once, each candidate judged
+with futility's half-way stop and the frozen suite only where the dev splits would promote,
+`holm` across them), with the default cycle settings: any promotion is a false one. Writes
+bench/results/gate-null-DATE.json.
 
     .venv/bin/python -m bench.gate_null .bench-work/nights-XXXX [--trials 1000] [--candidates 1 2 4]
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import random
@@ -30,7 +33,8 @@ from reflexa.agent.settings import Settings
 from reflexa.agent.store import Store
 from reflexa.evals.suite import Suite, SuiteItem
 from reflexa.trainers.cycle_config import CycleConfig
-from reflexa.trainers.gate import GateSuite, decide, holm, measure
+from reflexa.trainers.gate import GateSuite, Measured, holm, measure
+from reflexa.trainers.referee import Referee
 
 # label → mode ("memory" / "no memory") → item key "split/id" → (passes, answers, recalled)
 Observed = dict[str, dict[str, dict[str, tuple[int, int, list[int]]]]]
@@ -113,19 +117,24 @@ def simulated(seen: Observed, smooth: bool, rng: random.Random) -> Callable[...,
 
 def false_promotions(seen: Observed, gates: list[GateSuite], k: int, trials: int,
                      smooth: bool, seed: int) -> dict[str, Any]:  # fmt: skip
-    cycle = CycleConfig()  # the defaults a scheduled night runs with
+    memory = any("memory" in modes for modes in seen.values())
+    ws = dataclasses.replace(Settings().workspace(), memory=memory)  # as a scheduled night
+    cycle = ws.cycle
     evaluate = simulated(seen, smooth, random.Random(seed))
 
-    memory = any("memory" in modes for modes in seen.values())
+    def night(n: int) -> bool:
+        referee = Referee(ws, f"simulated-{n}", lambda: None, lambda *_: evaluate, None, None)
+        referee.seed = seed * trials + n  # each night draws its own half for futility
 
-    async def night() -> bool:
-        current = await measure(cycle, evaluate, gates, "current", "current", memory=memory)
-        candidates = [await measure(cycle, evaluate, gates, f"c{i}", "candidate", memory=memory)
-                      for i in range(k)]  # fmt: skip
-        decided = holm([decide(current, c, gates, cycle) for c in candidates], cycle.alpha)
-        return any(r.promotes for r in decided)
+        def candidate(name: str) -> Callable[[list[GateSuite]], Measured]:
+            return lambda on: asyncio.run(
+                measure(cycle, evaluate, on, name, "candidate", memory=memory)
+            )
 
-    promoted = sum(asyncio.run(night()) for _ in range(trials))
+        judged = [referee.judge(gates, False, candidate(f"c{i}"))[0] for i in range(k)]
+        return any(r.promotes for r in holm(judged, cycle.alpha))
+
+    promoted = sum(night(n) for n in range(trials))
     return {"candidates": k, "trials": trials, "promoted": promoted,
             "rate": promoted / trials, "upper_95": wilson_upper(promoted, trials)}  # fmt: skip
 
@@ -176,7 +185,7 @@ def main() -> None:
         sys.exit(f"gate_null: no night in {args.run} has a gate's measurement yet")
     doc = {"run": str(args.run), "args": {k: v for k, v in vars(args).items() if k != "run"},
            "config": CycleConfig().model_dump(include={"alpha", "max_drop", "frozen_margin",
-                                                       "gate_draws"}),
+                                                       "gate_draws", "futility"}),
            "nights": nights}  # fmt: skip
     print(f"written to {write_result('gate-null', doc)}")
 
