@@ -23,7 +23,7 @@ import json
 import math
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from reflexa.agent.settings import Settings
 from reflexa.agent.store import Store
 from reflexa.evals.suite import Suite, SuiteItem
 from reflexa.trainers.cycle_config import CycleConfig
-from reflexa.trainers.gate import GateSuite, Measured, holm, measure
+from reflexa.trainers.gate import FROZEN, GateSuite, Measured, holm, measure
 from reflexa.trainers.referee import Referee
 
 # label → mode ("memory" / "no memory") → item key "split/id" → (passes, answers, recalled)
@@ -93,8 +93,12 @@ def gates_of(gate: dict[str, Any], seen: Observed) -> list[GateSuite]:
     return gates
 
 
-def simulated(seen: Observed, smooth: bool, rng: random.Random) -> Callable[..., Any]:
-    """An `Evaluate` that answers each item from its observed pass probability."""
+def simulated(
+    seen: Observed, smooth: bool, rng: random.Random, lift: float = 0.0
+) -> Callable[..., Any]:
+    """An `Evaluate` that answers each item from its observed pass probability; a candidate
+    (an adapter named c0, c1, …) with `lift`, the share of its failing answers it turns
+    right on the dev splits (0: the current adapter again)."""
     by_name = {label.split(":")[0]: modes for label, modes in seen.items()}
 
     async def evaluate(adapter: Any, suite: Suite, split: str, memory: bool, gold: bool,
@@ -107,6 +111,8 @@ def simulated(seen: Observed, smooth: bool, rng: random.Random) -> Callable[...,
             if not memory and key in modes.get("no memory", {}):
                 passes, answers, _ = modes["no memory"][key]
             p = (passes + 0.5) / (answers + 1) if smooth else passes / answers
+            if str(adapter).startswith("c") and suite.name != FROZEN:
+                p += lift * (1 - p)
             drawn = [rng.random() < p for _ in range(answers)]
             items.append({"item_id": item.id, "first_passed": drawn[0], "final_passed": drawn[0],
                           "recalled": recalled if memory else [], "draws": drawn[1:]})  # fmt: skip
@@ -116,11 +122,15 @@ def simulated(seen: Observed, smooth: bool, rng: random.Random) -> Callable[...,
 
 
 def false_promotions(seen: Observed, gates: list[GateSuite], k: int, trials: int,
-                     smooth: bool, seed: int) -> dict[str, Any]:  # fmt: skip
+                     smooth: bool, seed: int, lift: float = 0.0,
+                     futility: bool = True) -> dict[str, Any]:  # fmt: skip
+    """How often a night with `k` candidates promotes one: with `lift` 0 a false promotion,
+    else the gate's power to find that lift."""
     memory = any("memory" in modes for modes in seen.values())
     ws = dataclasses.replace(Settings().workspace(), memory=memory)  # as a scheduled night
+    ws = ws.with_cycle(futility=futility)
     cycle = ws.cycle
-    evaluate = simulated(seen, smooth, random.Random(seed))
+    evaluate = simulated(seen, smooth, random.Random(seed), lift)
 
     def night(n: int) -> bool:
         referee = Referee(ws, f"simulated-{n}", lambda: None, lambda *_: evaluate, None, None)
@@ -140,17 +150,27 @@ def false_promotions(seen: Observed, gates: list[GateSuite], k: int, trials: int
 
 
 def simulate(home: Path, gate: dict[str, Any], candidates: list[int], trials: int,
-             seed: int) -> dict[str, Any]:  # fmt: skip
+             seed: int, lifts: Sequence[float] = ()) -> dict[str, Any]:  # fmt: skip
     """A night's gate (`gate`, as its cycle recorded it) replayed `trials` times with each
-    number of candidates, both ways of estimating the items' pass probabilities."""
+    number of candidates, both ways of estimating the items' pass probabilities; and, for
+    each of `lifts`, one better candidate's chance of promotion with futility and without
+    (smoothed probabilities)."""
     seen = observed(home, gate)
     gates = gates_of(gate, seen)
     rates = {
         way: [false_promotions(seen, gates, k, trials, way == "smoothed", seed) for k in candidates]
         for way in ("plug-in", "smoothed")
     }
+    power = {
+        str(lift): {
+            way: false_promotions(seen, gates, 1, trials, True, seed, lift, way == "futility")
+            for way in ("futility", "no futility")
+        }
+        for lift in lifts
+    }
     items = {label: len(base(modes)) for label, modes in seen.items()}
-    return {"current": gate.get("current"), "items": items, "false_promotion": rates}
+    return {"current": gate.get("current"), "items": items, "false_promotion": rates,
+            "power": power}  # fmt: skip
 
 
 def wilson_upper(hits: int, n: int, z: float = 1.96) -> float:
@@ -166,6 +186,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--candidates", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--lift", type=float, nargs="*", default=[],
+        help="Also a better candidate's chance of promotion, with futility and without: it "
+        "turns this share of the failing dev answers right.",
+    )  # fmt: skip
     args = parser.parse_args()
     state = json.loads((args.run / "state.json").read_text())
     nights = []
@@ -173,7 +198,9 @@ def main() -> None:
         gate = gate_of(args.run / "home", done["result"]) if key.startswith("night ") else None
         if gate is None:
             continue
-        night = simulate(args.run / "home", gate, args.candidates, args.trials, args.seed)
+        night = simulate(
+            args.run / "home", gate, args.candidates, args.trials, args.seed, args.lift
+        )
         nights.append({"night": int(key.split()[1])} | night)
         for way, rows in night["false_promotion"].items():
             for r in rows:
@@ -181,6 +208,9 @@ def main() -> None:
                     f"{key}, {way}, {r['candidates']} candidate(s): {r['promoted']} of "
                     f"{r['trials']} promoted ({r['rate']:.1%}, upper 95 % {r['upper_95']:.1%})"
                 )
+        for lift, ways in night["power"].items():
+            print(f"{key}, a candidate with lift {lift}: promoted " + ", ".join(
+                f"{r['rate']:.1%} {way}" for way, r in ways.items()))  # fmt: skip
     if not nights:
         sys.exit(f"gate_null: no night in {args.run} has a gate's measurement yet")
     doc = {"run": str(args.run), "args": {k: v for k, v in vars(args).items() if k != "run"},
