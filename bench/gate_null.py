@@ -102,7 +102,7 @@ def simulated(
     by_name = {label.split(":")[0]: modes for label, modes in seen.items()}
 
     async def evaluate(adapter: Any, suite: Suite, split: str, memory: bool, gold: bool,
-                       on_progress: Any) -> dict[str, Any]:  # fmt: skip
+                       draws: int, on_progress: Any) -> dict[str, Any]:  # fmt: skip
         modes = by_name[suite.name]
         items = []
         for item in suite.select(split):
@@ -113,7 +113,7 @@ def simulated(
             p = (passes + 0.5) / (answers + 1) if smooth else passes / answers
             if str(adapter).startswith("c") and suite.name != FROZEN:
                 p += lift * (1 - p)
-            drawn = [rng.random() < p for _ in range(answers)]
+            drawn = [rng.random() < p for _ in range(1 + draws)]  # as many as the gate asks
             items.append({"item_id": item.id, "first_passed": drawn[0], "final_passed": drawn[0],
                           "recalled": recalled if memory else [], "draws": drawn[1:]})  # fmt: skip
         return {"run_id": "simulated", "items": items}
@@ -123,17 +123,22 @@ def simulated(
 
 def false_promotions(seen: Observed, gates: list[GateSuite], k: int, trials: int,
                      smooth: bool, seed: int, lift: float = 0.0,
-                     futility: bool = True) -> dict[str, Any]:  # fmt: skip
+                     **settings: Any) -> dict[str, Any]:  # fmt: skip
     """How often a night with `k` candidates promotes one: with `lift` 0 a false promotion,
-    else the gate's power to find that lift."""
+    else the gate's power to find that lift; and how often the frozen suite's
+    non-inferiority test rejected one (on it the candidates are the current one again).
+    `settings`: `[cycle]` settings other than the defaults."""
     memory = any("memory" in modes for modes in seen.values())
     ws = dataclasses.replace(Settings().workspace(), memory=memory)  # as a scheduled night
-    ws = ws.with_cycle(futility=futility)
+    ws = ws.with_cycle(**settings)
     cycle = ws.cycle
     evaluate = simulated(seen, smooth, random.Random(seed), lift)
 
+    frozen_rejected = 0
+
     def night(n: int) -> bool:
-        referee = Referee(ws, f"simulated-{n}", lambda: None, lambda *_: evaluate, None, None)
+        nonlocal frozen_rejected
+        referee = Referee(ws, f"simulated-{n}", lambda: None, lambda *_: evaluate, None, None)  # type: ignore[type-var]
         referee.seed = seed * trials + n  # each night draws its own half for futility
 
         def candidate(name: str) -> Callable[[list[GateSuite]], Measured]:
@@ -142,31 +147,39 @@ def false_promotions(seen: Observed, gates: list[GateSuite], k: int, trials: int
             )
 
         judged = [referee.judge(gates, False, candidate(f"c{i}"))[0] for i in range(k)]
+        frozen_rejected += any(f"{FROZEN} may be worse" in r.reason for r in judged)
         return any(r.promotes for r in holm(judged, cycle.alpha))
 
     promoted = sum(night(n) for n in range(trials))
     return {"candidates": k, "trials": trials, "promoted": promoted,
-            "rate": promoted / trials, "upper_95": wilson_upper(promoted, trials)}  # fmt: skip
+            "rate": promoted / trials, "upper_95": wilson_upper(promoted, trials),
+            "frozen_rejected": frozen_rejected / trials}  # fmt: skip
 
 
 def simulate(home: Path, gate: dict[str, Any], candidates: list[int], trials: int,
              seed: int, lifts: Sequence[float] = ()) -> dict[str, Any]:  # fmt: skip
     """A night's gate (`gate`, as its cycle recorded it) replayed `trials` times with each
     number of candidates, both ways of estimating the items' pass probabilities; and, for
-    each of `lifts`, one better candidate's chance of promotion with futility and without
-    (smoothed probabilities)."""
+    each of `lifts`, one better candidate's chance of promotion as the defaults judge it,
+    without futility, and with the frozen suite's answers as many as the dev splits'."""
     seen = observed(home, gate)
     gates = gates_of(gate, seen)
     rates = {
         way: [false_promotions(seen, gates, k, trials, way == "smoothed", seed) for k in candidates]
         for way in ("plug-in", "smoothed")
     }
+    variants: dict[str, dict[str, Any]] = {
+        "defaults": {},
+        "no futility": {"futility": False},
+        "frozen_draws = gate_draws": {"frozen_draws": CycleConfig().gate_draws},
+    }
     power = {
-        str(lift): {
-            way: false_promotions(seen, gates, 1, trials, True, seed, lift, way == "futility")
-            for way in ("futility", "no futility")
+        f"{lift} {way}": {
+            name: false_promotions(seen, gates, 1, trials, way == "smoothed", seed, lift, **changes)
+            for name, changes in variants.items()
         }
         for lift in lifts
+        for way in ("plug-in", "smoothed")
     }
     items = {label: len(base(modes)) for label, modes in seen.items()}
     return {"current": gate.get("current"), "items": items, "false_promotion": rates,
@@ -208,14 +221,16 @@ def main() -> None:
                     f"{key}, {way}, {r['candidates']} candidate(s): {r['promoted']} of "
                     f"{r['trials']} promoted ({r['rate']:.1%}, upper 95 % {r['upper_95']:.1%})"
                 )
-        for lift, ways in night["power"].items():
+        for lift, variants in night["power"].items():
             print(f"{key}, a candidate with lift {lift}: promoted " + ", ".join(
-                f"{r['rate']:.1%} {way}" for way, r in ways.items()))  # fmt: skip
+                f"{r['rate']:.1%} ({r['frozen_rejected']:.1%} by the frozen suite) with {name}"
+                for name, r in variants.items()))  # fmt: skip
     if not nights:
         sys.exit(f"gate_null: no night in {args.run} has a gate's measurement yet")
     doc = {"run": str(args.run), "args": {k: v for k, v in vars(args).items() if k != "run"},
            "config": CycleConfig().model_dump(include={"alpha", "max_drop", "frozen_margin",
-                                                       "gate_draws", "futility"}),
+                                                       "gate_draws", "frozen_draws",
+                                                       "futility"}),
            "nights": nights}  # fmt: skip
     print(f"written to {write_result('gate-null', doc)}")
 

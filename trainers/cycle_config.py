@@ -106,6 +106,12 @@ class CycleConfig(BaseModel):
         description="Answers per gate item besides the greedy one, sampled in one request; "
         "each item is judged by the share of its answers that pass (0: greedy alone).",
     )  # fmt: skip
+    frozen_draws: int = Field(
+        default=8, ge=0, le=16,
+        description="The same for the frozen suite, whose non-inferiority test needs more "
+        "answers not to fail a candidate that is no worse there (`bench/gate_null.py --lift` "
+        "measures how often it does).",
+    )  # fmt: skip
     gate_temperature: float = Field(default=0.7, gt=0, le=2, description="For those draws.")
     frozen_margin: float = Field(
         default=0.05, ge=0, le=1,

@@ -4,7 +4,8 @@ Gate suites are the gate splits (`dev`, or `heldout` in older suites; never `tes
 is only reported) of the suites the training data came from, plus the frozen
 `capabilities` suite. Each side answers every item as it will serve (first attempt, no
 repairs; with its own recall when memory is on, and without, to measure what recall does),
-greedily and `gate_draws` more times in the same request: an item's evidence is the share
+greedily and `gate_draws` more times in the same request (`frozen_draws` on the frozen
+suite, whose non-inferiority test needs more): an item's evidence is the share
 of its answers that pass. The current side is measured once per night, with memory frozen
 until every candidate is decided, and each candidate is compared with that one measurement.
 
@@ -46,7 +47,7 @@ class Evaluate(Protocol):
     memories justified by gold recalled only where `gold`. Returns the run's report:
     `run_id`, and `items` with `item_id`, `first_passed`, `final_passed`, `recalled` (the
     ids of the memories in its first answer's prompt) and `draws` (whether each of its
-    extra answers passed: the application asks `cycle.gate_draws` of them)."""
+    `draws` extra answers, sampled in the same request, passed)."""
 
     def __call__(
         self,
@@ -55,6 +56,7 @@ class Evaluate(Protocol):
         split: str,
         memory: bool,
         gold: bool,
+        draws: int,
         on_progress: Callable[[int, int], None] | None,
     ) -> Awaitable[dict[str, Any]]: ...
 
@@ -206,8 +208,9 @@ async def measure(
                     if not suite.select(split):
                         continue
                 label = f"{side}{'' if recall else ' unaided'} {gate.suite.name}:{split}"
+                asked = cycle.frozen_draws if gate.frozen else cycle.gate_draws
                 report = await evaluate(
-                    adapter, suite, split, recall, gold,
+                    adapter, suite, split, recall, gold, asked,
                     on_progress and (lambda d, t, label=label: on_progress(label, d, t)),
                 )  # fmt: skip
                 mode = "memory" if recall else "no memory"

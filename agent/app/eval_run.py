@@ -216,12 +216,13 @@ def gate_evaluator(settings: Settings, store: Store) -> Callable[[ModelClient, s
             split: str,
             memory: bool,
             gold: bool,
+            draws: int,
             on_progress: ProgressFn | None,
         ) -> dict[str, Any]:
             c = settings.cycle
             options = EvalOptions(
                 split=split, reflect=False, adapter=adapter, memory=memory, allow_gold=gold,
-                concurrency=c.concurrency, draws=c.gate_draws, draw_temperature=c.gate_temperature,
+                concurrency=c.concurrency, draws=draws, draw_temperature=c.gate_temperature,
                 cycle=cycle_id,
             )  # fmt: skip
             # Recall is measured whatever the current policy says, or a suite whose recall

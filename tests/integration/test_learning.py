@@ -308,6 +308,7 @@ def test_a_cycle_killed_in_its_gate_is_taken_up_without_training_again(
     gate run that was cut short (its answers kept, no run or item twice) and decides."""
     env = home_env(vllm_session, tmp_path / "home", steps=4) | {
         "REFLEXA_CYCLE__GATE_DRAWS": "1",  # CI's 2 cores: the path, not the power
+        "REFLEXA_CYCLE__FROZEN_DRAWS": "1",
         "REFLEXA_REFLECT__MAX_TOKENS": "64",
     }
     seed_failures(env, 16)
@@ -368,6 +369,7 @@ def test_one_cycle_end_to_end(vllm_session: Session, tmp_path: Path) -> None:
         "REFLEXA_CYCLE__SAMPLE_MAX_TOKENS": "32",
         # CI's 2 cores: one draw per gate item (the path, not the power), short answers.
         "REFLEXA_CYCLE__GATE_DRAWS": "1",
+        "REFLEXA_CYCLE__FROZEN_DRAWS": "1",
         "REFLEXA_REFLECT__MAX_TOKENS": "64",
     }
     run_reflexa("eval", "run", "arithmetic", "--limit", "12", "--no-reflect", env=env)

@@ -155,14 +155,14 @@ def fake_evaluate(passing: Any, calls: list[tuple[Any, ...]], recalled: Any = No
     """An `Evaluate` whose items pass as `passing(adapter, suite, memory)` says (a count of
     the first items), their draws alike; `recalled(item)`: the memories in an item's prompt."""
 
-    async def evaluate(adapter, suite, split, memory, gold, on_progress):  # type: ignore[no-untyped-def]
+    async def evaluate(adapter, suite, split, memory, gold, draws, on_progress):  # type: ignore[no-untyped-def]
         calls.append((adapter, suite.name, split, memory, gold))
         passed = passing(adapter, suite.name, memory)
         index = {i.id: int(i.id[1:]) for i in suite.items}  # i7: the eighth item
         items = [{"item_id": i.id, "first_passed": index[i.id] < passed,
                   "final_passed": index[i.id] < passed,
                   "recalled": recalled(index[i.id]) if recalled and memory else [],
-                  "draws": [index[i.id] < passed] * 4} for i in suite.items]  # fmt: skip
+                  "draws": [index[i.id] < passed] * draws} for i in suite.items]  # fmt: skip
         return {"run_id": f"run-{len(calls)}", "items": items}
 
     return evaluate
