@@ -94,11 +94,15 @@ def gates_of(gate: dict[str, Any], seen: Observed) -> list[GateSuite]:
 
 
 def simulated(
-    seen: Observed, smooth: bool, rng: random.Random, lift: float = 0.0
+    seen: Observed,
+    smooth: bool,
+    rng: random.Random,
+    lift: float = 0.0,
+    lifted: str | None = None,
 ) -> Callable[..., Any]:
     """An `Evaluate` that answers each item from its observed pass probability; a candidate
     (an adapter named c0, c1, …) with `lift`, the share of its failing answers it turns
-    right on the dev splits (0: the current adapter again)."""
+    right on the dev splits (0: the current adapter again), or on suite `lifted`'s alone."""
     by_name = {label.split(":")[0]: modes for label, modes in seen.items()}
 
     async def evaluate(adapter: Any, suite: Suite, split: str, memory: bool, gold: bool,
@@ -111,7 +115,8 @@ def simulated(
             if not memory and key in modes.get("no memory", {}):
                 passes, answers, _ = modes["no memory"][key]
             p = (passes + 0.5) / (answers + 1) if smooth else passes / answers
-            if str(adapter).startswith("c") and suite.name != FROZEN:
+            better = suite.name != FROZEN and lifted in (None, suite.name)
+            if str(adapter).startswith("c") and better:
                 p += lift * (1 - p)
             drawn = [rng.random() < p for _ in range(1 + draws)]  # as many as the gate asks
             items.append({"item_id": item.id, "first_passed": drawn[0], "final_passed": drawn[0],
@@ -122,7 +127,7 @@ def simulated(
 
 
 def false_promotions(seen: Observed, gates: list[GateSuite], k: int, trials: int,
-                     smooth: bool, seed: int, lift: float = 0.0,
+                     smooth: bool, seed: int, lift: float = 0.0, lifted: str | None = None,
                      **settings: Any) -> dict[str, Any]:  # fmt: skip
     """How often a night with `k` candidates promotes one: with `lift` 0 a false promotion,
     else the gate's power to find that lift; and how often the frozen suite's
@@ -132,7 +137,7 @@ def false_promotions(seen: Observed, gates: list[GateSuite], k: int, trials: int
     ws = dataclasses.replace(Settings().workspace(), memory=memory)  # as a scheduled night
     ws = ws.with_cycle(**settings)
     cycle = ws.cycle
-    evaluate = simulated(seen, smooth, random.Random(seed), lift)
+    evaluate = simulated(seen, smooth, random.Random(seed), lift, lifted)
 
     frozen_rejected = 0
 
@@ -157,11 +162,13 @@ def false_promotions(seen: Observed, gates: list[GateSuite], k: int, trials: int
 
 
 def simulate(home: Path, gate: dict[str, Any], candidates: list[int], trials: int,
-             seed: int, lifts: Sequence[float] = ()) -> dict[str, Any]:  # fmt: skip
+             seed: int, lifts: Sequence[float] = (),
+             lifted: Sequence[str | None] = (None,)) -> dict[str, Any]:  # fmt: skip
     """A night's gate (`gate`, as its cycle recorded it) replayed `trials` times with each
     number of candidates, both ways of estimating the items' pass probabilities; and, for
-    each of `lifts`, one better candidate's chance of promotion as the defaults judge it,
-    without futility, and with the frozen suite's answers as many as the dev splits'."""
+    each of `lifts` on each of `lifted` (a suite, or None: every dev suite), one better
+    candidate's chance of promotion as the defaults judge it, without futility, and with
+    the frozen suite's answers as many as the dev splits'."""
     seen = observed(home, gate)
     gates = gates_of(gate, seen)
     rates = {
@@ -174,11 +181,14 @@ def simulate(home: Path, gate: dict[str, Any], candidates: list[int], trials: in
         "frozen_draws = gate_draws": {"frozen_draws": CycleConfig().gate_draws},
     }
     power = {
-        f"{lift} {way}": {
-            name: false_promotions(seen, gates, 1, trials, way == "smoothed", seed, lift, **changes)
+        f"{lift} on {suite or 'every dev suite'}, {way}": {
+            name: false_promotions(
+                seen, gates, 1, trials, way == "smoothed", seed, lift, suite, **changes
+            )
             for name, changes in variants.items()
         }
         for lift in lifts
+        for suite in lifted
         for way in ("plug-in", "smoothed")
     }
     items = {label: len(base(modes)) for label, modes in seen.items()}
@@ -204,6 +214,11 @@ def main() -> None:
         help="Also a better candidate's chance of promotion, with futility and without: it "
         "turns this share of the failing dev answers right.",
     )  # fmt: skip
+    parser.add_argument(
+        "--lift-suite", nargs="*", default=[],
+        help="Suites (by name) the better candidate is better on alone, each in turn, besides "
+        "every dev suite at once.",
+    )  # fmt: skip
     args = parser.parse_args()
     state = json.loads((args.run / "state.json").read_text())
     nights = []
@@ -211,9 +226,8 @@ def main() -> None:
         gate = gate_of(args.run / "home", done["result"]) if key.startswith("night ") else None
         if gate is None:
             continue
-        night = simulate(
-            args.run / "home", gate, args.candidates, args.trials, args.seed, args.lift
-        )
+        night = simulate(args.run / "home", gate, args.candidates, args.trials, args.seed,
+                         args.lift, [None, *args.lift_suite])  # fmt: skip
         nights.append({"night": int(key.split()[1])} | night)
         for way, rows in night["false_promotion"].items():
             for r in rows:

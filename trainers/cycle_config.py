@@ -93,7 +93,9 @@ class CycleConfig(BaseModel):
     )  # fmt: skip
     max_drop: float = Field(
         default=0.02, ge=0, le=1,
-        description="No dev suite's mean pass fraction may drop by more than this.",
+        description="No dev suite's mean pass fraction may drop by more than this, where the "
+        "drop is significant (one-sided, Holm over the dev suites at alpha); recall is turned "
+        "off for a suite where it cost more than this.",
     )  # fmt: skip
     futility: bool = Field(
         default=True,
