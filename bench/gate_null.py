@@ -31,6 +31,7 @@ from bench.record import write_result
 from reflexa.agent.app.eval_run import scored
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import Store
+from reflexa.evals.compare import compare_fractions
 from reflexa.evals.suite import Suite, SuiteItem
 from reflexa.trainers.cycle_config import CycleConfig
 from reflexa.trainers.gate import FROZEN, GateSuite, Measured, holm, measure
@@ -193,7 +194,33 @@ def simulate(home: Path, gate: dict[str, Any], candidates: list[int], trials: in
     }
     items = {label: len(base(modes)) for label, modes in seen.items()}
     return {"current": gate.get("current"), "items": items, "false_promotion": rates,
-            "power": power}  # fmt: skip
+            "power": power, "chance_drops": chance_drops(seen, trials, seed)}  # fmt: skip
+
+
+def chance_drops(seen: Observed, trials: int, seed: int) -> dict[str, dict[str, float]]:
+    """Per dev suite, how often two draws of the same side's answers (the greedy one and
+    `gate_draws` more) differ by a drop of more than `max_drop`: what a point-estimate rule
+    would call a regression of a suite the candidate left as it was."""
+    cycle, rng = CycleConfig(), random.Random(seed)
+    out: dict[str, dict[str, float]] = {}
+    for label, modes in seen.items():
+        if label.split(":")[0] == FROZEN:
+            continue
+        for way in ("plug-in", "smoothed"):
+            chance = [(p + 0.5) / (n + 1) if way == "smoothed" else p / n
+                      for p, n, _ in base(modes).values()]  # fmt: skip
+
+            def side(chance: list[float] = chance) -> dict[str, tuple[int, int]]:
+                m = cycle.gate_draws + 1
+                return {str(i): (sum(rng.random() < p for _ in range(m)), m)
+                        for i, p in enumerate(chance)}  # fmt: skip
+
+            drops = sum(
+                compare_fractions(side(), side())["difference"] < -cycle.max_drop
+                for _ in range(trials)
+            )
+            out.setdefault(label, {})[way] = drops / trials
+    return out
 
 
 def wilson_upper(hits: int, n: int, z: float = 1.96) -> float:
@@ -235,6 +262,9 @@ def main() -> None:
                     f"{key}, {way}, {r['candidates']} candidate(s): {r['promoted']} of "
                     f"{r['trials']} promoted ({r['rate']:.1%}, upper 95 % {r['upper_95']:.1%})"
                 )
+        for label, ways in night["chance_drops"].items():
+            print(f"{key}, {label} unchanged, dropped more than max_drop by chance: " + ", ".join(
+                f"{rate:.1%} ({way})" for way, rate in ways.items()))  # fmt: skip
         for lift, variants in night["power"].items():
             print(f"{key}, a candidate with lift {lift}: promoted " + ", ".join(
                 f"{r['rate']:.1%} ({r['frozen_rejected']:.1%} by the frozen suite) with {name}"
