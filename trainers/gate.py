@@ -185,7 +185,7 @@ async def measure(
     with memory on, with its own recall (memories justified by gold only where `gold`) and
     again without, for the items whose prompt recall changed (the others' prompt is the same
     either way, so is what they measure). Where recall made a suite's pass fraction worse by
-    more than `max_drop`, that suite is served without it."""
+    more than `max_drop`, significantly, that suite is served without it."""
     modes = (True, False) if memory else (False,)
     measured: dict[bool, Results] = {}
     runs: dict[str, dict[str, str]] = {}
@@ -234,10 +234,14 @@ async def measure(
     for gate in gates:
         on, off = measured[True].get(gate.label, {}), measured[False].get(gate.label, {})
         effect = compare_fractions(_fractions(off), _fractions(on))
-        keep = effect["difference"] >= -cycle.max_drop
+        # Off only where recall's cost is beyond max_drop and significant (one-sided at
+        # alpha): on a point estimate, chance alone would turn it off in many nights.
+        harm = effect["p_value"] / 2 if effect["difference"] < 0 else 1.0
+        keep = effect["difference"] >= -cycle.max_drop or harm >= cycle.alpha
         reason = f"pass {effect['a']:.1%} without recall, {effect['b']:.1%} with it" + (
-            "" if keep else f": recall off (it cost more than {cycle.max_drop:.0%})"
-        )
+            "" if keep
+            else f": recall off (it cost more than {cycle.max_drop:.0%}, p = {harm:.2g})"
+        )  # fmt: skip
         out.memory[gate.label] = {"without": effect["a"], "with": effect["b"], "recall": keep,
                                   "reason": reason, "measured": effect}  # fmt: skip
         out.served[gate.label] = on if keep else off

@@ -183,6 +183,19 @@ def fake_evaluate(passing: Any, calls: list[tuple[Any, ...]], recalled: Any = No
     return evaluate
 
 
+def test_recall_is_turned_off_only_where_its_cost_is_significant() -> None:
+    """Recall costs 3 of 100 items (3 points, p 0.25): chance could do that, so it stays on
+    (a point estimate would turn it off in up to a fifth of nights that it leaves as it was).
+    The test below, 20 items (p < 1e-5), turns it off."""
+    calls: list[tuple[Any, ...]] = []
+    evaluate = fake_evaluate(lambda a, name, memory: 30 if memory else 33, calls, lambda k: [1])
+    cycle = load_settings().cycle
+    measured = asyncio.run(measure(cycle, evaluate, [HELD], "reflexa-abc", "candidate"))
+    effect = measured.memory[HELD.label]
+    assert effect["measured"]["difference"] == pytest.approx(-0.03) and effect["recall"] is True
+    assert measured.served[HELD.label]["heldout/i31"]["first_attempt"] is False  # with recall
+
+
 def test_recall_that_hurts_is_turned_off_but_written_only_when_recorded() -> None:
     """Memory is frozen while a night's candidates are measured: the effect of recall is
     measured and kept on the side's measurement, and written (policy, harmful memories)
