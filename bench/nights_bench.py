@@ -187,7 +187,8 @@ def night_summary(result: dict[str, Any]) -> dict[str, Any]:
         "precision": compiled.get("precision"),  # by the store's scoring, where it has some
         "form_admission": compiled.get("form_admission"),
         "stages": {s["stage"]: s.get("seconds") for s in stages},
-        "seconds": round(seconds, 1),
+        "seconds": round(seconds, 1),  # of every try's recorded stages (a SIGKILL's is lost)
+        "tries": 1 + sum(s["stage"] == "resume" for s in stages),  # taken up after a stop
         "gate_share": round(gate / seconds, 3) if seconds else None,
     }
 
