@@ -189,7 +189,7 @@ def night_summary(result: dict[str, Any]) -> dict[str, Any]:
         "stages": {
             name: round(sum(s.get("seconds", 0) for s in stages if s["stage"] == name), 1)
             for name in dict.fromkeys(s["stage"] for s in stages)
-        },  # fmt: skip
+        },
         "seconds": round(seconds, 1),  # of every try's recorded stages (a SIGKILL's is lost)
         "tries": 1 + sum(s["stage"] == "resume" for s in stages),  # taken up after a stop
         "gate_share": round(gate / seconds, 3) if seconds else None,
