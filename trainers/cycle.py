@@ -75,9 +75,9 @@ def run_cycle(
             "gate": None,
         }
         try:
-            scheduled = trigger == "schedule"
-            seen = store.learning_counts()
-            idle = nothing_new(stages.history, seen) if scheduled and not taken else None
+            idle = None
+            if trigger == "schedule" and not taken:  # a night taken up goes on regardless
+                idle = nothing_new(stages.history, store.learning_counts())
             if idle:
                 raise Skip(idle)
             out |= _run(ws, store, functools.cache(connect), evaluator, stages, log, on_progress)

@@ -6,7 +6,7 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, text
@@ -46,8 +46,7 @@ class CycleRecords(Records):
         cycle_id = uuid.uuid4().hex
         with self._session.begin() as s:
             for row in s.scalars(select(Cycle).where(Cycle.status == "running")):
-                row.status, row.reason = "failed", "interrupted (the process was stopped)"
-                row.finished_at = utcnow()
+                _interrupted(row)
             s.add(Cycle(id=cycle_id, status="running", trigger=trigger, stages=[]))
         return cycle_id
 
@@ -60,13 +59,11 @@ class CycleRecords(Records):
             rows = list(s.scalars(
                 select(Cycle).where(Cycle.status == "running").order_by(Cycle.started_at.desc())
             ))  # fmt: skip
-            newest = rows[0] if rows else None
-            began = newest and newest.started_at.replace(tzinfo=newest.started_at.tzinfo or UTC)
-            kept = newest if began and within_hours > 0 and began >= cutoff else None
+            recent = rows and within_hours > 0 and _aware(rows[0].started_at) >= cutoff
+            kept = rows[0] if recent else None
             for row in rows:
                 if row is not kept:
-                    row.status, row.reason = "failed", "interrupted (the process was stopped)"
-                    row.finished_at = utcnow()
+                    _interrupted(row)
             return columns(kept) if kept else None
 
     def record_stage(self, cycle_id: str, stage: dict[str, Any]) -> None:
@@ -85,6 +82,16 @@ class CycleRecords(Records):
         with self._session() as s:
             rows = s.scalars(select(Cycle).order_by(Cycle.started_at.desc()).limit(limit))
             return [columns(r) for r in rows]
+
+
+def _interrupted(row: Cycle) -> None:
+    row.status, row.reason = "failed", "interrupted (the process was stopped)"
+    row.finished_at = utcnow()
+
+
+def _aware(moment: datetime) -> datetime:
+    """A stored time as UTC (SQLite hands it back without its zone)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _holder(conn: Any) -> str:
