@@ -115,7 +115,7 @@ def simulated(
             passes, answers, recalled = base(modes)[key]
             if not memory and key in modes.get("no memory", {}):
                 passes, answers, _ = modes["no memory"][key]
-            p = (passes + 0.5) / (answers + 1) if smooth else passes / answers
+            p = chance(passes, answers, smooth)
             better = suite.name != FROZEN and lifted in (None, suite.name)
             if str(adapter).startswith("c") and better:
                 p += lift * (1 - p)
@@ -127,7 +127,12 @@ def simulated(
     return evaluate
 
 
-def false_promotions(seen: Observed, gates: list[GateSuite], k: int, trials: int,
+def chance(passes: int, answers: int, smooth: bool) -> float:
+    """An item's pass probability from its observed answers, `plug-in` or `smoothed`."""
+    return (passes + 0.5) / (answers + 1) if smooth else passes / answers
+
+
+def promotions(seen: Observed, gates: list[GateSuite], k: int, trials: int,
                      smooth: bool, seed: int, lift: float = 0.0, lifted: str | None = None,
                      **settings: Any) -> dict[str, Any]:  # fmt: skip
     """How often a night with `k` candidates promotes one: with `lift` 0 a false promotion,
@@ -173,7 +178,7 @@ def simulate(home: Path, gate: dict[str, Any], candidates: list[int], trials: in
     seen = observed(home, gate)
     gates = gates_of(gate, seen)
     rates = {
-        way: [false_promotions(seen, gates, k, trials, way == "smoothed", seed) for k in candidates]
+        way: [promotions(seen, gates, k, trials, way == "smoothed", seed) for k in candidates]
         for way in ("plug-in", "smoothed")
     }
     variants: dict[str, dict[str, Any]] = {
@@ -183,7 +188,7 @@ def simulate(home: Path, gate: dict[str, Any], candidates: list[int], trials: in
     }
     power = {
         f"{lift} on {suite or 'every dev suite'}, {way}": {
-            name: false_promotions(
+            name: promotions(
                 seen, gates, 1, trials, way == "smoothed", seed, lift, suite, **changes
             )
             for name, changes in variants.items()
@@ -207,20 +212,20 @@ def chance_drops(seen: Observed, trials: int, seed: int) -> dict[str, dict[str, 
         if label.split(":")[0] == FROZEN:
             continue
         for way in ("plug-in", "smoothed"):
-            chance = [(p + 0.5) / (n + 1) if way == "smoothed" else p / n
-                      for p, n, _ in base(modes).values()]  # fmt: skip
-
-            def side(chance: list[float] = chance) -> dict[str, tuple[int, int]]:
-                m = cycle.gate_draws + 1
-                return {str(i): (sum(rng.random() < p for _ in range(m)), m)
-                        for i, p in enumerate(chance)}  # fmt: skip
-
+            ps = [chance(p, n, way == "smoothed") for p, n, _ in base(modes).values()]
+            m = cycle.gate_draws + 1
             drops = sum(
-                compare_fractions(side(), side())["difference"] < -cycle.max_drop
+                compare_fractions(_drawn(ps, m, rng), _drawn(ps, m, rng))["difference"]
+                < -cycle.max_drop
                 for _ in range(trials)
             )
             out.setdefault(label, {})[way] = drops / trials
     return out
+
+
+def _drawn(ps: list[float], m: int, rng: random.Random) -> dict[str, tuple[int, int]]:
+    """Each item's (answers passed, `m`) drawn from its pass probability."""
+    return {str(i): (sum(rng.random() < p for _ in range(m)), m) for i, p in enumerate(ps)}
 
 
 def wilson_upper(hits: int, n: int, z: float = 1.96) -> float:
