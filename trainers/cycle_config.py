@@ -101,7 +101,8 @@ class CycleConfig(BaseModel):
         default=True,
         description="Measure a candidate on a random half of the dev items first, and reject "
         "it there if it is not ahead: a rejection at half the cost. It never promotes more "
-        "often; of candidates the whole gate would promote 80 % of the time, about 4 % stop.",
+        "often, and replays found no measurable loss of power "
+        "(bench/results/gate-null-2026-12-06-4.json).",
     )  # fmt: skip
     gate_draws: int = Field(
         default=4, ge=0, le=16,
@@ -112,8 +113,8 @@ class CycleConfig(BaseModel):
         default=8, ge=0, le=16,
         description="The same for the frozen suite, whose non-inferiority test needs more "
         "answers not to fail a candidate that is no worse there: with 4 it failed one in "
-        "11-25 % of nights replayed from real answers, with 8 in 1-4 % "
-        "(bench/results/gate-null-2026-12-06-3.json).",
+        "11-22 % of nights replayed from real answers, with 8 in 1-4 % "
+        "(bench/results/gate-null-2026-12-06-4.json).",
     )  # fmt: skip
     gate_temperature: float = Field(default=0.7, gt=0, le=2, description="For those draws.")
     frozen_margin: float = Field(

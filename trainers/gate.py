@@ -322,7 +322,7 @@ def _dropped(suites: dict[str, dict[str, Any]], cycle: CycleConfig) -> set[str]:
     each suite's one-sided p-value of being worse held to Holm's step-down over all the dev
     suites at `alpha`. (A point estimate alone would not do: a suite of about 100 items the
     candidate leaves as it was dropped more than 2 points by chance in up to a fifth of the
-    nights replayed from night 1's answers, bench/results/gate-null-2026-12-06-3.json.)"""
+    nights replayed from night 1's answers, bench/results/gate-null-2026-12-06-4.json.)"""
     worse = {k: v["p_value"] / 2 if v["difference"] < 0 else 1.0 for k, v in suites.items()}
     found: set[str] = set()
     for rank, k in enumerate(sorted(worse, key=worse.__getitem__)):
