@@ -1,15 +1,18 @@
 """Serving benchmark for the bundled model on the managed vLLM server.
 
     .venv/bin/python bench/serve_bench.py [--requests 6] [--max-tokens 128] [--out bench/results]
-        [--streams 1 8] [--cpu-bind auto all]
+        [--streams 1 8] [--cpu-bind auto all] [--gate-like]
 
 Measures: seconds from `reflexa model serve` to healthy, resident memory of the server's
 process group (RSS and PSS), and output tokens/s single-stream and with 8 concurrent
 requests, on the base model and through a rank-8 LoRA adapter. Each request generates
 exactly --max-tokens tokens (ignore_eos), so tokens/s do not depend on what the model says.
 Uses a fresh REFLEXA_HOME under /tmp with the model prepared in it (about 30 s, not timed).
-With several `--cpu-bind` values (`[server] cpu_bind`), the server is measured under each in
-turn, side by side in one run (`by_cpu_bind`).
+With `--gate-like` the requests look like a gate's: a long prompt (about 700 tokens, as
+recalled memories make it), a short answer (16 tokens) and 5 answers a request (`n`), through
+a rank-16 adapter on q/k/v/o as the trainer makes; prompt tokens/s are reported beside output
+tokens/s. With several `--cpu-bind` values (`[server] cpu_bind`), the server is measured
+under each in turn, side by side in one run (`by_cpu_bind`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ from bench.record import write_result
 
 REFLEXA = str(Path(sys.executable).parent / "reflexa")
 PROMPT = "Write a short story about a lighthouse keeper who learns from his mistakes."
+QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
+# A gate-like prompt: worked examples before the question, as recall puts memories there.
+GATE_PROMPT = (
+    "Earlier answers that passed their checks:\n"
+    + "".join(f"- What is {i} + {2 * i + 7}? {3 * i + 7}. The sum is found digit by digit.\n"
+              for i in range(11, 51))
+    + "Now: What is 48 + 37 + 112? Reply with only the number."
+)  # fmt: skip
 
 
 def reflexa(*args: str, env: dict[str, str]) -> str:
@@ -56,32 +67,39 @@ def group_memory_mib(pgid: int) -> dict[str, float]:
 
 
 def tokens_per_s(
-    client: OpenAI, model: str, concurrency: int, requests: int, max_tokens: int
+    client: OpenAI, model: str, concurrency: int, requests: int, max_tokens: int, gate: bool
 ) -> dict:
-    def one(_: int) -> tuple[int, float]:
+    def one(_: int) -> tuple[int, float, int]:
         started = time.perf_counter()
         reply = client.chat.completions.create(
             model=model,
-            messages=[{"role": "user", "content": PROMPT}],
+            messages=[{"role": "user", "content": GATE_PROMPT if gate else PROMPT}],
             max_tokens=max_tokens,
             temperature=0.7,
+            n=5 if gate else 1,
             extra_body={"ignore_eos": True},
         )
-        return reply.usage.completion_tokens, time.perf_counter() - started  # type: ignore[union-attr]
+        usage = reply.usage
+        assert usage is not None
+        return usage.completion_tokens, time.perf_counter() - started, usage.prompt_tokens
 
     one(0)  # warm-up
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, range(requests * concurrency)))
     wall = time.perf_counter() - started
-    tokens = sum(t for t, _ in results)
-    per_stream = [t / s for t, s in results]
+    tokens = sum(t for t, _, _ in results)
+    prompt_tokens = sum(p for _, _, p in results)
+    per_stream = [t / s for t, s, _ in results]
     return {
         "concurrency": concurrency,
         "requests": len(results),
         "output_tokens": tokens,
         "aggregate_tok_s": round(tokens / wall, 1),
         "per_request_tok_s_median": round(statistics.median(per_stream), 1),
+        "prompt_tokens": prompt_tokens,
+        "prompt_tok_s": round(prompt_tokens / wall, 1),
+        "requests_per_s": round(len(results) / wall, 2),
     }
 
 
@@ -98,13 +116,17 @@ def serve_once(env: dict[str, str], home: Path, args: argparse.Namespace) -> dic
         from reflexa.agent.model.client import ModelClient
         from tests.helpers import make_lora
 
-        adapter_dir = make_lora(home / "models" / "SmolLM2-135M-Instruct", home / "bench-lora")
+        shape = {"rank": 16, "modules": QKVO} if args.gate_like else {}
+        adapter_dir = make_lora(home / "models" / "SmolLM2-135M-Instruct", home / "lora", **shape)
         adapter = ModelClient(status["url"], status["model"]).load_adapter(adapter_dir)
 
         runs = []
-        for model, label in ((status["model"], "base"), (adapter, "lora-r8")):
+        lora = "lora-r16-qkvo" if args.gate_like else "lora-r8"
+        for model, label in ((status["model"], "base"), (adapter, lora)):
             for concurrency in args.streams:
-                result = tokens_per_s(client, model, concurrency, args.requests, args.max_tokens)
+                result = tokens_per_s(
+                    client, model, concurrency, args.requests, args.max_tokens, args.gate_like
+                )
                 runs.append({"model": label, **result})
                 print(json.dumps(runs[-1]), file=sys.stderr)
         loaded_memory = group_memory_mib(status["pid"])
@@ -128,11 +150,11 @@ def main(args: argparse.Namespace) -> None:
         print(f"cpu_bind = {bind}", file=sys.stderr)
         by_bind[bind] = serve_once(env | {"REFLEXA_SERVER__CPU_BIND": bind}, home, args)
     first = by_bind[args.cpu_bind[0]]
-    report = {"bench": "serve", "max_tokens": args.max_tokens} | first
+    report = {"bench": "serve", "max_tokens": args.max_tokens, "gate_like": args.gate_like} | first
     if len(by_bind) > 1:
         report["by_cpu_bind"] = by_bind
     args.out.mkdir(parents=True, exist_ok=True)
-    path = write_result("serve", report, args.out)
+    path = write_result("serve-gate" if args.gate_like else "serve", report, args.out)
     print(json.dumps(report, indent=2))
     print(f"written to {path}", file=sys.stderr)
 
@@ -146,5 +168,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--cpu-bind", nargs="+", default=["auto"], help="[server] cpu_bind values to compare."
     )
+    parser.add_argument(
+        "--gate-like", action="store_true", help="Long prompts, short answers, n=5, rank 16."
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    main(parser.parse_args())
+    parsed = parser.parse_args()
+    if parsed.gate_like and parsed.max_tokens == 128:
+        parsed.max_tokens = 16
+    main(parsed)

@@ -26,7 +26,13 @@ def make_model_dir(path: Path) -> Path:
     return path
 
 
-def make_lora(model_dir: Path, out: Path, rank: int = 8, seed: int = 0) -> Path:
+def make_lora(
+    model_dir: Path,
+    out: Path,
+    rank: int = 8,
+    seed: int = 0,
+    modules: tuple[str, ...] = ("q_proj", "v_proj"),
+) -> Path:
     """A PEFT LoRA adapter for `model_dir` with random (non-zero) weights, so it changes answers."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -37,7 +43,7 @@ def make_lora(model_dir: Path, out: Path, rank: int = 8, seed: int = 0) -> Path:
     config = LoraConfig(
         r=rank,
         lora_alpha=4 * rank,
-        target_modules=["q_proj", "v_proj"],
+        target_modules=list(modules),
         init_lora_weights=False,  # default init is a no-op adapter (B = 0)
         task_type="CAUSAL_LM",
     )

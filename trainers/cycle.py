@@ -35,7 +35,15 @@ from reflexa.trainers.gate import GateResult, GateSuite, Measured, holm, measure
 from reflexa.trainers.history import method_order, nothing_new
 from reflexa.trainers.methods import default_methods, distinct, holds_gold, parse_method
 from reflexa.trainers.ports import TrainerStore
-from reflexa.trainers.referee import Connect, Evaluator, Progress, Referee, Server, settle_memory
+from reflexa.trainers.referee import (
+    Connect,
+    Evaluator,
+    Progress,
+    Referee,
+    Server,
+    Side,
+    settle_memory,
+)
 from reflexa.trainers.registry import load, promote
 from reflexa.trainers.retire import retire_passed
 from reflexa.trainers.sampling import COVERING, sample_corrections, sampling_targets
@@ -53,11 +61,13 @@ def run_cycle(
     round_no: int = 1,
     log: Callable[[str], None] = lambda _: None,
     on_progress: Progress | None = None,
+    side: Side[Server] | None = None,
 ) -> dict[str, Any]:
     """One whole cycle, recorded in `store`; returns what `reflexa cycle --json` prints.
     `connect` starts or finds the model server when a stage first needs it; `evaluator`
-    gives the gate its eval runs on that server. `round_no`: its place in a chain of
-    rounds (`round_settings`)."""
+    gives the gate its eval runs on that server (or on `side`'s, where the gate measures
+    each adapter on a server of its own). `round_no`: its place in a chain of rounds
+    (`round_settings`)."""
     ws = round_settings(ws, round_no)
     with cycle_lock(ws), store.cycle_lock():
         taken = store.take_up_cycle(ws.cycle.resume_hours)
@@ -80,7 +90,10 @@ def run_cycle(
                 idle = nothing_new(stages.history, store.learning_counts())
             if idle:
                 raise Skip(idle)
-            out |= _run(ws, store, functools.cache(connect), evaluator, stages, log, on_progress)
+            connect = functools.cache(connect)
+            referee = Referee(ws, cycle_id, connect, evaluator, store.promoted_adapter(),
+                              on_progress, side)  # fmt: skip
+            out |= _run(ws, store, referee, stages, log, on_progress)
         except Skip as e:
             out |= {"status": "skipped", "decision": "skip", "reason": str(e)}
         except (TrainerError, subprocess.SubprocessError, OSError, httpx.HTTPError) as e:
@@ -130,14 +143,13 @@ class _Candidate:
 def _run(
     ws: Workspace,
     store: TrainerStore,
-    connect: Connect[Server],
-    evaluator: Evaluator[Server],
+    referee: Referee[Server],
     stage: Stages,
     log: Callable[[str], None],
     on_progress: Progress | None,
 ) -> dict[str, Any]:
     config = train_config(ws.cycle)
-    current = store.promoted_adapter()
+    current, connect = referee.current, referee.connect
     # What gold taught the served adapter lives in it, not in the rows tonight may use (gold
     # is off now): SFT goes on from it (afresh, sums round 2 gained 1 point on dev:
     # bench/results/rounds-sums-2026-11-24.json).
@@ -164,7 +176,6 @@ def _run(
 
     tried: list[_Candidate] = []
     skipped: dict[str, str] = {}
-    referee = Referee(ws, stage.cycle_id, connect, evaluator, current, on_progress)
     order_why = None
     if len(methods) > 1:
         methods, order_why = method_order(stage.history, methods)
@@ -180,7 +191,7 @@ def _run(
             continue
         args = (method, config, len(methods) > 1, protected, current, mixed, on_progress)
         try:
-            tried.append(_candidate(ws, store, connect, evaluator, stage, referee, *args))
+            tried.append(_candidate(ws, store, stage, referee, *args))
         except Skip as e:
             if len(methods) == 1:
                 raise
@@ -207,7 +218,8 @@ def _run(
             if best is not None and c.gate.promotes:
                 reason = f"the gate preferred {best.adapter['version']} ({best.method}): {reason}"
             store.update_adapter(c.adapter["version"], status="rejected", reason=reason)
-            connect().unload_adapter(c.name)
+            if referee.side is None:  # loaded into the application's server to be gated
+                connect().unload_adapter(c.name)
     status = "promoted" if best else "rejected"
     log(f"cycle: {status} {shown.adapter['version']} ({shown.method}): {shown.gate.reason}")
     adapter = store.adapter(shown.adapter["version"])
@@ -240,10 +252,8 @@ def _settling(ws: Workspace, methods: Sequence[str]) -> list[str]:
 def _candidate(
     ws: Workspace,
     store: TrainerStore,
-    connect: Connect[Server],
-    evaluator: Evaluator[Server],
     stage: Stages,
-    referee: Referee,
+    referee: Referee[Server],
     method: str,
     config: TrainConfig,
     named: bool,
@@ -269,8 +279,8 @@ def _candidate(
         )
     with stage("gate" + suffix) as detail:
         gates, notes = referee.gates(store, stage.cycle_id, suites)
-        client = connect()
-        candidate_name = load(ws, client, row)
+        client, candidate_name = referee.serve(row)
+        assert candidate_name is not None
         if ws.memory:  # what the candidate passes unaided: retired for it
             detail["retired"] = asyncio.run(
                 retire_passed(
@@ -281,7 +291,7 @@ def _candidate(
 
         def candidate_on(on: list[GateSuite]) -> Measured:
             return asyncio.run(
-                measure(ws.cycle, evaluator(client, stage.cycle_id), on, candidate_name,
+                measure(ws.cycle, referee.evaluator(client, stage.cycle_id), on, candidate_name,
                         "candidate", memory=ws.memory, gold=allow_gold, on_progress=on_progress)
             )  # fmt: skip
 

@@ -104,6 +104,16 @@ class CycleConfig(BaseModel):
         "often, and replays found no measurable loss of power "
         "(bench/results/gate-null-2026-12-06-4.json).",
     )  # fmt: skip
+    gate_weights: Literal["auto", "merged", "adapter"] = Field(
+        default="auto",
+        description="How the gate serves each adapter it measures: merged (the adapter "
+        "merged into the base model's weights, on a temporary vLLM server of its own beside "
+        "the application's, one side at a time: on a CPU 2.5 times the requests per second "
+        "of a runtime adapter for about a minute's merge and start per side, "
+        "bench/results/serve-gate-*.json), adapter (loaded into the application's server), "
+        "auto (merged on a CPU with managed servers; adapter on a GPU, where a second server "
+        "needs memory the first holds, or with external servers).",
+    )  # fmt: skip
     gate_draws: int = Field(
         default=4, ge=0, le=16,
         description="Answers per gate item besides the greedy one, sampled in one request; "

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from reflexa.evals.contamination import TRAIN_SPLIT
 from reflexa.trainers.gate import (
@@ -22,7 +23,7 @@ from reflexa.trainers.gate import (
     record_memory,
 )
 from reflexa.trainers.ports import ModelServer, TrainerStore
-from reflexa.trainers.registry import load
+from reflexa.trainers.registry import check_adapter, load
 from reflexa.trainers.workspace import Workspace
 
 # (what, done, total): progress of the stage under way
@@ -33,19 +34,24 @@ Progress = Callable[[str, int, int], None]
 Server = TypeVar("Server", bound=ModelServer)
 Connect = Callable[[], Server]
 Evaluator = Callable[[Server, str], Evaluate]
+# The gate's own server for one side, where the application has one (its merged server):
+# (served name, adapter folder) → a server answering as that name with those weights.
+Side = Callable[[str, Path], Server]
 
 
-class Referee:
+class Referee(Generic[Server]):
     """The night's gate suites (generated ones with a dev sample drawn for the night, less
     what the loop may have learnt from) and its one measurement of the current adapter on
     each (per gold policy), taken the first time a candidate needs it: every candidate is
-    compared with that one."""
+    compared with that one. Each side is measured on `side`'s server where there is one,
+    else through the application's."""
 
     def __init__(self, ws: Workspace, cycle_id: str, connect: Connect[Server],
                  evaluator: Evaluator[Server], current: dict[str, Any] | None,
-                 on_progress: Progress | None) -> None:  # fmt: skip
+                 on_progress: Progress | None,
+                 side: Side[Server] | None = None) -> None:  # fmt: skip
         self.ws, self.cycle_id, self.connect, self.evaluator = ws, cycle_id, connect, evaluator
-        self.current, self.on_progress = current, on_progress
+        self.current, self.on_progress, self.side = current, on_progress, side
         self.measured: dict[bool, tuple[list[GateSuite], Measured]] = {}  # by gold policy
         self.seed: int | None = None
         self.learnt: set[str] = set()
@@ -63,14 +69,22 @@ class Referee:
         done, before = self.measured.get(gold, ([], None))
         new = [g for g in gates if g.label not in {d.label for d in done}]
         if new or before is None:
-            client = self.connect()
-            name = load(self.ws, client, self.current) if self.current else None
+            client, name = self.serve(self.current)
             now = asyncio.run(
                 measure(self.ws.cycle, self.evaluator(client, self.cycle_id), new, name, "current",
                         memory=self.ws.memory, gold=gold, on_progress=self.on_progress)
             )  # fmt: skip
             self.measured[gold] = done + new, now if before is None else combined(before, now)
         return self.measured[gold][1]
+
+    def serve(self, row: dict[str, Any] | None) -> tuple[Server, str | None]:
+        """Where an adapter (`row`; None: the base model) answers, and as what name."""
+        if row is None:
+            return self.connect(), None
+        if self.side is not None:
+            return self.side(row["name"], check_adapter(row, self.ws)), row["name"]
+        client = self.connect()
+        return client, load(self.ws, client, row)
 
     def judge(
         self, gates: list[GateSuite], gold: bool, candidate: Callable[[list[GateSuite]], Measured]
@@ -94,8 +108,8 @@ class Referee:
         if not verdict.promotes:
             note = ", ".join(g.label for g in frozen) + ": not measured, as the dev splits reject"
             return dataclasses.replace(verdict, notes=[note]), measured, dev
+        measured = combined(measured, candidate(frozen))  # while its server is up
         current = self(gates, gold)
-        measured = combined(measured, candidate(frozen))
         return decide(current, measured, gates, self.ws.cycle), measured, gates
 
     def _futile(

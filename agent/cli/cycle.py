@@ -12,6 +12,7 @@ from rich.progress import TaskID
 from reflexa.agent.app.eval_run import gate_evaluator
 from reflexa.agent.cli.common import client_for, err, print_json, progress_bar
 from reflexa.agent.cli.failures import precision_line
+from reflexa.agent.model.merged import gate_server
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import open_store
 from reflexa.evals.report import compile_stage, cycles_page, dev_result
@@ -61,18 +62,24 @@ def _cycles(settings: Settings, rounds: int | None, as_json: bool, trigger: str)
                 tasks[what] = bar.add_task(what, total=total)
             bar.update(tasks[what], completed=done, total=total)
 
+        side = gate_server(settings)
         for n in range(1, (rounds or settings.cycle.rounds) + 1):
             started = time.perf_counter()
-            result = run_cycle(
-                settings.workspace(),
-                store,
-                lambda: client_for(settings),
-                gate_evaluator(settings, store),
-                trigger=trigger,
-                round_no=n,
-                log=err.print,
-                on_progress=progress,
-            )
+            try:
+                result = run_cycle(
+                    settings.workspace(),
+                    store,
+                    lambda: client_for(settings),
+                    gate_evaluator(settings, store),
+                    trigger=trigger,
+                    round_no=n,
+                    log=err.print,
+                    on_progress=progress,
+                    side=side,
+                )
+            finally:
+                if side is not None:  # its memory back before the next round samples
+                    side.close()
             results.append(result | {"round": n, "seconds": round(time.perf_counter() - started)})
             if result["status"] != "promoted":
                 break

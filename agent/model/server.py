@@ -147,9 +147,11 @@ def is_healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def read_record(settings: Settings, replica: int = 0) -> ServerRecord | None:
+def read_record(
+    settings: Settings, replica: int = 0, run_dir: Path | None = None
+) -> ServerRecord | None:
     """A managed server's record, or None (and a stale pid file removed) if it is gone."""
-    path = settings.run_dir / _named(PID_FILE, replica)
+    path = (run_dir or settings.run_dir) / _named(PID_FILE, replica)
     try:
         record = ServerRecord(**json.loads(path.read_text()))
     except FileNotFoundError:
@@ -163,18 +165,25 @@ def read_record(settings: Settings, replica: int = 0) -> ServerRecord | None:
     return record
 
 
-def running_replicas(settings: Settings) -> list[ServerRecord]:
-    """The managed servers running now, replica 0 first."""
-    found = settings.run_dir.glob("vllm*.json") if settings.run_dir.is_dir() else []
+def running_replicas(settings: Settings, run_dir: Path | None = None) -> list[ServerRecord]:
+    """The managed servers running now, replica 0 first (`run_dir`: those whose pid files
+    are there, as the gate's merged server's are)."""
+    run_dir = run_dir or settings.run_dir
+    found = run_dir.glob("vllm*.json") if run_dir.is_dir() else []
     indices = sorted(int(p.stem.partition("-")[2] or 0) for p in found)
-    return [r for i in indices if (r := read_record(settings, i)) is not None]
+    return [r for i in indices if (r := read_record(settings, i, run_dir)) is not None]
 
 
 def start_server(
-    settings: Settings, on_wait: Callable[[float], None] | None = None, replica: int = 0
+    settings: Settings,
+    on_wait: Callable[[float], None] | None = None,
+    replica: int = 0,
+    run_dir: Path | None = None,
 ) -> ServerRecord:
-    """Start a managed server (or reuse the running one) and wait until it is healthy."""
-    running = read_record(settings, replica)
+    """Start a managed server (or reuse the running one) and wait until it is healthy; its
+    pid file and log go in `run_dir` (the home's run/ unless told)."""
+    run_dir = run_dir or settings.run_dir
+    running = read_record(settings, replica, run_dir)
     if running is not None:
         _wait_healthy(settings, running, on_wait)
         return running
@@ -185,9 +194,9 @@ def start_server(
             f"port {port} on {host} is already in use: stop what holds it or set "
             "REFLEXA_SERVER__PORT (or [server] port in reflexa.toml)"
         )
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     settings.workspace().by_name_dir.mkdir(parents=True, exist_ok=True)
-    log = settings.run_dir / _named(LOG_FILE, replica)
+    log = run_dir / _named(LOG_FILE, replica)
     tmp_dir = Path(tempfile.mkdtemp(prefix="reflexa-vllm-"))
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -196,7 +205,7 @@ def start_server(
             stdout=out,
             stderr=subprocess.STDOUT,
             env=server_env(settings, dict(os.environ), tmp_dir, replica),
-            cwd=settings.run_dir,
+            cwd=run_dir,
             start_new_session=True,  # its own process group, so stop() reaches every worker
         )
     record = ServerRecord(
@@ -209,7 +218,7 @@ def start_server(
         started_at=time.time(),
         replica=replica,
     )
-    pid_file = settings.run_dir / _named(PID_FILE, replica)
+    pid_file = run_dir / _named(PID_FILE, replica)
     pid_file.write_text(json.dumps(asdict(record)))
     try:
         _wait_healthy(settings, record, on_wait, proc)
@@ -246,11 +255,15 @@ def _wait_healthy(
         time.sleep(0.5)
 
 
-def stop_server(settings: Settings) -> list[ServerRecord]:
-    """Stop every managed server (replica) and every process in its group; those stopped."""
-    records = running_replicas(settings)
-    for record in records:
-        _remove(record, settings.run_dir / _named(PID_FILE, record.replica))
+def stop_server(settings: Settings, run_dir: Path | None = None) -> list[ServerRecord]:
+    """Stop every managed server (replica) and every process in its group, the gate's merged
+    server's too (or only those whose pid files are in `run_dir`); those stopped."""
+    dirs = [run_dir] if run_dir else [settings.run_dir, settings.run_dir / "gate"]
+    records = []
+    for where in dirs:
+        for record in running_replicas(settings, where):
+            _remove(record, where / _named(PID_FILE, record.replica))
+            records.append(record)
     return records
 
 

@@ -60,6 +60,7 @@ def test_a_taken_up_cycle_does_not_sample_or_train_again_what_finished_before_th
     stop is the one gated, on the suites its dataset came from. With the adapter's folder
     gone, it is compiled and trained again."""
     from reflexa.trainers import cycle as cycle_module
+    from reflexa.trainers import referee as referee_module
     from reflexa.trainers import stages as stages_module
     from reflexa.trainers.referee import Referee
 
@@ -96,7 +97,7 @@ def test_a_taken_up_cycle_does_not_sample_or_train_again_what_finished_before_th
     verdict = GateResult("reject", "fake gate", None, {})
     monkeypatch.setattr(cycle_module, "sample_corrections", never)
     monkeypatch.setattr(stages_module, "train_in_child", never)
-    monkeypatch.setattr(cycle_module, "load", lambda ws, client, row: row["name"])
+    monkeypatch.setattr(referee_module, "load", lambda ws, client, row: row["name"])
     monkeypatch.setattr(Referee, "gates", gates)
     monkeypatch.setattr(Referee, "judge", lambda self, g, gold, c: (verdict, None, []))
     with open_store(settings) as store:
@@ -256,7 +257,7 @@ def test_of_several_methods_the_gate_s_best_promotable_candidate_is_promoted(
 
     with open_store(settings) as store:
 
-        def fake_candidate(ws, store_, connect, evaluator, stage, referee, method, *rest):  # type: ignore[no-untyped-def]
+        def fake_candidate(ws, store_, stage, referee, method, *rest):  # type: ignore[no-untyped-def]
             decision, dev = scores[method]
             version = f"v-{method}" + "-2" * len(promoted_before)
             store_.add_adapter(version=version, name=version, path="/nowhere", parent=None,
@@ -365,7 +366,7 @@ def test_once_gold_is_off_sft_goes_on_from_the_adapter_gold_taught(
     seen: list[tuple[int, bool, bool]] = []
     tried: list[str] = []
 
-    def fake_candidate(ws, store, connect, evaluator, stage, referee, method, *rest):  # type: ignore[no-untyped-def]
+    def fake_candidate(ws, store, stage, referee, method, *rest):  # type: ignore[no-untyped-def]
         tried.append(method)
         if method == "sft":
             seen.append((stage.round_no, ws.cycle.allow_gold, stage.continue_parent))
@@ -512,7 +513,8 @@ def test_the_frozen_suite_is_measured_only_for_a_candidate_the_dev_splits_would_
     verdict, gates, asked = judged("better")
     assert verdict.decision == "promote" and verdict.suites["capabilities"]["frozen"] is True
     assert gates == [HELD.label, FROZEN.label]
-    assert asked == [("better", "arithmetic"), (None, "capabilities"), ("better", "capabilities")]
+    # the candidate's frozen suite first, while its (merged) server is still up
+    assert asked == [("better", "arithmetic"), ("better", "capabilities"), (None, "capabilities")]
     _, _, asked = judged("better too")
     assert asked == [("better too", "arithmetic"), ("better too", "capabilities")]
 

@@ -77,7 +77,7 @@ def test_past_the_budget_no_further_method_starts(monkeypatch: pytest.MonkeyPatc
         update={"methods": ["sft", "grpo"], "sample_n": 0, "budget_minutes": 1e-9}))  # fmt: skip
     started: list[str] = []
 
-    def fake_candidate(ws, store_, connect, evaluator, stage, referee, method, *rest):  # type: ignore[no-untyped-def]
+    def fake_candidate(ws, store_, stage, referee, method, *rest):  # type: ignore[no-untyped-def]
         started.append(method)
         raise cycle_module.Skip("too few rows")
 

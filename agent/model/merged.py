@@ -1,0 +1,113 @@
+"""The gate's merged server: an adapter merged into the base model's weights, served for one
+side of the gate by a temporary vLLM server under the adapter's name.
+
+On a CPU, vLLM answers through a runtime LoRA adapter at 0.4 times the requests per second of
+the same model without one, on the gate's long prompts and short answers
+(bench/serve_bench.py --gate-like). Merged weights cost one merge and one server start
+(about a minute) per side, and are then answered at the base model's speed. One merged
+server runs at a time, beside the application's (idle at night); it is stopped, and its
+weights removed, when the gate is done. Its pid file lives under run/gate/, so
+`reflexa model stop` finds it even after a killed night.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from reflexa.agent.errors import ReflexaError
+from reflexa.agent.model.client import ModelClient
+from reflexa.agent.model.connect import ensure_model, external_urls
+from reflexa.agent.model.server import ServerRecord, start_server, stop_server, uses_cpu
+from reflexa.agent.settings import Settings
+
+WEIGHTS = (".safetensors", ".bin", ".gguf", ".pt")
+
+
+def gate_dir(settings: Settings) -> Path:
+    return settings.run_dir / "gate"
+
+
+def merge_adapter(base: Path, adapter: Path, out: Path) -> None:
+    """`adapter` merged into `base`, saved as an HF folder at `out` (in a child process, so
+    the weights' memory goes back when it is done)."""
+    run = subprocess.run(
+        [sys.executable, "-m", __name__, str(base), str(adapter), str(out)],
+        capture_output=True,
+        text=True,
+    )
+    if run.returncode != 0:
+        tail = "\n".join(run.stderr.strip().splitlines()[-5:])
+        raise ReflexaError(f"merging adapter {adapter} into {base} failed:\n{tail}")
+
+
+def _merge(base: Path, adapter: Path, out: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for f in base.iterdir():  # tokenizer, chat template, generation config
+        if f.is_file() and not f.name.endswith(WEIGHTS) and f.name != "config.json":
+            shutil.copy2(f, partial / f.name)
+    merged.save_pretrained(partial)
+    partial.rename(out)
+
+
+def gate_server(settings: Settings) -> MergedServer | None:
+    """The gate's merged server where `[cycle] gate_weights` asks for it (auto: on a CPU
+    with managed servers), else None: adapters are loaded into the application's server."""
+    mode = settings.cycle.gate_weights
+    if mode == "auto":
+        mode = "merged" if uses_cpu(settings) and not external_urls(settings) else "adapter"
+    return MergedServer(settings) if mode == "merged" else None
+
+
+class MergedServer:
+    """One side of the gate at a time: `(name, adapter folder)` → a client for a temporary
+    server of those weights merged, answering as model `name`; asked for another adapter, it
+    stops the one it runs first. `close()` stops it and removes the merged weights."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.serving: tuple[str, ServerRecord] | None = None
+
+    def __call__(self, name: str, adapter: Path) -> ModelClient:
+        if self.serving is None or self.serving[0] != name:
+            self.close()
+            weights = gate_dir(self.settings) / "weights" / name
+            if not (weights / "config.json").is_file():
+                ensure_model(self.settings)
+                merge_adapter(self.settings.model_dir, adapter, weights)
+            where = gate_dir(self.settings)
+            self.serving = name, start_server(self._settings(weights, name), run_dir=where)
+        record = self.serving[1]
+        return ModelClient(record.url, name, self.settings.api_key, self.settings.request_timeout_s)
+
+    def _settings(self, weights: Path, name: str) -> Settings:
+        s = self.settings
+        model = s.model.model_copy(update={"path": weights, "name": name})
+        server = s.server.model_copy(update={"port": _free_port(s.server.host), "replicas": 1})
+        return s.model_copy(update={"model": model, "server": server})
+
+    def close(self) -> None:
+        stop_server(self.settings, run_dir=gate_dir(self.settings))
+        self.serving = None
+        shutil.rmtree(gate_dir(self.settings) / "weights", ignore_errors=True)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+if __name__ == "__main__":
+    _merge(*(Path(a) for a in sys.argv[1:4]))
