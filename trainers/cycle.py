@@ -44,7 +44,7 @@ from reflexa.trainers.referee import (
     Side,
     settle_memory,
 )
-from reflexa.trainers.registry import load, promote
+from reflexa.trainers.registry import promote
 from reflexa.trainers.retire import retire_passed
 from reflexa.trainers.sampling import COVERING, sample_corrections, sampling_targets
 from reflexa.trainers.stages import Skip, Stages, compile_and_train, cycle_lock, trained_before
@@ -165,14 +165,15 @@ def _run(
         mixed = set(sampled["mixed_prompts"]) if "mixed_prompts" in sampled else None
     elif ws.cycle.sample_n > 0 and targets:
         with stage("sample") as detail:
-            model = load(ws, connect(), current) if current else None
+            client, model = referee.serve(current)  # the current adapter's merged server, if any
             counts, mixed = asyncio.run(
                 sample_corrections(
-                    ws, store, connect(), model, targets,
+                    ws, store, client, model, targets,
                     on_progress and (lambda d, t: on_progress("sample", d, t)),
                 )
             )  # fmt: skip
             detail |= counts | {"mixed_prompts": sorted(mixed)}
+        referee.release()  # its memory back for training; the gate starts it again
 
     tried: list[_Candidate] = []
     skipped: dict[str, str] = {}

@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from reflexa.evals.contamination import TRAIN_SPLIT
 from reflexa.trainers.gate import (
@@ -34,9 +34,16 @@ Progress = Callable[[str, int, int], None]
 Server = TypeVar("Server", bound=ModelServer)
 Connect = Callable[[], Server]
 Evaluator = Callable[[Server, str], Evaluate]
-# The gate's own server for one side, where the application has one (its merged server):
-# (served name, adapter folder) → a server answering as that name with those weights.
-Side = Callable[[str, Path], Server]
+ServerT_co = TypeVar("ServerT_co", bound=ModelServer, covariant=True)
+
+
+class Side(Protocol[ServerT_co]):
+    """A server of its own for one adapter at a time, where the application has one (its
+    merged server): (served name, adapter folder) → a server answering as that name with
+    those weights; `close` stops it (it starts again when next asked)."""
+
+    def __call__(self, name: str, adapter: Path) -> ServerT_co: ...
+    def close(self) -> None: ...
 
 
 class Referee(Generic[Server]):
@@ -85,6 +92,11 @@ class Referee(Generic[Server]):
             return self.side(row["name"], check_adapter(row, self.ws)), row["name"]
         client = self.connect()
         return client, load(self.ws, client, row)
+
+    def release(self) -> None:
+        """Stop the side's server, if there is one, so training has its memory."""
+        if self.side is not None:
+            self.side.close()
 
     def judge(
         self, gates: list[GateSuite], gold: bool, candidate: Callable[[list[GateSuite]], Measured]

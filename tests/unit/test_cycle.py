@@ -153,6 +153,59 @@ def test_a_cycle_stopped_by_sigterm_records_its_stage_and_is_left_to_be_taken_up
     assert sampled["error"].startswith("stopped by signal 15") and sampled["seconds"] >= 0
 
 
+def test_with_a_side_server_the_current_adapter_samples_there_and_training_gets_it_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Where the application gives the cycle a server of its own per adapter (the merged
+    server), the served adapter is sampled on it (never loaded into the application's), and
+    it is closed before training; the base model needs none. Without one, the adapter is
+    loaded into the application's server."""
+    from reflexa.trainers import cycle as cycle_module
+    from reflexa.trainers import referee as referee_module
+    from reflexa.trainers.referee import Referee
+
+    calls: list[tuple] = []
+
+    class Side:
+        def __call__(self, name: str, adapter: Path) -> str:
+            calls.append(("side", name, adapter))
+            return f"side:{name}"
+
+        def close(self) -> None:
+            calls.append(("close",))
+
+    async def sampled(ws, store, client, model, targets, progress):  # type: ignore[no-untyped-def]
+        calls.append(("sample", client, model))
+        return {"prompts": 1}, set()
+
+    def compiled(*_: object) -> None:
+        calls.append(("train",))
+        raise cycle_module.Skip("faked")
+
+    settings = Settings(memory={"enabled": False})
+    monkeypatch.setattr(cycle_module, "sampling_targets", lambda *_: ["a prompt"])
+    monkeypatch.setattr(cycle_module, "sample_corrections", sampled)
+    monkeypatch.setattr(cycle_module, "compile_and_train", compiled)
+    monkeypatch.setattr(referee_module, "check_adapter", lambda row, ws: Path(row["path"]))
+    monkeypatch.setattr(referee_module, "load", lambda ws, client, row: f"loaded:{row['name']}")
+    with open_store(settings) as store:
+        result = run_cycle(settings.workspace(), store, lambda: "main", no_server, side=Side())  # type: ignore[arg-type]
+        assert result["status"] == "skipped"
+        assert calls == [("sample", "main", None), ("close",), ("train",)]  # the base model
+        store.add_adapter(version="v1", name="reflexa-v1", path=str(tmp_path), parent=None,
+                          base_model="m", method="sft", dataset_hash="h", examples=20,
+                          metrics={})  # fmt: skip
+        store.set_promoted("v1", "test", "retired", was=None)
+        calls.clear()
+        run_cycle(settings.workspace(), store, lambda: "main", no_server, side=Side())  # type: ignore[arg-type]
+        served = ("side", "reflexa-v1", tmp_path)
+        assert calls[:3] == [served, ("sample", "side:reflexa-v1", "reflexa-v1"), ("close",)]
+        assert set(calls[3:]) == {("train",)}  # each method's (sft, sft-continue)
+        current = store.promoted_adapter()
+    alone = Referee(settings.workspace(), "c", lambda: "main", no_server, current, None)
+    assert alone.serve(current) == ("main", "loaded:reflexa-v1") and alone.serve(None)[1] is None
+
+
 def test_the_training_child_reads_its_workspace_file_and_fails_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
