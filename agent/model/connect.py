@@ -64,7 +64,8 @@ def _external(settings: Settings) -> ModelClient:
 
 def describe(settings: Settings) -> dict[str, object]:
     """What `reflexa model status --json` prints; it never starts anything. `url` and `pid`
-    are the first replica's; `replicas` has each."""
+    are the first replica's; `replicas` has each; `gate` the gate's merged server, if one
+    runs."""
     replicas: list[dict[str, object]] = [
         {"url": u, "pid": None} for u in external_urls(settings)
     ] or [{"url": r.url, "pid": r.pid} for r in running_replicas(settings)]
@@ -84,4 +85,7 @@ def describe(settings: Settings) -> dict[str, object]:
         "model": next((m.id for m in models if m.parent is None), None),
         "adapters": [m.id for m in models if m.parent is not None],
         "replicas": replicas,
-    }
+        # the gate's merged server, while a night measures an adapter on it
+        "gate": [{"url": r.url, "pid": r.pid, "model": r.model}
+                 for r in running_replicas(settings, settings.run_dir / "gate")],
+    }  # fmt: skip

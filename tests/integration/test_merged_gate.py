@@ -52,6 +52,8 @@ def test_merged_weights_answer_as_the_adapter_does(
         assert same >= len(PROMPTS) - 1, (answers, through_lora, base)
         assert side(name, adapter) == merged  # asked again: the same server, no restart
         (record,) = running_replicas(settings, gate_dir(settings))
+        status = json.loads(vllm_session.run("model", "status", "--json").stdout)
+        assert status["gate"] == [{"url": merged.url, "pid": record.pid, "model": name}]
         assert json.loads((gate_dir(settings) / "vllm.json").read_text())["pid"] == record.pid
     finally:
         side.close()
