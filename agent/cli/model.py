@@ -82,8 +82,8 @@ def model_status(settings: Settings, as_json: bool) -> None:
         click.echo(f"{doc['url']}{pid}: {health}; model {doc['model']}; adapters: {adapters}")
         for r in doc["replicas"][1:]:  # type: ignore[index]
             click.echo(f"  replica {r['url']}: {'healthy' if r['healthy'] else 'NOT healthy'}")
-    for g in doc["gate"]:  # type: ignore[attr-defined]
-        click.echo(f"  the gate's merged server {g['url']} (pid {g['pid']}): {g['model']}")
+        for g in doc["gate"]:  # type: ignore[attr-defined]
+            click.echo(f"  the gate's merged server {g['url']} (pid {g['pid']}): {g['model']}")
     if not doc["healthy"]:
         raise SystemExit(1)
 

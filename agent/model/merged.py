@@ -5,8 +5,8 @@ On a CPU, vLLM answers through a runtime LoRA adapter at 0.4 times the requests 
 the same model without one, on the gate's long prompts and short answers
 (bench/serve_bench.py --gate-like). Merged weights cost one merge and one server start
 (about a minute) per side, and are then answered at the base model's speed. One merged
-server runs at a time, beside the application's (idle at night); it is stopped, and its
-weights removed, when the gate is done. Its pid file lives under run/gate/, so
+server runs at a time, beside the application's (idle at night); switching sides keeps the
+merged weights, which are removed when the gate is done. Its pid file lives under run/gate/, so
 `reflexa model stop` finds it even after a killed night.
 """
 
@@ -81,7 +81,7 @@ class MergedServer:
 
     def __call__(self, name: str, adapter: Path) -> ModelClient:
         if self.serving is None or self.serving[0] != name:
-            self.close()
+            self._stop()  # its weights are kept: the gate may come back to that side
             weights = gate_dir(self.settings) / "weights" / name
             if not (weights / "config.json").is_file():
                 ensure_model(self.settings)
@@ -97,9 +97,12 @@ class MergedServer:
         server = s.server.model_copy(update={"port": _free_port(s.server.host), "replicas": 1})
         return s.model_copy(update={"model": model, "server": server})
 
-    def close(self) -> None:
+    def _stop(self) -> None:
         stop_server(self.settings, run_dir=gate_dir(self.settings))
         self.serving = None
+
+    def close(self) -> None:
+        self._stop()
         shutil.rmtree(gate_dir(self.settings) / "weights", ignore_errors=True)
 
 

@@ -51,6 +51,7 @@ def test_merged_weights_answer_as_the_adapter_does(
         same = sum(a == b for a, b in zip(answers, through_lora, strict=True))
         assert same >= len(PROMPTS) - 1, (answers, through_lora, base)
         assert side(name, adapter) == merged  # asked again: the same server, no restart
+        assert (gate_dir(settings) / "weights" / name / "config.json").is_file()
         (record,) = running_replicas(settings, gate_dir(settings))
         status = json.loads(vllm_session.run("model", "status", "--json").stdout)
         assert status["gate"] == [{"url": merged.url, "pid": record.pid, "model": name}]

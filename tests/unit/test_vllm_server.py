@@ -14,6 +14,7 @@ from reflexa.agent.model import server as vllm_server
 from reflexa.agent.model.connect import connect
 from reflexa.agent.model.server import (
     PID_FILE,
+    ServerRecord,
     group_members,
     log_tail,
     port_in_use,
@@ -192,3 +193,40 @@ def test_port_in_use_is_refused_before_starting(fake_server) -> None:  # type: i
 def test_missing_model_folder_is_refused() -> None:
     with pytest.raises(ReflexaError, match="model folder not found"):
         start_server(load_settings())
+
+
+def test_the_gate_s_merged_server_merges_each_adapter_once_and_serves_one_side_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Switching sides stops the running server and keeps the merged weights (the gate
+    comes back to the current side for the frozen suite); `close` removes them. The real
+    merge and servers: tests/integration/test_merged_gate.py."""
+    from reflexa.agent.model import merged as merged_module
+    from reflexa.agent.model.merged import MergedServer, gate_dir
+
+    merges, started, stops = [], [], []
+
+    def merge(base: Path, adapter: Path, out: Path) -> None:
+        merges.append(out.name)
+        out.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+
+    def start(s: Settings, run_dir: Path) -> ServerRecord:
+        assert run_dir == gate_dir(s) and s.model.path == gate_dir(s) / "weights" / s.model.name
+        started.append(s.model.name)
+        url = f"http://127.0.0.1:{s.server.port}"
+        return ServerRecord(1, url, s.model.name, str(s.model_dir), "", "", 0.0)
+
+    monkeypatch.setattr(merged_module, "merge_adapter", merge)
+    monkeypatch.setattr(merged_module, "ensure_model", lambda _: None)
+    monkeypatch.setattr(merged_module, "start_server", start)
+    monkeypatch.setattr(merged_module, "stop_server", lambda s, run_dir: stops.append(run_dir))
+    settings = Settings(home=tmp_path)
+    side = MergedServer(settings)
+    first = side("a", tmp_path / "A")
+    assert first.model == "a" and side("a", tmp_path / "A") == first  # no restart
+    side("b", tmp_path / "B")
+    side("a", tmp_path / "A")
+    assert merges == ["a", "b"] and started == ["a", "b", "a"] and len(stops) == 3
+    side.close()
+    assert not (gate_dir(settings) / "weights").exists() and len(stops) == 4
