@@ -8,7 +8,7 @@ process group (RSS and PSS), and output tokens/s single-stream and with 8 concur
 requests, on the base model and through a rank-8 LoRA adapter. Each request generates
 exactly --max-tokens tokens (ignore_eos), so tokens/s do not depend on what the model says.
 Uses a fresh REFLEXA_HOME under /tmp with the model prepared in it (about 30 s, not timed).
-With `--gate-like` the requests look like a gate's: a long prompt (about 700 tokens, as
+With `--gate-like` the requests look like a gate's: a long prompt (about 1,050 tokens, as
 recalled memories make it), a short answer (16 tokens) and 5 answers a request (`n`), through
 a rank-16 adapter on q/k/v/o as the trainer makes; prompt tokens/s are reported beside output
 tokens/s. With several `--cpu-bind` values (`[server] cpu_bind`), the server is measured

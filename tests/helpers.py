@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import socket
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 from sqlalchemy.engine import Engine
+
+from reflexa.agent.model.server import free_port as free_port  # tests take it from here
 
 
 def make_model_dir(path: Path) -> Path:
@@ -49,13 +50,6 @@ def make_lora(
     )
     get_peft_model(base, config).save_pretrained(out)
     return out
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (right now)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class JsonServer:

@@ -173,7 +173,7 @@ def _run(
                 )
             )  # fmt: skip
             detail |= counts | {"mixed_prompts": sorted(mixed)}
-        referee.release()  # its memory back for training; the gate starts it again
+        referee.release()  # memory back for training; the gate restarts it, not re-merging
 
     tried: list[_Candidate] = []
     skipped: dict[str, str] = {}

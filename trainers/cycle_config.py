@@ -108,7 +108,7 @@ class CycleConfig(BaseModel):
         default="auto",
         description="How the gate serves each adapter it measures: merged (the adapter "
         "merged into the base model's weights, on a temporary vLLM server of its own beside "
-        "the application's, one side at a time: on a CPU 2.5 times the requests per second "
+        "the application's, one side at a time: on a CPU 2.6 times the requests per second "
         "of a runtime adapter for about a minute's merge and start per side, "
         "bench/results/serve-gate-*.json), adapter (loaded into the application's server), "
         "auto (merged on a CPU with managed servers; adapter on a GPU, where a second server "

@@ -40,10 +40,10 @@ ServerT_co = TypeVar("ServerT_co", bound=ModelServer, covariant=True)
 class Side(Protocol[ServerT_co]):
     """A server of its own for one adapter at a time, where the application has one (its
     merged server): (served name, adapter folder) → a server answering as that name with
-    those weights; `close` stops it (it starts again when next asked)."""
+    those weights; `stop` stops it (it starts again when next asked)."""
 
     def __call__(self, name: str, adapter: Path) -> ServerT_co: ...
-    def close(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 class Referee(Generic[Server]):
@@ -96,7 +96,7 @@ class Referee(Generic[Server]):
     def release(self) -> None:
         """Stop the side's server, if there is one, so training has its memory."""
         if self.side is not None:
-            self.side.close()
+            self.side.stop()
 
     def judge(
         self, gates: list[GateSuite], gold: bool, candidate: Callable[[list[GateSuite]], Measured]

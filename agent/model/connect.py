@@ -7,7 +7,7 @@ from collections.abc import Callable
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.model.prepare import prepare_model
-from reflexa.agent.model.server import is_healthy, running_replicas, start_server
+from reflexa.agent.model.server import gate_dir, is_healthy, running_replicas, start_server
 from reflexa.agent.settings import Settings
 
 
@@ -87,5 +87,5 @@ def describe(settings: Settings) -> dict[str, object]:
         "replicas": replicas,
         # the gate's merged server, while a night measures an adapter on it
         "gate": [{"url": r.url, "pid": r.pid, "model": r.model}
-                 for r in running_replicas(settings, settings.run_dir / "gate")],
+                 for r in running_replicas(settings, gate_dir(settings))],
     }  # fmt: skip

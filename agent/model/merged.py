@@ -13,7 +13,6 @@ merged weights, which are removed when the gate is done. Its pid file lives unde
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,14 +20,17 @@ from pathlib import Path
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.model.connect import ensure_model, external_urls
-from reflexa.agent.model.server import ServerRecord, start_server, stop_server, uses_cpu
+from reflexa.agent.model.server import (
+    ServerRecord,
+    free_port,
+    gate_dir,
+    start_server,
+    stop_server,
+    uses_cpu,
+)
 from reflexa.agent.settings import Settings
 
 WEIGHTS = (".safetensors", ".bin", ".gguf", ".pt")
-
-
-def gate_dir(settings: Settings) -> Path:
-    return settings.run_dir / "gate"
 
 
 def merge_adapter(base: Path, adapter: Path, out: Path) -> None:
@@ -73,7 +75,8 @@ def gate_server(settings: Settings) -> MergedServer | None:
 class MergedServer:
     """One side of the gate at a time: `(name, adapter folder)` → a client for a temporary
     server of those weights merged, answering as model `name`; asked for another adapter, it
-    stops the one it runs first. `close()` stops it and removes the merged weights."""
+    stops the one it runs first (`stop`), keeping its merged weights; `close()` stops it and
+    removes them."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -81,12 +84,12 @@ class MergedServer:
 
     def __call__(self, name: str, adapter: Path) -> ModelClient:
         if self.serving is None or self.serving[0] != name:
-            self._stop()  # its weights are kept: the gate may come back to that side
-            weights = gate_dir(self.settings) / "weights" / name
+            self.stop()
+            where = gate_dir(self.settings)
+            weights = where / "weights" / name
             if not (weights / "config.json").is_file():
                 ensure_model(self.settings)
                 merge_adapter(self.settings.model_dir, adapter, weights)
-            where = gate_dir(self.settings)
             self.serving = name, start_server(self._settings(weights, name), run_dir=where)
         record = self.serving[1]
         return ModelClient(record.url, name, self.settings.api_key, self.settings.request_timeout_s)
@@ -94,22 +97,19 @@ class MergedServer:
     def _settings(self, weights: Path, name: str) -> Settings:
         s = self.settings
         model = s.model.model_copy(update={"path": weights, "name": name})
-        server = s.server.model_copy(update={"port": _free_port(s.server.host), "replicas": 1})
+        server = s.server.model_copy(update={"port": free_port(s.server.host), "replicas": 1})
         return s.model_copy(update={"model": model, "server": server})
 
-    def _stop(self) -> None:
+    def stop(self) -> None:
+        """Stop the server; the merged weights are kept (the gate may come back to that side,
+        or the night's sampling hand its adapter to the gate)."""
         stop_server(self.settings, run_dir=gate_dir(self.settings))
         self.serving = None
 
     def close(self) -> None:
-        self._stop()
+        """Stop the server and remove every merged weights folder: the cycle is over."""
+        self.stop()
         shutil.rmtree(gate_dir(self.settings) / "weights", ignore_errors=True)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -120,6 +120,18 @@ def local_url(settings: Settings, replica: int = 0) -> str:
     return f"http://{settings.server.host}:{settings.server.port + replica}"
 
 
+def gate_dir(settings: Settings) -> Path:
+    """Where the gate's merged server keeps its pid file, log and merged weights."""
+    return settings.run_dir / "gate"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on (right now)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def port_in_use(host: str, port: int) -> bool:
     """True if something listens there. Connections left in TIME_WAIT by a stopped server do
     not count: vLLM binds with SO_REUSEADDR too, and Linux still refuses a live listener."""
@@ -258,7 +270,7 @@ def _wait_healthy(
 def stop_server(settings: Settings, run_dir: Path | None = None) -> list[ServerRecord]:
     """Stop every managed server (replica) and every process in its group, the gate's merged
     server's too (or only those whose pid files are in `run_dir`); those stopped."""
-    dirs = [run_dir] if run_dir else [settings.run_dir, settings.run_dir / "gate"]
+    dirs = [run_dir] if run_dir else [settings.run_dir, gate_dir(settings)]
     records = []
     for where in dirs:
         for record in running_replicas(settings, where):

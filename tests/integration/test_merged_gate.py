@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from reflexa.agent.model.client import ModelClient
-from reflexa.agent.model.merged import MergedServer, gate_dir, gate_server
-from reflexa.agent.model.server import group_members, running_replicas
+from reflexa.agent.model.merged import MergedServer, gate_server
+from reflexa.agent.model.server import gate_dir, group_members, running_replicas
 from reflexa.agent.settings import load_settings
 from tests.helpers import make_lora
 from tests.integration.conftest import Session

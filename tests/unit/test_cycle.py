@@ -171,8 +171,8 @@ def test_with_a_side_server_the_current_adapter_samples_there_and_training_gets_
             calls.append(("side", name, adapter))
             return f"side:{name}"
 
-        def close(self) -> None:
-            calls.append(("close",))
+        def stop(self) -> None:
+            calls.append(("stop",))
 
     async def sampled(ws, store, client, model, targets, progress):  # type: ignore[no-untyped-def]
         calls.append(("sample", client, model))
@@ -191,7 +191,7 @@ def test_with_a_side_server_the_current_adapter_samples_there_and_training_gets_
     with open_store(settings) as store:
         result = run_cycle(settings.workspace(), store, lambda: "main", no_server, side=Side())  # type: ignore[arg-type]
         assert result["status"] == "skipped"
-        assert calls == [("sample", "main", None), ("close",), ("train",)]  # the base model
+        assert calls == [("sample", "main", None), ("stop",), ("train",)]  # the base model
         store.add_adapter(version="v1", name="reflexa-v1", path=str(tmp_path), parent=None,
                           base_model="m", method="sft", dataset_hash="h", examples=20,
                           metrics={})  # fmt: skip
@@ -199,7 +199,7 @@ def test_with_a_side_server_the_current_adapter_samples_there_and_training_gets_
         calls.clear()
         run_cycle(settings.workspace(), store, lambda: "main", no_server, side=Side())  # type: ignore[arg-type]
         served = ("side", "reflexa-v1", tmp_path)
-        assert calls[:3] == [served, ("sample", "side:reflexa-v1", "reflexa-v1"), ("close",)]
+        assert calls[:3] == [served, ("sample", "side:reflexa-v1", "reflexa-v1"), ("stop",)]
         assert set(calls[3:]) == {("train",)}  # each method's (sft, sft-continue)
         current = store.promoted_adapter()
     alone = Referee(settings.workspace(), "c", lambda: "main", no_server, current, None)

@@ -198,11 +198,13 @@ def test_missing_model_folder_is_refused() -> None:
 def test_the_gate_s_merged_server_merges_each_adapter_once_and_serves_one_side_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Switching sides stops the running server and keeps the merged weights (the gate
-    comes back to the current side for the frozen suite); `close` removes them. The real
+    """Switching sides, or `stop` before training, stops the running server and keeps the
+    merged weights (the gate comes back to the current side for the frozen suite, and to the
+    adapter the night sampled with); `close` removes them. The real
     merge and servers: tests/integration/test_merged_gate.py."""
     from reflexa.agent.model import merged as merged_module
-    from reflexa.agent.model.merged import MergedServer, gate_dir
+    from reflexa.agent.model.merged import MergedServer
+    from reflexa.agent.model.server import gate_dir
 
     merges, started, stops = [], [], []
 
@@ -228,5 +230,7 @@ def test_the_gate_s_merged_server_merges_each_adapter_once_and_serves_one_side_a
     side("b", tmp_path / "B")
     side("a", tmp_path / "A")
     assert merges == ["a", "b"] and started == ["a", "b", "a"] and len(stops) == 3
+    side.stop()  # as before training: the weights stay for the gate
+    assert (gate_dir(settings) / "weights" / "a" / "config.json").is_file() and len(stops) == 4
     side.close()
-    assert not (gate_dir(settings) / "weights").exists() and len(stops) == 4
+    assert not (gate_dir(settings) / "weights").exists() and len(stops) == 5
