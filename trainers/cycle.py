@@ -280,6 +280,10 @@ def _candidate(
         )
     with stage("gate" + suffix) as detail:
         gates, notes = referee.gates(store, stage.cycle_id, suites)
+        # The current side's dev splits first (once a night), then the candidate's server
+        # while every measurement of the candidate is taken: one side's server at a time.
+        if dev := [g for g in gates if not g.frozen]:
+            referee(dev, allow_gold)
         client, candidate_name = referee.serve(row)
         assert candidate_name is not None
         if ws.memory:  # what the candidate passes unaided: retired for it
@@ -291,8 +295,9 @@ def _candidate(
             )  # fmt: skip
 
         def candidate_on(on: list[GateSuite]) -> Measured:
+            client, name = referee.serve(row)  # a side's server: started again if switched
             return asyncio.run(
-                measure(ws.cycle, referee.evaluator(client, stage.cycle_id), on, candidate_name,
+                measure(ws.cycle, referee.evaluator(client, stage.cycle_id), on, name,
                         "candidate", memory=ws.memory, gold=allow_gold, on_progress=on_progress)
             )  # fmt: skip
 

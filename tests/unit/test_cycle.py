@@ -206,6 +206,90 @@ def test_with_a_side_server_the_current_adapter_samples_there_and_training_gets_
     assert alone.serve(current) == ("main", "loaded:reflexa-v1") and alone.serve(None)[1] is None
 
 
+def test_each_side_is_measured_on_the_server_that_serves_it_switching_as_little_as_it_can(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With a side server (one adapter at a time; a client of a stopped one answers no
+    more), a night whose current side is an adapter measures it on dev first, then the
+    candidate on the candidate's server (memories it passes unaided, half the dev items,
+    the rest, the frozen suite), then the current side's frozen suite: three starts, every
+    request to the server then running."""
+    from reflexa.trainers import cycle as cycle_module
+    from reflexa.trainers import referee as referee_module
+
+    calls: list[tuple] = []
+    right = {"reflexa-v1": 0.4, "reflexa-v2": 0.8}  # of the dev items; alike on the frozen
+
+    class Side:
+        serving: tuple[str, int] | None = None
+        starts = 0
+
+        def __call__(self, name: str, adapter: Path) -> tuple[str, int]:
+            if self.serving is None or self.serving[0] != name:
+                self.starts += 1
+                self.serving = name, self.starts
+                calls.append(("start", name))
+            return self.serving
+
+        def stop(self) -> None:
+            self.serving = None
+
+        def live(self, client: tuple[str, int]) -> None:
+            if client != self.serving:
+                raise ConnectionError(f"{client} was stopped")
+
+    side = Side()
+
+    def evaluator(client: tuple[str, int], cycle_id: str):  # type: ignore[no-untyped-def]
+        async def evaluate(adapter, suite, split, memory, gold, draws, progress):  # type: ignore[no-untyped-def]
+            side.live(client)
+            assert adapter == client[0]
+            calls.append(("eval", adapter, suite.name))
+            items = suite.select(split)
+            share = right["reflexa-v1" if suite.name == "capabilities" else adapter]
+            passed = [n < share * len(items) for n in range(len(items))]
+            return {"run_id": f"run-{len(calls)}", "items": [
+                {"item_id": i.id, "first_passed": ok, "final_passed": ok, "recalled": [],
+                 "draws": [ok] * draws} for i, ok in zip(items, passed, strict=True)]}  # fmt: skip
+
+        return evaluate
+
+    async def retired(ws, store, client, name, progress):  # type: ignore[no-untyped-def]
+        side.live(client)
+        calls.append(("retire", name))
+        return 0
+
+    def trained(ws, store, stage, *rest):  # type: ignore[no-untyped-def]
+        store.add_adapter(version="v2", name="reflexa-v2", path=str(tmp_path), parent="v1",
+                          base_model="m", method="sft", dataset_hash="h2", examples=20,
+                          metrics={})  # fmt: skip
+        return {"examples": 20}, ["arithmetic"], True, store.adapter("v2")
+
+    settings = Settings(cycle=Settings().cycle.model_copy(
+        update={"methods": ["sft"], "sample_n": 0}))  # fmt: skip
+    monkeypatch.setattr(cycle_module, "compile_and_train", trained)
+    monkeypatch.setattr(cycle_module, "retire_passed", retired)
+    monkeypatch.setattr(
+        cycle_module, "promote", lambda ws, st, c, v, r: calls.append(("promote", v))
+    )
+    monkeypatch.setattr(referee_module, "check_adapter", lambda row, ws: Path(row["path"]))
+    with open_store(settings) as store:
+        store.add_adapter(version="v1", name="reflexa-v1", path=str(tmp_path), parent=None,
+                          base_model="m", method="sft", dataset_hash="h1", examples=20,
+                          metrics={})  # fmt: skip
+        store.set_promoted("v1", "test", "retired", was=None)
+        result = run_cycle(settings.workspace(), store, lambda: "main", evaluator, side=side)  # type: ignore[arg-type]
+    assert result["status"] == "promoted", result["reason"]
+    assert calls == [
+        ("start", "reflexa-v1"), ("eval", "reflexa-v1", "arithmetic"),
+        ("start", "reflexa-v2"), ("retire", "reflexa-v2"),
+        ("eval", "reflexa-v2", "arithmetic"), ("eval", "reflexa-v2", "arithmetic"),  # a half, all
+        ("eval", "reflexa-v2", "capabilities"),
+        ("start", "reflexa-v1"), ("eval", "reflexa-v1", "capabilities"),
+        ("promote", "v2"),
+    ]  # fmt: skip
+
+
 def test_the_training_child_reads_its_workspace_file_and_fails_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
