@@ -77,7 +77,11 @@ class CycleConfig(BaseModel):
         description="Samples per training prompt, for self-consistency (0: none).",
     )  # fmt: skip
     sample_temperature: float = Field(default=1.0, gt=0, le=2)
-    sample_max_tokens: int = Field(default=256, ge=1, description="Tokens per sample.")
+    sample_max_tokens: int = Field(
+        default=256, ge=1,
+        description="Tokens per answer when sampling, at most; a sample may also take no more "
+        "than twice the greedy answer's tokens (at least 64): rambling seldom passes.",
+    )  # fmt: skip
     sample_limit: int = Field(default=200, ge=0, description="Prompts sampled per cycle, at most.")
     agree_greedy: int = Field(
         default=3, ge=1,

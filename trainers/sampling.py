@@ -1,5 +1,6 @@
 """On-policy samples, judged without labels: for each training prompt, the current model's
-greedy answer and `cycle.sample_n` samples (two requests), then a vote among them.
+greedy answer, then `cycle.sample_n` samples in one request (each at most twice as long as
+the greedy answer, `sample_cap`), then a vote among them.
 
 - The vote's answer (self-consistency: the greedy answer when enough agree with it, else a
   large enough majority; it must pass the visible checks) becomes a correction justified by
@@ -60,6 +61,14 @@ def sampling_targets(
     return ordered[:limit]
 
 
+def sample_cap(greedy_tokens: int, most: int) -> int:
+    """Tokens a sample may take: twice the greedy answer's, at least 64, at most `most`. At
+    temperature the model rambles, and a rambling answer is seldom one the checks pass or
+    that agrees with another; the gate's draws are capped alike (graphs/nodes.py), measured
+    in bench/results/gate-cost-*.json."""
+    return min(most, max(64, 2 * greedy_tokens))
+
+
 def _constraint(checks: list[dict[str, Any]]) -> dict[str, Any]:
     """vLLM structured outputs for the samples: a visible JSON Schema constrains them."""
     schema = next((c["schema"] for c in checks if c["type"] == "json" and c.get("schema")), None)
@@ -85,11 +94,14 @@ async def sample_corrections(
     mixed: set[str] = set()
     done = 0
 
-    async def answers(http: httpx.AsyncClient, body: dict[str, Any]) -> list[str]:
+    async def answers(http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[list[str], int]:
+        """The answers, and the completion tokens of all of them."""
         async with limit:
             response = await http.post(f"{client.url}/v1/chat/completions", json=body)
         response.raise_for_status()
-        return [choice["message"]["content"] or "" for choice in response.json()["choices"]]
+        reply = response.json()
+        texts = [choice["message"]["content"] or "" for choice in reply["choices"]]
+        return texts, int((reply.get("usage") or {}).get("completion_tokens") or 0)
 
     async def sample(http: httpx.AsyncClient, episode: EpisodeRecord) -> None:
         body = {
@@ -97,10 +109,10 @@ async def sample_corrections(
             "messages": episode.messages,
             "max_tokens": c.sample_max_tokens,
         } | _constraint(episode.checks)
-        (greedy,), samples = await asyncio.gather(
-            answers(http, body | {"n": 1, "temperature": 0}),
-            answers(http, body | {"n": c.sample_n, "temperature": c.sample_temperature}),
-        )
+        (greedy,), length = await answers(http, body | {"n": 1, "temperature": 0})
+        cap = sample_cap(length, c.sample_max_tokens)
+        samples, _ = await answers(http, body | {"n": c.sample_n, "max_tokens": cap,
+                                                 "temperature": c.sample_temperature})  # fmt: skip
         ok = await _verdicts(episode, [greedy, *samples], ws.allow_unconfined)
         if any(ok) and not all(ok):
             mixed.add(prompt_hash(episode.prompt))

@@ -133,6 +133,42 @@ def test_sampling_returns_the_prompts_whose_answers_disagreed(
         assert mixed == {prompt_hash("What is 40 + 2?")}
 
 
+def test_samples_are_asked_after_the_greedy_answer_and_capped_at_twice_its_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each prompt's greedy answer comes first; its samples may take twice its tokens, at
+    least 64 and at most `sample_max_tokens`."""
+    from reflexa.trainers.sampling import sample_cap
+    from tests.unit.test_dataset import attempt, episode
+
+    assert [sample_cap(n, 256) for n in (0, 5, 32, 40, 200)] == [64, 64, 64, 80, 256]
+    greedy_tokens = {"What is 40 + 2?": 3, "What is 40 + 3?": 90}
+    asked: list[tuple[str, int, int]] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        prompt = body["messages"][0]["content"]
+        asked.append((prompt, body["n"], body["max_tokens"]))
+        tokens = greedy_tokens[prompt] if body["n"] == 1 else 1
+        return httpx.Response(200, json={
+            "choices": [{"message": {"content": "42"}}] * body["n"],
+            "usage": {"completion_tokens": tokens * body["n"]}})  # fmt: skip
+
+    real = httpx.AsyncClient
+    monkeypatch.setattr(
+        httpx, "AsyncClient", lambda **kw: real(transport=httpx.MockTransport(reply), **kw)
+    )
+    settings = Settings(cycle={"sample_n": 4, "sample_max_tokens": 150})
+    with Store.open(sqlite_url(tmp_path / "db.sqlite")) as store:
+        for prompt in greedy_tokens:
+            episode(store, prompt, [attempt("0", False)], scoring=[])
+        targets = store.training_episodes("train")
+        client = ModelClient("http://vllm.test", "m")
+        asyncio.run(sample_corrections(settings.workspace(), store, client, None, targets))
+    for prompt, cap in (("What is 40 + 2?", 64), ("What is 40 + 3?", 150)):
+        assert [(n, most) for p, n, most in asked if p == prompt] == [(1, 150), (4, cap)]
+
+
 def test_a_prompt_the_server_does_not_answer_is_skipped_and_none_answered_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
