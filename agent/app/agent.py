@@ -191,6 +191,18 @@ class Agent:
         self.graph, self.store, self.context, self.reflect = graph, store, context, reflect
         self.memory, self.gold_memories = memory, gold_memories
 
+    def recalled(
+        self, prompt: str, suite: str | None, memory: bool, gold: bool
+    ) -> list[int] | None:
+        """The ids of the memories a request would be shown now (none with memory off);
+        None where recall fails (the request would be answered without it, and say so)."""
+        if not memory or self.memory is None:
+            return []
+        try:
+            return [m["id"] for m in self.memory.recall(prompt, suite, gold=gold).memories]
+        except Exception:  # the graph's recall node notes the failure on the episode
+            return None
+
     async def run(self, request: EpisodeRequest, on_event: EventFn | None = None) -> EpisodeResult:
         """Answer `request`; a turn of its thread that was interrupted is finished first."""
         thread_id = request.thread_id or uuid.uuid4().hex

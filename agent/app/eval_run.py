@@ -22,7 +22,7 @@ from reflexa.evals.compare import compare_runs
 from reflexa.evals.metrics import by_strategy, summarize
 from reflexa.evals.runner import ItemOutcome, run_items
 from reflexa.evals.suite import TRAIN, Suite, SuiteItem
-from reflexa.trainers.gate import Evaluate
+from reflexa.trainers.gate import FROZEN, Evaluate
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,15 @@ class EvalOptions:
     # The cycle whose gate this run is part of: its runs are kept apart from any other's,
     # and one taken up after a stop finds its own, finished or not.
     cycle: str | None = None
+    # The answering model's max tokens an answer, where the caller records it (the agent
+    # applies its own): a gate run reuses another night's answers only at the same length.
+    answer_tokens: int | None = None
 
     def config(self) -> dict[str, Any]:
         """What makes two runs comparable (concurrency does not change results)."""
         return {
             k: v for k, v in asdict(self).items()
-            if k != "concurrency" and (k != "cycle" or v is not None)
+            if k != "concurrency" and (k not in ("cycle", "answer_tokens") or v is not None)
         }  # fmt: skip
 
 
@@ -94,11 +97,15 @@ def outcome(episode: dict[str, Any], item: SuiteItem) -> ItemOutcome:
         repair_log=repair_log,
         final_strategy=returned[-1]["strategy"] if returned else None,
         skipped=[k for a in attempts for k in (a["diagnosis"] or {}).get("skipped", {})],
-        recalled=[m["id"] for m in (attempts[0]["memory"] or {}).get("used", [])]
-        if attempts
-        else [],
+        recalled=recalled_ids(episode),
         draws=[bool(d["passed"]) for d in episode.get("draws") or []],
     )
+
+
+def recalled_ids(episode: dict[str, Any]) -> list[int]:
+    """The ids of the memories in an episode's first prompt."""
+    attempts = episode.get("attempts") or []
+    return [m["id"] for m in (attempts[0]["memory"] or {}).get("used", [])] if attempts else []
 
 
 def breakdown(outcomes: list[ItemOutcome]) -> dict[str, Any]:
@@ -117,9 +124,14 @@ def breakdown(outcomes: list[ItemOutcome]) -> dict[str, Any]:
 
 
 async def run_eval(
-    agent: Agent, suite: Suite, options: EvalOptions, on_progress: ProgressFn | None = None
+    agent: Agent,
+    suite: Suite,
+    options: EvalOptions,
+    on_progress: ProgressFn | None = None,
+    reuse: bool = False,
 ) -> dict[str, Any]:
-    """Run `suite` on `agent` (opened with `options.adapter`, if any)."""
+    """Run `suite` on `agent` (opened with `options.adapter`, if any). `reuse`: an item
+    another cycle's gate asked exactly so is not asked again (`answered_before`)."""
     items = suite.select(options.split, options.limit)
     by_id = {i.id: i for i in items}
     store = agent.store
@@ -128,6 +140,11 @@ async def run_eval(
     )
     done = {e["item_id"] for e in store.run_episodes(run_id) if e["status"] != "error"}
     todo = [i for i in items if i.id not in done]
+    if reuse and todo:
+        earlier = answered_before(agent, suite, options, todo)
+        for episode_id in earlier.values():
+            store.copy_episode(episode_id, run_id)
+        todo = [i for i in todo if i.id not in earlier]
     done_count = len(items) - len(todo)
     if on_progress:
         on_progress(done_count, len(items))
@@ -182,6 +199,32 @@ async def run_eval(
     }
 
 
+def answered_before(
+    agent: Agent, suite: Suite, options: EvalOptions, items: list[SuiteItem]
+) -> dict[str, str]:
+    """Item id → an episode of another cycle's gate run that made the same request: the
+    same model (an adapter's name is its weights' hash), options and item prompt, and the
+    same memories recalled as would be now (memory stays as it is while a gate runs). Its
+    answers are a sample of the same distribution a new request would draw from, so the
+    frozen suite, whose items never change, is measured once per adapter, not once per
+    night (the current side tonight was last night's candidate)."""
+    wanted = {i.id: i for i in items}
+    found: dict[str, str] = {}
+    for run_id in agent.store.earlier_runs(suite.name, options.config()):
+        for e in agent.store.run_episodes(run_id):
+            item = wanted.get(e["item_id"])
+            if item is None or item.id in found or e["status"] == "error":
+                continue
+            if e["prompt"] != item.user_prompt or e["model"] != agent.context.model_name:
+                continue
+            now = agent.recalled(item.user_prompt, suite.name, options.memory, options.allow_gold)
+            if e["attempts"] and recalled_ids(e) == now:
+                found[item.id] = e["id"]
+        if len(found) == len(wanted):
+            break
+    return found
+
+
 def compare_eval_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
     """`reflexa eval compare`: two recorded runs, paired on the items they share."""
     runs = []
@@ -223,12 +266,16 @@ def gate_evaluator(settings: Settings, store: Store) -> Callable[[ModelClient, s
             options = EvalOptions(
                 split=split, reflect=False, adapter=adapter, memory=memory, allow_gold=gold,
                 concurrency=c.concurrency, draws=draws, draw_temperature=c.gate_temperature,
-                cycle=cycle_id,
+                cycle=cycle_id, answer_tokens=settings.reflect.max_tokens,
             )  # fmt: skip
             # Recall is measured whatever the current policy says, or a suite whose recall
             # was turned off would measure no difference and be turned back on.
             async with open_agent(settings, client, store, adapter, recall_policy=False) as agent:
-                return await run_eval(agent, suite, options, on_progress)
+                # The frozen suite's items never change: what an adapter answered there on
+                # another night is reused. (Not dev: the current side was promoted on its dev
+                # answers, which would make it a baseline biased upward.)
+                reuse = suite.name == FROZEN
+                return await run_eval(agent, suite, options, on_progress, reuse=reuse)
 
         return evaluate
 

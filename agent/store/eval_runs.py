@@ -7,11 +7,11 @@ import json
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from reflexa.agent.store.episodes import episode_dict
 from reflexa.agent.store.records import Records, columns
-from reflexa.agent.store.tables import Episode, EvalRun, utcnow
+from reflexa.agent.store.tables import Attempt, Episode, EvalRun, utcnow
 
 
 class EvalRunRecords(Records):
@@ -45,6 +45,35 @@ class EvalRunRecords(Records):
             )
             latest = {r.item_id: r for r in rows}  # the newest of an item that ran twice
             return [episode_dict(r, with_attempts=True) for r in latest.values()]
+
+    def earlier_runs(self, suite: str, config: dict[str, Any]) -> list[str]:
+        """Finished runs of `suite` with this config but another cycle's (the same gate
+        request on another night), newest first."""
+        same = {k: v for k, v in config.items() if k != "cycle"}
+        with self._session() as s:
+            runs = s.scalars(
+                select(EvalRun)
+                .where(EvalRun.suite == suite, EvalRun.status == "done")
+                .order_by(EvalRun.created_at.desc())
+            )
+            return [
+                r.id for r in runs
+                if r.config.get("cycle") not in (None, config.get("cycle"))
+                and {k: v for k, v in r.config.items() if k != "cycle"} == same
+            ]  # fmt: skip
+
+    def copy_episode(self, episode_id: str, run_id: str) -> str:
+        """A finished episode (with its attempts) recorded again in eval run `run_id`: an
+        answer reused, as that run's. Returns the copy's id."""
+        copy_id = uuid.uuid4().hex
+        with self._session.begin() as s:
+            row = s.get_one(Episode, episode_id)
+            fields = {a.key: getattr(row, a.key) for a in inspect(Episode).column_attrs}
+            s.add(Episode(**fields | {"id": copy_id, "eval_run_id": run_id, "owner": None}))
+            for a in row.attempts:
+                kept = {k.key: getattr(a, k.key) for k in inspect(Attempt).column_attrs}
+                s.add(Attempt(**kept | {"id": None, "episode_id": copy_id}))
+        return copy_id
 
     def finish_eval_run(self, run_id: str, metrics: dict[str, Any]) -> None:
         with self._session.begin() as s:

@@ -280,3 +280,40 @@ def test_scores_move_out_of_the_attempts_and_gold_chosen_repairs_say_so(
     assert by_episode == {"old": "gold", "chat": "checks"}
     said = capfd.readouterr().err
     assert "scores of 2 episode(s) moved" in said and "1 repair(s)" in said
+
+
+def test_another_cycle_s_run_of_the_same_request_is_found_and_its_episode_copied(
+    database_url: str,
+) -> None:
+    """`earlier_runs`: finished runs of the suite whose config differs only by cycle (not
+    this cycle's, not an ordinary run's, not another config's). `copy_episode` records an
+    episode, attempts and draws included, again in another run; the original stays."""
+    from tests.unit.test_dataset import attempt
+
+    store = Store.open(database_url)
+    night = {"split": "test", "draws": 8, "adapter": "reflexa-abc"}
+    runs = {}
+    for key, config in {"c1": night | {"cycle": "c1"}, "plain": night,
+                        "other": night | {"cycle": "c0", "draws": 4},
+                        "c2": night | {"cycle": "c2"}}.items():  # fmt: skip
+        runs[key], _ = store.open_eval_run("capabilities", "built-in", config)
+    store.start_episode(id="e1", thread_id="t1", prompt="Say hi.", checks=[], model="reflexa-abc",
+                        messages=[{"role": "user", "content": "Say hi."}], suite="capabilities",
+                        split="test", item_id="i1", eval_run_id=runs["c1"])  # fmt: skip
+    store.finish_episode("e1", status="passed", answer="hi", error=None, latency_s=0.5,
+                         attempts=[attempt("hi", True)], scores=[None],
+                         draws=[{"answer": "hey", "passed": True}])  # fmt: skip
+    for key in ("c1", "plain", "other"):
+        store.finish_eval_run(runs[key], {})
+    assert store.earlier_runs("capabilities", night | {"cycle": "c2"}) == [runs["c1"]]
+    assert store.earlier_runs("capabilities", night | {"cycle": "c1"}) == []
+    copy = store.copy_episode("e1", runs["c2"])
+    [copied] = store.run_episodes(runs["c2"])
+    [original] = store.run_episodes(runs["c1"])
+    assert copied["id"] == copy != original["id"] == "e1"
+    same = ("prompt", "answer", "status", "item_id", "draws", "model", "latency_s")
+    assert {k: copied[k] for k in same} == {k: original[k] for k in same}
+    assert [a["answer"] for a in copied["attempts"]] == ["hi"] and copied["eval_run_id"] == runs[
+        "c2"
+    ]
+    store.close()

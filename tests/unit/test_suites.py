@@ -488,3 +488,42 @@ def test_a_suite_that_shows_the_answer_is_refused_before_anything_runs(tmp_path:
     assert "put it under `scoring`" in result.output
     with Store.open(load_settings().database) as store:  # nothing recorded
         assert store.failures() == [] and store.eval_run_source("capitals") is None
+
+
+def test_another_night_s_answers_to_the_same_request_are_reused_until_recall_changes() -> None:
+    """With `reuse` (the gate's frozen suite), an item another cycle's run asked with the
+    same model, options and prompt, and that recall would show the same memories now, is
+    copied into this run, not asked again; once a new memory would be recalled into its
+    prompt, it is asked again. The earlier run keeps its own episodes."""
+    from reflexa.agent.app.checkpointer import open_checkpointer
+    from reflexa.agent.app.memory import Memory
+    from reflexa.agent.settings import load_settings
+    from reflexa.agent.store import Store
+    from reflexa.graphs import ReflectionContext, build_reflection_graph
+    from tests.fakes import ScriptedChatModel
+
+    settings = load_settings()
+    store = Store.open(settings.database)
+    memory = Memory(store, settings.memory, lambda s: len(s) // 3 + 1)
+
+    async def night(cycle: str, script: list[str]) -> dict:
+        llm = ScriptedChatModel(script=script)  # runs out (an error) if asked more
+        context = ReflectionContext(llm=llm, model_name="fake", recall=memory.recall,
+                                    strategies=("feedback",))  # fmt: skip
+        async with open_checkpointer(settings) as saver:
+            agent = Agent(build_reflection_graph(saver), store, context, settings.reflect, memory)
+            options = EvalOptions(reflect=False, concurrency=1, cycle=cycle)
+            return await run_eval(agent, SUITE, options, reuse=True)
+
+    first = asyncio.run(night("c1", ["2", "4", "7", "8"]))
+    again = asyncio.run(night("c2", []))  # nothing may be asked
+    assert [i["first_passed"] for i in again["items"]] == [True, True, False, True]
+    copies = {i["episode_id"] for i in again["items"]}
+    assert not copies & {i["episode_id"] for i in first["items"]} and len(copies) == 4
+    assert len(store.run_episodes(first["run_id"])) == 4
+    store.add_correction(
+        None, prompt="What is 30 + 30?", chosen="60", source="user", verified=True
+    )  # fmt: skip  (now recalled for every item)
+    after = asyncio.run(night("c3", ["2", "4", "6", "8"]))
+    assert [i["first_passed"] for i in after["items"]] == [True, True, True, True]
+    assert all(i["recalled"] for i in after["items"])
