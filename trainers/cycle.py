@@ -280,10 +280,11 @@ def _candidate(
         )
     with stage("gate" + suffix) as detail:
         gates, notes = referee.gates(store, stage.cycle_id, suites)
-        # The current side's dev splits first (once a night), then the candidate's server
-        # while every measurement of the candidate is taken: one side's server at a time.
-        if dev := [g for g in gates if not g.frozen]:
-            referee(dev, allow_gold)
+        # The current side first, all of it (once a night; its frozen suite once per adapter,
+        # reused on later nights), then the candidate's server for every measurement of the
+        # candidate: each side's server starts once.
+        if gates:
+            referee(gates, allow_gold)
         client, candidate_name = referee.serve(row)
         assert candidate_name is not None
         if ws.memory:  # what the candidate passes unaided: retired for it

@@ -7,7 +7,9 @@ repairs; with its own recall when memory is on, and without, to measure what rec
 greedily and `gate_draws` more times in the same request (`frozen_draws` on the frozen
 suite, whose non-inferiority test needs more): an item's evidence is the share
 of its answers that pass. The current side is measured once per night, with memory frozen
-until every candidate is decided, and each candidate is compared with that one measurement.
+until every candidate is decided, and each candidate is compared with that one measurement;
+on the frozen suite, whose items never change, once per adapter (the application reuses
+another night's identical requests: `Evaluate`).
 
 With `futility` on, a candidate is measured on a random half of the dev items first and
 rejected there if its pooled pass fraction is not above the current side's: stopping only
@@ -48,7 +50,8 @@ class Evaluate(Protocol):
     memories justified by gold recalled only where `gold`. Returns the run's report:
     `run_id`, and `items` with `item_id`, `first_passed`, `final_passed`, `recalled` (the
     ids of the memories in its first answer's prompt) and `draws` (whether each of its
-    `draws` extra answers, sampled in the same request, passed)."""
+    `draws` extra answers, sampled in the same request, passed). An item of the frozen
+    suite another night asked exactly so may be answered from that night's record."""
 
     def __call__(
         self,

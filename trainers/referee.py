@@ -49,9 +49,9 @@ class Side(Protocol[ServerT_co]):
 class Referee(Generic[Server]):
     """The night's gate suites (generated ones with a dev sample drawn for the night, less
     what the loop may have learnt from) and its one measurement of the current adapter on
-    each (per gold policy), taken the first time a candidate needs it: every candidate is
-    compared with that one. Each side is measured on `side`'s server where there is one,
-    else through the application's."""
+    each (per gold policy), taken before any candidate's (the cycle asks for it first):
+    every candidate is compared with that one. Each side is measured on `side`'s server
+    where there is one, else through the application's."""
 
     def __init__(self, ws: Workspace, cycle_id: str, connect: Connect[Server],
                  evaluator: Evaluator[Server], current: dict[str, Any] | None,
@@ -103,7 +103,7 @@ class Referee(Generic[Server]):
     ) -> tuple[GateResult, Measured, list[GateSuite]]:
         """A candidate (`candidate(gates)` measures it) against the current adapter: on the
         dev splits first, and on the frozen suite only if those would promote it (a
-        rejected candidate costs neither side the frozen suite). Returns the decision, the
+        rejected candidate costs itself the frozen suite). Returns the decision, the
         candidate's measurement and the gate suites it was judged on."""
         dev = [g for g in gates if not g.frozen]
         frozen = [g for g in gates if g.frozen]

@@ -206,14 +206,14 @@ def test_with_a_side_server_the_current_adapter_samples_there_and_training_gets_
     assert alone.serve(current) == ("main", "loaded:reflexa-v1") and alone.serve(None)[1] is None
 
 
-def test_each_side_is_measured_on_the_server_that_serves_it_switching_as_little_as_it_can(
+def test_each_side_is_measured_on_the_server_that_serves_it_each_server_started_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """With a side server (one adapter at a time; a client of a stopped one answers no
-    more), a night whose current side is an adapter measures it on dev first, then the
-    candidate on the candidate's server (memories it passes unaided, half the dev items,
-    the rest, the frozen suite), then the current side's frozen suite: three starts, every
-    request to the server then running."""
+    more), a night whose current side is an adapter measures it first (dev and the frozen
+    suite), then the candidate on the candidate's server (memories it passes unaided, half
+    the dev items, the rest, the frozen suite): two starts, every request to the server
+    then running."""
     from reflexa.trainers import cycle as cycle_module
     from reflexa.trainers import referee as referee_module
 
@@ -282,10 +282,10 @@ def test_each_side_is_measured_on_the_server_that_serves_it_switching_as_little_
     assert result["status"] == "promoted", result["reason"]
     assert calls == [
         ("start", "reflexa-v1"), ("eval", "reflexa-v1", "arithmetic"),
+        ("eval", "reflexa-v1", "capabilities"),
         ("start", "reflexa-v2"), ("retire", "reflexa-v2"),
         ("eval", "reflexa-v2", "arithmetic"), ("eval", "reflexa-v2", "arithmetic"),  # a half, all
         ("eval", "reflexa-v2", "capabilities"),
-        ("start", "reflexa-v1"), ("eval", "reflexa-v1", "capabilities"),
         ("promote", "v2"),
     ]  # fmt: skip
 
