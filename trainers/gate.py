@@ -186,68 +186,76 @@ async def measure(
 ) -> Measured:
     """`adapter` (None: the base model) on every gate suite, first attempts with their draws:
     with memory on, with its own recall (memories justified by gold only where `gold`) and
-    again without, for the items whose prompt recall changed (the others' prompt is the same
-    either way, so is what they measure). Where recall made a suite's pass fraction worse by
-    more than `max_drop`, significantly, that suite is served without it."""
-    modes = (True, False) if memory else (False,)
-    measured: dict[bool, Results] = {}
+    again without, greedy answers alone, for the items whose prompt recall changed (the
+    others' prompt is the same either way, so is what they measure). Where recall made a
+    suite's greedy answers worse by more than `max_drop`, significantly, that suite is served
+    without it, and its items recall changed are asked again unaided with their draws.
+    (Recall's effect is judged on greedy answers, as the memories it helped or hurt are: the
+    draws would make that pass about three times dearer, bench/results/gate-cost-*.json.)"""
     runs: dict[str, dict[str, str]] = {}
     recalled: dict[str, list[int]] = {}  # item → memories in its prompt
-    for recall in modes:
+
+    async def asked(on: list[GateSuite], recall: bool, draws: bool, only: set[str] | None,
+                    mode: str) -> Results:  # fmt: skip
+        """The gates' items (those in `only`, if given: gate label/split/item) answered."""
         results: Results = {}
-        shown = {k for k, ids in recalled.items() if ids}  # filled by the pass with recall
-        for gate in gates:
+        for gate in on:
             for split in gate.splits:
                 suite = gate.suite
-                if memory and not recall:  # unaided: where recall showed something
-                    same = measured[True].get(gate.label, {}).items()
-                    results.setdefault(gate.label, {}).update(
-                        (k, v) for k, v in same
-                        if k.startswith(f"{split}/") and f"{gate.label}/{k}" not in shown
-                    )  # fmt: skip
+                if only is not None:
                     suite = dataclasses.replace(suite, items=[
                         i for i in suite.items
-                        if i.split != split or f"{gate.label}/{split}/{i.id}" in shown
+                        if i.split != split or f"{gate.label}/{split}/{i.id}" in only
                     ])  # fmt: skip
                     if not suite.select(split):
                         continue
                 label = f"{side}{'' if recall else ' unaided'} {gate.suite.name}:{split}"
-                asked = cycle.frozen_draws if gate.frozen else cycle.gate_draws
+                n = (cycle.frozen_draws if gate.frozen else cycle.gate_draws) if draws else 0
                 report = await evaluate(
-                    adapter, suite, split, recall, gold, asked,
+                    adapter, suite, split, recall, gold, n,
                     on_progress and (lambda d, t, label=label: on_progress(label, d, t)),
                 )  # fmt: skip
-                mode = "memory" if recall else "no memory"
                 runs.setdefault(gate.label, {})[f"{side}:{split}:{mode}"] = report["run_id"]
                 for item in report["items"]:
                     key = f"{split}/{item['item_id']}"
-                    draws = item.get("draws") or []
+                    draws_passed = item.get("draws") or []
                     results.setdefault(gate.label, {})[key] = {
                         "first_attempt": item["first_passed"],
                         "final": item["final_passed"],
-                        "passes": item["first_passed"] + sum(draws),
-                        "answers": 1 + len(draws),
+                        "passes": item["first_passed"] + sum(draws_passed),
+                        "answers": 1 + len(draws_passed),
                     }
                     if recall:
                         recalled[f"{gate.label}/{key}"] = item["recalled"]
-        measured[recall] = results
+        return results
+
     if not memory:
-        return Measured(adapter, measured[False], runs)
+        return Measured(adapter, await asked(gates, False, True, None, "no memory"), runs)
+    on_all = await asked(gates, True, True, None, "memory")
+    shown = {k for k, ids in recalled.items() if ids}
+    off_shown = await asked(gates, False, False, shown, "no memory")  # greedy answers alone
     out = Measured(adapter, {}, runs)
     for gate in gates:
-        on, off = measured[True].get(gate.label, {}), measured[False].get(gate.label, {})
-        effect = compare_fractions(_fractions(off), _fractions(on))
+        on = on_all.get(gate.label, {})
+        off = {k: v for k, v in on.items() if f"{gate.label}/{k}" not in shown}
+        off |= off_shown.get(gate.label, {})
+        effect = compare_fractions(_greedy(off), _greedy(on))
         # Off only where recall's cost is beyond max_drop and significant (one-sided at
         # alpha): on a point estimate, chance alone would turn it off in many nights.
         harm = effect["p_value"] / 2 if effect["difference"] < 0 else 1.0
         keep = effect["difference"] >= -cycle.max_drop or harm >= cycle.alpha
-        reason = f"pass {effect['a']:.1%} without recall, {effect['b']:.1%} with it" + (
+        reason = f"greedy pass {effect['a']:.1%} without recall, {effect['b']:.1%} with it" + (
             "" if keep
             else f": recall off (it cost more than {cycle.max_drop:.0%}, p = {harm:.2g})"
         )  # fmt: skip
         out.memory[gate.label] = {"without": effect["a"], "with": effect["b"], "recall": keep,
                                   "reason": reason, "measured": effect}  # fmt: skip
-        out.served[gate.label] = on if keep else off
+        if keep:
+            out.served[gate.label] = on
+        else:  # served unaided: its changed items asked again, with their draws
+            mine = {k for k in shown if k.startswith(f"{gate.label}/")}
+            again = await asked([gate], False, True, mine, "no memory, served")
+            out.served[gate.label] = off | again.get(gate.label, {})
         for key, result in on.items():  # items whose greedy answer recall flipped
             before = off.get(key)
             if before is not None and before["first_attempt"] != result["first_attempt"]:
@@ -276,6 +284,10 @@ def record_memory(store: MemoryLedger, side: Measured, gates: list[GateSuite]) -
 
 def _fractions(results: dict[str, dict[str, Any]]) -> dict[str, tuple[int, int]]:
     return {k: (int(v["passes"]), int(v["answers"])) for k, v in results.items()}
+
+
+def _greedy(results: dict[str, dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    return {k: (int(v["first_attempt"]), 1) for k, v in results.items()}
 
 
 def decide(

@@ -214,7 +214,13 @@ def test_recall_that_hurts_is_turned_off_but_written_only_when_recorded() -> Non
         # With recall: 10 of 100 right; without: 30. Items 10-29 flipped to wrong by memory 1.
         calls: list[tuple[Any, ...]] = []
         passing = lambda a, name, memory: (10 if memory else 30) if name == "arithmetic" else 20  # noqa: E731
-        evaluate = fake_evaluate(passing, calls, lambda k: [ids[0]] if 10 <= k < 30 else [])
+        scored = fake_evaluate(passing, calls, lambda k: [ids[0]] if 10 <= k < 30 else [])
+        draws: list[tuple[str, bool, int, int]] = []  # suite, recall, draws, items
+
+        async def evaluate(adapter, suite, split, memory, gold, n, progress):  # type: ignore[no-untyped-def]
+            draws.append((suite.name, memory, n, len(suite.select(split))))
+            return await scored(adapter, suite, split, memory, gold, n, progress)
+
         measured = asyncio.run(
             measure(settings.cycle, evaluate, [HELD, FROZEN], "reflexa-abc", "candidate")
         )
@@ -223,11 +229,14 @@ def test_recall_that_hurts_is_turned_off_but_written_only_when_recorded() -> Non
         assert "recall off" in measured.memory[HELD.label]["reason"]
         assert measured.served[HELD.label]["heldout/i20"]["first_attempt"] is True  # unaided
         assert measured.hurt == [ids[0]] * 20 and measured.helped == []
-        unaided = [c for c in calls if c[3] is False]  # only where recall showed something
-        assert [(c[1], c[2]) for c in unaided] == [
-            ("arithmetic", "heldout"),
-            ("capabilities", "test"),
-        ]
+        # Unaided only where recall showed something, greedy answers alone; then the suite
+        # served without recall is asked again there with its draws.
+        assert [d for d in draws if not d[1]] == [
+            ("arithmetic", False, 0, 20), ("capabilities", False, 0, 20),
+            ("arithmetic", False, settings.cycle.gate_draws, 20),
+        ]  # fmt: skip
+        served = measured.served[HELD.label]
+        assert served["heldout/i20"]["answers"] == served["heldout/i50"]["answers"] == 5
         assert store.recall_policies() == [] and all(m["hurt"] == 0 for m in store.memories())
 
         assert record_memory(store, measured, [HELD, FROZEN]) == 1
