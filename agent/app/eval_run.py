@@ -210,15 +210,20 @@ def answered_before(
     night (the current side tonight was last night's candidate)."""
     wanted = {i.id: i for i in items}
     found: dict[str, str] = {}
-    for run_id in agent.store.earlier_runs(suite.name, options.config()):
+    now: dict[str, list[int] | None] = {}  # what each item's recall shows now
+    # Gold changes a gate request only through the memories recall shows: compared below.
+    for run_id in agent.store.earlier_runs(suite.name, options.config(), ("allow_gold",)):
         for e in agent.store.run_episodes(run_id):
             item = wanted.get(e["item_id"])
-            if item is None or item.id in found or e["status"] == "error":
+            if item is None or item.id in found or e["status"] == "error" or not e["attempts"]:
                 continue
             if e["prompt"] != item.user_prompt or e["model"] != agent.context.model_name:
                 continue
-            now = agent.recalled(item.user_prompt, suite.name, options.memory, options.allow_gold)
-            if e["attempts"] and recalled_ids(e) == now:
+            if item.id not in now:
+                now[item.id] = agent.recalled(
+                    item.user_prompt, suite.name, options.memory, options.allow_gold
+                )
+            if recalled_ids(e) == now[item.id]:
                 found[item.id] = e["id"]
         if len(found) == len(wanted):
             break

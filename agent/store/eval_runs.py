@@ -46,10 +46,13 @@ class EvalRunRecords(Records):
             latest = {r.item_id: r for r in rows}  # the newest of an item that ran twice
             return [episode_dict(r, with_attempts=True) for r in latest.values()]
 
-    def earlier_runs(self, suite: str, config: dict[str, Any]) -> list[str]:
-        """Finished runs of `suite` with this config but another cycle's (the same gate
-        request on another night), newest first."""
-        same = {k: v for k, v in config.items() if k != "cycle"}
+    def earlier_runs(
+        self, suite: str, config: dict[str, Any], ignoring: tuple[str, ...] = ()
+    ) -> list[str]:
+        """Finished runs of `suite` of another cycle with this config, but for the keys
+        `ignoring` (the same gate request on another night), newest first."""
+        left = ("cycle", *ignoring)
+        same = {k: v for k, v in config.items() if k not in left}
         with self._session() as s:
             runs = s.scalars(
                 select(EvalRun)
@@ -59,7 +62,7 @@ class EvalRunRecords(Records):
             return [
                 r.id for r in runs
                 if r.config.get("cycle") not in (None, config.get("cycle"))
-                and {k: v for k, v in r.config.items() if k != "cycle"} == same
+                and {k: v for k, v in r.config.items() if k not in left} == same
             ]  # fmt: skip
 
     def copy_episode(self, episode_id: str, run_id: str) -> str:

@@ -307,6 +307,9 @@ def test_another_cycle_s_run_of_the_same_request_is_found_and_its_episode_copied
         store.finish_eval_run(runs[key], {})
     assert store.earlier_runs("capabilities", night | {"cycle": "c2"}) == [runs["c1"]]
     assert store.earlier_runs("capabilities", night | {"cycle": "c1"}) == []
+    gold = night | {"cycle": "c2", "allow_gold": True}
+    assert store.earlier_runs("capabilities", gold) == []
+    assert store.earlier_runs("capabilities", gold, ("allow_gold",)) == [runs["c1"]]
     copy = store.copy_episode("e1", runs["c2"])
     [copied] = store.run_episodes(runs["c2"])
     [original] = store.run_episodes(runs["c1"])
