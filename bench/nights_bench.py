@@ -33,13 +33,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import html
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +199,48 @@ def night_summary(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def gate_runs(folder: Path, cycle_id: str | None) -> list[dict[str, Any]]:
+    """Where the night's gate time went: each of its eval runs (side, suite, recall or not,
+    answers an item), its items, how many were reused from another night (copied answers
+    keep their first time, before the run began) and seconds from its first episode to its
+    last."""
+    db = folder / "home" / "reflexa.db"
+    if not cycle_id or not db.exists():
+        return []
+    out = []
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        runs = conn.execute("select id, suite, config, created_at from eval_runs "
+                            "where status = 'done' order by created_at").fetchall()  # fmt: skip
+        for run_id, suite, config, created in runs:
+            c = json.loads(config)
+            if c.get("cycle") != cycle_id:
+                continue
+            times = conn.execute(
+                "select created_at, finished_at from episodes "
+                "where eval_run_id = ? and status != 'error'", (run_id,)
+            ).fetchall()  # fmt: skip
+            asked = [(a, b) for a, b in times if a >= created and b]
+            out.append({"adapter": c.get("adapter"), "suite": suite, "split": c.get("split"),
+                        "memory": c.get("memory"), "answers": 1 + (c.get("draws") or 0),
+                        "items": len(times), "reused": len(times) - len(asked),
+                        "seconds": busy(asked)})  # fmt: skip
+    return out
+
+
+def busy(spans: list[tuple[str, str]]) -> float:
+    """Seconds when at least one of the spans (ISO start, end) was under way: a run measured
+    in two parts (futility's half, then the rest) is not charged the time between."""
+    total, end = 0.0, None
+    for a, b in sorted((datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in spans):
+        if end is None or a > end:
+            total += (b - a).total_seconds()
+            end = b
+        elif b > end:
+            total += (b - end).total_seconds()
+            end = b
+    return round(total, 1)
+
+
 def run_nights(run: Night) -> dict[str, Any]:
     args = run.state["args"]
     home = run.folder / "home"
@@ -240,6 +285,7 @@ def _night(
     result = run.step(f"night {n}", lambda: run.reflexa(
         "cycle", "--trigger", "schedule", env=gold))  # fmt: skip
     summary = night_summary(result) | {"night": n, "gold": not gold}
+    summary["gate_runs"] = gate_runs(run.folder, result.get("cycle_id"))
     dataset = compile_stage(result.get("stages") or []).get("dataset")
     summary["rows_by_key"] = run.step(f"rows {n}", lambda: row_precision(run.folder, dataset))
     if result.get("status") == "promoted":
