@@ -24,9 +24,10 @@ night is measured (or, with --so-far, for the nights measured until now, marked 
 bench/results/nights-DATE.json (commit, machine, per suite `test_by_night`, per night the
 gate's decision and reason, rows by justification with their precision, wall time and the
 gate's share) and bench/results/nights.html (a learning curve per suite) are written.
-Answers are capped at 128 tokens, as in the demo. Each step records the commit that ran it
-(a run resumed on newer code says so). The gate's false-promotion rate from the nights' real
-per-item answers: bench/gate_null.py on the run's folder.
+Answers are capped at 128 tokens, as in the demo. Each step records the commit checked out
+where it runs when it starts (its processes load that code; a run resumed on newer code says
+so), and the one at its end too where they differ. The gate's false-promotion rate from the
+nights' real per-item answers: bench/gate_null.py on the run's folder.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ import matplotlib.pyplot as plt
 from bench import nights_user
 from bench.gate_null import gate_of, simulate
 from bench.home import ROOT
-from bench.record import RESULTS, STARTED_AT, write_result
+from bench.record import RESULTS, commit, write_result
 from reflexa.agent.demo import DEMO_ENV
 from reflexa.evals.builtin import GENERATED
 from reflexa.evals.report import compile_stage, figure_png
@@ -92,14 +93,12 @@ class Night:
         if key not in self.state["done"] and self.so_far:
             raise NotYet(key)
         if key not in self.state["done"]:
-            started = time.perf_counter()
+            started, code = time.perf_counter(), commit()  # a step's processes start now
             result = work()
             seconds = round(time.perf_counter() - started, 1)
-            self.state["done"][key] = {
-                "result": result,
-                "seconds": seconds,
-                "commit": STARTED_AT,
-            }  # a resumed run may change code
+            self.state["done"][key] = {"result": result, "seconds": seconds, "commit": code}
+            if commit() != code:  # the checkout changed under a step: both are said
+                self.state["done"][key]["commit_at_end"] = commit()
             self.file.write_text(json.dumps(self.state, indent=1, default=str))
             print(f"nights_bench: {key} done", file=sys.stderr, flush=True)
         return self.state["done"][key]["result"]
