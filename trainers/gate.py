@@ -189,9 +189,8 @@ async def measure(
     again without, greedy answers alone, for the items whose prompt recall changed (the
     others' prompt is the same either way, so is what they measure). Where recall made a
     suite's greedy answers worse by more than `max_drop`, significantly, that suite is served
-    without it, and its items recall changed are asked again unaided with their draws.
-    (Recall's effect is judged on greedy answers, as the memories it helped or hurt are: the
-    draws would make that pass about three times dearer, bench/results/gate-cost-*.json.)"""
+    without it, its items recall changed asked again unaided with their draws. (Draws would
+    make the unaided pass about three times dearer: bench/results/gate-cost-*.json.)"""
     runs: dict[str, dict[str, str]] = {}
     recalled: dict[str, list[int]] = {}  # item → memories in its prompt
 
@@ -239,7 +238,7 @@ async def measure(
         on = on_all.get(gate.label, {})
         off = {k: v for k, v in on.items() if f"{gate.label}/{k}" not in shown}
         off |= off_shown.get(gate.label, {})
-        effect = compare_fractions(_greedy(off), _greedy(on))
+        effect = compare_fractions(_fractions(off, greedy=True), _fractions(on, greedy=True))
         # Off only where recall's cost is beyond max_drop and significant (one-sided at
         # alpha): on a point estimate, chance alone would turn it off in many nights.
         harm = effect["p_value"] / 2 if effect["difference"] < 0 else 1.0
@@ -250,9 +249,8 @@ async def measure(
         )  # fmt: skip
         out.memory[gate.label] = {"without": effect["a"], "with": effect["b"], "recall": keep,
                                   "reason": reason, "measured": effect}  # fmt: skip
-        if keep:
-            out.served[gate.label] = on
-        else:  # served unaided: its changed items asked again, with their draws
+        out.served[gate.label] = on
+        if not keep:  # served unaided: its changed items asked again, with their draws
             mine = {k for k in shown if k.startswith(f"{gate.label}/")}
             again = await asked([gate], False, True, mine, "no memory, served")
             out.served[gate.label] = off | again.get(gate.label, {})
@@ -282,12 +280,11 @@ def record_memory(store: MemoryLedger, side: Measured, gates: list[GateSuite]) -
     return store.count_recall_effect(side.helped, side.hurt) if side.memory else 0
 
 
-def _fractions(results: dict[str, dict[str, Any]]) -> dict[str, tuple[int, int]]:
+def _fractions(results: dict[str, dict[str, Any]], greedy: bool = False) -> dict[str, Any]:
+    """Per item (answers passed, answers); `greedy`: the greedy answer's alone."""
+    if greedy:
+        return {k: (int(v["first_attempt"]), 1) for k, v in results.items()}
     return {k: (int(v["passes"]), int(v["answers"])) for k, v in results.items()}
-
-
-def _greedy(results: dict[str, dict[str, Any]]) -> dict[str, tuple[int, int]]:
-    return {k: (int(v["first_attempt"]), 1) for k, v in results.items()}
 
 
 def decide(
