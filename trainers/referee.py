@@ -103,7 +103,7 @@ class Referee(Generic[Server]):
     ) -> tuple[GateResult, Measured, list[GateSuite]]:
         """A candidate (`candidate(gates)` measures it) against the current adapter: on the
         dev splits first, and on the frozen suite only if those would promote it (a
-        rejected candidate costs itself the frozen suite). Returns the decision, the
+        rejected candidate is not measured there). Returns the decision, the
         candidate's measurement and the gate suites it was judged on."""
         dev = [g for g in gates if not g.frozen]
         frozen = [g for g in gates if g.frozen]
