@@ -75,6 +75,19 @@ class ServerSettings(BaseModel):
         "(bench/cpu_bind_bench.py, bench/serve_bench.py --cpu-bind). Replicas take a core each.",
     )  # fmt: skip
     start_timeout_s: float = Field(default=300.0, gt=0, description="Seconds to wait for /health.")
+    merge_promoted: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Serve the promoted adapter merged into the base weights, by a second "
+        "managed server the default's requests go to (through a runtime LoRA the CPU "
+        "answered at 0.67 times the base model's speed); auto: on a CPU with one managed "
+        "server. The first server keeps the base model and every other adapter.",
+    )  # fmt: skip
+    merge_min_agreement: float = Field(
+        default=0.8, ge=0, le=1,
+        description="Before the merged server takes the default's requests: the share of "
+        "greedy answers (to the frozen suite's first prompts) it must give as the adapter "
+        "does through LoRA; below it, the adapter goes on serving through LoRA.",
+    )  # fmt: skip
     extra_args: list[str] = Field(
         default_factory=list, description="Further `vllm serve` flags, passed through as given."
     )

@@ -1,7 +1,7 @@
 """Serving benchmark for the bundled model on the managed vLLM server.
 
     .venv/bin/python bench/serve_bench.py [--requests 6] [--max-tokens 128] [--out bench/results]
-        [--streams 1 8] [--cpu-bind auto all] [--gate-like]
+        [--streams 1 8] [--cpu-bind auto all] [--gate-like] [--merged [--clients 16]]
 
 Measures: seconds from `reflexa model serve` to healthy, resident memory of the server's
 process group (RSS and PSS), and output tokens/s single-stream and with 8 concurrent
@@ -13,6 +13,12 @@ recalled memories make it), a short answer (16 tokens) and 5 answers a request (
 a rank-16 adapter on q/k/v/o as the trainer makes; prompt tokens/s are reported beside output
 tokens/s. With several `--cpu-bind` values (`[server] cpu_bind`), the server is measured
 under each in turn, side by side in one run (`by_cpu_bind`).
+
+With `--merged` the adapter is also promoted (`[server] merge_promoted`: a server of its
+merged weights takes the default's requests) and measured there, beside base and LoRA in the
+same run; then `--clients` (16) clients stream through `reflexa serve` while the default is
+switched three times (promote the adapter, promote a second one, roll back): failed requests
+and the seconds each switch took are reported (`switch`).
 """
 
 from __future__ import annotations
@@ -122,14 +128,23 @@ def serve_once(env: dict[str, str], home: Path, args: argparse.Namespace) -> dic
 
         runs = []
         lora = "lora-r16-qkvo" if args.gate_like else "lora-r8"
-        for model, label in ((status["model"], "base"), (adapter, lora)):
+        served = [(client, status["model"], "base"), (client, adapter, lora)]
+        if args.merged:
+            register(home, adapter_dir, "v1")
+            reflexa("adapters", "promote", "v1", env=env)
+            merged = json.loads(reflexa("model", "status", "--json", env=env))["merged"]
+            assert merged["model"] == adapter, merged
+            at = OpenAI(base_url=f"{merged['url']}/v1", api_key="EMPTY", timeout=600)
+            served.append((at, adapter, "merged"))
+        for at, model, label in served:
             for concurrency in args.streams:
                 result = tokens_per_s(
-                    client, model, concurrency, args.requests, args.max_tokens, args.gate_like
+                    at, model, concurrency, args.requests, args.max_tokens, args.gate_like
                 )
                 runs.append({"model": label, **result})
                 print(json.dumps(runs[-1]), file=sys.stderr)
         loaded_memory = group_memory_mib(status["pid"])
+        switch = switches(env, home, args) if args.merged else None
     finally:
         reflexa("model", "stop", env=env)
     return {
@@ -137,7 +152,86 @@ def serve_once(env: dict[str, str], home: Path, args: argparse.Namespace) -> dic
         "memory_idle": idle_memory,
         "memory_after_load": loaded_memory,
         "runs": runs,
-    }
+    } | ({"switch": switch} if switch else {})
+
+
+def register(home: Path, folder: Path, version: str) -> None:
+    """A LoRA folder registered as an adapter of the bench's home, ready to promote."""
+    from reflexa.agent.model.client import adapter_name
+    from reflexa.agent.settings import Settings
+    from reflexa.agent.store import Store
+    from reflexa.trainers.registry import METADATA
+
+    settings = Settings(home=home)
+    (folder / METADATA).write_text(json.dumps({"base_model": settings.model.name}))
+    with Store.open(settings.database) as store:
+        store.add_adapter(version=version, name=adapter_name(folder), path=str(folder),
+                          parent=None, base_model=settings.model.name, method="sft",
+                          dataset_hash=version, examples=1, metrics={})  # fmt: skip
+
+
+def switches(env: dict[str, str], home: Path, args: argparse.Namespace) -> dict:
+    """Clients streaming through `reflexa serve` while the default switches: v1 is promoted
+    (merged) already; promote v2, roll back to v1, roll back to the base model."""
+    import httpx
+
+    from tests.helpers import make_lora
+
+    model_dir = home / "models" / "SmolLM2-135M-Instruct"
+    register(home, make_lora(model_dir, home / "lora-2", seed=1), "v2")
+    port = args.port + 100
+    api = subprocess.Popen([REFLEXA, "serve", "--port", str(port)], env=env | {
+        "REFLEXA_REFLECT__MAX_TOKENS": "16"}, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    while not _healthy(url):
+        time.sleep(0.5)
+    failures: list[str] = []
+    done = False
+
+    def stream(_: int) -> int:
+        body = {"messages": [{"role": "user", "content": "Say hi."}], "stream": True}
+        sent = 0
+        while not done:
+            try:
+                with httpx.stream("POST", f"{url}/v1/chat/completions", json=body,
+                                  timeout=600) as r:  # fmt: skip
+                    text = r.read().decode()
+                ok = r.status_code == 200 and "data: [DONE]" in text and '"error"' not in text
+            except httpx.HTTPError as e:
+                ok, text = False, str(e)
+            sent += 1
+            if not ok:
+                failures.append(text[-200:])
+        return sent
+
+    seconds = {}
+    try:
+        with ThreadPoolExecutor(args.clients) as pool:
+            streams = [pool.submit(stream, i) for i in range(args.clients)]
+            for move in (("promote", "v2"), ("rollback",), ("rollback",)):
+                started = time.perf_counter()
+                reflexa("adapters", *move, env=env)
+                seconds[" ".join(move) + f" ({len(seconds) + 1})"] = round(
+                    time.perf_counter() - started, 1
+                )
+                print(f"switch {move}: {seconds}", file=sys.stderr)
+            done = True
+            sent = sum(s.result() for s in streams)
+    finally:
+        done = True
+        api.terminate()
+        api.wait(timeout=60)
+    return {"clients": args.clients, "requests": sent, "failed": len(failures),
+            "failures": failures[:3], "seconds": seconds}  # fmt: skip
+
+
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def main(args: argparse.Namespace) -> None:
@@ -150,11 +244,13 @@ def main(args: argparse.Namespace) -> None:
         print(f"cpu_bind = {bind}", file=sys.stderr)
         by_bind[bind] = serve_once(env | {"REFLEXA_SERVER__CPU_BIND": bind}, home, args)
     first = by_bind[args.cpu_bind[0]]
-    report = {"bench": "serve", "max_tokens": args.max_tokens, "gate_like": args.gate_like} | first
+    report = {"bench": "serve", "max_tokens": args.max_tokens, "gate_like": args.gate_like,
+              "merged": args.merged} | first  # fmt: skip
     if len(by_bind) > 1:
         report["by_cpu_bind"] = by_bind
     args.out.mkdir(parents=True, exist_ok=True)
-    path = write_result("serve-gate" if args.gate_like else "serve", report, args.out)
+    kind = "serve-gate" if args.gate_like else "serve-merged" if args.merged else "serve"
+    path = write_result(kind, report, args.out)
     print(json.dumps(report, indent=2))
     print(f"written to {path}", file=sys.stderr)
 
@@ -171,8 +267,14 @@ if __name__ == "__main__":
     parser.add_argument(
         "--gate-like", action="store_true", help="Long prompts, short answers, n=5, rank 16."
     )
+    parser.add_argument(
+        "--merged", action="store_true", help="Also the promoted adapter merged, and switches."
+    )
+    parser.add_argument("--clients", type=int, default=16, help="Streaming through switches.")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parsed = parser.parse_args()
+    if parsed.merged and len(parsed.cpu_bind) > 1:
+        parser.error("--merged measures one cpu_bind")
     if parsed.gate_like and parsed.max_tokens == 128:
         parsed.max_tokens = 16
     main(parsed)

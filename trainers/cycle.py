@@ -62,12 +62,14 @@ def run_cycle(
     log: Callable[[str], None] = lambda _: None,
     on_progress: Progress | None = None,
     side: Side[Server] | None = None,
+    serve_promoted: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One whole cycle, recorded in `store`; returns what `reflexa cycle --json` prints.
     `connect` starts or finds the model server when a stage first needs it; `evaluator`
     gives the gate its eval runs on that server (or on `side`'s, where the gate measures
-    each adapter on a server of its own). `round_no`: its place in a chain of rounds
-    (`round_settings`)."""
+    each adapter on a server of its own); `serve_promoted`, called once a candidate is
+    promoted, serves it as the application serves promoted adapters (merged), saying how.
+    `round_no`: its place in a chain of rounds (`round_settings`)."""
     ws = round_settings(ws, round_no)
     with cycle_lock(ws), store.cycle_lock():
         taken = store.take_up_cycle(ws.cycle.resume_hours)
@@ -93,7 +95,7 @@ def run_cycle(
             connect = functools.cache(connect)
             referee = Referee(ws, cycle_id, connect, evaluator, store.promoted_adapter(),
                               on_progress, side)  # fmt: skip
-            out |= _run(ws, store, referee, stages, log, on_progress)
+            out |= _run(ws, store, referee, stages, log, on_progress, serve_promoted)
         except Skip as e:
             out |= {"status": "skipped", "decision": "skip", "reason": str(e)}
         except (TrainerError, subprocess.SubprocessError, OSError, httpx.HTTPError) as e:
@@ -147,6 +149,7 @@ def _run(
     stage: Stages,
     log: Callable[[str], None],
     on_progress: Progress | None,
+    serve_promoted: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     config = train_config(ws.cycle)
     current, connect = referee.current, referee.connect
@@ -208,12 +211,15 @@ def _run(
     best = max(promotable, key=lambda c: c.dev_pass, default=None)
     shown = best or max(tried, key=lambda c: c.dev_pass)
 
-    with stage("promote" if best else "reject"):
+    with stage("promote" if best else "reject") as detail:
         gated = [(c.name, c.measured, c.gates) for c in tried]
         settle_memory(store, referee, gated, best.name if best else None)
         for c in tried:
             if c is best:
                 promote(ws, store, connect(), c.adapter["version"], c.gate.reason)
+                if serve_promoted is not None:
+                    referee.release()  # the gate's server of it: its memory to the new one
+                    detail["serving"] = serve_promoted()
                 continue
             reason = c.gate.reason
             if best is not None and c.gate.promotes:

@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from reflexa.agent.cli.common import client_for, print_json
+from reflexa.agent.cli.common import client_for, print_json, serve_merged
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import open_store
 from reflexa.evals.report import dev_result, rows_line
@@ -69,6 +69,7 @@ def adapters_promote(settings: Settings, version: str) -> None:
     client = client_for(settings)
     with open_store(settings) as store:
         row = registry.promote(settings.workspace(), store, client, version, "promoted by hand")
+        serve_merged(settings, store, client)
     click.echo(f"promoted {row['version']} ({row['name']})")
 
 
@@ -79,4 +80,5 @@ def adapters_rollback(settings: Settings) -> None:
     client = client_for(settings)
     with open_store(settings) as store:
         row = registry.rollback(settings.workspace(), store, client)
+        serve_merged(settings, store, client)
     click.echo(f"rolled back: the default is now {row['version'] if row else 'the base model'}")

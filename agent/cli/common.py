@@ -14,7 +14,9 @@ from rich.progress import MofNCompleteColumn, Progress
 
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.model.connect import connect
+from reflexa.agent.model.promoted import serve_promoted
 from reflexa.agent.settings import Settings
+from reflexa.trainers.ports import AdapterRegistry
 
 ADAPTER_HELP = (
     "Answer through this adapter: a version (v3), a served name, or `base`. "
@@ -52,6 +54,12 @@ def client_for(settings: Settings) -> ModelClient:
             log=err.print,
             on_wait=lambda s: status.update(f"starting vLLM: waiting for /health ({s:.0f} s)"),
         )
+
+
+def serve_merged(settings: Settings, store: AdapterRegistry, client: ModelClient) -> dict:
+    """The promoted adapter's merged server in line with the registry (`serve_promoted`)."""
+    with err.status("the promoted adapter: serving its merged weights"):
+        return serve_promoted(settings, store, client, log=err.print)
 
 
 def parse_check_option(

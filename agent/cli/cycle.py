@@ -13,6 +13,7 @@ from reflexa.agent.app.eval_run import gate_evaluator
 from reflexa.agent.cli.common import client_for, err, print_json, progress_bar
 from reflexa.agent.cli.failures import precision_line
 from reflexa.agent.model.merged import gate_server
+from reflexa.agent.model.promoted import serve_promoted
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import open_store
 from reflexa.evals.report import compile_stage, cycles_page, dev_result
@@ -76,6 +77,9 @@ def _cycles(settings: Settings, rounds: int | None, as_json: bool, trigger: str)
                     log=err.print,
                     on_progress=progress,
                     side=side,
+                    serve_promoted=lambda: serve_promoted(
+                        settings, store, client_for(settings), err.print
+                    ),
                 )
             finally:
                 if side is not None:  # its memory back before the next round samples

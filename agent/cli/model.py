@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from reflexa.agent.cli.common import client_for, err, print_json
+from reflexa.agent.cli.common import client_for, err, print_json, serve_merged
 from reflexa.agent.model.connect import describe
 from reflexa.agent.model.prepare import prepare_model, validate_model_dir
 from reflexa.agent.model.server import stop_server
 from reflexa.agent.settings import Settings
+from reflexa.agent.store import open_store
 
 
 @click.group()
@@ -59,6 +60,8 @@ def model_serve(settings: Settings, port: int | None, replicas: int | None, as_j
     server = settings.server.model_copy(update={k: v for k, v in update.items() if v})
     settings = settings.model_copy(update={"server": server})
     client = client_for(settings)
+    with open_store(settings) as store:
+        serve_merged(settings, store, client)
     if as_json:
         print_json(describe(settings))
     else:
@@ -82,6 +85,9 @@ def model_status(settings: Settings, as_json: bool) -> None:
         click.echo(f"{doc['url']}{pid}: {health}; model {doc['model']}; adapters: {adapters}")
         for r in doc["replicas"][1:]:  # type: ignore[index]
             click.echo(f"  replica {r['url']}: {'healthy' if r['healthy'] else 'NOT healthy'}")
+        if doc["merged"]:
+            m = doc["merged"]
+            click.echo(f"  the promoted adapter merged: {m['url']}: {m['model']}")  # type: ignore[index]
         for g in doc["gate"]:  # type: ignore[attr-defined]
             click.echo(f"  the gate's merged server {g['url']} (pid {g['pid']}): {g['model']}")
     if not doc["healthy"]:

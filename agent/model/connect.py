@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.model.prepare import prepare_model
-from reflexa.agent.model.server import gate_dir, is_healthy, running_replicas, start_server
+from reflexa.agent.model.server import (
+    gate_dir,
+    is_healthy,
+    route,
+    running_replicas,
+    start_server,
+    uses_cpu,
+)
 from reflexa.agent.settings import Settings
 
 
@@ -28,11 +36,29 @@ def connect(
     if external_urls(settings):
         return _external(settings)
     ensure_model(settings, log)
+    merged = merging(settings)
     count = max(settings.server.replicas, len(running_replicas(settings)))
     records = [start_server(settings, on_wait, replica=i) for i in range(count)]
-    return ModelClient.over(
+    client = ModelClient.over(
         [r.url for r in records], records[0].model, settings.api_key, settings.request_timeout_s
     )
+    if merged and count == 1:  # the promoted adapter's requests: to its merged server
+        return dataclasses.replace(client, route=lambda: route(settings))
+    return client
+
+
+def merging(settings: Settings) -> bool:
+    """Whether the promoted adapter is served merged (`[server] merge_promoted`): by a server
+    of its own beside the managed one, so never with external servers."""
+    s = settings.server
+    if s.merge_promoted == "on" and (external_urls(settings) or s.replicas > 1):
+        raise ReflexaError(
+            "[server] merge_promoted = on needs one managed server (not [model] urls, "
+            "REFLEXA_VLLM_URL or replicas > 1): set it to auto or off"
+        )
+    if s.merge_promoted == "off" or external_urls(settings):
+        return False
+    return s.merge_promoted == "on" or (s.replicas == 1 and uses_cpu(settings))
 
 
 def external_urls(settings: Settings) -> list[str]:
@@ -77,6 +103,8 @@ def describe(settings: Settings) -> dict[str, object]:
         client = ModelClient(str(first["url"]), settings.model.name, settings.api_key,
                              settings.request_timeout_s)  # fmt: skip
         models = client.models()
+    to = route(settings)
+    merged = to and {"model": to[0], "url": to[1], "healthy": is_healthy(to[1])}
     return {
         "managed": not external_urls(settings),
         "url": first["url"],
@@ -85,6 +113,8 @@ def describe(settings: Settings) -> dict[str, object]:
         "model": next((m.id for m in models if m.parent is None), None),
         "adapters": [m.id for m in models if m.parent is not None],
         "replicas": replicas,
+        # the promoted adapter's merged server, where its requests go
+        "merged": merged,
         # the gate's merged server, while a night measures an adapter on it
         "gate": [{"url": r.url, "pid": r.pid, "model": r.model}
                  for r in running_replicas(settings, gate_dir(settings))],

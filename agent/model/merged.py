@@ -24,6 +24,8 @@ from reflexa.agent.model.server import (
     ServerRecord,
     free_port,
     gate_dir,
+    is_healthy,
+    route,
     start_server,
     stop_server,
     uses_cpu,
@@ -63,6 +65,14 @@ def _merge(base: Path, adapter: Path, out: Path) -> None:
     partial.rename(out)
 
 
+def serving_as(settings: Settings, weights: Path, name: str) -> Settings:
+    """Settings for a server of `weights` answering as model `name`, on a free port."""
+    model = settings.model.model_copy(update={"path": weights, "name": name})
+    port = free_port(settings.server.host)
+    server = settings.server.model_copy(update={"port": port, "replicas": 1})
+    return settings.model_copy(update={"model": model, "server": server})
+
+
 def gate_server(settings: Settings) -> MergedServer | None:
     """The gate's merged server where `[cycle] gate_weights` asks for it (auto: on a CPU
     with managed servers), else None: adapters are loaded into the application's server."""
@@ -76,13 +86,19 @@ class MergedServer:
     """One side of the gate at a time: `(name, adapter folder)` → a client for a temporary
     server of those weights merged, answering as model `name`; asked for another adapter, it
     stops the one it runs first (`stop`), keeping its merged weights; `close()` stops it and
-    removes them."""
+    removes them. The promoted adapter's own merged server (`agent/model/promoted.py`), where
+    one runs, answers for it instead: nothing is merged or started."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.serving: tuple[str, ServerRecord] | None = None
 
     def __call__(self, name: str, adapter: Path) -> ModelClient:
+        promoted = route(self.settings)  # the promoted adapter's own merged server, if it runs
+        if promoted is not None and promoted[0] == name and is_healthy(promoted[1]):
+            self.stop()
+            s = self.settings
+            return ModelClient(promoted[1], name, s.api_key, s.request_timeout_s)
         if self.serving is None or self.serving[0] != name:
             self.stop()
             where = gate_dir(self.settings)
@@ -90,15 +106,10 @@ class MergedServer:
             if not (weights / "config.json").is_file():
                 ensure_model(self.settings)
                 merge_adapter(self.settings.model_dir, adapter, weights)
-            self.serving = name, start_server(self._settings(weights, name), run_dir=where)
+            self.serving = name, start_server(serving_as(self.settings, weights, name),
+                                              run_dir=where)  # fmt: skip
         record = self.serving[1]
         return ModelClient(record.url, name, self.settings.api_key, self.settings.request_timeout_s)
-
-    def _settings(self, weights: Path, name: str) -> Settings:
-        s = self.settings
-        model = s.model.model_copy(update={"path": weights, "name": name})
-        server = s.server.model_copy(update={"port": free_port(s.server.host), "replicas": 1})
-        return s.model_copy(update={"model": model, "server": server})
 
     def stop(self) -> None:
         """Stop the server; the merged weights are kept (the gate may come back to that side,

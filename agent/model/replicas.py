@@ -139,6 +139,28 @@ class SpreadTransport(httpx.AsyncBaseTransport):
         await self._async.aclose()
 
 
+class FallbackTransport(httpx.AsyncBaseTransport):
+    """Sends each request where it is addressed; one that a server other than `fallback`
+    refuses (the promoted adapter's merged server, stopped once a promotion moved on) goes
+    to `fallback`, which serves every adapter through LoRA."""
+
+    def __init__(self, fallback: str, inner: httpx.AsyncBaseTransport | None = None) -> None:
+        self.fallback = fallback
+        self._inner = inner or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self._inner.handle_async_request(request)
+        except GONE:
+            if request.url.netloc == httpx.URL(self.fallback).netloc:
+                raise
+            _to(request, self.fallback)
+            return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class _Counted(httpx.AsyncByteStream):
     """A response body that ends its request's count when it is closed (a stream is in
     flight until its last token)."""

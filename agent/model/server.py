@@ -31,6 +31,7 @@ from reflexa.agent.settings import ServerSettings, Settings
 
 PID_FILE = "vllm.json"  # replica 0's; replica i's is vllm-i.json (and its log vllm-i.log)
 LOG_FILE = "vllm.log"
+ROUTE_FILE = "route.json"
 LOG_TAIL_LINES = 25
 
 
@@ -123,6 +124,38 @@ def local_url(settings: Settings, replica: int = 0) -> str:
 def gate_dir(settings: Settings) -> Path:
     """Where the gate's merged server keeps its pid file, log and merged weights."""
     return settings.run_dir / "gate"
+
+
+def merged_dir(settings: Settings) -> Path:
+    """Where the promoted adapter's merged server keeps, per adapter name, its pid file, log and
+    weights, and `route.json`: the one the default's requests go to."""
+    return settings.run_dir / "merged"
+
+
+def route(settings: Settings) -> tuple[str, str] | None:
+    """(served name, url) of the merged server that answers requests for that name, or None."""
+    try:
+        doc = json.loads((merged_dir(settings) / ROUTE_FILE).read_text())
+        return str(doc["name"]), str(doc["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def merged_servers(settings: Settings) -> list[Path]:
+    """The run folders of the promoted adapters' merged servers (one, or two in a switch)."""
+    where = merged_dir(settings)
+    return sorted(p for p in where.iterdir() if p.is_dir()) if where.is_dir() else []
+
+
+def set_route(settings: Settings, to: tuple[str, str] | None) -> None:
+    """Send the requests for a name to a merged server (atomically), or none (None)."""
+    path = merged_dir(settings) / ROUTE_FILE
+    if to is None:
+        path.unlink(missing_ok=True)
+        return
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps({"name": to[0], "url": to[1]}))
+    partial.replace(path)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -269,8 +302,13 @@ def _wait_healthy(
 
 def stop_server(settings: Settings, run_dir: Path | None = None) -> list[ServerRecord]:
     """Stop every managed server (replica) and every process in its group, the gate's merged
-    server's too (or only those whose pid files are in `run_dir`); those stopped."""
-    dirs = [run_dir] if run_dir else [settings.run_dir, gate_dir(settings)]
+    server and the promoted adapter's too (or only those whose pid files are in `run_dir`);
+    those stopped."""
+    if run_dir is not None:
+        dirs = [run_dir]
+    else:
+        set_route(settings, None)
+        dirs = [settings.run_dir, gate_dir(settings), *merged_servers(settings)]
     records = []
     for where in dirs:
         for record in running_replicas(settings, where):

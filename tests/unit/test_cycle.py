@@ -278,7 +278,10 @@ def test_each_side_is_measured_on_the_server_that_serves_it_each_server_started_
                           base_model="m", method="sft", dataset_hash="h1", examples=20,
                           metrics={})  # fmt: skip
         store.set_promoted("v1", "test", "retired", was=None)
-        result = run_cycle(settings.workspace(), store, lambda: "main", evaluator, side=side)  # type: ignore[arg-type]
+        result = run_cycle(
+            settings.workspace(), store, lambda: "main", evaluator, side=side,  # type: ignore[arg-type]
+            serve_promoted=lambda: calls.append(("serve", side.serving)) or {"merged": True},
+        )  # fmt: skip
     assert result["status"] == "promoted", result["reason"]
     assert calls == [
         ("start", "reflexa-v1"), ("eval", "reflexa-v1", "arithmetic"),
@@ -286,8 +289,10 @@ def test_each_side_is_measured_on_the_server_that_serves_it_each_server_started_
         ("start", "reflexa-v2"), ("retire", "reflexa-v2"),
         ("eval", "reflexa-v2", "arithmetic"), ("eval", "reflexa-v2", "arithmetic"),  # a half, all
         ("eval", "reflexa-v2", "capabilities"),
-        ("promote", "v2"),
+        ("promote", "v2"), ("serve", None),  # served merged once the gate's server stopped
     ]  # fmt: skip
+    (promoted,) = [s for s in result["stages"] if s["stage"] == "promote"]
+    assert promoted["serving"] == {"merged": True}
 
 
 def test_the_training_child_reads_its_workspace_file_and_fails_in_one_line(
