@@ -15,7 +15,9 @@ from rich.progress import MofNCompleteColumn, Progress
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.model.connect import connect
 from reflexa.agent.model.promoted import serve_promoted
+from reflexa.agent.model.server import is_healthy
 from reflexa.agent.settings import Settings
+from reflexa.agent.store import open_store
 from reflexa.trainers.ports import AdapterRegistry
 
 ADAPTER_HELP = (
@@ -48,18 +50,27 @@ def print_json(doc: object) -> None:
 
 
 def client_for(settings: Settings) -> ModelClient:
+    """A client for the model server(s), started if need be; with merging on, the promoted
+    adapter's merged server too, where none answers (after a reboot, say)."""
     with err.status("connecting to vLLM") as status:
-        return connect(
+        client = connect(
             settings,
             log=err.print,
             on_wait=lambda s: status.update(f"starting vLLM: waiting for /health ({s:.0f} s)"),
         )
+    to = client.route() if client.route else None
+    if client.route and (to is None or not is_healthy(to[1])):
+        with open_store(settings) as store:
+            serve_merged(settings, store, client)
+    return client
 
 
-def serve_merged(settings: Settings, store: AdapterRegistry, client: ModelClient) -> dict:
+def serve_merged(
+    settings: Settings, store: AdapterRegistry, client: ModelClient, retry: bool = False
+) -> dict:
     """The promoted adapter's merged server in line with the registry (`serve_promoted`)."""
     with err.status("the promoted adapter: serving its merged weights"):
-        return serve_promoted(settings, store, client, log=err.print)
+        return serve_promoted(settings, store, client, log=err.print, retry=retry)
 
 
 def parse_check_option(

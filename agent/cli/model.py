@@ -60,8 +60,8 @@ def model_serve(settings: Settings, port: int | None, replicas: int | None, as_j
     server = settings.server.model_copy(update={k: v for k, v in update.items() if v})
     settings = settings.model_copy(update={"server": server})
     client = client_for(settings)
-    with open_store(settings) as store:
-        serve_merged(settings, store, client)
+    with open_store(settings) as store:  # the promoted adapter merged, tried again if it failed
+        serve_merged(settings, store, client, retry=True)
     if as_json:
         print_json(describe(settings))
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from reflexa.agent.cli.common import client_for, err, serve_merged
+from reflexa.agent.cli.common import client_for, err
 from reflexa.agent.errors import ReflexaError
 from reflexa.agent.model.server import port_in_use
 from reflexa.agent.settings import Settings
@@ -32,6 +32,5 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     client = client_for(settings)
     err.print(f"reflexa serve: http://{host}:{port}/ (chat page), /v1 (OpenAI API)")
     with open_store(settings) as store:
-        serve_merged(settings, store, client)
         app = create_app(settings, client, store)
         uvicorn.run(app, host=host, port=port, log_level="warning")

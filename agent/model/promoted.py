@@ -53,18 +53,22 @@ def serve_promoted(
     store: AdapterRegistry,
     client: ModelClient,
     log: Callable[[str], None] = lambda _: None,
+    retry: bool = False,
 ) -> dict[str, Any]:
     """Bring the merged server in line with the registry: the promoted adapter's merged
     weights served and routed to (when they pass their check), every other merged server
     stopped once idle. `client`: the managed (LoRA) server. What was done, also recorded in
     the adapter's metrics (`serving`); {} when nothing changed or merging is off. A failure
-    leaves the adapter served through LoRA and says why; the promotion stands."""
+    leaves the adapter served through LoRA and says why; the promotion stands, and the
+    adapter is not merged again unless `retry`."""
     if not merging(settings):
         return {}
     row = store.promoted_adapter()
     now = route(settings)
     done: dict[str, Any] = {}
-    if row is not None and (now is None or now[0] != row["name"] or not is_healthy(now[1])):
+    failed = row is not None and row["metrics"].get("serving", {}).get("merged") is False
+    unserved = row is not None and (now is None or now[0] != row["name"] or not is_healthy(now[1]))
+    if row is not None and unserved and (retry or not failed):
         started = time.perf_counter()
         try:
             url, agreement = _start(settings, row, client)

@@ -86,17 +86,24 @@ def test_a_merge_that_fails_leaves_the_adapter_served_through_lora_and_says_why(
     (merged_dir(settings) / "reflexa-old").mkdir(parents=True)  # the one promoted before
     set_route(settings, ("reflexa-old", f"http://127.0.0.1:{free_port()}"))
 
-    def broken(*args: object) -> tuple[str, float]:
+    tries: list[str] = []
+
+    def broken(settings: Settings, row: dict, client: ModelClient) -> tuple[str, float]:
+        tries.append(row["version"])
         raise ReflexaError("its merged server gave 50 % of the adapter's greedy answers")
 
     monkeypatch.setattr(promoted, "_start", broken)
-    done = promoted.serve_promoted(settings, store, ModelClient("http://unused", "base"))
+    client = ModelClient("http://unused", "base")
+    done = promoted.serve_promoted(settings, store, client)
     assert done["merged"] is False and "50 %" in done["why"]
     assert route(settings) is None  # its requests go to the LoRA server
     assert not (merged_dir(settings) / "reflexa-old").exists()  # the old one retired
     row = store.promoted_adapter()
     assert row is not None and row["version"] == "v1"  # the promotion stands
     assert row["metrics"]["serving"]["merged"] is False
+    assert promoted.serve_promoted(settings, store, client) == {}  # not merged at each command
+    promoted.serve_promoted(settings, store, client, retry=True)  # `reflexa model serve`
+    assert tries == ["v1", "v1"]
 
 
 def test_a_checked_merge_takes_the_route_and_the_base_model_gives_it_back(
