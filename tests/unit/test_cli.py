@@ -81,7 +81,7 @@ def test_status_with_nothing_running() -> None:
     assert code == 1
     assert json.loads(stdout) == {
         "managed": True, "url": None, "pid": None, "healthy": False, "model": None, "adapters": [],
-        "replicas": [], "gate": [],
+        "replicas": [], "merged": None, "gate": [],
     }  # fmt: skip
     code, stdout, _ = invoke("model", "status")
     assert (code, stdout) == (1, "no managed vLLM server is running\n")
