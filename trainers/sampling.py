@@ -97,7 +97,7 @@ async def sample_corrections(
     async def answers(http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[list[str], int]:
         """The answers, and the completion tokens of all of them."""
         async with limit:
-            response = await http.post(f"{client.url_for(model)}/v1/chat/completions", json=body)
+            response = await http.post(f"{client.url}/v1/chat/completions", json=body)
         response.raise_for_status()
         reply = response.json()
         texts = [choice["message"]["content"] or "" for choice in reply["choices"]]

@@ -12,7 +12,7 @@ import httpx
 from langchain_openai import ChatOpenAI
 
 from reflexa.agent.errors import ReflexaError
-from reflexa.agent.model.replicas import SPREAD_URL, FallbackTransport, Replicas, SpreadTransport
+from reflexa.agent.model.replicas import SPREAD_URL, Replicas, RouteTransport, SpreadTransport
 from reflexa.trainers.registry import ADAPTER_FILES, adapter_name
 
 
@@ -42,8 +42,8 @@ class ModelClient:
     """A vLLM server's OpenAI-compatible API plus its runtime-LoRA endpoints; with
     `replicas`, several servers of one model: requests spread over them (`Replicas`), and
     an adapter is loaded on every one (it counts as served where all serve it). With
-    `route`, the requests for one name (the promoted adapter's) go to the server of its
-    merged weights, looked up for each chat model (`route()`: (name, url) or None)."""
+    `route`, requests (through `async_http`) that name one model, the promoted adapter, go
+    to the server of its merged weights (`route()`: (name, url) or None, read each time)."""
 
     url: str  # where requests go: the server, or SPREAD_URL for the replicas
     model: str
@@ -67,22 +67,18 @@ class ModelClient:
         """An HTTP client for model requests (to `url`); its owner closes it."""
         if self.replicas:
             kwargs["transport"] = SpreadTransport(self.replicas)
-        if self.route:  # a merged server gone since its route was read: the LoRA server
-            kwargs["transport"] = FallbackTransport(self.url, kwargs.get("transport"))
+        if self.route:
+            kwargs["transport"] = RouteTransport(self.route, kwargs.get("transport"))
         return httpx.AsyncClient(**kwargs)
-
-    def url_for(self, model: str | None = None) -> str:
-        """Where requests for `model` (an adapter's name; None: the base model) go now."""
-        to = self.route() if self.route else None
-        return to[1] if to is not None and to[0] == (model or self.model) else self.url
 
     def chat_model(self, model: str | None = None, **kwargs: Any) -> ChatOpenAI:
         """LangChain chat model on this server; `model` may be an adapter's name. Pass an
-        `http_async_client` from `async_http` (required with replicas)."""
+        `http_async_client` from `async_http` (required with replicas; with a route, what
+        sends the promoted adapter's requests to its merged server)."""
         if self.replicas and "http_async_client" not in kwargs:
             raise ReflexaError("a chat model over replicas needs http_async_client=async_http()")
         return ChatOpenAI(
-            base_url=f"{self.url_for(model)}/v1",
+            base_url=f"{self.url}/v1",
             api_key=self.api_key,  # type: ignore[arg-type]
             model=model or self.model,
             timeout=self.timeout_s,

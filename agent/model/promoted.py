@@ -6,7 +6,7 @@ Through a runtime LoRA adapter the CPU answered at 0.67 times the base model's s
 managed server keeps the base weights: the base model, every other adapter and the gate's
 candidates are answered there as before, and so is the promoted adapter while its merged
 server starts, if the merged weights fail their check, and once its server has stopped
-(`FallbackTransport`). A switch (promotion, rollback) starts the new merged server, checks
+(`RouteTransport`). A switch (promotion, rollback) starts the new merged server, checks
 it, moves the route, and only then stops the old one, once no request runs on it.
 """
 

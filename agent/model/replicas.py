@@ -5,11 +5,13 @@ episode (an `affinity` key) stay on the replica that took its first, so its prom
 stays in that replica's cache. A replica that refuses the connection, or drops it before
 answering, is taken out for `retry_s` and the request goes to the next; once none is left,
 the request fails as an unreachable server does, naming each replica. The spreading lives in an
-httpx transport, so LangChain's chat models and the cycle's raw requests share it.
+httpx transport, so LangChain's chat models and the cycle's raw requests share it; so does
+the route that sends the promoted adapter's requests to its merged server (`RouteTransport`).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -139,26 +141,44 @@ class SpreadTransport(httpx.AsyncBaseTransport):
         await self._async.aclose()
 
 
-class FallbackTransport(httpx.AsyncBaseTransport):
-    """Sends each request where it is addressed; one that a server other than `fallback`
-    refuses (the promoted adapter's merged server, stopped once a promotion moved on) goes
-    to `fallback`, which serves every adapter through LoRA."""
+class RouteTransport(httpx.AsyncBaseTransport):
+    """Sends the requests that name the model `route()` names ((name, url), read for each
+    request) to that url, the promoted adapter's merged server; the others, and one that
+    server refuses (stopped once a promotion moved on), go where they are addressed: the
+    server that serves every adapter through LoRA."""
 
-    def __init__(self, fallback: str, inner: httpx.AsyncBaseTransport | None = None) -> None:
-        self.fallback = fallback
+    def __init__(
+        self, route: Callable[[], tuple[str, str] | None], inner: httpx.AsyncBaseTransport | None
+    ) -> None:
+        self.route = route
         self._inner = inner or httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            return await self._inner.handle_async_request(request)
-        except GONE:
-            if request.url.netloc == httpx.URL(self.fallback).netloc:
-                raise
-            _to(request, self.fallback)
-            return await self._inner.handle_async_request(request)
+        to = self.route()
+        if to is not None and _model(request) == to[0]:
+            addressed, host = request.url, request.headers.get("Host")
+            _to(request, to[1])
+            try:
+                return await self._inner.handle_async_request(request)
+            except GONE:
+                request.url = addressed
+                if host is not None:
+                    request.headers["Host"] = host
+        return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def _model(request: httpx.Request) -> str | None:
+    """The model a JSON request body names, if any."""
+    if request.method != "POST":
+        return None
+    try:
+        body = json.loads(request.content)
+    except (httpx.RequestNotRead, ValueError):
+        return None
+    return body.get("model") if isinstance(body, dict) else None
 
 
 class _Counted(httpx.AsyncByteStream):

@@ -40,22 +40,28 @@ def test_merging_is_on_by_default_for_one_managed_server_on_a_cpu() -> None:
 
 
 def test_the_promoted_name_goes_to_its_merged_server_and_to_lora_once_that_is_gone() -> None:
-    seen: list[str] = []
-    lora = JsonServer(lambda method, path, body: seen.append(body["model"]) or {"ok": True})
-    gone = f"http://127.0.0.1:{free_port()}"  # nothing listens: a stopped merged server
+    seen: list[tuple[str, str]] = []
+    lora = JsonServer(lambda method, path, body: seen.append(("lora", body["model"])) or {})
+    merged = JsonServer(lambda method, path, body: seen.append(("merged", body["model"])) or {})
+    to: list[tuple[str, str]] = [("reflexa-x", merged.url)]
+    client = ModelClient(lora.url, "base", route=lambda: to[0] if to else None)
+
+    async def ask(*models: str) -> None:
+        async with client.async_http(timeout=10) as http:  # one client, as an agent keeps
+            for model in models:
+                body = {"model": model, "messages": []}
+                reply = await http.post(f"{client.url}/v1/chat/completions", json=body)
+                assert reply.status_code == 200
+
     try:
-        client = ModelClient(lora.url, "base", route=lambda: ("reflexa-x", gone))
-        assert client.url_for("reflexa-x") == gone
-        assert client.url_for(None) == client.url_for("reflexa-y") == lora.url
-
-        async def ask() -> int:
-            async with client.async_http(timeout=10) as http:
-                url = client.url_for("reflexa-x")
-                reply = await http.post(f"{url}/v1/chat/completions", json={"model": "reflexa-x"})
-                return reply.status_code
-
-        assert asyncio.run(ask()) == 200
-        assert seen == ["reflexa-x"]  # answered by the LoRA server, under the same name
+        asyncio.run(ask("reflexa-x", "base", "reflexa-y"))
+        assert seen == [("merged", "reflexa-x"), ("lora", "base"), ("lora", "reflexa-y")]
+        seen.clear()
+        merged.stop()  # a switch stopped it: the LoRA server answers, under the same name
+        asyncio.run(ask("reflexa-x"))
+        to.clear()  # the route removed (a rollback to the base model)
+        asyncio.run(ask("reflexa-x"))
+        assert seen == [("lora", "reflexa-x"), ("lora", "reflexa-x")]
     finally:
         lora.stop()
 
