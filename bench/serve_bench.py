@@ -144,6 +144,7 @@ def serve_once(env: dict[str, str], home: Path, args: argparse.Namespace) -> dic
                 runs.append({"model": label, **result})
                 print(json.dumps(runs[-1]), file=sys.stderr)
         loaded_memory = group_memory_mib(status["pid"])
+        merged_memory = group_memory_mib(merged["pid"]) if args.merged else None
         switch = switches(env, home, args) if args.merged else None
     finally:
         reflexa("model", "stop", env=env)
@@ -152,7 +153,7 @@ def serve_once(env: dict[str, str], home: Path, args: argparse.Namespace) -> dic
         "memory_idle": idle_memory,
         "memory_after_load": loaded_memory,
         "runs": runs,
-    } | ({"switch": switch} if switch else {})
+    } | ({"memory_merged_server": merged_memory, "switch": switch} if switch else {})
 
 
 def register(home: Path, folder: Path, version: str) -> None:

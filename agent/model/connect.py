@@ -11,6 +11,8 @@ from reflexa.agent.model.prepare import prepare_model
 from reflexa.agent.model.server import (
     gate_dir,
     is_healthy,
+    merged_dir,
+    read_record,
     route,
     running_replicas,
     start_server,
@@ -104,7 +106,9 @@ def describe(settings: Settings) -> dict[str, object]:
                              settings.request_timeout_s)  # fmt: skip
         models = client.models()
     to = route(settings)
-    merged = to and {"model": to[0], "url": to[1], "healthy": is_healthy(to[1])}
+    record = to and read_record(settings, run_dir=merged_dir(settings) / to[0])
+    merged = to and {"model": to[0], "url": to[1], "pid": record and record.pid,
+                     "healthy": is_healthy(to[1])}  # fmt: skip
     return {
         "managed": not external_urls(settings),
         "url": first["url"],
