@@ -145,7 +145,7 @@ def serve_once(env: dict[str, str], home: Path, args: argparse.Namespace) -> dic
                 print(json.dumps(runs[-1]), file=sys.stderr)
         loaded_memory = group_memory_mib(status["pid"])
         merged_memory = group_memory_mib(merged["pid"]) if args.merged else None
-        switch = switches(env, home, args) if args.merged else None
+        switch = switches(env, home, args) if args.merged and args.clients else None
     finally:
         reflexa("model", "stop", env=env)
     return {
@@ -153,7 +153,7 @@ def serve_once(env: dict[str, str], home: Path, args: argparse.Namespace) -> dic
         "memory_idle": idle_memory,
         "memory_after_load": loaded_memory,
         "runs": runs,
-    } | ({"memory_merged_server": merged_memory, "switch": switch} if switch else {})
+    } | ({"memory_merged_server": merged_memory, "switch": switch} if args.merged else {})
 
 
 def register(home: Path, folder: Path, version: str) -> None:
@@ -271,7 +271,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--merged", action="store_true", help="Also the promoted adapter merged, and switches."
     )
-    parser.add_argument("--clients", type=int, default=16, help="Streaming through switches.")
+    parser.add_argument(
+        "--clients", type=int, default=16, help="Streaming through switches (0: no switches)."
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parsed = parser.parse_args()
     if parsed.merged and len(parsed.cpu_bind) > 1:
