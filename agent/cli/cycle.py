@@ -12,6 +12,7 @@ from rich.progress import TaskID
 from reflexa.agent.app.eval_run import gate_evaluator
 from reflexa.agent.cli.common import client_for, err, print_json, progress_bar
 from reflexa.agent.cli.failures import precision_line
+from reflexa.agent.model.connect import connect
 from reflexa.agent.model.merged import gate_server
 from reflexa.agent.model.promoted import serve_promoted
 from reflexa.agent.settings import Settings
@@ -77,8 +78,9 @@ def _cycles(settings: Settings, rounds: int | None, as_json: bool, trigger: str)
                     log=err.print,
                     on_progress=progress,
                     side=side,
+                    # connect, not client_for: that would serve it merged itself, unrecorded
                     serve_promoted=lambda: serve_promoted(
-                        settings, store, client_for(settings), err.print
+                        settings, store, connect(settings), err.print
                     ),
                 )
             finally:

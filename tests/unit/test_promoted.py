@@ -138,3 +138,21 @@ def test_a_checked_merge_takes_the_route_and_the_base_model_gives_it_back(
     done = promoted.serve_promoted(settings, store, client)
     assert done == {"merged": False, "why": "the base model is the default"}
     assert route(settings) is None and list(merged_dir(settings).iterdir()) == []
+
+
+def test_a_merged_server_that_will_not_stop_yet_does_not_fail_the_switch(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings()
+    (merged_dir(settings) / "reflexa-old").mkdir(parents=True)
+    set_route(settings, ("reflexa-old", f"http://127.0.0.1:{free_port()}"))
+
+    def stuck(settings: Settings, where: Path) -> None:
+        raise ReflexaError("processes of vLLM group 42 survived SIGKILL: [43]")
+
+    monkeypatch.setattr(promoted, "_retire", stuck)
+    said: list[str] = []
+    done = promoted.serve_promoted(settings, store, ModelClient("http://unused", "base"),
+                                   log=said.append)  # fmt: skip
+    assert done == {"merged": False, "why": "the base model is the default"}
+    assert route(settings) is None and "survived SIGKILL" in said[0]
