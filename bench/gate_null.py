@@ -34,8 +34,8 @@ from reflexa.agent.store import Store
 from reflexa.evals.compare import compare_fractions
 from reflexa.evals.suite import Suite, SuiteItem
 from reflexa.trainers.cycle_config import CycleConfig
-from reflexa.trainers.gate import FROZEN, GateSuite, Measured, holm, measure
-from reflexa.trainers.referee import Referee
+from reflexa.trainers.gate import FROZEN, GateSuite, holm, measure
+from reflexa.trainers.referee import Candidate, Referee
 
 # label → mode ("memory" / "no memory") → item key "split/id" → (passes, answers, recalled)
 Observed = dict[str, dict[str, dict[str, tuple[int, int, list[int]]]]]
@@ -152,9 +152,9 @@ def promotions(seen: Observed, gates: list[GateSuite], k: int, trials: int,
         referee = Referee(ws, f"simulated-{n}", lambda: None, lambda *_: evaluate, None, None)  # type: ignore[type-var]
         referee.seed = seed * trials + n  # each night draws its own half for futility
 
-        def candidate(name: str) -> Callable[[list[GateSuite]], Measured]:
-            return lambda on: asyncio.run(
-                measure(cycle, evaluate, on, name, "candidate", memory=memory)
+        def candidate(name: str) -> Candidate:
+            return lambda on, recall: asyncio.run(
+                measure(cycle, evaluate, on, name, "candidate", memory=memory, recall=recall)
             )
 
         judged = [referee.judge(gates, False, candidate(f"c{i}"))[0] for i in range(k)]

@@ -301,11 +301,12 @@ def _candidate(
                 )
             )  # fmt: skip
 
-        def candidate_on(on: list[GateSuite]) -> Measured:
+        def candidate_on(on: list[GateSuite], recall: dict[str, bool]) -> Measured:
             client, name = referee.serve(row)  # a side's server: started again if switched
             return asyncio.run(
                 measure(ws.cycle, referee.evaluator(client, stage.cycle_id), on, name,
-                        "candidate", memory=ws.memory, gold=allow_gold, on_progress=on_progress)
+                        "candidate", memory=ws.memory, gold=allow_gold, recall=recall,
+                        on_progress=on_progress)
             )  # fmt: skip
 
         verdict, measured, gates = referee.judge(gates, allow_gold, candidate_on)

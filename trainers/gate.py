@@ -3,13 +3,13 @@
 Gate suites are the gate splits (`dev`, or `heldout` in older suites; never `test`, which
 is only reported) of the suites the training data came from, plus the frozen
 `capabilities` suite. Each side answers every item as it will serve (first attempt, no
-repairs; with its own recall when memory is on, and without, to measure what recall does),
-greedily and `gate_draws` more times in the same request (`frozen_draws` on the frozen
-suite, whose non-inferiority test needs more): an item's evidence is the share
-of its answers that pass. The current side is measured once per night, with memory frozen
-until every candidate is decided, and each candidate is compared with that one measurement;
-on the frozen suite, whose items never change, once per adapter (the application reuses
-another night's identical requests: `Evaluate`).
+repairs; with recall when memory is on, and without, to measure what recall does; a
+candidate with the current side's recall), greedily and `gate_draws` more times in the same
+request (`frozen_draws` on the frozen suite, whose non-inferiority test needs more): an
+item's evidence is the share of its answers that pass. The current side is measured once
+per night, with memory frozen until every candidate is decided, and each candidate is
+compared with that one measurement; on the frozen suite, whose items never change, once per
+adapter (the application reuses another night's identical requests: `Evaluate`).
 
 With `futility` on, a candidate is measured on a random half of the dev items first and
 rejected there if its pooled pass fraction is not above the current side's: stopping only
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -182,6 +182,7 @@ async def measure(
     *,
     memory: bool = True,
     gold: bool = False,
+    recall: Mapping[str, bool] | None = None,
     on_progress: GateProgress | None = None,
 ) -> Measured:
     """`adapter` (None: the base model) on every gate suite, first attempts with their draws:
@@ -190,7 +191,10 @@ async def measure(
     others' prompt is the same either way, so is what they measure). Where recall made a
     suite's greedy answers worse by more than `max_drop`, significantly, that suite is served
     without it, its items recall changed asked again unaided with their draws. (Draws would
-    make the unaided pass about three times dearer: bench/results/gate-cost-*.json.)"""
+    make the unaided pass about three times dearer: bench/results/gate-cost-*.json.) With
+    `recall` (per gate label), each suite is served as it says instead, whatever this
+    side's own measurement chose (still recorded): a candidate is judged with the current
+    side's recall, so the gate compares adapters, not two recall choices chance made apart."""
     runs: dict[str, dict[str, str]] = {}
     recalled: dict[str, list[int]] = {}  # item → memories in its prompt
 
@@ -250,7 +254,8 @@ async def measure(
         out.memory[gate.label] = {"without": effect["a"], "with": effect["b"], "recall": keep,
                                   "reason": reason, "measured": effect}  # fmt: skip
         out.served[gate.label] = on
-        if not keep:  # served unaided: its changed items asked again, with their draws
+        # served unaided: its changed items asked again, with their draws
+        if not (keep if recall is None else recall.get(gate.label, keep)):
             mine = {k for k in shown if k.startswith(f"{gate.label}/")}
             again = await asked([gate], False, True, mine, "no memory, served")
             out.served[gate.label] = off | again.get(gate.label, {})
@@ -266,18 +271,6 @@ def combined(a: Measured, b: Measured) -> Measured:
     """One side's measurements on two sets of gate suites, as one."""
     return Measured(a.adapter, a.served | b.served, a.runs | b.runs, a.memory | b.memory,
                     a.helped + b.helped, a.hurt + b.hurt)  # fmt: skip
-
-
-def record_memory(store: MemoryLedger, side: Measured, gates: list[GateSuite]) -> int:
-    """Write what recall did for `side`: its recall policy per suite, and the memories it
-    helped or hurt (those that hurt more often than they helped stop being recalled).
-    Returns how many became harmful."""
-    for gate in gates:
-        effect = side.memory.get(gate.label)
-        if effect is not None:
-            store.set_recall_policy(side.adapter or "", gate.suite.name, effect["recall"],
-                                    effect["reason"], effect["measured"])  # fmt: skip
-    return store.count_recall_effect(side.helped, side.hurt) if side.memory else 0
 
 
 def _fractions(results: dict[str, dict[str, Any]], greedy: bool = False) -> dict[str, Any]:
@@ -330,11 +323,10 @@ def decide(
 
 
 def _dropped(suites: dict[str, dict[str, Any]], cycle: CycleConfig) -> set[str]:
-    """The dev suites that regressed: a drop of more than `max_drop` that is significant,
-    each suite's one-sided p-value of being worse held to Holm's step-down over all the dev
-    suites at `alpha`. (A point estimate alone would not do: a suite of about 100 items the
-    candidate leaves as it was dropped more than 2 points by chance in up to a fifth of the
-    nights replayed from night 1's answers, bench/results/gate-null-2026-12-06-4.json.)"""
+    """The dev suites that regressed: a drop of more than `max_drop` that is significant
+    (one-sided, Holm's step-down over the dev suites at `alpha`). A point estimate would not
+    do: chance alone drops a suite the candidate left as it was by more than 2 points in up
+    to a fifth of nights (bench/results/gate-null-2026-12-06-4.json)."""
     worse = {k: v["p_value"] / 2 if v["difference"] < 0 else 1.0 for k, v in suites.items()}
     found: set[str] = set()
     for rank, k in enumerate(sorted(worse, key=worse.__getitem__)):

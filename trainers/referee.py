@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -20,9 +21,8 @@ from reflexa.trainers.gate import (
     decide,
     gate_suites,
     measure,
-    record_memory,
 )
-from reflexa.trainers.ports import ModelServer, TrainerStore
+from reflexa.trainers.ports import MemoryLedger, ModelServer, TrainerStore
 from reflexa.trainers.registry import check_adapter, load
 from reflexa.trainers.workspace import Workspace
 
@@ -35,6 +35,9 @@ Server = TypeVar("Server", bound=ModelServer)
 Connect = Callable[[], Server]
 Evaluator = Callable[[Server, str], Evaluate]
 ServerT_co = TypeVar("ServerT_co", bound=ModelServer, covariant=True)
+# A candidate measured on gate suites, each served with recall or not as the mapping (gate
+# label → recall on) says: the current side's recall (`measure`'s `recall`).
+Candidate = Callable[[list[GateSuite], dict[str, bool]], Measured]
 
 
 class Side(Protocol[ServerT_co]):
@@ -99,29 +102,33 @@ class Referee(Generic[Server]):
             self.side.stop()
 
     def judge(
-        self, gates: list[GateSuite], gold: bool, candidate: Callable[[list[GateSuite]], Measured]
+        self, gates: list[GateSuite], gold: bool, candidate: Candidate
     ) -> tuple[GateResult, Measured, list[GateSuite]]:
-        """A candidate (`candidate(gates)` measures it) against the current adapter: on the
-        dev splits first, and on the frozen suite only if those would promote it (a
-        rejected candidate is not measured there). Returns the decision, the
-        candidate's measurement and the gate suites it was judged on."""
+        """A candidate against the current adapter, each suite served with the current
+        side's recall: on the dev splits first, and on the frozen suite only if those would
+        promote it (a rejected candidate is not measured there). Returns the decision, the
+        candidate's measurement and the gate suites it was judged on. (Served with its own
+        recall, a candidate no better than the current one was promoted in 8 % of nights
+        replayed from night 2's answers, where recall cost sums and arithmetic 7-16 points
+        and the two sides' choices fell apart by chance: `bench/gate_null.py`.)"""
         dev = [g for g in gates if not g.frozen]
         frozen = [g for g in gates if g.frozen]
         current = self(dev, gold)  # the first time: before any candidate's
+        as_current = functools.partial(_as_served, candidate, current)
         if self.ws.cycle.futility:
             half = [g.half(self.seed or 0) for g in dev]
-            early, measured = self._futile(current, half, candidate)
+            early, measured = self._futile(current, half, as_current)
             if early is not None:
                 return early, measured, half
-        measured = candidate(dev)  # the half measured already is not asked again
+        measured = as_current(dev)  # the half measured already is not asked again
         verdict = decide(current, measured, dev, self.ws.cycle)
         if not frozen:
             return verdict, measured, dev
         if not verdict.promotes:
             note = ", ".join(g.label for g in frozen) + ": not measured, as the dev splits reject"
             return dataclasses.replace(verdict, notes=[note]), measured, dev
-        measured = combined(measured, candidate(frozen))  # while its server is up
         current = self(gates, gold)
+        measured = combined(measured, _as_served(candidate, current, frozen))
         return decide(current, measured, gates, self.ws.cycle), measured, gates
 
     def _futile(
@@ -144,6 +151,11 @@ class Referee(Generic[Server]):
         return dataclasses.replace(verdict, decision="reject", reason=reason), measured
 
 
+def _as_served(candidate: Candidate, current: Measured, gates: list[GateSuite]) -> Measured:
+    """The candidate on `gates`, each served with recall where the current side is."""
+    return candidate(gates, {label: m["recall"] for label, m in current.memory.items()})
+
+
 def settle_memory(
     store: TrainerStore,
     referee: Referee,
@@ -160,3 +172,15 @@ def settle_memory(
             record_memory(store, side, gates)
         elif name != best:
             store.restore_memories(name)
+
+
+def record_memory(store: MemoryLedger, side: Measured, gates: list[GateSuite]) -> int:
+    """Write what recall did for `side`: its recall policy per suite, and the memories it
+    helped or hurt (those that hurt more often than they helped stop being recalled).
+    Returns how many became harmful."""
+    for gate in gates:
+        effect = side.memory.get(gate.label)
+        if effect is not None:
+            store.set_recall_policy(side.adapter or "", gate.suite.name, effect["recall"],
+                                    effect["reason"], effect["measured"])  # fmt: skip
+    return store.count_recall_effect(side.helped, side.hurt) if side.memory else 0

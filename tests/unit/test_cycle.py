@@ -643,7 +643,7 @@ def test_the_frozen_suite_is_measured_only_for_a_candidate_the_dev_splits_would_
 
     def judged(name: str) -> tuple:
         before = len(calls)
-        candidate = lambda gates: asyncio.run(measure(settings.cycle, evaluate, gates, name,  # noqa: E731
+        candidate = lambda gates, recall: asyncio.run(measure(settings.cycle, evaluate, gates, name,  # noqa: E731
                                                       "candidate", memory=False))  # fmt: skip
         verdict, _, gates = referee.judge([HELD, FROZEN], False, candidate)
         return verdict, [g.label for g in gates], [(c[0], c[1]) for c in calls[before:]]
@@ -655,8 +655,9 @@ def test_the_frozen_suite_is_measured_only_for_a_candidate_the_dev_splits_would_
     verdict, gates, asked = judged("better")
     assert verdict.decision == "promote" and verdict.suites["capabilities"]["frozen"] is True
     assert gates == [HELD.label, FROZEN.label]
-    # the candidate's frozen suite first, while its (merged) server is still up
-    assert asked == [("better", "arithmetic"), ("better", "capabilities"), (None, "capabilities")]
+    # the current side's frozen suite first: the candidate is served with its recall there
+    # (in a night the current side has measured it before any candidate)
+    assert asked == [("better", "arithmetic"), (None, "capabilities"), ("better", "capabilities")]
     _, _, asked = judged("better too")
     assert asked == [("better too", "arithmetic"), ("better too", "capabilities")]
 
@@ -688,7 +689,7 @@ def test_a_candidate_behind_on_half_the_dev_items_is_rejected_there_as_futile() 
 
     def judged(name: str) -> tuple:
         before = len(asked)
-        candidate = lambda gates: asyncio.run(measure(settings.cycle, counting, gates, name,  # noqa: E731
+        candidate = lambda gates, recall: asyncio.run(measure(settings.cycle, counting, gates, name,  # noqa: E731
                                                       "candidate", memory=False))  # fmt: skip
         verdict = referee.judge([HELD, FROZEN], False, candidate)[0]
         return verdict, asked[before:]

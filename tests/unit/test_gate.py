@@ -196,6 +196,25 @@ def test_recall_is_turned_off_only_where_its_cost_is_significant() -> None:
     assert measured.served[HELD.label]["heldout/i31"]["first_attempt"] is False  # with recall
 
 
+def test_a_candidate_is_served_with_the_recall_it_is_told_and_records_its_own() -> None:
+    """Judged with the current side's recall (`recall`), a candidate's suite is served so
+    whatever its own measurement chose, and its own choice is still recorded: served with
+    recall that costs it 20 points, or unaided (asked again with its draws) where its own
+    measurement keeps harmless recall on."""
+    cycle = load_settings().cycle
+    for hurts, told in ((True, True), (False, False)):
+        calls: list[tuple[Any, ...]] = []
+        right = lambda a, name, memory, hurts=hurts: 10 if memory and hurts else 30  # noqa: E731
+        evaluate = fake_evaluate(right, calls, lambda k: [1] if k < 50 else [])
+        measured = asyncio.run(measure(cycle, evaluate, [HELD], "reflexa-abc", "candidate",
+                                       recall={HELD.label: told}))  # fmt: skip
+        served = measured.served[HELD.label]
+        assert measured.memory[HELD.label]["recall"] is not hurts  # its own, for the record
+        assert served["heldout/i20"]["first_attempt"] is not told  # as told
+        assert served["heldout/i20"]["answers"] == cycle.gate_draws + 1
+        assert len(calls) == (2 if told else 3)  # unaided: asked again with its draws
+
+
 def test_recall_that_hurts_is_turned_off_but_written_only_when_recorded() -> None:
     """Memory is frozen while a night's candidates are measured: the effect of recall is
     measured and kept on the side's measurement, and written (policy, harmful memories)
@@ -203,7 +222,7 @@ def test_recall_that_hurts_is_turned_off_but_written_only_when_recorded() -> Non
     from reflexa.agent.app.memory import Memory
     from reflexa.agent.settings import MemorySettings
     from reflexa.evals.contamination import Guard
-    from reflexa.trainers.gate import record_memory
+    from reflexa.trainers.referee import record_memory
 
     settings = load_settings()
     with Store.open(settings.database) as store:
