@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -158,25 +159,19 @@ def serve_once(env: dict[str, str], home: Path, args: argparse.Namespace) -> dic
 
 def register(home: Path, folder: Path, version: str) -> None:
     """A LoRA folder registered as an adapter of the bench's home, ready to promote."""
-    from reflexa.agent.model.client import adapter_name
     from reflexa.agent.settings import Settings
     from reflexa.agent.store import Store
-    from reflexa.trainers.registry import METADATA
+    from tests.helpers import register_adapter
 
     settings = Settings(home=home)
-    (folder / METADATA).write_text(json.dumps({"base_model": settings.model.name}))
     with Store.open(settings.database) as store:
-        store.add_adapter(version=version, name=adapter_name(folder), path=str(folder),
-                          parent=None, base_model=settings.model.name, method="sft",
-                          dataset_hash=version, examples=1, metrics={})  # fmt: skip
+        register_adapter(settings, store, folder, version)
 
 
 def switches(env: dict[str, str], home: Path, args: argparse.Namespace) -> dict:
     """Clients streaming through `reflexa serve` while the default switches: v1 is promoted
     (merged) already; promote v2, roll back to v1, roll back to the base model."""
-    import httpx
-
-    from tests.helpers import make_lora
+    from tests.helpers import make_lora, streaming
 
     model_dir = home / "models" / "SmolLM2-135M-Instruct"
     register(home, make_lora(model_dir, home / "lora-2", seed=1), "v2")
@@ -187,28 +182,12 @@ def switches(env: dict[str, str], home: Path, args: argparse.Namespace) -> dict:
     while not _healthy(url):
         time.sleep(0.5)
     failures: list[str] = []
-    done = False
-
-    def stream(_: int) -> int:
-        body = {"messages": [{"role": "user", "content": "Say hi."}], "stream": True}
-        sent = 0
-        while not done:
-            try:
-                with httpx.stream("POST", f"{url}/v1/chat/completions", json=body,
-                                  timeout=600) as r:  # fmt: skip
-                    text = r.read().decode()
-                ok = r.status_code == 200 and "data: [DONE]" in text and '"error"' not in text
-            except httpx.HTTPError as e:
-                ok, text = False, str(e)
-            sent += 1
-            if not ok:
-                failures.append(text[-200:])
-        return sent
+    done = threading.Event()
 
     seconds = {}
     try:
         with ThreadPoolExecutor(args.clients) as pool:
-            streams = [pool.submit(stream, i) for i in range(args.clients)]
+            streams = [pool.submit(streaming, url, done, failures) for _ in range(args.clients)]
             for move in (("promote", "v2"), ("rollback",), ("rollback",)):
                 started = time.perf_counter()
                 reflexa("adapters", *move, env=env)
@@ -216,10 +195,10 @@ def switches(env: dict[str, str], home: Path, args: argparse.Namespace) -> dict:
                     time.perf_counter() - started, 1
                 )
                 print(f"switch {move}: {seconds}", file=sys.stderr)
-            done = True
+            done.set()
             sent = sum(s.result() for s in streams)
     finally:
-        done = True
+        done.set()
         api.terminate()
         api.wait(timeout=60)
     return {"clients": args.clients, "requests": sent, "failed": len(failures),

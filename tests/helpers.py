@@ -52,6 +52,46 @@ def make_lora(
     return out
 
 
+def register_adapter(settings: Any, store: Any, folder: Path, version: str,
+                     method: str = "sft", base: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """A LoRA folder (`make_lora`'s, or any) registered as adapter `version` of the home,
+    ready to promote: its metadata says it was trained on `base` (the home's model)."""
+    from reflexa.agent.model.client import adapter_name
+    from reflexa.trainers.registry import METADATA
+
+    (folder / METADATA).write_text(json.dumps({"base_model": base or settings.model.name}))
+    return store.add_adapter(  # type: ignore[no-any-return]
+        version=version, name=adapter_name(folder), path=str(folder), parent=None,
+        base_model=settings.model.name, method=method, dataset_hash=version, examples=1,
+        metrics={},
+    )  # fmt: skip
+
+
+def streaming(url: str, done: threading.Event, failures: list[str]) -> int:
+    """A chat client streaming one short answer after another through `reflexa serve` at
+    `url` until `done`: each reply that is not a 200 ending in [DONE], that carries an error
+    event or whose connection fails goes to `failures`. Returns how many it sent."""
+    import httpx
+
+    body = {"messages": [{"role": "user", "content": "Say hi."}], "stream": True}
+    sent = 0
+    while not done.is_set():
+        sent += 1
+        try:
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body,
+                              timeout=600) as r:  # fmt: skip
+                text = r.read().decode()
+        except httpx.HTTPError as e:  # a dropped connection is a failed request
+            failures.append(f"{type(e).__name__}: {e}")
+            continue
+        events = [json.loads(line[6:]) for line in text.splitlines()
+                  if line.startswith("data: {")]  # fmt: skip
+        failed = [e for e in events if "error" in e or (e.get("reflexa") or {}).get("error")]
+        if r.status_code != 200 or "data: [DONE]" not in text or failed:
+            failures.append(f"{r.status_code}: {failed or text[-300:]}")
+    return sent
+
+
 class JsonServer:
     """A threaded HTTP server on a free loopback port that answers each request with JSON:
     `answer(method, path, body)` gives the document, or None to close the connection

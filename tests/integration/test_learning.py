@@ -30,7 +30,7 @@ from reflexa.agent.settings import load_settings
 from reflexa.agent.store import Store
 from reflexa.evals.builtin import BUILTIN
 from reflexa.trainers.dataset import Example, to_records, write_dataset
-from tests.helpers import free_port
+from tests.helpers import free_port, streaming
 from tests.integration.conftest import Session, run_reflexa
 
 pytestmark = pytest.mark.integration
@@ -171,20 +171,6 @@ def test_two_api_processes_see_each_promotion_on_their_next_request(trained: dic
     failures: list[str] = []
     done = threading.Event()
 
-    def client(url: str) -> int:
-        body = {"messages": [{"role": "user", "content": "Say hi."}], "stream": True}
-        sent = 0
-        while not done.is_set():
-            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=300) as r:
-                text = r.read().decode()
-            sent += 1
-            events = [json.loads(line[6:]) for line in text.splitlines()
-                      if line.startswith("data: {")]  # fmt: skip
-            failed = [e for e in events if "error" in e or (e.get("reflexa") or {}).get("error")]
-            if r.status_code != 200 or "data: [DONE]" not in text or failed:
-                failures.append(f"{r.status_code}: {failed or text[-300:]}")
-        return sent
-
     def answered_by(url: str) -> str:
         body = {"messages": [{"role": "user", "content": "What is 2 + 2?"}]}
         return str(httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300).json()["model"])
@@ -192,7 +178,7 @@ def test_two_api_processes_see_each_promotion_on_their_next_request(trained: dic
     urls = [url for _, url in apis]
     try:
         with ThreadPoolExecutor(16) as pool:
-            streams = [pool.submit(client, urls[i % 2]) for i in range(16)]
+            streams = [pool.submit(streaming, urls[i % 2], done, failures) for i in range(16)]
             for move, then in ((("promote", "v1"), v1["name"]), (("promote", "v2"), v2["name"]),
                                (("rollback",), v1["name"])):  # fmt: skip
                 run_reflexa("adapters", *move, env=env)  # through the CLI: a third process

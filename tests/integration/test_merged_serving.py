@@ -16,13 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reflexa.agent.model.client import ModelClient, adapter_name
+from reflexa.agent.model.client import ModelClient
 from reflexa.agent.model.connect import merging
 from reflexa.agent.model.server import group_members, merged_dir, read_record, route
 from reflexa.agent.settings import load_settings
 from reflexa.agent.store import Store
-from reflexa.trainers.registry import METADATA
-from tests.helpers import free_port, make_lora
+from tests.helpers import free_port, make_lora, register_adapter, streaming
 from tests.integration.conftest import Session
 
 pytestmark = pytest.mark.integration
@@ -52,30 +51,12 @@ def test_promotion_serves_the_adapter_merged_and_rollback_stops_it_losing_nothin
     settings = load_settings()
     assert merging(settings)  # auto: one managed server, on this CPU
     folder = make_lora(vllm_session.model_dir, settings.home_dir / "adapters" / "v1", seed=5)
-    (folder / METADATA).write_text(json.dumps({"base_model": settings.model.name}))
-    name = adapter_name(folder)
     with Store.open(settings.database) as store:
-        store.add_adapter(version="v1", name=name, path=str(folder), parent=None,
-                          base_model=settings.model.name, method="sft", dataset_hash="h",
-                          examples=1, metrics={})  # fmt: skip
+        name = register_adapter(settings, store, folder, "v1")["name"]
     port = free_port()
     api, url = _api(vllm_session, port), f"http://127.0.0.1:{port}"
     failures: list[str] = []
     done = threading.Event()
-
-    def stream() -> int:
-        body = {"messages": [{"role": "user", "content": "Say hi."}], "stream": True}
-        sent = 0
-        while not done.is_set():
-            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=300) as r:
-                text = r.read().decode()
-            sent += 1
-            events = [json.loads(line[6:]) for line in text.splitlines()
-                      if line.startswith("data: {")]  # fmt: skip
-            failed = [e for e in events if "error" in e or (e.get("reflexa") or {}).get("error")]
-            if r.status_code != 200 or "data: [DONE]" not in text or failed:
-                failures.append(f"{r.status_code}: {failed or text[-300:]}")
-        return sent
 
     def answered_by() -> str:
         body = {"messages": [{"role": "user", "content": "What is 2 + 2?"}]}
@@ -102,7 +83,7 @@ def test_promotion_serves_the_adapter_merged_and_rollback_stops_it_losing_nothin
         assert serving["agreement"] >= settings.server.merge_min_agreement
 
         with ThreadPoolExecutor(8) as pool:  # streaming through the merged server
-            streams = [pool.submit(stream) for _ in range(8)]
+            streams = [pool.submit(streaming, url, done, failures) for _ in range(8)]
             try:
                 time.sleep(10)
             finally:
@@ -134,12 +115,8 @@ def test_model_stop_and_serve_bring_back_the_promoted_adapter_merged(
     server again and routes to it, without merging again."""
     settings = load_settings()
     folder = make_lora(vllm_session.model_dir, settings.home_dir / "adapters" / "v2", seed=6)
-    (folder / METADATA).write_text(json.dumps({"base_model": settings.model.name}))
-    name = adapter_name(folder)
     with Store.open(settings.database) as store:
-        store.add_adapter(version="v2", name=name, path=str(folder), parent=None,
-                          base_model=settings.model.name, method="sft", dataset_hash="h2",
-                          examples=1, metrics={})  # fmt: skip
+        name = register_adapter(settings, store, folder, "v2")["name"]
     try:
         vllm_session.run("adapters", "promote", "v2")
         weights = merged_dir(settings) / name / "weights"

@@ -17,7 +17,7 @@ from reflexa.agent.store.db import sqlite_url
 from reflexa.agent.store.tables import Adapter
 from reflexa.trainers.errors import PromotionRace, TrainerError
 from reflexa.trainers.registry import METADATA, promote, resolve_adapter, rollback
-from tests.helpers import JsonServer
+from tests.helpers import JsonServer, register_adapter
 
 
 class RecordingClient:
@@ -51,11 +51,7 @@ def register(settings: Settings, store: Store, version: str, method: str = "sft"
     path.mkdir(parents=True)
     (path / "adapter_config.json").write_text(json.dumps({"r": 8, "v": version}))
     (path / "adapter_model.safetensors").write_bytes(version.encode())
-    (path / METADATA).write_text(json.dumps({"base_model": base or settings.model.name}))
-    return store.add_adapter(
-        version=version, name=adapter_name(path), path=str(path), parent=None,
-        base_model=settings.model.name, method=method, dataset_hash="h", examples=1, metrics={},
-    )  # fmt: skip
+    return register_adapter(settings, store, path, version, method, base)
 
 
 def test_promote_rollback_walks_back_one_step_at_a_time(env) -> None:
