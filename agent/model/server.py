@@ -133,7 +133,10 @@ def merged_dir(settings: Settings) -> Path:
 
 
 def route(settings: Settings) -> tuple[str, str] | None:
-    """(served name, url) of the merged server that answers requests for that name, or None."""
+    """(served name, url) of the merged server that answers requests for that name, or None.
+    The merged server's pid record holds both too; the route is a pointer of its own,
+    written only once the server has passed its check, so a server that has started but
+    is not checked yet (or failed it) is never routed to."""
     try:
         doc = json.loads((merged_dir(settings) / ROUTE_FILE).read_text())
         return str(doc["name"]), str(doc["url"])
