@@ -188,6 +188,7 @@ def night_summary(result: dict[str, Any]) -> dict[str, Any]:
         "rows": {j: p["examples"] for j, p in (compiled.get("precision") or {}).items()},
         "precision": compiled.get("precision"),  # by the store's scoring, where it has some
         "form_admission": compiled.get("form_admission"),
+        "consistency_admission": compiled.get("consistency_admission"),
         "stages": {
             name: round(sum(s.get("seconds", 0) for s in stages if s["stage"] == name), 1)
             for name in dict.fromkeys(s["stage"] for s in stages)

@@ -33,6 +33,12 @@ class CycleConfig(BaseModel):
         description="A suite's rows justified by checks of form alone are admitted where, "
         "on its scored dev answers, the 95 % lower bound of their precision reaches this.",
     )  # fmt: skip
+    consistency_precision: float = Field(
+        default=0.8, ge=0, le=1,
+        description="A suite's rows justified by self-consistency are refused where, on its "
+        "scored dev answers, the same vote was right less often than this (95 % upper "
+        "bound, 30 votes at least): a model can agree with itself on a wrong answer.",
+    )  # fmt: skip
     frontier_weight: int = Field(
         default=2, ge=1, le=8,
         description="In SFT, each example the model did not answer by itself (a repair, a "

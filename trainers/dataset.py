@@ -21,7 +21,8 @@ A prompt of any gate or held-out split, or a canonical duplicate of one, is neve
 
 Rows justified by checks of form alone (`form`) are admitted only for the suites where that
 justification was measured precise (`trainers.admission`), or where the user admits `form`
-outright. Learning is weighted to the frontier: an example whose answer the model did not
+outright; rows justified by self-consistency, except for the suites where it was measured
+imprecise. Learning is weighted to the frontier: an example whose answer the model did not
 give by itself (a repair, a sample that won over the greedy answer, gold, a user's) is
 repeated `frontier_weight` times in SFT, and the trainer scales its epochs down to match,
 so a night costs the same and the rows the model already answers (`self`) weigh less.
@@ -43,7 +44,7 @@ from reflexa.evals.signal import ADMITTED, JUSTIFICATIONS, by_checks
 from reflexa.evals.verdict import grounded_pass
 from reflexa.evals.verify import gold_answer, passes
 from reflexa.graphs.prompts import repair_request
-from reflexa.trainers.admission import form_admission
+from reflexa.trainers.admission import consistency_admission, form_admission
 from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.examples import SOURCES, Compiled, Example, Format
 from reflexa.trainers.ports import CorrectionSource
@@ -57,14 +58,21 @@ def compile_examples(
     justifications: Collection[str] = ADMITTED,
     allow_unconfined: bool = False,
     form_precision: float = 0.9,
+    consistency_precision: float = 0.8,
+    agree: tuple[int, int] = (3, 5),
 ) -> Compiled:
     """Every usable example in the store, deduplicated by normalised prompt.
     `allow_unconfined`: gold answers are checked even where code runs unisolated.
     `form_precision`: what a suite's measured precision of `form` rows must reach (lower
-    bound) for them to be admitted, where `form` is not among `justifications` outright."""
+    bound) for them to be admitted, where `form` is not among `justifications` outright;
+    `consistency_precision`: what a suite's measured precision of self-consistency must
+    not fall below (upper bound), with `agree` (greedy, majority) the sampling's vote."""
     protected = held_out_guard(store.held_out_prompts()) if protected is None else protected
-    admission = form_admission(store.form_evidence(), form_precision)
+    evidence = store.held_out_answers()
+    admission = form_admission(evidence, form_precision)
+    consistency = consistency_admission(evidence, consistency_precision, *agree)
     form_suites = {s for s, a in admission.items() if a["admitted"]}
+    refused = {s for s, a in consistency.items() if not a["admitted"]}
     kept: dict[str, Example] = {}
     skipped = merged = unjustified = 0
     rows, replaced = _rows(store, allow_gold, allow_unconfined)
@@ -75,6 +83,8 @@ def compile_examples(
         admitted = row.justification in justifications or (
             row.justification == "form" and any(s in form_suites for s in row.suites)
         )
+        if row.justification == "consistency" and row.suites and set(row.suites) <= refused:
+            admitted = False  # measured: this model agrees with itself on wrong answers here
         if not admitted:
             unjustified += 1
             continue
@@ -91,7 +101,7 @@ def compile_examples(
     examples = sorted(kept.values(), key=lambda e: (_rank(e), e.prompt_hash))
     sharing = shared_entities(protected.items, [e.prompt for e in examples])
     return Compiled(examples, skipped, merged, unjustified, sharing, gold_replaced=replaced,
-                    admission=admission)  # fmt: skip
+                    admission=admission, consistency=consistency)  # fmt: skip
 
 
 def _rank(e: Example) -> tuple[int, int]:
@@ -335,6 +345,8 @@ def build_dataset(
     repair_turns: bool = True,
     mixed: Collection[str] | None = None,
     form_precision: float = 0.9,
+    consistency_precision: float = 0.8,
+    agree: tuple[int, int] = (3, 5),
     frontier_weight: int = 1,
     **manifest: Any,
 ) -> tuple[Compiled, int]:
@@ -352,6 +364,7 @@ def build_dataset(
         compiled = compile_examples(
             store, allow_gold=allow_gold, protected=protected, justifications=justifications,
             allow_unconfined=allow_unconfined, form_precision=form_precision,
+            consistency_precision=consistency_precision, agree=agree,
         )  # fmt: skip
         records = to_records(compiled.examples, fmt, repair_turns)
     unique = len(records)

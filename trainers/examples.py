@@ -44,6 +44,7 @@ class Compiled:
     alike: int = 0  # GRPO: prompts left out, not among those whose samples disagreed
     gold_replaced: int = 0  # with gold: rows scoring found wrong, dropped (gold added instead)
     admission: dict[str, dict[str, Any]] = field(default_factory=dict)  # form, per suite
+    consistency: dict[str, dict[str, Any]] = field(default_factory=dict)  # its vote, per suite
 
     def by_source(self) -> dict[str, int]:
         counts = {s: 0 for s in SOURCES}
@@ -68,6 +69,7 @@ class Compiled:
             }
             | ({"alike_skipped": self.alike} if self.alike else {})
             | ({"form_admission": self.admission} if self.admission else {})
+            | ({"consistency_admission": self.consistency} if self.consistency else {})
         )
 
     def suites(self) -> list[str]:

@@ -62,3 +62,14 @@ class CorrectionRecord:
     verified: bool
     justification: str
     correct: bool | None = None
+
+
+@dataclass(frozen=True)
+class ScoredAnswers:
+    """A held-out item's answers, greedy first (then a gate's draws): (answer, the visible
+    checks passed it, scoring found it right). Scoring's verdicts only measure what a
+    justification is worth on the suite; they never pick a row."""
+
+    prompt: str
+    checks: list[dict[str, Any]]
+    answers: list[tuple[str, bool, bool]]

@@ -118,6 +118,8 @@ def compile_and_train(
                 allow_unconfined=ws.allow_unconfined,
                 repair_turns=ws.cycle.repair_turns, mixed=mixed,
                 form_precision=ws.cycle.form_precision, frontier_weight=ws.cycle.frontier_weight,
+                consistency_precision=ws.cycle.consistency_precision,
+                agree=(ws.cycle.agree_greedy, ws.cycle.agree_majority),
             )  # fmt: skip
         except TooFewExamples as e:
             detail |= e.summary

@@ -17,10 +17,15 @@ from reflexa.agent.store.memories import MemoryRecords, Remembered
 from reflexa.agent.store.records import columns
 from reflexa.agent.store.tables import Attempt, Correction, Episode, Memory, Rating, utcnow
 from reflexa.evals.contamination import TRAIN_SPLIT, learnable, prompt_hash
-from reflexa.evals.signal import by_checks, justification_of
+from reflexa.evals.signal import justification_of
 from reflexa.evals.suite import DEV, HELDOUT
 from reflexa.evals.verdict import grounded_ran
-from reflexa.trainers.records import AttemptRecord, CorrectionRecord, EpisodeRecord
+from reflexa.trainers.records import (
+    AttemptRecord,
+    CorrectionRecord,
+    EpisodeRecord,
+    ScoredAnswers,
+)
 
 R = TypeVar("R")
 
@@ -241,11 +246,11 @@ class EpisodeRecords(MemoryRecords):
             corrections = s.scalar(select(func.count()).select_from(Correction))
         return {"episodes": int(episodes or 0), "corrections": int(corrections or 0)}
 
-    def form_evidence(self) -> dict[str, list[tuple[bool, bool]]]:
-        """Per suite, from its scored held-out answers (first answers and a gate's draws)
-        whose visible checks judge form alone: (the visible checks passed it, scoring found
-        it right), to measure what a pass of form is worth there (`trainers.admission`)."""
-        out: dict[str, list[tuple[bool, bool]]] = {}
+    def held_out_answers(self) -> dict[str, list[ScoredAnswers]]:
+        """Per suite, its scored held-out answers (dev or heldout episodes' first answers,
+        then a gate's draws), each with whether the visible checks passed it and whether
+        scoring found it right: what a justification is worth there (`trainers.admission`)."""
+        out: dict[str, list[ScoredAnswers]] = {}
         with self._session() as s:
             rows = s.execute(
                 select(Episode.suite, Episode.prompt, Episode.answer, Episode.checks,
@@ -254,12 +259,10 @@ class EpisodeRecords(MemoryRecords):
                        Episode.first_correct.is_not(None), Episode.first_passed.is_not(None))
             )  # fmt: skip
             for suite, prompt, answer, checks, passed, correct, draws in rows:
-                if by_checks(checks, prompt, answer or "") != "form":
-                    continue
-                pairs = out.setdefault(suite, [])
-                pairs.append((bool(passed), bool(correct)))
-                pairs += [(bool(d["checks_passed"]), bool(d["correct"])) for d in draws or []
-                          if d.get("correct") is not None]  # fmt: skip
+                answers = [(answer or "", bool(passed), bool(correct))]
+                answers += [(d.get("answer") or "", bool(d["checks_passed"]), bool(d["correct"]))
+                            for d in draws or [] if d.get("correct") is not None]  # fmt: skip
+                out.setdefault(suite, []).append(ScoredAnswers(prompt, checks, answers))
         return out
 
     def held_out_prompts(self) -> list[tuple[str, list[Any]]]:

@@ -44,6 +44,7 @@ def episode(
     checks: list[dict[str, Any]] | None = None,
     scoring: list[dict[str, Any]] | None = None,
     corrections: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    draws: list[dict[str, Any]] | None = None,
 ) -> str:
     id = uuid.uuid4().hex
     store.start_episode(
@@ -59,7 +60,7 @@ def episode(
     scores = [a["correct"] for a in attempts]  # the application's scoring, after the loop
     store.finish_episode(id, status=status, answer=attempts[-1]["answer"], error=None,
                          attempts=attempts, latency_s=0.1, corrections=corrections,
-                         scores=scores)  # fmt: skip
+                         scores=scores, draws=draws)  # fmt: skip
     return id
 
 

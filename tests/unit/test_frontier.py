@@ -68,6 +68,40 @@ def test_a_measured_precise_form_admits_its_suite_s_rows(store: Store) -> None:
     assert stricter.examples == []  # 60 of 60: lower bound 0.94
 
 
+def consistent_dev(store: Store, right: int, wrong: int) -> None:
+    """Scored dev items whose greedy answer and 4 draws all agree (and pass the schema):
+    `right` of them right by scoring, `wrong` the same wrong value every time."""
+    for k in range(right + wrong):
+        answer = '{"name": "Ada"}' if k < right else '{"name": "Lima"}'
+        draw = {"answer": answer, "passed": True, "checks_passed": True, "correct": k < right}
+        episode(store, f"Name in: dev person {k}.", [attempt(answer, True, correct=k < right)],
+                split="dev", checks=FORM, scoring=GOLD, draws=[draw] * 4)  # fmt: skip
+
+
+def test_self_consistency_is_refused_where_the_model_agrees_with_itself_on_wrong_answers(
+    store: Store,
+) -> None:
+    """Unmeasured, or measured right, self-consistency admits rows; on a suite where the same
+    vote over its scored dev answers was mostly wrong (a field filled with the wrong value,
+    every time: what a user's label-free suite showed), it admits none there."""
+    for k in range(3):
+        prompt = f"Name in: person {k} is Ada."
+        id = episode(store, prompt, [attempt("{}", False)], checks=FORM, scoring=GOLD)
+        store.add_correction(id, prompt=prompt, chosen='{"name": "Ada"}', source="sampled",
+                             verified=True, justification="consistency")  # fmt: skip
+    assert len(compile_examples(store, allow_gold=False).examples) == 3  # nothing measured
+    consistent_dev(store, right=4, wrong=36)
+    refused = compile_examples(store, allow_gold=False)
+    assert refused.examples == [] and refused.unjustified == 3
+    measured = refused.consistency["s"]
+    assert (measured["measured"], measured["right"], measured["admitted"]) == (40, 4, False)
+    assert refused.summary(0)["consistency_admission"]["s"]["upper_95"] < 0.8
+    lenient = compile_examples(store, allow_gold=False, consistency_precision=0.2)
+    assert len(lenient.examples) == 3  # 10 % right: upper bound 0.23
+    consistent_dev(store, right=200, wrong=0)  # now 204 of 240 right: upper bound 0.89
+    assert len(compile_examples(store, allow_gold=False).examples) == 3
+
+
 def test_a_tool_that_computes_the_value_is_not_a_check_of_form(store: Store) -> None:
     """A stated sum is computed by the arithmetic tool: its pass decides the value."""
     episode(store, "What is 40 + 2?", [attempt("42", True)])
