@@ -109,7 +109,7 @@ class Referee(Generic[Server]):
         promote it (a rejected candidate is not measured there). Returns the decision, the
         candidate's measurement and the gate suites it was judged on. (Served with its own
         recall, a candidate no better than the current one was promoted in 8 % of nights
-        replayed from night 2's answers, where recall cost sums and arithmetic 7-16 points
+        replayed from night 2's answers, where recall cost sums and arithmetic 7-36 points
         and the two sides' choices fell apart by chance: `bench/gate_null.py`.)"""
         dev = [g for g in gates if not g.frozen]
         frozen = [g for g in gates if g.frozen]
