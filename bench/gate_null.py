@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import math
 import random
 import sys
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from reflexa.agent.app.eval_run import scored
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import Store
 from reflexa.evals.compare import compare_fractions
+from reflexa.evals.metrics import wilson
 from reflexa.evals.suite import Suite, SuiteItem
 from reflexa.trainers.cycle_config import CycleConfig
 from reflexa.trainers.gate import FROZEN, GateSuite, holm, measure
@@ -163,7 +163,7 @@ def promotions(seen: Observed, gates: list[GateSuite], k: int, trials: int,
 
     promoted = sum(night(n) for n in range(trials))
     return {"candidates": k, "trials": trials, "promoted": promoted,
-            "rate": promoted / trials, "upper_95": wilson_upper(promoted, trials),
+            "rate": promoted / trials, "upper_95": round(wilson(promoted, trials)[1], 4),
             "frozen_rejected": frozen_rejected / trials}  # fmt: skip
 
 
@@ -226,13 +226,6 @@ def chance_drops(seen: Observed, trials: int, seed: int) -> dict[str, dict[str, 
 def _drawn(ps: list[float], m: int, rng: random.Random) -> dict[str, tuple[int, int]]:
     """Each item's (answers passed, `m`) drawn from its pass probability."""
     return {str(i): (sum(rng.random() < p for _ in range(m)), m) for i, p in enumerate(ps)}
-
-
-def wilson_upper(hits: int, n: int, z: float = 1.96) -> float:
-    p = hits / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return round((centre + spread) / (1 + z * z / n), 4)
 
 
 def main() -> None:

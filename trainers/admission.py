@@ -20,33 +20,22 @@ the value admit rows.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from reflexa.evals.metrics import wilson
 from reflexa.evals.signal import by_checks, vote
 from reflexa.trainers.records import ScoredAnswers
 
 MIN_MEASURED = 30  # answers (or votes) measured, at least, before a precision is believed
-Z = 1.96
-
-
-def _wilson(right: int, n: int, sign: int) -> float:
-    """The 95 % Wilson bound of a proportion `right` of `n`: lower (`sign` -1) or upper."""
-    if n == 0:
-        return 0.0 if sign < 0 else 1.0
-    p = right / n
-    centre = p + Z * Z / (2 * n)
-    spread = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n))
-    return (centre + sign * spread) / (1 + Z * Z / n)
 
 
 def wilson_lower(right: int, n: int) -> float:
-    return _wilson(right, n, -1)
+    return wilson(right, n)[0]
 
 
 def wilson_upper(right: int, n: int) -> float:
-    return _wilson(right, n, 1)
+    return wilson(right, n)[1]
 
 
 def form_admission(
