@@ -103,10 +103,11 @@ def sha256(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def trained(vllm_session: Session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Two adapters trained by `reflexa train` (2 real SFT steps each) in one home."""
+    """Two adapters trained by `reflexa train` (2 real SFT steps each) in one home, on two
+    datasets: training is deterministic on some CPUs, and equal weights share one name."""
     home = tmp_path_factory.mktemp("trained-home")
     env = home_env(vllm_session, home)
-    dataset = sums_dataset(home / "data")
+    datasets = [sums_dataset(home / "data"), sums_dataset(home / "data-2", n=12)]
     base_file = vllm_session.model_dir / "model.safetensors"
     before = sha256(base_file)
     stale = home / "adapters" / ".partial-999999999-dead"  # left by a trainer that died
@@ -114,8 +115,9 @@ def trained(vllm_session: Session, tmp_path_factory: pytest.TempPathFactory) -> 
     rows = [
         json.loads(run_reflexa("train", "--dataset", str(dataset), "--train-config",
                                str(home / "train.yaml"), "--json", env=env).stdout)
-        for _ in range(2)
+        for dataset in datasets
     ]  # fmt: skip
+    assert rows[0]["name"] != rows[1]["name"]
     yield {"env": env, "home": home, "rows": rows, "base_before": before, "stale": stale}
     client = ModelClient(env["REFLEXA_VLLM_URL"], "smollm2-135m-instruct")
     for row in rows:
