@@ -12,14 +12,17 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
 from reflexa.agent.model.client import ModelClient
 from reflexa.agent.settings import ModelSettings
+from reflexa.agent.store import Store
+from reflexa.agent.store.db import sqlite_url
 from reflexa.trainers.registry import adapter_name
-from tests.helpers import finished_in_open_runs, free_port, make_lora
+from tests.helpers import finished_in_open_runs, free_port, make_lora, register_adapter
 from tests.integration.conftest import REFLEXA, Session, run_reflexa
 
 pytestmark = pytest.mark.integration
@@ -94,7 +97,8 @@ def test_an_eval_run_over_two_replicas_loses_nothing_when_one_dies(
     vllm_session: Session, second: dict, tmp_path: Path
 ) -> None:
     """Replica B is killed mid-run (last in this module: B stays down). The run goes on, on
-    A: its requests in flight on B are sent again to A, so every item is answered once."""
+    A: its requests in flight on B are sent again to A, so every item is answered once. Then
+    an adapter cannot be promoted: it is not on every replica."""
     env = {k: v for k, v in vllm_session.env.items() if not k.startswith("REFLEXA_")} | {
         "REFLEXA_HOME": str(tmp_path / "home"),
         "REFLEXA_MODEL__URLS": json.dumps(urls(vllm_session, second)),
@@ -121,3 +125,11 @@ def test_an_eval_run_over_two_replicas_loses_nothing_when_one_dies(
             "group by item_id"
         ).fetchall()
     assert len(answered) == 16 and {n for _, n in answered} == {1}  # none lost, none twice
+    # A promotion while B is down is refused, naming B, and promotes nothing.
+    lora = make_lora(vllm_session.model_dir, tmp_path / "lora", seed=2)
+    with Store.open(sqlite_url(db)) as store:
+        register_adapter(SimpleNamespace(model=ModelSettings()), store, lora, "v1")
+    refused = run_reflexa("adapters", "promote", "v1", env=env, check=False)
+    assert refused.returncode == 1 and urls(vllm_session, second)[1] in refused.stderr, refused
+    listed = json.loads(run_reflexa("adapters", "list", "--json", env=env).stdout)
+    assert [(a["version"], a["status"]) for a in listed] == [("v1", "candidate")]
