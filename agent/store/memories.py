@@ -104,12 +104,29 @@ class MemoryRecords(Records):
             s.execute(delete(Memory).where(Memory.id.in_(oldest.scalar_subquery())))
 
     def search_memories(
-        self, query: str, limit: int, model: str | None = None, gold: bool = False
+        self,
+        query: str,
+        limit: int,
+        model: str | None = None,
+        gold: bool = False,
+        common: Collection[str] = (),
     ) -> list[dict[str, Any]]:
         """Memories whose prompt shares words with `query`, best BM25 (SQLite) or ts_rank
         (PostgreSQL) first; those retired for `model` (it passes them unaided) left out, and
-        those justified by gold unless `gold` (the asker may learn from gold)."""
+        those justified by gold unless `gold` (the asker may learn from gold). Words in
+        `common` are searched for only where the query's other words find fewer than
+        `limit` memories."""
         terms = search_terms(query)
+        rare = [t for t in terms if t not in common]
+        if rare and len(terms) > len(rare):
+            rows = self._search(rare, limit, model, gold)
+            if len(rows) == limit:
+                return rows
+        return self._search(terms, limit, model, gold)
+
+    def _search(
+        self, terms: list[str], limit: int, model: str | None, gold: bool
+    ) -> list[dict[str, Any]]:
         if not terms:
             return []
         params: dict[str, Any] = {"limit": limit, "model": model or "", "gold": gold}
