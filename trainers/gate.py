@@ -153,6 +153,7 @@ def _find_suite(store: MemoryLedger, name: str) -> Suite | None:
         return None
 
 
+TOLD_OFF = "served without recall as the current adapter is; not measured with it"
 # gate label → item → {first_attempt, final (greedy), passes, answers (with the draws)}
 Results = dict[str, dict[str, dict[str, Any]]]
 
@@ -194,7 +195,9 @@ async def measure(
     make the unaided pass about three times dearer: bench/results/gate-cost-*.json.) With
     `recall` (per gate label), each suite is served as it says instead, whatever this
     side's own measurement chose (still recorded): a candidate is judged with the current
-    side's recall, so the gate compares adapters, not two recall choices chance made apart."""
+    side's recall, so the gate compares adapters, not two recall choices chance made apart.
+    A suite `recall` turns off is asked unaided only (one eval run, not three): off is taken
+    as this side's own choice there, as it would serve once promoted, until measured."""
     runs: dict[str, dict[str, str]] = {}
     recalled: dict[str, list[int]] = {}  # item → memories in its prompt
 
@@ -234,10 +237,15 @@ async def measure(
 
     if not memory:
         return Measured(adapter, await asked(gates, False, True, None, "no memory"), runs)
+    out = Measured(adapter, {}, runs)
+    if told_off := [g for g in gates if recall is not None and recall.get(g.label) is False]:
+        out.served |= await asked(told_off, False, True, None, "no memory, served")
+        out.memory |= {g.label: {"recall": False, "reason": TOLD_OFF, "measured": {}}
+                       for g in told_off}  # fmt: skip
+        gates = [g for g in gates if g not in told_off]
     on_all = await asked(gates, True, True, None, "memory")
     shown = {k for k, ids in recalled.items() if ids}
     off_shown = await asked(gates, False, False, shown, "no memory")  # greedy answers alone
-    out = Measured(adapter, {}, runs)
     for gate in gates:
         on = on_all.get(gate.label, {})
         off = {k: v for k, v in on.items() if f"{gate.label}/{k}" not in shown}

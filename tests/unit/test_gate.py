@@ -196,23 +196,25 @@ def test_recall_is_turned_off_only_where_its_cost_is_significant() -> None:
     assert measured.served[HELD.label]["heldout/i31"]["first_attempt"] is False  # with recall
 
 
-def test_a_candidate_is_served_with_the_recall_it_is_told_and_records_its_own() -> None:
+def test_a_candidate_is_served_with_the_recall_it_is_told() -> None:
     """Judged with the current side's recall (`recall`), a candidate's suite is served so
-    whatever its own measurement chose, and its own choice is still recorded: served with
-    recall that costs it 20 points, or unaided (asked again with its draws) where its own
-    measurement keeps harmless recall on."""
+    whatever its own measurement would choose. Told recall on, it is served with recall that
+    costs it 20 points, its own choice (off) measured and recorded; told off, it is asked
+    unaided once, with its draws, and off is recorded as its own (not measured with recall,
+    which would cost two more eval runs)."""
     cycle = load_settings().cycle
-    for hurts, told in ((True, True), (False, False)):
+    for told in (True, False):
         calls: list[tuple[Any, ...]] = []
-        right = lambda a, name, memory, hurts=hurts: 10 if memory and hurts else 30  # noqa: E731
+        right = lambda a, name, memory: 10 if memory else 30  # noqa: E731
         evaluate = fake_evaluate(right, calls, lambda k: [1] if k < 50 else [])
         measured = asyncio.run(measure(cycle, evaluate, [HELD], "reflexa-abc", "candidate",
                                        recall={HELD.label: told}))  # fmt: skip
         served = measured.served[HELD.label]
-        assert measured.memory[HELD.label]["recall"] is not hurts  # its own, for the record
         assert served["heldout/i20"]["first_attempt"] is not told  # as told
         assert served["heldout/i20"]["answers"] == cycle.gate_draws + 1
-        assert len(calls) == (2 if told else 3)  # unaided: asked again with its draws
+        assert measured.memory[HELD.label]["recall"] is False
+        assert [memory for *_, memory, _ in calls] == ([True, False] if told else [False])
+        assert ("measured with it" in measured.memory[HELD.label]["reason"]) is not told
 
 
 def test_recall_that_hurts_is_turned_off_but_written_only_when_recorded() -> None:
