@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -91,6 +93,46 @@ def test_a_restarted_replica_serves_a_linked_adapter_on_its_first_request(
     response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)
     assert response.status_code == 200, response.text[:500]
     assert response.json()["model"] == name
+
+
+def requests_finished(url: str) -> int:
+    """The completions a vLLM replica has finished (its Prometheus counter)."""
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    return round(sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                     if line.startswith("vllm:request_success_total")))  # fmt: skip
+
+
+def test_32_api_clients_at_once_spread_over_both_replicas_and_none_is_lost(
+    vllm_session: Session, second: dict, tmp_path: Path
+) -> None:
+    """`reflexa serve` on both replicas (`[model] urls`): 32 clients at once are all answered
+    and recorded, and each replica finishes 40-60 % of the completions."""
+    from tests.integration.test_serve import start_api
+
+    both = urls(vllm_session, second)
+    session = dataclasses.replace(
+        vllm_session, env=vllm_session.env | {"REFLEXA_MODEL__URLS": json.dumps(both)}
+    )
+    before = [requests_finished(u) for u in both]
+    child, api = start_api(session, tmp_path, free_port(), max_tokens=8)
+
+    def ask(i: int) -> int:
+        body = {"messages": [{"role": "user", "content": f"Count to {i}."}],
+                "reflexa": {"max_repairs": 0}}  # fmt: skip
+        return httpx.post(f"{api}/v1/chat/completions", json=body, timeout=600).status_code
+
+    try:
+        with ThreadPoolExecutor(32) as pool:
+            codes = list(pool.map(ask, range(32)))
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+    assert codes == [200] * 32
+    with sqlite3.connect(tmp_path / "reflexa.db") as db:
+        [(recorded,)] = db.execute("select count(*) from episodes where status != 'error'")
+    assert recorded == 32
+    taken = [requests_finished(u) - n for u, n in zip(both, before, strict=True)]
+    assert sum(taken) >= 32 and all(0.4 <= n / sum(taken) <= 0.6 for n in taken), taken
 
 
 def test_an_eval_run_over_two_replicas_loses_nothing_when_one_dies(
