@@ -1,0 +1,93 @@
+"""One more night on a nights run's last traffic, with other training methods: does a smaller
+step keep a night's gain and lose less on the frozen suite?
+
+    .venv/bin/python -m bench.night_again --source .bench-work/nights-XXXX \\
+        --methods sft-continue@epochs=1 sft-continue@learning_rate=1e-4
+    .venv/bin/python -m bench.night_again --resume .bench-work/again-XXXX   # after a kill
+
+The source run's home is copied as it stands after its last night (bench/nights_bench.py),
+and a cycle runs on the copy with `[cycle] methods` set to `--methods`, gold off and a
+budget that lets every method train: the same traffic, the same served adapter and memory as
+the last night had, a fresh sampling and a fresh dev sample. `reflexa cycle` (trigger cli),
+since a scheduled night would find nothing new and skip. Then each candidate's test splits
+and the frozen suite are measured as the nights run measures the served adapter (first
+answers, no memory), beside the source's last measurement of the adapter served. Written to
+bench/results/night-again-DATE.json with commit and machine; every step resumes after a kill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.nights_bench import WORK, Night, gate_runs, measure, night_summary
+from bench.record import write_result
+
+
+def run_again(run: Night) -> dict[str, Any]:
+    args = run.state["args"]
+    source = Path(args["source"])
+    run.step("copy", lambda: str(shutil.copytree(
+        source, run.folder, dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("state.json", "vllm.log", "cycle.lock"))))  # fmt: skip
+    before = json.loads((source / "state.json").read_text())["done"]
+    last = max(int(k.split()[1]) for k in before if k.startswith("measure "))
+    run.reflexa("model", "serve")
+    env = {"REFLEXA_CYCLE__ALLOW_GOLD": "false",
+           "REFLEXA_CYCLE__METHODS": json.dumps(args["methods"]),
+           "REFLEXA_CYCLE__BUDGET_MINUTES": str(args["budget_minutes"])}  # fmt: skip
+    result = run.step("night", lambda: run.reflexa("cycle", env=env))
+    tried = {m: s["adapter"] for m, s in (result.get("methods") or {}).items() if "adapter" in s}
+    if not tried and (result.get("adapter") or {}).get("version"):
+        tried = {result["method"]: result["adapter"]["version"]}
+    return {
+        "source": str(source),
+        "source_night": last,  # the adapter it left served: measured after it, as here
+        "served_test": before[f"measure {last}"]["result"],
+        "night": night_summary(result) | {"methods": result.get("methods"),
+                                          "method_order": result.get("method_order")},
+        "gate_runs": gate_runs(run.folder, result.get("cycle_id")),
+        "candidate_test": {
+            m: run.step(f"measure {v}", lambda v=v: measure(run, v)) for m, v in tried.items()
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, help="A nights run's folder (nights_bench).")
+    parser.add_argument("--methods", nargs="+", help="[cycle] methods for the night.")
+    parser.add_argument("--budget-minutes", type=float, default=240)
+    parser.add_argument("--port", type=int, default=8017, help="The bench's own vLLM port.")
+    parser.add_argument("--resume", type=Path, help="This bench's folder, to continue it.")
+    args = parser.parse_args()
+    if args.resume:
+        run = Night(args.resume)
+    elif args.source and args.methods:
+        if not (args.source / "state.json").exists():
+            sys.exit(f"night_again: {args.source} is not a nights_bench run")
+        folder = WORK / f"again-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder.mkdir(parents=True)
+        print(f"night_again: run folder {folder} (--resume it after a kill)", file=sys.stderr)
+        settings = vars(args) | {"source": str(args.source.resolve())}
+        run = Night(folder, {k: v for k, v in settings.items() if k != "resume"})
+    else:
+        sys.exit("night_again: name --source and --methods, or --resume a run")
+    try:
+        doc = run_again(run)
+    finally:
+        subprocess.run([sys.executable, "-m", "reflexa.agent", "model", "stop"], env=run.env,
+                       check=False)  # fmt: skip
+    doc = {"args": run.state["args"], "folder": str(run.folder)} | doc
+    print(json.dumps({"served": doc["served_test"], **doc["candidate_test"]}, indent=1))
+    print(f"written to {write_result('night-again', doc)}")
+
+
+if __name__ == "__main__":
+    main()
