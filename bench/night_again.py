@@ -50,8 +50,8 @@ def run_again(run: Night) -> dict[str, Any]:
         "source": str(source),
         "source_night": last,  # the adapter it left served: measured after it, as here
         "served_test": before[f"measure {last}"]["result"],
-        "night": night_summary(result) | {"methods": result.get("methods"),
-                                          "method_order": result.get("method_order")},
+        "night": night_summary(result)
+        | {"methods": result.get("methods"), "method_order": result.get("method_order")},
         "gate_runs": gate_runs(run.folder, result.get("cycle_id")),
         "candidate_test": {
             m: run.step(f"measure {v}", lambda v=v: measure(run, v)) for m, v in tried.items()
