@@ -38,6 +38,7 @@ ServerT_co = TypeVar("ServerT_co", bound=ModelServer, covariant=True)
 # A candidate measured on gate suites, each served with recall or not as the mapping (gate
 # label → recall on) says: the current side's recall (`measure`'s `recall`).
 Candidate = Callable[[list[GateSuite], dict[str, bool]], Measured]
+KEPT = "off since an earlier night: "  # the reason of a recall policy carried forward
 
 
 class Side(Protocol[ServerT_co]):
@@ -65,6 +66,7 @@ class Referee(Generic[Server]):
         self.measured: dict[bool, tuple[list[GateSuite], Measured]] = {}  # by gold policy
         self.seed: int | None = None
         self.learnt: set[str] = set()
+        self.off: dict[str, dict[str, Any]] = {}  # suite → the current's recorded policy
 
     def gates(
         self, store: TrainerStore, cycle_id: str, suites: list[str]
@@ -72,18 +74,30 @@ class Referee(Generic[Server]):
         if self.seed is None:
             self.seed = int(cycle_id[:8], 16)
             self.learnt = {e.prompt for e in store.training_episodes(TRAIN_SPLIT)}
+            model = (self.current or {}).get("name") or ""
+            self.off = {p["suite"]: p for p in store.recall_policies(model) if not p["recall"]}
         return gate_suites(store, suites, self.seed, self.learnt)
 
     def __call__(self, gates: list[GateSuite], gold: bool) -> Measured:
-        """The current adapter on `gates`: those not measured yet tonight are, now."""
+        """The current adapter on `gates`: those not measured yet tonight are, now. A suite
+        an earlier night turned recall off for it stays off, unaided only: a night's test
+        has little power (95 items, greedy), and re-deciding it each night flipped it back
+        on where it had cost 8 points (arithmetic), hiding the candidate's gain under it."""
         done, before = self.measured.get(gold, ([], None))
         new = [g for g in gates if g.label not in {d.label for d in done}]
         if new or before is None:
             client, name = self.serve(self.current)
+            off = self.off if self.ws.memory else {}
+            kept = {g.label: off[g.suite.name] for g in new if g.suite.name in off}
             now = asyncio.run(
                 measure(self.ws.cycle, self.evaluator(client, self.cycle_id), new, name, "current",
-                        memory=self.ws.memory, gold=gold, on_progress=self.on_progress)
+                        memory=self.ws.memory, gold=gold, on_progress=self.on_progress,
+                        recall=dict.fromkeys(kept, False) or None)
             )  # fmt: skip
+            for label, policy in kept.items():  # the measurement that turned it off, kept
+                reason = policy["reason"].removeprefix(KEPT)
+                now.memory[label] = {"recall": False, "reason": KEPT + reason,
+                                     "measured": policy["measured"] or {}}  # fmt: skip
             self.measured[gold] = done + new, now if before is None else combined(before, now)
         return self.measured[gold][1]
 

@@ -73,6 +73,44 @@ def memory_retire(settings: Settings, adapter: str | None, as_json: bool) -> Non
                "retired for it")  # fmt: skip
 
 
+@memory.command("recall")
+@click.option("--model", default=None, help="One model's policies (its served name; '' the base).")
+@click.option(
+    "--reset",
+    "suite",
+    default=None,
+    metavar="SUITE",
+    help="Forget the policy for SUITE: the next night measures recall there again.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def memory_recall(settings: Settings, model: str | None, suite: str | None, as_json: bool) -> None:
+    """Where the gate turned recall on or off, per model and suite, and why. A suite turned
+    off stays off for the adapters that follow until reset here."""
+    with open_store(settings) as store:
+        if suite is not None:
+            removed = store.reset_recall_policy(suite, model)
+            if as_json:
+                print_json({"suite": suite, "model": model, "removed": removed})
+            else:
+                noun = "policy" if removed == 1 else "policies"
+                click.echo(f"{suite}: {removed} recall {noun} forgotten; the next night "
+                           "measures recall there again")  # fmt: skip
+            return
+        rows = store.recall_policies(model)
+    if as_json:
+        print_json({"policies": rows})
+        return
+    if not rows:
+        click.echo("no recall policy yet: the nightly gate sets one per model and suite")
+        return
+    table = Table("model", "suite", "recall", "why", "updated")
+    for r in rows:
+        table.add_row(r["model"] or "base", r["suite"], "on" if r["recall"] else "off",
+                      r["reason"], str(r["updated_at"])[:16])  # fmt: skip
+    Console().print(table)
+
+
 @memory.command("rebuild")
 @click.pass_obj
 def memory_rebuild(settings: Settings) -> None:

@@ -196,6 +196,15 @@ class MemoryRecords(Records):
                 query = query.where(RecallPolicy.model == model)
             return [columns(r) for r in s.scalars(query)]
 
+    def reset_recall_policy(self, suite: str, model: str | None = None) -> int:
+        """Forget recall's policy for `suite` (for `model` only, if given): the next night
+        measures recall there again. Returns the rows removed."""
+        with self._session.begin() as s:
+            query = delete(RecallPolicy).where(RecallPolicy.suite == suite)
+            if model is not None:
+                query = query.where(RecallPolicy.model == model)
+            return int(s.execute(query).rowcount or 0)  # type: ignore[attr-defined]
+
     def memory_prompts(self) -> list[str]:
         with self._session() as s:
             return list(s.scalars(select(Memory.prompt)))

@@ -703,3 +703,33 @@ def test_a_candidate_behind_on_half_the_dev_items_is_rejected_there_as_futile() 
     assert runs[0] == half and len(runs[1]) == 100  # the same half; then all (and frozen)
     assert verdict.decision == "promote" and verdict.dev["items"] == 100
     assert verdict.suites["capabilities"]["items"] == 123
+
+
+def test_a_suite_recall_was_measured_to_cost_stays_off_for_the_current_adapter() -> None:
+    """An earlier night turned recall off for the current adapter (here the base model) on
+    arithmetic: tonight that suite is asked unaided only, never with recall, and the policy
+    written back is that night's measurement, kept (its reason marked once, however many
+    nights carry it). Other suites are measured as before."""
+    from reflexa.trainers.referee import KEPT, Referee, settle_memory
+
+    from .test_gate import FROZEN, HELD, fake_evaluate
+
+    settings = Settings(memory=Settings().memory.model_copy(update={"enabled": True}))
+    reason = "greedy pass 21.1% without recall, 8.4% with it: recall off (p = 0.0084)"
+    with Store.open(settings.database) as store:
+        store.set_recall_policy("", "arithmetic", False, reason, {"items": 95})
+        for night in (1, 2):
+            calls: list[tuple] = []
+            evaluate = fake_evaluate(lambda adapter, name, memory: 60, calls, lambda item: [1])
+            referee = Referee(settings.workspace(), f"c{night}", lambda: "server",
+                              lambda *_, e=evaluate: e, None, None)  # fmt: skip
+            referee.gates(store, f"c{night}", ["arithmetic"])
+            measured = referee([HELD, FROZEN], gold=False)
+            assert [c[3] for c in calls if c[1] == "arithmetic"] == [False]  # unaided, once
+            assert any(c[1] == "capabilities" and c[3] for c in calls)  # with recall, each night
+            assert measured.memory[HELD.label]["recall"] is False
+            settle_memory(store, referee, [], best=None)
+            policy = {p["suite"]: p for p in store.recall_policies("")}
+            assert policy["arithmetic"]["recall"] is False
+            assert policy["arithmetic"]["reason"] == KEPT + reason
+            assert policy["arithmetic"]["measured"] == {"items": 95}

@@ -363,3 +363,27 @@ def test_a_gate_s_draws_share_the_first_prompt_and_are_scored_after_the_loop() -
     assert len(result.attempts) == 1  # nothing repaired, whatever the draws said
     plain = asyncio.run(run_agent(store, [right], EpisodeRequest(prompt, gold), None))[0]
     assert store.episode(plain.episode_id)["draws"] is None  # type: ignore[index]
+
+
+def test_reflexa_memory_recall_lists_the_gate_s_policies_and_resets_one() -> None:
+    """`reflexa memory recall` shows where recall is off and why; `--reset SUITE` forgets
+    that suite's policy (for one model with `--model`), so the next night measures it."""
+    from click.testing import CliRunner
+
+    from reflexa.agent.cli import cli
+
+    with Store.open(load_settings().database) as store:
+        store.set_recall_policy(
+            "", "sums", True, "greedy pass 0.0% without recall, 1.5% with it", {}
+        )
+        store.set_recall_policy("reflexa-a", "sums", False, "recall off (p = 0.014)", {})
+        store.set_recall_policy("reflexa-a", "arithmetic", False, "recall off (p = 0.0012)", {})
+    done = CliRunner().invoke(cli, ["memory", "recall"], env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    row = next(line for line in done.output.splitlines() if "arithmetic" in line)
+    assert "reflexa-a" in row and "off" in row and "p = 0.0012" in row
+    done = CliRunner().invoke(cli, ["memory", "recall", "--reset", "sums", "--model", "reflexa-a"])
+    assert done.exit_code == 0 and done.output.startswith("sums: 1 recall policy forgotten")
+    done = CliRunner().invoke(cli, ["memory", "recall", "--json"])
+    left = {(p["model"], p["suite"]) for p in json.loads(done.output)["policies"]}
+    assert left == {("", "sums"), ("reflexa-a", "arithmetic")}
