@@ -11,7 +11,9 @@ budget that lets every method train: the same traffic, the same served adapter a
 the last night had, a fresh sampling and a fresh dev sample. `reflexa cycle` (trigger cli),
 since a scheduled night would find nothing new and skip. Then each candidate's test splits
 and the frozen suite are measured as the nights run measures the served adapter (first
-answers, no memory), beside the source's last measurement of the adapter served. Written to
+answers, no memory), and so is the last night's own candidate where it was not promoted
+(the nights run measures only what it serves), beside the source's last measurement of
+the adapter served. Written to
 bench/results/night-again-DATE.json with commit and machine; every step resumes after a kill.
 """
 
@@ -46,6 +48,11 @@ def run_again(run: Night) -> dict[str, Any]:
     tried = {m: s["adapter"] for m, s in (result.get("methods") or {}).items() if "adapter" in s}
     if not tried and (result.get("adapter") or {}).get("version"):
         tried = {result["method"]: result["adapter"]["version"]}
+    night = before[f"night {last}"]["result"]  # its own candidate, if it was not served
+    if night.get("status") != "promoted" and (night.get("adapter") or {}).get("version"):
+        tried[f"night {last}'s own ({night['adapter'].get('method')})"] = night["adapter"][
+            "version"
+        ]
     return {
         "source": str(source),
         "source_night": last,  # the adapter it left served: measured after it, as here
