@@ -197,7 +197,7 @@ async def measure(
     side's own measurement chose (still recorded): a candidate is judged with the current
     side's recall, so the gate compares adapters, not two recall choices chance made apart.
     A suite `recall` turns off is asked unaided only (one eval run, not three): off is taken
-    as this side's own choice there, as it would serve once promoted, until measured."""
+    as this side's own choice there, as it would serve once promoted (and stays: referee)."""
     runs: dict[str, dict[str, str]] = {}
     recalled: dict[str, list[int]] = {}  # item → memories in its prompt
 
