@@ -122,7 +122,8 @@ class ReflectSettings(BaseModel):
     route_by_record: bool = Field(
         default=True,
         description="Skip a repair strategy that has never passed the checks in 20 tries on a "
-        "suite (or kind of checks) with the answering model (agent/app/routing.py).",
+        "suite (or kind of checks) with the answering model, and after a tool-checked sample "
+        "found nothing, one never seen fixing there (agent/app/routing.py).",
     )
     repair_tokens: int = Field(
         default=4096, ge=1, le=1_000_000,

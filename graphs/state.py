@@ -54,9 +54,9 @@ class Recall:
 # (the request's text, its suite or None) → what to show as worked examples
 RecallFn = Callable[[str, str | None], Recall]
 
-# (the answering model, the turn's suite or None, its checks) → the repair strategies the
-# record shows never fix there, each with why (agent.app.routing)
-RoutingFn = Callable[[str, str | None, list[dict[str, Any]]], dict[str, str]]
+# (the answering model, the turn's suite or None, its checks) → what the record shows of each
+# repair strategy there: (repairs, of which passed the visible checks) (agent.app.routing)
+RoutingFn = Callable[[str, str | None, list[dict[str, Any]]], dict[str, tuple[int, int]]]
 
 
 class ReflectionState(TypedDict, total=False):
@@ -97,6 +97,7 @@ class ReflectionContext:
     sample_temperature: float = 1.0
     strategies: tuple[str, ...] = ("constrained", "sample", "feedback")  # repairs allowed
     routing: RoutingFn | None = None  # the record of what fixes where; None: route by rule
+    min_tries: int = 20  # repairs in a place, none passing, before the record rules one out
     max_tokens: int = 512  # per answer (the answering model's own limit)
     repair_tokens: int = 4096  # completion tokens all repairs of a turn may use together
     repair_seconds: float = 60.0  # no repair starts once the turn has run this long

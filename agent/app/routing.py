@@ -5,8 +5,9 @@ some of those routes never pay: a constrained repair after a tool-decided sample
 99 sums failures, at about 2.5 s each. The table counts, per answering model and per place
 (an eval suite, or in chat the kinds of checks a turn has), each strategy's repairs and how
 many of them passed the turn's visible checks (never gold: the loop learns only from what it
-may see). A strategy tried at least `min_tries` times in a place without one pass is
-skipped there; one turn in ten routes by rule alone (graphs.nodes.EXPLORE), so a model that
+may see). The graph skips a strategy tried at least `min_tries` times in a place without one
+pass, and after a tool-checked sample found nothing, any strategy the table does not show
+fixing there; one turn in ten routes by rule alone (graphs.nodes.EXPLORE), so a model that
 improves can win a strategy back. A new adapter starts with an empty table.
 """
 
@@ -20,7 +21,6 @@ from typing import Any
 
 from reflexa.agent.store import Store
 
-MIN_TRIES = 20
 TTL_S = 600.0  # the table is read again after this long (an API process lives for weeks)
 
 
@@ -33,12 +33,11 @@ def place(suite: str | None, checks: Sequence[dict[str, Any]]) -> str:
 
 
 class RepairTable:
-    """`graphs.state.RoutingFn` over the store: the strategies never fixing in a place."""
+    """`graphs.state.RoutingFn` over the store: each strategy's repairs in a place, and how
+    many passed; the graph decides what to skip (graphs.nodes.diagnose)."""
 
-    def __init__(
-        self, store: Store, min_tries: int = MIN_TRIES, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._store, self._min_tries, self._clock = store, min_tries, clock
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
+        self._store, self._clock = store, clock
         self._read: dict[str, tuple[float, dict[tuple[str, str], tuple[int, int]]]] = {}
         self._lock = threading.Lock()
 
@@ -59,11 +58,6 @@ class RepairTable:
 
     def __call__(
         self, model: str, suite: str | None, checks: list[dict[str, Any]]
-    ) -> dict[str, str]:
+    ) -> dict[str, tuple[int, int]]:
         where = place(suite, checks)
-        return {
-            strategy: f"the record shows {strategy} never fixes on {where} with this model "
-            f"(0 of {n} repairs passed)"
-            for (at, strategy), (n, passed) in self.counts(model).items()
-            if at == where and n >= self._min_tries and passed == 0
-        }
+        return {strategy: n for (at, strategy), n in self.counts(model).items() if at == where}

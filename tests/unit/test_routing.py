@@ -20,6 +20,9 @@ from tests.fakes import ScriptedChatModel
 
 SCHEMA = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
 JSON = [{"type": "json", "schema": SCHEMA}]
+EXPLORER = next(f"{i:032x}" for i in range(100)
+                if int(sha1(f"{i:032x}".encode()).hexdigest(), 16) % EXPLORE == 0)  # fmt: skip
+DIAGNOSIS = '{"cause": "wrong sum", "fix": "add again"}'
 
 
 def record(store: Store, model: str, suite: str | None, strategy: str, passed: bool) -> None:
@@ -34,26 +37,23 @@ def record(store: Store, model: str, suite: str | None, strategy: str, passed: b
                          attempts=[attempt, repair], latency_s=1.0)  # fmt: skip
 
 
-def test_a_strategy_that_never_passes_in_a_place_is_futile_there(tmp_path: Path) -> None:
+def test_the_table_counts_each_strategy_s_repairs_and_passes_in_a_place(tmp_path: Path) -> None:
     now = [0.0]
     with Store.open(sqlite_url(tmp_path / "db.sqlite")) as store:
-        table = RepairTable(store, min_tries=3, clock=lambda: now[0])
+        table = RepairTable(store, clock=lambda: now[0])
         for _ in range(3):
             record(store, "m", "sums", "constrained", passed=False)
             record(store, "m", "sums", "sample", passed=False)
-        record(store, "m", "sums", "sample", passed=True)  # one pass: still worth trying
-        record(store, "m", "json", "constrained", passed=False)  # too few tries to tell
-        futile = table("m", "sums", JSON)
-        assert list(futile) == ["constrained"]
-        assert "never fixes on sums" in futile["constrained"] and "0 of 3" in futile["constrained"]
-        assert table("m", "json", JSON) == {}
+        record(store, "m", "sums", "sample", passed=True)
+        record(store, "m", "json", "constrained", passed=False)
+        assert table("m", "sums", JSON) == {"constrained": (3, 0), "sample": (4, 1)}
+        assert table("m", "json", JSON) == {"constrained": (1, 0)}
         assert table("another-model", "sums", JSON) == {}  # a new adapter starts afresh
-        assert table.counts("m")[("sums", "sample")] == (4, 1)
         for _ in range(3):
             record(store, "m", "json", "constrained", passed=False)
-        assert table("m", "json", JSON) == {}  # read once, kept until it is stale
+        assert table("m", "json", JSON) == {"constrained": (1, 0)}  # read once, kept a while
         now[0] += 601
-        assert list(table("m", "json", JSON)) == ["constrained"]
+        assert table("m", "json", JSON) == {"constrained": (4, 0)}
 
 
 def test_chat_counts_by_the_kinds_of_checks() -> None:
@@ -63,7 +63,7 @@ def test_chat_counts_by_the_kinds_of_checks() -> None:
 
 
 def futile_constrained(model: str, suite: str | None, checks: list[dict[str, Any]]) -> dict:
-    return {"constrained": "the record shows constrained never fixes here"}
+    return {"constrained": (20, 0), "sample": (20, 3)}
 
 
 def turn(script: list[str], routing: Any, episode_id: str = "", **kw: Any) -> tuple[dict, Any]:
@@ -81,7 +81,10 @@ def test_the_graph_routes_around_a_futile_strategy() -> None:
     state, _ = turn(["age: 36", '{"age": 36}', '{"age": 36}'], futile_constrained)
     diagnosis = state["attempts"][0]["diagnosis"]
     assert diagnosis["strategy"] == "sample"  # by rule, constrained comes first for a shape
-    assert diagnosis["skipped"] == {"constrained": "the record shows constrained never fixes here"}
+    assert diagnosis["skipped"] == {
+        "constrained": "the record shows constrained never fixes here with this model "
+        "(0 of 20 repairs passed)"
+    }
     assert state["status"] == "repaired"
     by_rule, _ = turn(["age: 36", '{"age": 36}'], None)
     assert by_rule["attempts"][0]["diagnosis"]["strategy"] == "constrained"
@@ -89,18 +92,16 @@ def test_the_graph_routes_around_a_futile_strategy() -> None:
 
 def test_when_the_last_resort_never_fixes_the_turn_ends() -> None:
     def all_futile(model: str, suite: str | None, checks: list) -> dict:
-        return {s: f"{s} never fixes here" for s in ("constrained", "sample", "feedback")}
+        return {s: (25, 0) for s in ("constrained", "sample", "feedback")}
 
     state, llm = turn(["age: 36"], all_futile)
     assert state["attempts"][0]["diagnosis"]["strategy"] is None
-    assert state["attempts"][0]["diagnosis"]["why"] == "feedback never fixes here"
+    assert state["attempts"][0]["diagnosis"]["why"].startswith("the record shows feedback never")
     assert (state["status"], len(state["attempts"]), len(llm.calls)) == ("unresolved", 1, 1)
 
 
 def test_one_turn_in_ten_routes_by_rule_and_a_broken_record_costs_nothing() -> None:
-    explorer = next(f"{i:032x}" for i in range(100)
-                    if int(sha1(f"{i:032x}".encode()).hexdigest(), 16) % EXPLORE == 0)  # fmt: skip
-    state, _ = turn(["age: 36", '{"age": 36}'], futile_constrained, episode_id=explorer)
+    state, _ = turn(["age: 36", '{"age": 36}'], futile_constrained, episode_id=EXPLORER)
     assert state["attempts"][0]["diagnosis"]["strategy"] == "constrained"
 
     def broken(model: str, suite: str | None, checks: list) -> dict:
@@ -117,3 +118,32 @@ def test_reports_count_the_skips() -> None:
     by = by_strategy([o, o])
     assert by["constrained"]["skipped"] == 2 and by["constrained"]["repairs"] == 0
     assert by["sample"]["repairs"] == 2 and by["sample"]["skipped"] == 0
+
+
+def test_after_a_tool_checked_sample_finds_nothing_only_a_proven_strategy_goes_on() -> None:
+    """The arithmetic tool checked both candidates and none passed: a feedback repair the
+    record does not show fixing here is not tried (measured on sums: 0 of 25); one that has
+    fixed here is; a turn that explores tries it anyway, so the record can learn."""
+    script = ["181", "180", "182", DIAGNOSIS, "75"]
+
+    def sums(record: dict, episode_id: str = "") -> tuple[dict, Any]:
+        llm = ScriptedChatModel(script=script)
+        ctx = ReflectionContext(llm=llm, model_name="m", routing=lambda *_: record, samples=2)
+        turn = turn_input("What is 34 + 41?", [{"type": "numeric"}], 2, episode_id)
+        return asyncio.run(build_reflection_graph().ainvoke(turn, context=ctx)), llm
+
+    state, llm = sums({"sample": (30, 1), "feedback": (3, 0)})
+    first, sampled = state["attempts"]
+    assert first["diagnosis"]["strategy"] == "sample"
+    assert sampled["diagnosis"]["strategy"] is None and llm.script == script[3:]  # unasked
+    assert sampled["diagnosis"]["why"] == (
+        "a sample checked by arithmetic found no passing answer, and the record shows no "
+        "feedback repair fixing here (3 tried)"
+    )
+    assert set(sampled["diagnosis"]["skipped"]) == {"constrained", "feedback"}
+    assert state["status"] == "unresolved"
+    proven, _ = sums({"feedback": (40, 1)})
+    assert [a["strategy"] for a in proven["attempts"]] == [None, "sample", "feedback"]
+    assert proven["status"] == "repaired"
+    explored, _ = sums({}, episode_id=EXPLORER)
+    assert [a["strategy"] for a in explored["attempts"]] == [None, "sample", "feedback"]
