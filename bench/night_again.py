@@ -3,6 +3,8 @@ step keep a night's gain and lose less on the frozen suite?
 
     .venv/bin/python -m bench.night_again --source .bench-work/nights-XXXX \\
         --methods sft-continue@epochs=1 sft-continue@learning_rate=1e-4
+    .venv/bin/python -m bench.night_again --source .bench-work/nights-XXXX \
+        --methods sft@rehearsal=0.25 --chat 200    # with a day of chat to rehearse
     .venv/bin/python -m bench.night_again --resume .bench-work/again-XXXX   # after a kill
 
 The source run's home is copied as it stands after its last night (bench/nights_bench.py),
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.chat_traffic import chat_log, chat_prompts
 from bench.nights_bench import WORK, Night, gate_runs, measure, night_summary
 from bench.record import write_result
 
@@ -40,7 +43,12 @@ def run_again(run: Night) -> dict[str, Any]:
         ignore=shutil.ignore_patterns("state.json", "vllm.log", "cycle.lock"))))  # fmt: skip
     before = json.loads((source / "state.json").read_text())["done"]
     last = max(int(k.split()[1]) for k in before if k.startswith("measure "))
-    run.reflexa("model", "serve")
+    served = run.reflexa("model", "serve")
+    if args.get("chat"):  # a day of chat, as a gateway logs it: what rehearsal draws on
+        where = served.get("merged") or served  # the promoted adapter, merged where it is so
+        log = run.folder / "traffic" / "chat.jsonl"
+        run.step("chat", lambda: run.reflexa("traffic", "import", str(chat_log(
+            where["url"], where["model"], chat_prompts(args["chat"]), log))))  # fmt: skip
     env = {"REFLEXA_CYCLE__ALLOW_GOLD": "false",
            "REFLEXA_CYCLE__METHODS": json.dumps(args["methods"]),
            "REFLEXA_CYCLE__BUDGET_MINUTES": str(args["budget_minutes"])}  # fmt: skip
@@ -71,6 +79,10 @@ def main() -> None:
     parser.add_argument("--source", type=Path, help="A nights run's folder (nights_bench).")
     parser.add_argument("--methods", nargs="+", help="[cycle] methods for the night.")
     parser.add_argument("--budget-minutes", type=float, default=240)
+    parser.add_argument(
+        "--chat", type=int, default=0, metavar="N",
+        help="First import N chat exchanges (bench/chat_traffic.py), for rehearsal to draw on.",
+    )  # fmt: skip
     parser.add_argument("--port", type=int, default=8017, help="The bench's own vLLM port.")
     parser.add_argument("--resume", type=Path, help="This bench's folder, to continue it.")
     args = parser.parse_args()

@@ -28,7 +28,7 @@ from reflexa.evals.json_check import NoJson, extract_json
 from reflexa.evals.match_checks import numbers_in
 from reflexa.evals.verdict import grounded
 
-JUSTIFICATIONS = ("user", "gold", "consistency", "checks", "form")
+JUSTIFICATIONS = ("user", "gold", "consistency", "checks", "form", "rehearsal")
 ADMITTED = ("user", "gold", "consistency", "checks")  # by default; `form` where measured
 
 

@@ -31,6 +31,7 @@ from reflexa.evals.contamination import Guard
 from reflexa.evals.held_out import held_out_guard
 from reflexa.trainers.config import TrainConfig, train_config
 from reflexa.trainers.errors import TrainerError
+from reflexa.trainers.examples import Example
 from reflexa.trainers.gate import GateResult, GateSuite, Measured, holm, measure
 from reflexa.trainers.history import method_order, nothing_new
 from reflexa.trainers.methods import default_methods, distinct, holds_gold, parse_method
@@ -45,6 +46,7 @@ from reflexa.trainers.referee import (
     settle_memory,
 )
 from reflexa.trainers.registry import promote
+from reflexa.trainers.rehearsal import read_rehearsal, rehearsal_prompts, rehearse, write_rehearsal
 from reflexa.trainers.retire import retire_passed
 from reflexa.trainers.sampling import COVERING, sample_corrections, sampling_targets
 from reflexa.trainers.stages import Skip, Stages, compile_and_train, cycle_lock, trained_before
@@ -177,6 +179,9 @@ def _run(
             )  # fmt: skip
             detail |= counts | {"mixed_prompts": sorted(mixed)}
         referee.release()  # memory back for training; the gate restarts it, not re-merging
+    sft = [parse_method(m) for m in methods if parse_method(m).format == "sft"]
+    if any(m.rehearsal(ws.cycle.rehearsal) > 0 for m in sft):
+        stage.rehearsal = _rehearsal(ws, store, referee, stage, protected, on_progress)
 
     tried: list[_Candidate] = []
     skipped: dict[str, str] = {}
@@ -246,6 +251,33 @@ def _run(
     return out
 
 
+def _rehearsal(
+    ws: Workspace,
+    store: TrainerStore,
+    referee: Referee[Server],
+    stage: Stages,
+    protected: Guard,
+    on_progress: Progress | None,
+) -> list[Example]:
+    """The current model's answers to chat prompts, to rehearse (trainers/rehearsal.py); a
+    taken-up cycle reads those it wrote before the stop."""
+    path = ws.home / "datasets" / f"{stage.cycle_id}-rehearsal.jsonl"
+    if "rehearse" in stage.before and path.is_file():
+        return read_rehearsal(path)
+    prompts = rehearsal_prompts(store, protected, ws.cycle.rehearsal_limit)
+    if not prompts:
+        return []
+    with stage("rehearse") as detail:
+        client, model = referee.serve(referee.current)
+        kept, counts = asyncio.run(
+            rehearse(ws, client, model, prompts,
+                     on_progress and (lambda d, t: on_progress("rehearse", d, t)))
+        )  # fmt: skip
+        detail |= counts | {"file": str(write_rehearsal(kept, path))}
+    referee.release()
+    return kept
+
+
 def _settling(ws: Workspace, methods: Sequence[str]) -> list[str]:
     """The justifications whose rows settle a prompt, so it is not sampled again: gold only
     where this round may learn from it and no candidate needs the model's own samples there
@@ -274,7 +306,7 @@ def _candidate(
     trains (a group whose answers all earn the same reward has no advantage to learn)."""
     recipe = parse_method(method)
     allow_gold = ws.cycle.allow_gold and recipe.recipe != "sft-label-free"
-    config = config.replace(**dict(recipe.settings))  # the method's own settings
+    config = config.replace(**recipe.training())  # the method's own settings
     suffix = f" {method}" if named else ""
     kept = trained_before(store, stage, suffix)
     if kept is not None:

@@ -48,6 +48,7 @@ from reflexa.trainers.admission import consistency_admission, form_admission
 from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.examples import SOURCES, Compiled, Example, Format
 from reflexa.trainers.ports import CorrectionSource
+from reflexa.trainers.rehearsal import with_rehearsal
 
 
 def compile_examples(
@@ -348,11 +349,14 @@ def build_dataset(
     consistency_precision: float = 0.8,
     agree: tuple[int, int] = (3, 5),
     frontier_weight: int = 1,
+    rehearsal: Sequence[Example] = (),
+    rehearsal_share: float = 0.0,
     **manifest: Any,
 ) -> tuple[Compiled, int]:
     """Compile the store's corrections into `fmt` rows and write them to `out`; the
     compilation and the number of rows. Fewer than `min_examples`: TooFewExamples.
-    `mixed`: GRPO's prompts, where sampling found some (`prompt_records`)."""
+    `mixed`: GRPO's prompts, where sampling found some. `rehearsal`: SFT only, added as
+    `rehearsal_share` of the examples once they are enough by themselves."""
     if fmt == "grpo":  # prompts and their verifiers, not answers
         records, compiled = prompt_records(
             store, allow_gold=allow_gold, protected=protected, justifications=justifications,
@@ -385,6 +389,10 @@ def build_dataset(
             f"(min_examples): {more}{why}",
             compiled.summary(unique),
         )
+    if fmt == "sft" and rehearsal and rehearsal_share > 0:
+        compiled = with_rehearsal(compiled, rehearsal, rehearsal_share)
+        records = to_records(compiled.examples, fmt, repair_turns)
+        unique = len(records)
     if frontier_weight > 1 and fmt == "sft":  # the trainer scales its epochs by unique_rows
         records = to_records(compiled.examples, fmt, repair_turns, frontier_weight)
         manifest["unique_rows"] = unique

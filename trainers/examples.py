@@ -65,6 +65,7 @@ class Compiled:
                 "heldout_sharing_entities": self.sharing_entities,
                 "repairs_with_turns": sum(1 for e in self.examples if e.repair_request),
                 "frontier": sum(e.frontier for e in self.examples),
+                "rehearsal": sum(e.justification == "rehearsal" for e in self.examples),
                 "precision": self.precision(),
             }
             | ({"alike_skipped": self.alike} if self.alike else {})

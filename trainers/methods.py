@@ -1,7 +1,7 @@
 """Candidate methods (`[cycle] methods`): a recipe, optionally with training settings of its
-own, as in `sft-continue@learning_rate=1e-4,epochs=1`; each spelling is a method of its own
-in the record (trainers/history.py), so the nights' gates tell which start, learning rate
-and epochs win."""
+own, as in `sft-continue@learning_rate=1e-4,epochs=1` or `sft@rehearsal=0.25` (its share of
+rehearsal rows); each spelling is a method of its own in the record (trainers/history.py),
+so the nights' gates tell which start, learning rate, epochs and rehearsal win."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ FORMAT: dict[str, Format] = {"sft": "sft", "sft-label-free": "sft", "sft-continu
                              "dpo": "dpo", "grpo": "grpo", "kto": "kto"}  # fmt: skip
 # The training settings a method may set for itself, and their type.
 TUNABLE: dict[str, type] = {"learning_rate": float, "epochs": float, "grpo_epochs": float,
-                            "batch_size": int}  # fmt: skip
+                            "batch_size": int, "rehearsal": float}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,14 @@ class Method:
     @property
     def format(self) -> Format:
         return FORMAT[self.recipe]
+
+    def rehearsal(self, default: float) -> float:
+        """The share of its SFT rows that are rehearsal (trainers/rehearsal.py)."""
+        return float(dict(self.settings).get("rehearsal", default))
+
+    def training(self) -> dict[str, Any]:
+        """Its settings that are the trainer's (trainers/config.py)."""
+        return {k: v for k, v in self.settings if k != "rehearsal"}
 
 
 def default_methods(method: str) -> list[str]:
@@ -56,6 +64,8 @@ def parse_method(spec: str) -> Method:
             raise ValueError(f"method {spec!r}: {key} must be a number, not {value!r}") from None
         if not number > 0:
             raise ValueError(f"method {spec!r}: {key} must be positive")
+        if key == "rehearsal" and not number < 1:
+            raise ValueError(f"method {spec!r}: rehearsal is a share of the rows, below 1")
         settings.append((key, number))
     return Method(spec, recipe, tuple(settings))
 

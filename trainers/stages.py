@@ -18,6 +18,7 @@ from reflexa.trainers.child import dataset_name, train_in_child
 from reflexa.trainers.config import TrainConfig
 from reflexa.trainers.dataset import TooFewExamples, build_dataset
 from reflexa.trainers.errors import CycleBusy
+from reflexa.trainers.examples import Example
 from reflexa.trainers.history import grpo_steps
 from reflexa.trainers.methods import Method, continues
 from reflexa.trainers.ports import TrainerStore
@@ -53,6 +54,7 @@ class Stages:
         self.store, self.cycle_id, self.log = store, cycle_id, log
         self.round_no = 1
         self.continue_parent = False  # SFT goes on from the promoted adapter (`_run`)
+        self.rehearsal: list[Example] = []  # the current model's answers to chat (`_run`)
         self.history: list[dict[str, Any]] = []  # past cycles, newest first
         self.started = time.perf_counter()
         self.done: list[dict[str, Any]] = []
@@ -120,6 +122,7 @@ def compile_and_train(
                 form_precision=ws.cycle.form_precision, frontier_weight=ws.cycle.frontier_weight,
                 consistency_precision=ws.cycle.consistency_precision,
                 agree=(ws.cycle.agree_greedy, ws.cycle.agree_majority),
+                rehearsal=stage.rehearsal, rehearsal_share=recipe.rehearsal(ws.cycle.rehearsal),
             )  # fmt: skip
         except TooFewExamples as e:
             detail |= e.summary
@@ -139,7 +142,7 @@ def compile_and_train(
                 raise Skip(detail["steps"])
         parent = current["version"] if current else None
         start = parent_folder(store, parent, continues(recipe, stage.continue_parent))
-        built = train_in_child(ws, dataset_dir, fmt, start, parent, steps, dict(recipe.settings))
+        built = train_in_child(ws, dataset_dir, fmt, start, parent, steps, recipe.training())
         row = register(ws, store, built)
         detail |= {
             "adapter": row["version"],

@@ -239,6 +239,19 @@ class EpisodeRecords(MemoryRecords):
             )
             return [_episode_record(r) for r in rows if r.attempts]
 
+    def chat_episodes(self) -> list[EpisodeRecord]:
+        """Answered episodes of no suite and no split (chat, `ask`, imported traffic), checked
+        or not, newest first: the prompts a night rehearses (trainers/rehearsal.py)."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(Episode)
+                .options(selectinload(Episode.attempts))
+                .where(Episode.suite.is_(None), Episode.split.is_(None),
+                       Episode.status.in_(("passed", "repaired", "unresolved", "unchecked")))
+                .order_by(Episode.created_at.desc())
+            )  # fmt: skip
+            return [_episode_record(r) for r in rows if r.attempts]
+
     def learning_counts(self) -> dict[str, int]:
         """How much there is to learn from: training episodes and corrections, counted."""
         with self._session() as s:

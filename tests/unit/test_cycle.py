@@ -733,3 +733,47 @@ def test_a_suite_recall_was_measured_to_cost_stays_off_for_the_current_adapter()
             assert policy["arithmetic"]["recall"] is False
             assert policy["arithmetic"]["reason"] == KEPT + reason
             assert policy["arithmetic"]["measured"] == {"items": 95}
+
+
+def test_with_rehearsal_on_the_current_model_answers_the_chat_prompts_before_training(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`[cycle] rehearsal`: the chat prompts go to the current model's server once a night,
+    before any method trains, and every SFT method's compile gets what it answered."""
+    from reflexa.trainers import cycle as cycle_module
+    from reflexa.trainers.methods import parse_method
+    from reflexa.trainers.rehearsal import _row
+    from tests.unit.test_rehearsal import chat
+
+    calls: list[tuple] = []
+
+    async def rehearsed(ws, client, model, prompts, progress):  # type: ignore[no-untyped-def]
+        calls.append(("rehearse", client, model, [p.prompt for p in prompts]))
+        kept = [_row(p.prompt, "Tea is a drink.", p.id) for p in prompts]
+        return kept, {"prompts": len(prompts), "kept": len(kept)}
+
+    def compiled(ws, store, stage, recipe, *rest):  # type: ignore[no-untyped-def]
+        calls.append(("train", recipe.spec, [e.chosen for e in stage.rehearsal]))
+        raise cycle_module.Skip("faked")
+
+    monkeypatch.setattr(cycle_module, "rehearse", rehearsed)
+    monkeypatch.setattr(cycle_module, "compile_and_train", compiled)
+    update = {"sample_n": 0, "methods": ["sft@rehearsal=0.2", "sft@epochs=1", "grpo"]}
+    settings = Settings(memory={"enabled": False},
+                        cycle=Settings().cycle.model_copy(update=update))  # fmt: skip
+    with open_store(settings) as store:
+        chat(store, "Tell me about tea.")
+        result = run_cycle(settings.workspace(), store, lambda: "main", no_server)  # type: ignore[arg-type]
+    assert result["status"] == "skipped"
+    assert calls[0] == ("rehearse", "main", None, ["Tell me about tea."])  # the base model
+    assert ("train", "sft@rehearsal=0.2", ["Tea is a drink."]) in calls[1:] and len(calls) == 4
+    assert parse_method("sft@rehearsal=0.2").training() == {}  # not the trainer's setting
+    stage = next(s for s in result["stages"] if s["stage"] == "rehearse")
+    assert stage["kept"] == 1 and Path(stage["file"]).is_file()
+    off = Settings(memory={"enabled": False}, cycle={"sample_n": 0, "methods": ["sft"]})
+    assert (off.cycle.rehearsal, parse_method("sft").rehearsal(0.3)) == (0.0, 0.3)
+    calls.clear()
+    with open_store(off) as store:
+        chat(store, "Tell me about tea.")
+        run_cycle(off.workspace(), store, lambda: "main", no_server)  # type: ignore[arg-type]
+    assert calls == [("train", "sft", [])]  # rehearsal is off by default

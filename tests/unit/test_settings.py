@@ -57,6 +57,8 @@ def test_config_from_env_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ("[cycle]\nmethods = ['sft@lr=1e-4']\n", "'lr=1e-4' is not SETTING=VALUE"),
         ("[cycle]\nmethods = ['sft@epochs=two']\n", "epochs must be a number, not 'two'"),
         ("[cycle]\nmethods = ['sft@learning_rate=0']\n", "learning_rate must be positive"),
+        ("[cycle]\nmethods = ['sft@rehearsal=1']\n", "rehearsal is a share of the rows, below 1"),
+        ("[cycle]\nrehearsal = 1\n", "cycle.rehearsal"),
     ],
 )
 def test_bad_config_names_the_file(tmp_path: Path, text: str, message: str) -> None:
