@@ -21,7 +21,8 @@ from typing import Any
 
 from reflexa.agent.store import Store
 
-TTL_S = 600.0  # the table is read again after this long (an API process lives for weeks)
+TTL_S = 60.0  # read again after this long: a run of one suite learns within itself, an API
+# process of weeks stays current, and one query a minute per model costs little
 
 
 def place(suite: str | None, checks: Sequence[dict[str, Any]]) -> str:

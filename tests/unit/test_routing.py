@@ -9,7 +9,7 @@ from hashlib import sha1
 from pathlib import Path
 from typing import Any
 
-from reflexa.agent.app.routing import RepairTable, place
+from reflexa.agent.app.routing import TTL_S, RepairTable, place
 from reflexa.agent.store import Store
 from reflexa.agent.store.db import sqlite_url
 from reflexa.evals.metrics import by_strategy
@@ -52,7 +52,7 @@ def test_the_table_counts_each_strategy_s_repairs_and_passes_in_a_place(tmp_path
         for _ in range(3):
             record(store, "m", "json", "constrained", passed=False)
         assert table("m", "json", JSON) == {"constrained": (1, 0)}  # read once, kept a while
-        now[0] += 601
+        now[0] += TTL_S + 1
         assert table("m", "json", JSON) == {"constrained": (4, 0)}
 
 
