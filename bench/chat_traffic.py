@@ -19,7 +19,10 @@ import httpx
 
 TOPICS = ("volcanoes", "chess", "bread", "honey", "penguins", "bridges", "deserts", "clocks",
           "football", "the internet", "elephants", "mountains", "tea", "painting", "airplanes",
-          "recycling", "the stars", "friendship", "cheese", "rivers")  # fmt: skip
+          "recycling", "the stars", "friendship", "cheese", "rivers", "dinosaurs", "pizza",
+          "robots", "forests", "the Olympics", "bees", "castles", "photography", "tigers",
+          "submarines", "chocolate", "islands", "dragons", "the human heart", "kites",
+          "lighthouses", "origami", "sharks", "tomatoes", "umbrellas")  # fmt: skip
 FORMS = (
     "What is interesting about {t}?",
     "Explain {t} to a ten-year-old.",
@@ -35,7 +38,7 @@ FORMS = (
 
 
 def chat_prompts(count: int, seed: int = 0) -> list[str]:
-    """`count` of the pool's 200 prompts, in an order `seed` fixes."""
+    """`count` of the pool's 400 prompts, in an order `seed` fixes."""
     prompts = [form.format(t=topic) for topic in TOPICS for form in FORMS]
     random.Random(seed).shuffle(prompts)
     return prompts[:count]

@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.chat_traffic import chat_log, chat_prompts
-from bench.nights_bench import WORK, Night, gate_runs, measure, night_summary
+from bench.nights_bench import WORK, Night, day_of_chat, gate_runs, measure, night_summary
 from bench.record import write_result
 
 
@@ -43,12 +42,9 @@ def run_again(run: Night) -> dict[str, Any]:
         ignore=shutil.ignore_patterns("state.json", "vllm.log", "cycle.lock"))))  # fmt: skip
     before = json.loads((source / "state.json").read_text())["done"]
     last = max(int(k.split()[1]) for k in before if k.startswith("measure "))
-    served = run.reflexa("model", "serve")
+    run.reflexa("model", "serve")
     if args.get("chat"):  # a day of chat, as a gateway logs it: what rehearsal draws on
-        where = served.get("merged") or served  # the promoted adapter, merged where it is so
-        log = run.folder / "traffic" / "chat.jsonl"
-        run.step("chat", lambda: run.reflexa("traffic", "import", str(chat_log(
-            where["url"], where["model"], chat_prompts(args["chat"]), log))))  # fmt: skip
+        run.step("chat", lambda: day_of_chat(run, args["chat"], seed=0))
     env = {"REFLEXA_CYCLE__ALLOW_GOLD": "false",
            "REFLEXA_CYCLE__METHODS": json.dumps(args["methods"]),
            "REFLEXA_CYCLE__BUDGET_MINUTES": str(args["budget_minutes"])}  # fmt: skip

@@ -11,7 +11,9 @@ Day n: a fresh batch of training traffic per suite, as a user would send it: `re
 run FILE --split train` (reflection on, memory on) on a file of new prompts drawn from a
 seed of that day, for the generated suites `sums` and `arithmetic` (their gold may be learnt
 from, in night 1 only: the user then turns gold off), `json-extract` (label-free: gold never
-allowed) and a user's own label-free suite, `orders` (bench/nights_user.py). Night n:
+allowed) and a user's own label-free suite, `orders` (bench/nights_user.py); with `--chat N`,
+also N chat exchanges with the model served, imported as a gateway's log (no suite:
+bench/chat_traffic.py), which a night's rehearsal draws on. Night n:
 `reflexa cycle --json --trigger schedule`, exactly what `reflexa schedule run` starts, with
 default settings. After it: each suite's test split and the frozen suite through the
 adapter then served (first answers, no memory). Night 0 is the base model before any.
@@ -54,6 +56,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from bench import nights_user
+from bench.chat_traffic import chat_log, chat_prompts
 from bench.gate_null import gate_of, simulate
 from bench.home import ROOT
 from bench.record import RESULTS, commit, write_result
@@ -281,6 +284,8 @@ def _night(
         path = traffic_file(run.folder, suite, n, args["traffic"])
         run.step(f"traffic {n} {suite}", lambda path=path: _summary(
             run.reflexa("eval", "run", str(path), "--split", "train")))  # fmt: skip
+    if args.get("chat"):
+        run.step(f"traffic {n} chat", lambda: day_of_chat(run, args["chat"], seed=n))
     gold = {} if n <= args["gold_nights"] else {"REFLEXA_CYCLE__ALLOW_GOLD": "false"}
     result = run.step(f"night {n}", lambda: run.reflexa(
         "cycle", "--trigger", "schedule", env=gold))  # fmt: skip
@@ -293,6 +298,16 @@ def _night(
     curve.append(run.step(f"measure {n}", lambda: measure(run, served)))
     nights.append(summary | {"served": served})
     return served
+
+
+def day_of_chat(run: Night, count: int, seed: int) -> dict[str, Any]:
+    """`count` chat exchanges with the model served (bench/chat_traffic.py), imported as a
+    gateway's log: what a night's rehearsal draws on."""
+    served = run.reflexa("model", "serve")
+    where = served.get("merged") or served  # the promoted adapter, merged where it is so
+    log = run.folder / "traffic" / f"chat-{seed}.jsonl"
+    chat_log(where["url"], where["model"], chat_prompts(count, seed), log)
+    return run.reflexa("traffic", "import", str(log))
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
@@ -352,6 +367,7 @@ def main() -> None:
     parser.add_argument("--nights", type=int, default=4)
     parser.add_argument("--traffic", type=int, default=100, help="New prompts a suite a day.")
     parser.add_argument("--gold-nights", type=int, default=1, help="Nights gold is allowed.")
+    parser.add_argument("--chat", type=int, default=0, help="Chat exchanges a day (rehearsal).")
     parser.add_argument("--port", type=int, default=8016, help="The bench's own vLLM port.")
     parser.add_argument("--resume", type=Path, help="A run's folder, to continue it.")
     parser.add_argument("--report", action="store_true", help="Only redraw nights.html.")
