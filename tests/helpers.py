@@ -67,6 +67,15 @@ def register_adapter(settings: Any, store: Any, folder: Path, version: str,
     )  # fmt: skip
 
 
+def requests_finished(url: str) -> int:
+    """The completions a vLLM server has finished (its Prometheus counter)."""
+    import httpx
+
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    return round(sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                     if line.startswith("vllm:request_success_total")))  # fmt: skip
+
+
 def streaming(url: str, done: threading.Event, failures: list[str]) -> int:
     """A chat client streaming one short answer after another through `reflexa serve` at
     `url` until `done`: each reply that is not a 200 ending in [DONE], that carries an error

@@ -24,7 +24,13 @@ from reflexa.agent.settings import ModelSettings
 from reflexa.agent.store import Store
 from reflexa.agent.store.db import sqlite_url
 from reflexa.trainers.registry import adapter_name
-from tests.helpers import finished_in_open_runs, free_port, make_lora, register_adapter
+from tests.helpers import (
+    finished_in_open_runs,
+    free_port,
+    make_lora,
+    register_adapter,
+    requests_finished,
+)
 from tests.integration.conftest import REFLEXA, Session, run_reflexa
 
 pytestmark = pytest.mark.integration
@@ -93,13 +99,6 @@ def test_a_restarted_replica_serves_a_linked_adapter_on_its_first_request(
     response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)
     assert response.status_code == 200, response.text[:500]
     assert response.json()["model"] == name
-
-
-def requests_finished(url: str) -> int:
-    """The completions a vLLM replica has finished (its Prometheus counter)."""
-    metrics = httpx.get(f"{url}/metrics", timeout=30).text
-    return round(sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                     if line.startswith("vllm:request_success_total")))  # fmt: skip
 
 
 def test_32_api_clients_at_once_spread_over_both_replicas_and_none_is_lost(
