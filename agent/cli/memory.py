@@ -74,7 +74,7 @@ def memory_retire(settings: Settings, adapter: str | None, as_json: bool) -> Non
 
 
 @memory.command("recall")
-@click.option("--model", default=None, help="One model's policies (its served name; '' the base).")
+@click.option("--model", default=None, help="One model's policies: its served name, or `base`.")
 @click.option(
     "--reset",
     "suite",
@@ -87,6 +87,7 @@ def memory_retire(settings: Settings, adapter: str | None, as_json: bool) -> Non
 def memory_recall(settings: Settings, model: str | None, suite: str | None, as_json: bool) -> None:
     """Where the gate turned recall on or off, per model and suite, and why. A suite turned
     off stays off for the adapters that follow until reset here."""
+    model = "" if model == "base" else model  # as the table shows it; stored as ''
     with open_store(settings) as store:
         if suite is not None:
             removed = store.reset_recall_policy(suite, model)

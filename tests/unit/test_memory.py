@@ -387,3 +387,5 @@ def test_reflexa_memory_recall_lists_the_gate_s_policies_and_resets_one() -> Non
     done = CliRunner().invoke(cli, ["memory", "recall", "--json"])
     left = {(p["model"], p["suite"]) for p in json.loads(done.output)["policies"]}
     assert left == {("", "sums"), ("reflexa-a", "arithmetic")}
+    done = CliRunner().invoke(cli, ["memory", "recall", "--model", "base", "--json"])
+    assert [(p["model"], p["suite"]) for p in json.loads(done.output)["policies"]] == [("", "sums")]
