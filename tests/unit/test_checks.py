@@ -240,7 +240,7 @@ def test_a_schema_pattern_that_backtracks_for_ever_is_stopped_and_reported() -> 
     ):
         started = time.monotonic()
         v = verdict({"type": "json", "schema": schema}, answer)
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 30  # unstopped: hours; loose for a loaded box
         assert v.error is not None and "took over 1 s" in v.error, v
 
 
