@@ -20,3 +20,15 @@ def fresh_home(name: str, port: int) -> tuple[Path, dict[str, str]]:
         shutil.copytree(models, home / "models")
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFLEXA_")}
     return home, env | {"REFLEXA_HOME": str(home), "REFLEXA_SERVER__PORT": str(port)}
+
+
+def register(home: Path, folder: Path, version: str) -> None:
+    """A LoRA folder registered as adapter `version` of the bench's home, ready to promote or
+    to answer through (`--adapter VERSION`)."""
+    from reflexa.agent.settings import Settings
+    from reflexa.agent.store import Store
+    from tests.helpers import register_adapter
+
+    settings = Settings(home=home)
+    with Store.open(settings.database) as store:
+        register_adapter(settings, store, folder, version)

@@ -1,7 +1,7 @@
 """Net self-correction: what reflection does to answers, by scoring (gold only scores).
 
     .venv/bin/python -m bench.self_correction [--suites sums json-extract …] [--limit 50]
-        [--best-of 4 8] [--adapter sums] [--before] [--no-feedback-only]
+        [--best-of 4 8] [--adapter sums | --adapter-dir DIR] [--before] [--no-feedback-only]
 
 In a fresh home on the bench's own vLLM server, for each suite's `test` split (the first
 `--limit` items), no memory: one run with reflection off and one with it on (`--max-repairs
@@ -12,7 +12,8 @@ time per episode with reflection on against off. `--best-of N`: verifier-selecte
 against greedy (N = 1): one repair, sampling only, N candidates chosen by the visible checks
 (`reflect.strategies = ["sample"]`). And the feedback repair alone (one repair): what
 training on repair turns should move. `--adapter SUITE`: then the same for the adapter that
-`make demo --suite SUITE` trains and promotes (one cycle; gold allowed). Writes
+`make demo --suite SUITE` trains and promotes (one cycle; gold allowed); `--adapter-dir DIR`:
+the same for an adapter trained elsewhere (a nights run's promoted one). Writes
 bench/results/self-correction-DATE.json.
 """
 
@@ -23,9 +24,10 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
-from bench.home import fresh_home
+from bench.home import fresh_home, register
 from bench.record import write_result
 
 SUITES = ["sums", "arithmetic", "json-extract", "humaneval"]
@@ -41,6 +43,11 @@ def main() -> None:
         choices=["sums", "arithmetic", "json-extract"],
         help="Also measure the adapter one demo cycle on this suite promotes.",
     )
+    parser.add_argument(
+        "--adapter-dir", type=Path,
+        help="Also measure this adapter, trained elsewhere (a PEFT folder, e.g. a nights run's "
+        "promoted one), answering through it as LoRA.",
+    )  # fmt: skip
     parser.add_argument("--port", type=int, default=8012, help="The bench's own vLLM port.")
     parser.add_argument(
         "--before", action="store_true",
@@ -74,10 +81,14 @@ def main() -> None:
                 "cycle": cycle["reason"],
                 "trained_on": trained,
             }
+        if args.adapter_dir:
+            register(home, Path(shutil.copytree(args.adapter_dir, home / "imported")), "v99")
+            results["adapter_dir"] = measure(env, args, "v99") | {"from": str(args.adapter_dir)}
     finally:
         subprocess.run([sys.executable, "-m", "reflexa.agent", "model", "stop"], env=env)
         shutil.rmtree(home, ignore_errors=True)
     doc = {"limit": args.limit, "max_repairs": 2, "trained_on": args.adapter,
+           "adapter_dir": args.adapter_dir and str(args.adapter_dir),
            "models": results}  # fmt: skip
     print(f"written to {write_result('self-correction', doc)}")
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from openai import OpenAI
 
 sys.path.insert(0, str(Path(__file__).parent.parent))  # run as a file: bench/ and tests/
+from bench.home import register
 from bench.record import write_result
 
 REFLEXA = str(Path(sys.executable).parent / "reflexa")
@@ -155,17 +156,6 @@ def serve_once(env: dict[str, str], home: Path, args: argparse.Namespace) -> dic
         "memory_after_load": loaded_memory,
         "runs": runs,
     } | ({"memory_merged_server": merged_memory, "switch": switch} if args.merged else {})
-
-
-def register(home: Path, folder: Path, version: str) -> None:
-    """A LoRA folder registered as an adapter of the bench's home, ready to promote."""
-    from reflexa.agent.settings import Settings
-    from reflexa.agent.store import Store
-    from tests.helpers import register_adapter
-
-    settings = Settings(home=home)
-    with Store.open(settings.database) as store:
-        register_adapter(settings, store, folder, version)
 
 
 def switches(env: dict[str, str], home: Path, args: argparse.Namespace) -> dict:
