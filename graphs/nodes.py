@@ -338,9 +338,10 @@ def _futile(
     min_tries: int,
 ) -> dict[str, str]:
     """The strategies to skip, each with why: those the record shows never fixing here in
-    `min_tries` repairs; and once a sample whose candidates a tool or test checked found
-    nothing, every other strategy the record does not show fixing here (measured: after it,
-    constrained repairs fixed 0 of 99 and feedback 0 of 25 on sums)."""
+    `min_tries` repairs; and where a tool or test decides the failure and a sample it checked
+    found nothing (this turn's, or the record's: sampling never fixes here), every other
+    strategy the record does not show fixing here (measured after such a sample on sums:
+    constrained repairs fixed 0 of 99, feedback 0 of 25)."""
     if record is None:
         return {}
     futile = {
@@ -351,12 +352,13 @@ def _futile(
     last = attempts[-1]["verdicts"]
     failed = {v["verifier"] for v in last if v["error"] is None and not v["passed"]}
     deciders = ", ".join(sorted(failed & value_deciders(checks)))
-    if deciders and any(a.get("strategy") == "sample" for a in attempts):
+    sampled = "sample" in futile or any(a.get("strategy") == "sample" for a in attempts)
+    if deciders and sampled:
         for s in (s for s in STRATEGIES if s != "sample" and s not in futile):
             n, passed = record.get(s, (0, 0))
             if not passed:
                 futile[s] = (
-                    f"a sample checked by {deciders} found no passing answer, and "
+                    f"samples checked by {deciders} found no passing answer, and "
                     f"the record shows no {s} repair fixing here ({n} tried)"
                 )
     return futile

@@ -123,7 +123,8 @@ def test_reports_count_the_skips() -> None:
 def test_after_a_tool_checked_sample_finds_nothing_only_a_proven_strategy_goes_on() -> None:
     """The arithmetic tool checked both candidates and none passed: a feedback repair the
     record does not show fixing here is not tried (measured on sums: 0 of 25); one that has
-    fixed here is; a turn that explores tries it anyway, so the record can learn."""
+    fixed here is; a turn that explores tries it anyway, so the record can learn. Where the
+    record shows sampling never passing here, no repair is tried at all."""
     script = ["181", "180", "182", DIAGNOSIS, "75"]
 
     def sums(record: dict, episode_id: str = "") -> tuple[dict, Any]:
@@ -137,7 +138,7 @@ def test_after_a_tool_checked_sample_finds_nothing_only_a_proven_strategy_goes_o
     assert first["diagnosis"]["strategy"] == "sample"
     assert sampled["diagnosis"]["strategy"] is None and llm.script == script[3:]  # unasked
     assert sampled["diagnosis"]["why"] == (
-        "a sample checked by arithmetic found no passing answer, and the record shows no "
+        "samples checked by arithmetic found no passing answer, and the record shows no "
         "feedback repair fixing here (3 tried)"
     )
     assert set(sampled["diagnosis"]["skipped"]) == {"constrained", "feedback"}
@@ -147,3 +148,11 @@ def test_after_a_tool_checked_sample_finds_nothing_only_a_proven_strategy_goes_o
     assert proven["status"] == "repaired"
     explored, _ = sums({}, episode_id=EXPLORER)
     assert [a["strategy"] for a in explored["attempts"]] == [None, "sample", "feedback"]
+    never, llm = sums({"sample": (20, 0)})  # the record's samples never passed here
+    assert [a["strategy"] for a in never["attempts"]] == [None]
+    assert set(never["attempts"][0]["diagnosis"]["skipped"]) == {
+        "sample",
+        "constrained",
+        "feedback",
+    }
+    assert llm.script == script[1:]  # the first answer alone
