@@ -179,7 +179,7 @@ def _run(
             )  # fmt: skip
             detail |= counts | {"mixed_prompts": sorted(mixed)}
         referee.release()  # memory back for training; the gate restarts it, not re-merging
-    sft = [parse_method(m) for m in methods if parse_method(m).format == "sft"]
+    sft = [m for m in map(parse_method, methods) if m.format == "sft"]
     if any(m.rehearsal(ws.cycle.rehearsal) > 0 for m in sft):
         stage.rehearsal = _rehearsal(ws, store, referee, stage, protected, on_progress)
 
@@ -268,7 +268,7 @@ def _rehearsal(
     if not prompts:
         return []
     with stage("rehearse") as detail:
-        client, model = referee.serve(referee.current)
+        client, model = referee.serve(referee.current)  # as sampling asks it
         kept, counts = asyncio.run(
             rehearse(ws, client, model, prompts,
                      on_progress and (lambda d, t: on_progress("rehearse", d, t)))
