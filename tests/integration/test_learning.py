@@ -7,6 +7,7 @@ promoted adapter here never becomes the default of the other integration tests.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -521,3 +522,42 @@ def test_sft_can_go_on_from_its_parent_as_a_later_round_does(trained: dict, tmp_
     after = load_file(str(Path(built["path"]) / "adapter_model.safetensors"))
     assert before.keys() == after.keys()
     assert any(abs(after[k] - before[k]).max() > 0 for k in after if "lora_" in k)
+
+
+def test_rehearsal_rows_are_the_served_model_s_own_greedy_answers(
+    server: ModelClient, tmp_path: Path
+) -> None:
+    """Real vLLM, real SQLite: chat turns in the store are asked afresh of the model the
+    server serves, greedily; each kept row is its answer word for word (a second greedy
+    request gives the same), and it reaches a real SFT dataset beside the night's rows."""
+    from datasets import load_from_disk
+
+    from reflexa.agent.store.db import sqlite_url
+    from reflexa.evals.contamination import Guard
+    from reflexa.trainers.dataset import build_dataset
+    from reflexa.trainers.rehearsal import rehearsal_prompts, rehearse
+    from tests.unit.test_dataset import attempt, episode
+    from tests.unit.test_rehearsal import chat
+
+    chats = ["Name one colour of the rainbow.", "Say hello to a new colleague in one line."]
+    with Store.open(sqlite_url(tmp_path / "db.sqlite")) as store:
+        for prompt in chats:
+            chat(store, prompt)
+        for n in range(4):
+            episode(store, f"What is 40 + {n}?", [attempt(str(40 + n), True)], scoring=[])
+        ws = load_settings().workspace()
+        kept, counts = asyncio.run(
+            rehearse(ws, server, None, rehearsal_prompts(store, Guard(), 10))
+        )
+        assert counts["prompts"] == 2 and counts["kept"] + counts["cut_off"] == 2, counts
+        for row in kept:
+            again = httpx.post(f"{server.url}/v1/chat/completions", timeout=120, json={
+                "model": server.model, "temperature": 0, "max_tokens": 256,
+                "messages": [{"role": "user", "content": row.prompt}]}).json()  # fmt: skip
+            assert row.chosen == again["choices"][0]["message"]["content"].strip()
+        out = tmp_path / "sft"
+        compiled, rows = build_dataset(store, out, "sft", allow_gold=False, protected=Guard(),
+                                       rehearsal=kept, rehearsal_share=0.5)  # fmt: skip
+    assert rows == 4 + len(kept) and compiled.summary(rows)["rehearsal"] == len(kept)
+    answers = {r["messages"][-1]["content"] for r in load_from_disk(str(out))}
+    assert {row.chosen for row in kept} <= answers
