@@ -3,7 +3,7 @@ step keep a night's gain and lose less on the frozen suite?
 
     .venv/bin/python -m bench.night_again --source .bench-work/nights-XXXX \\
         --methods sft-continue@epochs=1 sft-continue@learning_rate=1e-4
-    .venv/bin/python -m bench.night_again --source .bench-work/nights-XXXX \
+    .venv/bin/python -m bench.night_again --source .bench-work/nights-XXXX \\
         --methods sft@rehearsal=0.25 --chat 200    # with a day of chat to rehearse
     .venv/bin/python -m bench.night_again --resume .bench-work/again-XXXX   # after a kill
 

@@ -6,7 +6,8 @@ smaller step lost less only by learning less.
 
 The prompts are the chat, `ask` and imported-traffic episodes in the store (those of no
 suite), one per prompt, newest first, none a gate or held-out prompt (nor a duplicate of
-one). The answer is asked afresh of the current model, greedy: the model the candidate
+one). The answer is asked afresh of the current model, greedy, to the prompt alone as the
+row will show it (a chat thread's earlier turns are not in the row): the model the candidate
 starts from, not the one that answered then. It is kept where it ended by itself (not cut
 off) and passes the episode's visible grounded checks, if it has any. A row justified by
 `rehearsal` claims nothing about being right, only that this is what the model says now;
@@ -62,7 +63,8 @@ async def rehearse(
 
     async def one(http: httpx.AsyncClient, episode: EpisodeRecord) -> None:
         nonlocal done
-        body = {"model": model or client.model, "messages": episode.messages,
+        messages = [{"role": "user", "content": episode.prompt}]  # as the row will be: alone
+        body = {"model": model or client.model, "messages": messages,
                 "max_tokens": c.sample_max_tokens, "temperature": 0}  # fmt: skip
         try:
             async with limit:

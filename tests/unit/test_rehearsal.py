@@ -30,11 +30,14 @@ REPLIES = {  # prompt: (the current model's greedy answer, why it stopped)
 }
 
 
-def chat(store: Store, prompt: str, checks: list[dict[str, Any]] | None = None) -> str:
+def chat(
+    store: Store, prompt: str, checks: list[dict[str, Any]] | None = None, history: tuple = ()
+) -> str:
     """A chat turn (no suite, no split), answered by whatever model served it then."""
     eid = uuid.uuid4().hex
+    messages = [*history, {"role": "user", "content": prompt}]
     store.start_episode(id=eid, thread_id=eid, prompt=prompt, checks=checks or [], model="m",
-                        messages=[{"role": "user", "content": prompt}])  # fmt: skip
+                        messages=messages)  # fmt: skip
     store.finish_episode(eid, status="unchecked", answer="an old answer", error=None,
                          attempts=[{"kind": "generate", "answer": "an old answer", "verdicts": [],
                                     "passed": False, "score": 0.0, "model": "m"}],
@@ -71,8 +74,12 @@ def test_the_current_model_answers_chat_prompts_afresh_and_what_is_whole_is_kept
         chat(store, "Describe coffee in at most 8 words.")
         older = chat(store, "Tell me about tea.")
         newer = chat(store, "Tell me about tea.")
-        for prompt in ("Write a haiku about rain.", "Explain how clocks work."):
-            chat(store, prompt)
+        chat(
+            store,
+            "Write a haiku about rain.",
+            history=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+        )
+        chat(store, "Explain how clocks work.")
         chat(store, "say hi in lowercase.", LOWER)
         prompts = rehearsal_prompts(store, guard, limit=10)
         assert sorted(e.prompt for e in prompts) == sorted(REPLIES)
@@ -83,6 +90,7 @@ def test_the_current_model_answers_chat_prompts_afresh_and_what_is_whole_is_kept
             rehearse(ws, ModelClient("http://vllm.test", "m"), "v2", prompts)
         )
     assert {b["model"] for b in server} == {"v2"} and {b["temperature"] for b in server} == {0}
+    assert all(len(b["messages"]) == 1 for b in server)  # the prompt alone, as the row shows it
     assert counts == {"prompts": 4, "kept": 2, "cut_off": 1, "failed": 1, "unanswered": 0}
     assert sorted(e.chosen for e in kept) == [
         "Soft rain on the roof",
