@@ -156,3 +156,12 @@ def test_after_a_tool_checked_sample_finds_nothing_only_a_proven_strategy_goes_o
         "feedback",
     }
     assert llm.script == script[1:]  # the first answer alone
+
+
+def test_a_strategy_is_ruled_out_after_min_tries_repairs_without_one_pass() -> None:
+    from reflexa.graphs.nodes import _futile
+
+    first = [{"kind": "generate", "answer": "x", "verdicts": [], "passed": False}]
+    record = {"constrained": (19, 0), "feedback": (20, 0), "sample": (20, 1)}
+    assert list(_futile(record, first, JSON, min_tries=20)) == ["feedback"]
+    assert _futile(None, first, JSON, min_tries=20) == {}  # exploring, or no record
