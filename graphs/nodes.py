@@ -349,18 +349,14 @@ def _futile(
         for s, (n, passed) in record.items()
         if n >= min_tries and not passed
     }
-    last = attempts[-1]["verdicts"]
-    failed = {v["verifier"] for v in last if v["error"] is None and not v["passed"]}
+    failed = {v["verifier"] for v in attempts[-1]["verdicts"] if not v["error"] and not v["passed"]}
     deciders = ", ".join(sorted(failed & value_deciders(checks)))
     sampled = "sample" in futile or any(a.get("strategy") == "sample" for a in attempts)
-    if deciders and sampled:
-        for s in (s for s in STRATEGIES if s != "sample" and s not in futile):
-            n, passed = record.get(s, (0, 0))
-            if not passed:
-                futile[s] = (
-                    f"samples checked by {deciders} found no passing answer, and "
-                    f"the record shows no {s} repair fixing here ({n} tried)"
-                )
+    for s in (s for s in STRATEGIES if deciders and sampled and s not in (*futile, "sample")):
+        n, passed = record.get(s, (0, 0))
+        if not passed:
+            futile[s] = (f"samples checked by {deciders} found no passing answer, and the "
+                         f"record shows no {s} repair fixing here ({n} tried)")  # fmt: skip
     return futile
 
 
