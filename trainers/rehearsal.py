@@ -29,10 +29,10 @@ import httpx
 from reflexa.evals.contamination import Guard, prompt_hash
 from reflexa.evals.verdict import grounded
 from reflexa.evals.verify import passes
-from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.examples import Compiled, Example
 from reflexa.trainers.ports import CorrectionSource, ModelServer
 from reflexa.trainers.records import EpisodeRecord
+from reflexa.trainers.sampling import each_prompt
 from reflexa.trainers.workspace import Workspace
 
 
@@ -57,42 +57,29 @@ async def rehearse(
     of what was kept and left out (cut off, failed its checks, unanswered)."""
     c = ws.cycle
     limit = asyncio.Semaphore(c.concurrency)
-    counts = {"prompts": len(episodes), "kept": 0, "cut_off": 0, "failed": 0, "unanswered": 0}
+    counts = {"prompts": len(episodes), "kept": 0, "cut_off": 0, "failed": 0}
     kept: list[Example] = []
-    done = 0
 
     async def one(http: httpx.AsyncClient, episode: EpisodeRecord) -> None:
-        nonlocal done
         messages = [{"role": "user", "content": episode.prompt}]  # as the row will be: alone
         body = {"model": model or client.model, "messages": messages,
                 "max_tokens": c.sample_max_tokens, "temperature": 0}  # fmt: skip
-        try:
-            async with limit:
-                response = await http.post(f"{client.url}/v1/chat/completions", json=body)
-            response.raise_for_status()
-            choice = response.json()["choices"][0]
-        except httpx.HTTPError:  # one slow or refused prompt does not end the night
-            counts["unanswered"] += 1
+        async with limit:
+            response = await http.post(f"{client.url}/v1/chat/completions", json=body)
+        response.raise_for_status()
+        choice = response.json()["choices"][0]
+        answer = (choice["message"]["content"] or "").strip()
+        checked = grounded(episode.checks)
+        if choice.get("finish_reason") == "length" or not answer:
+            counts["cut_off"] += 1
+        elif checked and not await passes(checked, episode.prompt, answer,
+                                          allow_unconfined=ws.allow_unconfined):  # fmt: skip
+            counts["failed"] += 1
         else:
-            answer = (choice["message"]["content"] or "").strip()
-            checked = grounded(episode.checks)
-            if choice.get("finish_reason") == "length" or not answer:
-                counts["cut_off"] += 1
-            elif checked and not await passes(checked, episode.prompt, answer,
-                                              allow_unconfined=ws.allow_unconfined):  # fmt: skip
-                counts["failed"] += 1
-            else:
-                counts["kept"] += 1
-                kept.append(_row(episode.prompt, answer, episode.id))
-        done += 1
-        if on_progress:
-            on_progress(done, len(episodes))
+            counts["kept"] += 1
+            kept.append(_row(episode.prompt, answer, episode.id))
 
-    headers = {"Authorization": f"Bearer {client.api_key}"}
-    async with client.async_http(timeout=ws.request_timeout_s, headers=headers) as http:
-        await asyncio.gather(*(one(http, e) for e in episodes))
-    if episodes and counts["unanswered"] == len(episodes):
-        raise TrainerError(f"rehearsal: the model server answered none of {len(episodes)} prompts")
+    counts["unanswered"] = await each_prompt(ws, client, episodes, one, "rehearsal", on_progress)
     return kept, counts
 
 

@@ -18,7 +18,7 @@ only there can GRPO learn, since answers that all earn the same reward have no a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import httpx
@@ -89,10 +89,8 @@ async def sample_corrections(
     stage); and the mixed prompts' hashes."""
     c = ws.cycle
     limit = asyncio.Semaphore(c.concurrency)
-    counts = {"prompts": len(targets), "consistency": 0, "checks": 0, "form": 0, "unanswered": 0}
-    failures: list[str] = []
+    counts = {"prompts": len(targets), "consistency": 0, "checks": 0, "form": 0}
     mixed: set[str] = set()
-    done = 0
 
     async def answers(http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[list[str], int]:
         """The answers, and the completion tokens of all of them."""
@@ -123,24 +121,41 @@ async def sample_corrections(
             store.add_correction(episode.id, **kept)
             counts[kept["justification"]] += 1
 
+    counts["unanswered"] = await each_prompt(ws, client, targets, sample, "sampling", on_progress)
+    return counts | {"mixed": len(mixed)}, mixed
+
+
+async def each_prompt(
+    ws: Workspace,
+    client: ModelServer,
+    episodes: Sequence[EpisodeRecord],
+    work: Callable[[httpx.AsyncClient, EpisodeRecord], Awaitable[None]],
+    stage: str,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """`work` on every episode at once, through one client of the model server; how many the
+    server did not answer (a timeout or an error skips that prompt; none answered fails the
+    `stage`)."""
+    failures: list[str] = []
+    done = 0
+
     async def one(http: httpx.AsyncClient, episode: EpisodeRecord) -> None:
         nonlocal done
         try:
-            await sample(http, episode)
+            await work(http, episode)
         except httpx.HTTPError as e:  # one slow or refused prompt does not end the night
-            counts["unanswered"] += 1
             failures.append(f"{type(e).__name__}: {e}".rstrip(": "))
         done += 1
         if on_progress:
-            on_progress(done, len(targets))
+            on_progress(done, len(episodes))
 
     headers = {"Authorization": f"Bearer {client.api_key}"}
     async with client.async_http(timeout=ws.request_timeout_s, headers=headers) as http:
-        await asyncio.gather(*(one(http, e) for e in targets))
-    if targets and counts["unanswered"] == len(targets):
-        raise TrainerError(f"sampling: the model server answered none of {len(targets)} "
+        await asyncio.gather(*(one(http, e) for e in episodes))
+    if episodes and len(failures) == len(episodes):
+        raise TrainerError(f"{stage}: the model server answered none of {len(episodes)} "
                            f"prompts (the last: {failures[-1]})")  # fmt: skip
-    return counts | {"mixed": len(mixed)}, mixed
+    return len(failures)
 
 
 async def _verdicts(episode: EpisodeRecord, answers: list[str], unconfined: bool) -> list[bool]:
