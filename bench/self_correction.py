@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.self_correction [--suites sums json-extract …] [--limit 50]
         [--best-of 4 8] [--adapter sums | --adapter-dir DIR] [--before] [--no-feedback-only]
+        [--warm N]
 
 In a fresh home on the bench's own vLLM server, for each suite's `test` split (the first
 `--limit` items), no memory: one run with reflection off and one with it on (`--max-repairs
@@ -13,8 +14,10 @@ against greedy (N = 1): one repair, sampling only, N candidates chosen by the vi
 (`reflect.strategies = ["sample"]`). And the feedback repair alone (one repair): what
 training on repair turns should move. `--adapter SUITE`: then the same for the adapter that
 `make demo --suite SUITE` trains and promotes (one cycle; gold allowed); `--adapter-dir DIR`:
-the same for an adapter trained elsewhere (a nights run's promoted one). Writes
-bench/results/self-correction-DATE.json.
+the same for an adapter trained elsewhere (a nights run's promoted one). `--warm N`: then
+reflection on the suite's first N `train` items, and on `test` again: the steady state of a
+home whose routing record has seen the suite (the first "on" run starts from an empty one).
+Writes bench/results/self-correction-DATE.json.
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ def main() -> None:
         action="store_false",
         help="Skip the run with the feedback repair alone.",
     )
+    parser.add_argument(
+        "--warm", type=int, default=0, metavar="N",
+        help="Then N train items with reflection on (the record grows), and test again.",
+    )  # fmt: skip
     args = parser.parse_args()  # fmt: skip
     home, env = fresh_home("self-correction", args.port)
     results: dict[str, Any] = {}
@@ -87,7 +94,7 @@ def main() -> None:
     finally:
         subprocess.run([sys.executable, "-m", "reflexa.agent", "model", "stop"], env=env)
         shutil.rmtree(home, ignore_errors=True)
-    doc = {"limit": args.limit, "max_repairs": 2, "trained_on": args.adapter,
+    doc = {"limit": args.limit, "max_repairs": 2, "trained_on": args.adapter, "warm": args.warm,
            "adapter_dir": args.adapter_dir and str(args.adapter_dir),
            "models": results}  # fmt: skip
     print(f"written to {write_result('self-correction', doc)}")
@@ -97,8 +104,7 @@ def measure(env: dict[str, str], args: argparse.Namespace, adapter: str) -> dict
     """Each suite: reflection off, on, and best of N, through `adapter`."""
     out: dict[str, Any] = {}
     for suite in args.suites:
-        common = ["eval", "run", suite, "--split", "test", "--limit", str(args.limit),
-                  "--no-memory", "--adapter", adapter]  # fmt: skip
+        common = _eval(suite, "test", args.limit, adapter)
         off = reflexa(env, *common, "--no-reflect")
         before = None
         if args.before:  # the earlier rule: 8 samples at once, routing by rule alone
@@ -109,6 +115,10 @@ def measure(env: dict[str, str], args: argparse.Namespace, adapter: str) -> dict
         out[suite] = summary(off["metrics"]["overall"], on["metrics"])
         if before is not None:
             out[suite]["before"] = summary(off["metrics"]["overall"], before["metrics"])
+        if args.warm:  # the record as a home that has served this suite for a while has it
+            reflexa(env, *_eval(suite, "train", args.warm, adapter), "--max-repairs", "2")
+            warm = reflexa(env, *common, "--max-repairs", "2")
+            out[suite]["warm"] = summary(off["metrics"]["overall"], warm["metrics"])
         best = {"1": off["metrics"]["overall"]["first_attempt_pass"]["rate"]}
         for n in args.best_of:
             sampling = env | {"REFLEXA_REFLECT__STRATEGIES": '["sample"]',
@@ -123,6 +133,11 @@ def measure(env: dict[str, str], args: argparse.Namespace, adapter: str) -> dict
             out[suite]["feedback_only"] = {k: fed[k] for k in keys}
         print(f"{adapter} {suite}: {json.dumps(out[suite]['net'])} best of {best}", file=sys.stderr)
     return out
+
+
+def _eval(suite: str, split: str, limit: int, adapter: str) -> list[str]:
+    return ["eval", "run", suite, "--split", split, "--limit", str(limit), "--no-memory",
+            "--adapter", adapter]  # fmt: skip
 
 
 def reflexa(env: dict[str, str], *args: str) -> dict[str, Any]:
