@@ -337,26 +337,27 @@ def _futile(
     checks: list[dict[str, Any]],
     min_tries: int,
 ) -> dict[str, str]:
-    """The strategies to skip, each with why: those the record shows never fixing here in
-    `min_tries` repairs; and where a tool or test decides the failure and a sample it checked
-    found nothing (this turn's, or the record's: sampling never fixes here), every other
-    strategy the record does not show fixing here (measured after such a sample on sums:
-    constrained repairs fixed 0 of 99, feedback 0 of 25)."""
+    """The strategies to skip, with why: one that passed fewer than 1 in `min_tries` of its
+    `min_tries` or more repairs here; and where a tool or test decides the failure and a
+    sample it checked found nothing (this turn's, or the record's), every other one the record
+    does not show fixing so (after such samples on sums, constrained fixed 0 of 99)."""
     if record is None:
         return {}
+    fixes = {s: passed > 0 and passed * min_tries >= n for s, (n, passed) in record.items()}
     futile = {
-        s: f"the record shows {s} never fixes here with this model (0 of {n} repairs passed)"
+        s: f"the record shows {s} passing {passed} of {n} repairs here with this model "
+        f"(fewer than 1 in {min_tries})"
         for s, (n, passed) in record.items()
-        if n >= min_tries and not passed
+        if n >= min_tries and not fixes[s]
     }
     failed = {v["verifier"] for v in attempts[-1]["verdicts"] if not v["error"] and not v["passed"]}
     deciders = ", ".join(sorted(failed & value_deciders(checks)))
     sampled = "sample" in futile or any(a.get("strategy") == "sample" for a in attempts)
-    for s in (s for s in STRATEGIES if deciders and sampled and s not in (*futile, "sample")):
-        n, passed = record.get(s, (0, 0))
-        if not passed:
-            futile[s] = (f"samples checked by {deciders} found no passing answer, and the "
-                         f"record shows no {s} repair fixing here ({n} tried)")  # fmt: skip
+    others = [s for s in STRATEGIES if s not in (*futile, "sample") and not fixes.get(s)]
+    for s in others if deciders and sampled else []:
+        tried = record.get(s, (0, 0))[0]
+        futile[s] = (f"samples checked by {deciders} found no passing answer, and the record "
+                     f"shows no {s} repair fixing here ({tried} tried)")  # fmt: skip
     return futile
 
 

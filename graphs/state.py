@@ -97,7 +97,8 @@ class ReflectionContext:
     sample_temperature: float = 1.0
     strategies: tuple[str, ...] = ("constrained", "sample", "feedback")  # repairs allowed
     routing: RoutingFn | None = None  # the record of what fixes where; None: route by rule
-    min_tries: int = 20  # repairs in a place, none passing, before the record rules one out
+    min_tries: int = 20  # a strategy passing fewer than 1 in this many repairs in a place,
+    # after this many, is ruled out there by the record
     max_tokens: int = 512  # per answer (the answering model's own limit)
     repair_tokens: int = 4096  # completion tokens all repairs of a turn may use together
     repair_seconds: float = 60.0  # no repair starts once the turn has run this long

@@ -82,8 +82,8 @@ def test_the_graph_routes_around_a_futile_strategy() -> None:
     diagnosis = state["attempts"][0]["diagnosis"]
     assert diagnosis["strategy"] == "sample"  # by rule, constrained comes first for a shape
     assert diagnosis["skipped"] == {
-        "constrained": "the record shows constrained never fixes here with this model "
-        "(0 of 20 repairs passed)"
+        "constrained": "the record shows constrained passing 0 of 20 repairs here with this "
+        "model (fewer than 1 in 20)"
     }
     assert state["status"] == "repaired"
     by_rule, _ = turn(["age: 36", '{"age": 36}'], None)
@@ -96,7 +96,9 @@ def test_when_the_last_resort_never_fixes_the_turn_ends() -> None:
 
     state, llm = turn(["age: 36"], all_futile)
     assert state["attempts"][0]["diagnosis"]["strategy"] is None
-    assert state["attempts"][0]["diagnosis"]["why"].startswith("the record shows feedback never")
+    assert state["attempts"][0]["diagnosis"]["why"].startswith(
+        "the record shows feedback passing 0"
+    )
     assert (state["status"], len(state["attempts"]), len(llm.calls)) == ("unresolved", 1, 1)
 
 
@@ -133,7 +135,7 @@ def test_after_a_tool_checked_sample_finds_nothing_only_a_proven_strategy_goes_o
         turn = turn_input("What is 34 + 41?", [{"type": "numeric"}], 2, episode_id)
         return asyncio.run(build_reflection_graph().ainvoke(turn, context=ctx)), llm
 
-    state, llm = sums({"sample": (30, 1), "feedback": (3, 0)})
+    state, llm = sums({"sample": (30, 2), "feedback": (3, 0)})
     first, sampled = state["attempts"]
     assert first["diagnosis"]["strategy"] == "sample"
     assert sampled["diagnosis"]["strategy"] is None and llm.script == script[3:]  # unasked
@@ -143,8 +145,10 @@ def test_after_a_tool_checked_sample_finds_nothing_only_a_proven_strategy_goes_o
     )
     assert set(sampled["diagnosis"]["skipped"]) == {"constrained", "feedback"}
     assert state["status"] == "unresolved"
-    proven, _ = sums({"feedback": (40, 1)})
+    proven, _ = sums({"feedback": (40, 2)})  # 1 in 20: it fixes here
     assert [a["strategy"] for a in proven["attempts"]] == [None, "sample", "feedback"]
+    rarely, _ = sums({"feedback": (41, 2)})  # fewer than 1 in 20 (min_tries)
+    assert [a["strategy"] for a in rarely["attempts"]] == [None, "sample"]
     assert proven["status"] == "repaired"
     explored, _ = sums({}, episode_id=EXPLORER)
     assert [a["strategy"] for a in explored["attempts"]] == [None, "sample", "feedback"]
@@ -158,10 +162,17 @@ def test_after_a_tool_checked_sample_finds_nothing_only_a_proven_strategy_goes_o
     assert llm.script == script[1:]  # the first answer alone
 
 
-def test_a_strategy_is_ruled_out_after_min_tries_repairs_without_one_pass() -> None:
+def test_a_strategy_is_ruled_out_after_min_tries_repairs_passing_fewer_than_1_in_min_tries() -> (
+    None
+):
     from reflexa.graphs.nodes import _futile
 
     first = [{"kind": "generate", "answer": "x", "verdicts": [], "passed": False}]
     record = {"constrained": (19, 0), "feedback": (20, 0), "sample": (20, 1)}
     assert list(_futile(record, first, JSON, min_tries=20)) == ["feedback"]
+    record = {"constrained": (41, 2), "feedback": (40, 2), "sample": (60, 3)}
+    assert _futile(record, first, JSON, min_tries=20) == {
+        "constrained": "the record shows constrained passing 2 of 41 repairs here with this "
+        "model (fewer than 1 in 20)"
+    }
     assert _futile(None, first, JSON, min_tries=20) == {}  # exploring, or no record
