@@ -22,6 +22,7 @@ from reflexa.agent.model.client import ModelClient
 from reflexa.agent.model.connect import ensure_model, external_urls
 from reflexa.agent.model.server import (
     ServerRecord,
+    beside,
     free_port,
     gate_dir,
     is_healthy,
@@ -66,10 +67,11 @@ def _merge(base: Path, adapter: Path, out: Path) -> None:
 
 
 def serving_as(settings: Settings, weights: Path, name: str) -> Settings:
-    """Settings for a server of `weights` answering as model `name`, on a free port."""
+    """Settings for a server of `weights` answering as model `name`, on a free port and the
+    cores a server beside the application's computes on."""
     model = settings.model.model_copy(update={"path": weights, "name": name})
-    port = free_port(settings.server.host)
-    server = settings.server.model_copy(update={"port": port, "replicas": 1})
+    port, bind = free_port(settings.server.host), beside(settings.server)
+    server = settings.server.model_copy(update={"port": port, "replicas": 1, "cpu_bind": bind})
     return settings.model_copy(update={"model": model, "server": server})
 
 

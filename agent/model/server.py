@@ -117,6 +117,16 @@ def cpu_bind(s: ServerSettings, replica: int = 0) -> str:
     return f"0-{cores - 1}" if s.cpu_bind == "all" else s.cpu_bind
 
 
+def beside(s: ServerSettings, cores: int | None = None) -> str:
+    """`cpu_bind` for a server started beside the application's (the promoted adapter's
+    merged server, the gate's): on 2 cores, whose automatic binding computes on core 0 and
+    leaves core 1 to the scheduler, core 1 (started on core 0 while the first server
+    generated, its worker had run 8 ms after 70 s: docs/results, the merged server);
+    elsewhere the application's own."""
+    cores = cores or os.cpu_count() or 1
+    return "1" if s.cpu_bind == "auto" and s.replicas == 1 and cores == 2 else s.cpu_bind
+
+
 def local_url(settings: Settings, replica: int = 0) -> str:
     return f"http://{settings.server.host}:{settings.server.port + replica}"
 

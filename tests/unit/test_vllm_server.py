@@ -63,6 +63,16 @@ def test_cpu_command_and_env(tmp_path: Path) -> None:
     assert server_env(every, {}, tmp_path)["VLLM_CPU_OMP_THREADS_BIND"] == f"0-{cores - 1}"
 
 
+def test_a_server_beside_the_application_s_computes_on_the_core_auto_leaves_free() -> None:
+    from reflexa.agent.model.server import beside
+
+    auto = settings_with(device="cpu").server
+    assert beside(auto, cores=2) == "1"  # auto computes on core 0 there
+    assert beside(auto, cores=8) == "auto"
+    assert beside(auto.model_copy(update={"cpu_bind": "all"}), cores=2) == "all"
+    assert beside(auto.model_copy(update={"replicas": 2}), cores=2) == "auto"
+
+
 def test_gpu_command_and_env(tmp_path: Path) -> None:
     settings = settings_with(device="cuda")
     cmd = server_command(settings)
