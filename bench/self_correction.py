@@ -15,9 +15,9 @@ against greedy (N = 1): one repair, sampling only, N candidates chosen by the vi
 training on repair turns should move. `--adapter SUITE`: then the same for the adapter that
 `make demo --suite SUITE` trains and promotes (one cycle; gold allowed); `--adapter-dir DIR`:
 the same for an adapter trained elsewhere (a nights run's promoted one). `--warm N`: then
-reflection on the suite's first N `train` items, and on `test` again: the steady state of a
-home whose routing record has seen the suite (the first "on" run starts from an empty one).
-Writes bench/results/self-correction-DATE.json.
+reflection on the suite's first N `train` items (`test` where it has no other), and on
+`test` again: the steady state of a home whose routing record has seen the suite (the
+first "on" run starts from an empty one). Writes bench/results/self-correction-DATE.json.
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def main() -> None:
 def measure(env: dict[str, str], args: argparse.Namespace, adapter: str) -> dict[str, Any]:
     """Each suite: reflection off, on, and best of N, through `adapter`."""
     out: dict[str, Any] = {}
+    splits = {s["name"]: s["splits"] for s in reflexa(env, "eval", "list")}
     for suite in args.suites:
         common = _eval(suite, "test", args.limit, adapter)
         off = reflexa(env, *common, "--no-reflect")
@@ -116,9 +117,11 @@ def measure(env: dict[str, str], args: argparse.Namespace, adapter: str) -> dict
         if before is not None:
             out[suite]["before"] = summary(off["metrics"]["overall"], before["metrics"])
         if args.warm:  # the record as a home that has served this suite for a while has it
-            reflexa(env, *_eval(suite, "train", args.warm, adapter), "--max-repairs", "2")
+            split = "train" if "train" in splits[suite] else "test"  # humaneval: test alone
+            reflexa(env, *_eval(suite, split, args.warm, adapter), "--max-repairs", "2")
             warm = reflexa(env, *common, "--max-repairs", "2")
             out[suite]["warm"] = summary(off["metrics"]["overall"], warm["metrics"])
+            out[suite]["warm"]["record_from"] = f"{split}, first {args.warm}"
         best = {"1": off["metrics"]["overall"]["first_attempt_pass"]["rate"]}
         for n in args.best_of:
             sampling = env | {"REFLEXA_REFLECT__STRATEGIES": '["sample"]',
@@ -140,7 +143,7 @@ def _eval(suite: str, split: str, limit: int, adapter: str) -> list[str]:
             "--adapter", adapter]  # fmt: skip
 
 
-def reflexa(env: dict[str, str], *args: str) -> dict[str, Any]:
+def reflexa(env: dict[str, str], *args: str) -> Any:
     command = [sys.executable, "-m", "reflexa.agent", *args, "--json"]
     done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(done.stdout)
