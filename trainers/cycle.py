@@ -133,8 +133,12 @@ class _Candidate:
     gates: list[GateSuite] = dataclasses.field(default_factory=list)
 
     @property
-    def dev_pass(self) -> float:
-        return (self.gate.dev or {}).get("b", 0.0)
+    def gain(self) -> float:
+        """What the gate saw it gain over the current side: the dev pass fraction's rise plus
+        the frozen suite's, so of two that pass, the one that forgets less can win (measured:
+        with rehearsal, dev +6.3 and frozen +5.3 points; without, +8.3 and -1.3)."""
+        frozen = sum(v["difference"] for v in self.gate.suites.values() if v.get("frozen"))
+        return (self.gate.dev or {}).get("difference", 0.0) + frozen
 
     def summary(self) -> dict[str, Any]:
         return {"adapter": self.adapter["version"], "decision": self.gate.decision,
@@ -213,8 +217,8 @@ def _run(
         c.gate = decided
         store.update_adapter(c.adapter["version"], metrics={"gate": decided.to_dict()})
     promotable = [c for c in tried if c.gate.promotes]
-    best = max(promotable, key=lambda c: c.dev_pass, default=None)
-    shown = best or max(tried, key=lambda c: c.dev_pass)
+    best = max(promotable, key=lambda c: c.gain, default=None)
+    shown = best or max(tried, key=lambda c: c.gain)
 
     with stage("promote" if best else "reject") as detail:
         gated = [(c.name, c.measured, c.gates) for c in tried]

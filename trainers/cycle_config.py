@@ -67,7 +67,8 @@ class CycleConfig(BaseModel):
     methods: list[str] | None = Field(
         default=None, min_length=1,
         description="Candidates per round, each trained on the same training prompts and "
-        "gated against the promoted adapter; the gate's best is promoted. A recipe (sft, "
+        "gated against the promoted adapter; of those that pass, the largest dev plus frozen "
+        "gain is promoted. A recipe (sft, "
         "sft-label-free: SFT without gold, sft-continue: SFT that goes on from the promoted "
         "adapter's LoRA where sft starts a new one, dpo, grpo), optionally with settings of "
         "its own: `sft@learning_rate=1e-4,epochs=2`. The record orders them each night; "

@@ -20,7 +20,7 @@ A candidate is promotable when the pooled dev pass fraction rises with an exact 
 sign-flip p-value below `alpha` after Holm's adjustment across the night's candidates, no
 dev suite drops by more than `max_drop` significantly (Holm over the dev suites), and the
 frozen suite is non-inferior (the one-sided 95 % lower bound of its difference above
-`-frozen_margin`). The best promotable one wins.
+`-frozen_margin`). Of the promotable ones, the largest dev plus frozen gain wins.
 """
 
 from __future__ import annotations

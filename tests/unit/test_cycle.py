@@ -384,13 +384,15 @@ def test_kto_without_enough_thumbs_is_a_recorded_skip_that_says_to_rate() -> Non
 def test_of_several_methods_the_gate_s_best_promotable_candidate_is_promoted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The choice among methods, with training and the gate faked: the candidate the gate
-    scores highest among those it would promote wins; the others are rejected, saying why."""
+    """The choice among methods, with training and the gate faked: of those the gate would
+    promote, the one with the largest dev plus frozen gain wins; the others are rejected,
+    saying why."""
     from reflexa.trainers import cycle as cycle_module
 
     settings = Settings(cycle=Settings().cycle.model_copy(
         update={"methods": ["sft", "sft-label-free", "grpo"], "sample_n": 0}))  # fmt: skip
     scores = {"sft": ("promote", 0.6), "sft-label-free": ("promote", 0.7), "grpo": ("reject", 0.9)}
+    frozen = {"sft": 0.0, "sft-label-free": 0.0, "grpo": 0.0}  # the frozen suite's difference
     promoted: list[str] = []
     promoted_before: list[str] = []
 
@@ -406,9 +408,10 @@ def test_of_several_methods_the_gate_s_best_promotable_candidate_is_promoted(
                               base_model="m", method="sft", dataset_hash="h", examples=20,
                               metrics={"train": {"train_s": 1.0}})  # fmt: skip
             p = 0.001 if decision == "promote" else 0.5
-            measured = {"a": 0.5, "b": dev, "p_value": p, "answers": 5,
+            measured = {"a": 0.5, "b": dev, "difference": dev - 0.5, "p_value": p, "answers": 5,
                         "greedy": {"a": 0.5, "b": dev}}  # fmt: skip
-            gate = GateResult(decision, f"{method} {dev}", measured, {})
+            suites = {"capabilities": {"frozen": True, "difference": frozen[method]}}
+            gate = GateResult(decision, f"{method} {dev}", measured, suites)
             return cycle_module._Candidate(
                 method, store_.adapter(version), version, gate, {"examples": 20}
             )
@@ -424,8 +427,14 @@ def test_of_several_methods_the_gate_s_best_promotable_candidate_is_promoted(
     assert rows["v-sft"]["status"] == "rejected"
     assert rows["v-sft"]["reason"].startswith("the gate preferred v-sft-label-free")
     assert rows["v-grpo"]["reason"] == "grpo 0.9"  # its own gate's reason
-    scores.update({"sft": ("reject", 0.5), "sft-label-free": ("reject", 0.4)})
+    frozen.update({"sft": 0.12, "sft-label-free": -0.02})  # learns less, forgets less: wins
     promoted_before[:] = promoted
+    promoted.clear()
+    with open_store(settings) as store:
+        result = run_cycle(settings.workspace(), store, Client, no_server)  # type: ignore[arg-type]
+    assert promoted == ["v-sft-2"]
+    scores.update({"sft": ("reject", 0.5), "sft-label-free": ("reject", 0.4)})
+    promoted_before.extend(promoted)  # the next versions: -2-2
     promoted.clear()
     with open_store(settings) as store:
         result = run_cycle(settings.workspace(), store, Client, no_server)  # type: ignore[arg-type]
