@@ -7,8 +7,9 @@ some of those routes never pay: a constrained repair after a tool-decided sample
 many of them passed the turn's visible checks (never gold: the loop learns only from what it
 may see). The graph skips a strategy tried at least `min_tries` times in a place that passed
 fewer than 1 in `min_tries` there, and after a tool-checked sample found nothing, any
-strategy the table does not show fixing so there; one turn in ten routes by rule alone (graphs.nodes.EXPLORE), so a model that
-improves can win a strategy back. A new adapter starts with an empty table.
+strategy the table does not show fixing so there; one turn in ten routes by rule alone
+(graphs.nodes.EXPLORE), so a model that improves can win a strategy back. A new adapter
+starts with an empty table.
 """
 
 from __future__ import annotations
