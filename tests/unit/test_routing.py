@@ -162,9 +162,7 @@ def test_after_a_tool_checked_sample_finds_nothing_only_a_proven_strategy_goes_o
     assert llm.script == script[1:]  # the first answer alone
 
 
-def test_a_strategy_is_ruled_out_after_min_tries_repairs_passing_fewer_than_1_in_min_tries() -> (
-    None
-):
+def test_a_strategy_passing_fewer_than_1_in_min_tries_is_ruled_out() -> None:
     from reflexa.graphs.nodes import _futile
 
     first = [{"kind": "generate", "answer": "x", "verdicts": [], "passed": False}]
