@@ -17,13 +17,17 @@ RESULTS = Path(__file__).parent / "results"
 
 def machine() -> dict[str, object]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line]
-    cpu = names[0] if names else platform.processor()
-    mhz = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "cpu MHz" in line]
+
+    def first(field: str) -> str | None:  # the first CPU's
+        lines = (line for line in cpuinfo.splitlines() if line.startswith(field))
+        return next((line.split(":", 1)[1].strip() for line in lines), None)
+
+    cpu = first("model name") or platform.processor()
+    mhz = first("cpu MHz")
     return {  # a VM's model name can be as bare as "AMD EPYC": clock and bf16 tell them apart
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "mhz": round(float(mhz[0])) if mhz else None,
+        "mhz": round(float(mhz)) if mhz else None,
         "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
         "avx512": "avx512f" in cpuinfo,
         "avx512_bf16": "avx512_bf16" in cpuinfo,
