@@ -46,10 +46,11 @@ class CycleConfig(BaseModel):
         "shrink to keep the steps the same, so the answers it already gives weigh less.",
     )  # fmt: skip
     rehearsal: float = Field(
-        default=0.0, ge=0, lt=1,
+        default=0.25, ge=0, lt=1,
         description="In SFT, this share of the examples at most is rehearsal: the current "
         "model's own greedy answers to chat prompts (no suite), asked afresh, so a night "
-        "does not unlearn what it was not taught (trainers/rehearsal.py). 0: none.",
+        "does not unlearn what it was not taught (trainers/rehearsal.py); nothing without "
+        "chat in the store. 0: none.",
     )  # fmt: skip
     rehearsal_limit: int = Field(
         default=200, ge=0, description="Chat prompts the current model answers for rehearsal."

@@ -779,10 +779,11 @@ def test_with_rehearsal_on_the_current_model_answers_the_chat_prompts_before_tra
     assert parse_method("sft@rehearsal=0.2").training() == {}  # not the trainer's setting
     stage = next(s for s in result["stages"] if s["stage"] == "rehearse")
     assert stage["kept"] == 1 and Path(stage["file"]).is_file()
-    off = Settings(memory={"enabled": False}, cycle={"sample_n": 0, "methods": ["sft"]})
-    assert (off.cycle.rehearsal, parse_method("sft").rehearsal(0.3)) == (0.0, 0.3)
+    assert Settings().cycle.rehearsal == 0.25 and parse_method("sft").rehearsal(0.3) == 0.3
+    off = Settings(memory={"enabled": False},
+                   cycle={"sample_n": 0, "methods": ["sft"], "rehearsal": 0})  # fmt: skip
     calls.clear()
     with open_store(off) as store:
         chat(store, "Tell me about tea.")
         run_cycle(off.workspace(), store, lambda: "main", no_server)  # type: ignore[arg-type]
-    assert calls == [("train", "sft", [])]  # rehearsal is off by default
+    assert calls == [("train", "sft", [])]  # 0: off
