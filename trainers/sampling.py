@@ -104,7 +104,7 @@ async def sample_corrections(
     async def sample(http: httpx.AsyncClient, episode: EpisodeRecord) -> None:
         body = {
             "model": model or client.model,
-            "messages": episode.messages,
+            "messages": [{"role": "user", "content": episode.prompt}],  # as the row shows it
             "max_tokens": c.sample_max_tokens,
         } | _constraint(episode.checks)
         (greedy,), length = await answers(http, body | {"n": 1, "temperature": 0})

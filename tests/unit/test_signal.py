@@ -137,7 +137,8 @@ def test_samples_are_asked_after_the_greedy_answer_and_capped_at_twice_its_lengt
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each prompt's greedy answer comes first; its samples may take twice its tokens, at
-    least 64 and at most `sample_max_tokens`."""
+    least 64 and at most `sample_max_tokens`; and it is asked alone, as its row will show
+    it, even where the episode came with earlier turns (an imported thread)."""
     from reflexa.trainers.sampling import sample_cap
     from tests.unit.test_dataset import attempt, episode
 
@@ -149,6 +150,7 @@ def test_samples_are_asked_after_the_greedy_answer_and_capped_at_twice_its_lengt
         body = json.loads(request.content)
         prompt = body["messages"][0]["content"]
         asked.append((prompt, body["n"], body["max_tokens"]))
+        assert len(body["messages"]) == 1
         tokens = greedy_tokens[prompt] if body["n"] == 1 else 1
         return httpx.Response(200, json={
             "choices": [{"message": {"content": "42"}}] * body["n"],
@@ -163,6 +165,8 @@ def test_samples_are_asked_after_the_greedy_answer_and_capped_at_twice_its_lengt
         for prompt in greedy_tokens:
             episode(store, prompt, [attempt("0", False)], scoring=[])
         targets = store.training_episodes("train")
+        earlier = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+        targets[0] = replace(targets[0], messages=[*earlier, *targets[0].messages])
         client = ModelClient("http://vllm.test", "m")
         asyncio.run(sample_corrections(settings.workspace(), store, client, None, targets))
     for prompt, cap in (("What is 40 + 2?", 64), ("What is 40 + 3?", 150)):
