@@ -78,8 +78,9 @@ def observed(home: Path, gate: dict[str, Any]) -> Observed:
 
 
 def base(modes: dict[str, Any]) -> dict[str, tuple[int, int, list[int]]]:
-    """The pass every item had: with recall, where memory was on."""
-    return modes.get("memory") or modes["no memory"]
+    """The pass every item had: with recall, where memory was on (a suite whose recall was
+    off before the night is asked unaided only)."""
+    return modes.get("memory") or modes.get("no memory") or modes["no memory, served"]
 
 
 def gates_of(gate: dict[str, Any], seen: Observed) -> list[GateSuite]:
