@@ -10,9 +10,11 @@ over at least `MIN_MEASURED` answers.
 Self-consistency is admitted unless measured imprecise: the same vote the sampling stage
 takes, taken over each held-out item's answers (its greedy one and the gate's draws: fewer
 than a night samples, so only the greedy answer's agreement usually decides), is right as
-often as scoring says; where the 95 % upper bound of that share over at least
-`MIN_MEASURED` votes stays below `consistency_precision`, a model that agrees with itself
-on a wrong answer (the same wrong field, every time) is not evidence there.
+often as scoring says; where the 95 % upper bound of that share stays below
+`consistency_precision`, a model that agrees with itself on a wrong answer (the same wrong
+field, every time) is not evidence there. The bound already carries how few votes there
+are, so `MIN_VOTES` is only a floor against refusing on a couple of them: a user's suite
+measured 0 right of 14 votes (upper bound 0.22), and 7 of its 9 rows that night were wrong.
 
 Where nothing measures them, users, allowed gold, self-consistency and checks that decide
 the value admit rows.
@@ -27,7 +29,8 @@ from reflexa.evals.metrics import wilson
 from reflexa.evals.signal import by_checks, vote
 from reflexa.trainers.records import ScoredAnswers
 
-MIN_MEASURED = 30  # answers (or votes) measured, at least, before a precision is believed
+MIN_MEASURED = 30  # answers measured, at least, before a precision admits `form` rows
+MIN_VOTES = 10  # votes measured, at least, before an upper bound refuses `consistency` rows
 
 
 def wilson_lower(right: int, n: int) -> float:
@@ -78,7 +81,7 @@ def consistency_admission(
             upper = wilson_upper(sum(right), len(right))
             out[suite] = _measured(right) | {
                 "upper_95": round(upper, 4),
-                "admitted": len(right) < MIN_MEASURED or upper >= threshold,
+                "admitted": len(right) < MIN_VOTES or upper >= threshold,
             }
     return out
 

@@ -37,7 +37,7 @@ class CycleConfig(BaseModel):
         default=0.8, ge=0, le=1,
         description="A suite's rows justified by self-consistency are refused where, on its "
         "scored dev answers, the same vote was right less often than this (95 % upper "
-        "bound, 30 votes at least): a model can agree with itself on a wrong answer.",
+        "bound, 10 votes at least): a model can agree with itself on a wrong answer.",
     )  # fmt: skip
     frontier_weight: int = Field(
         default=2, ge=1, le=8,

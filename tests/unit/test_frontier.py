@@ -141,3 +141,20 @@ def test_form_evidence_is_read_alike_from_postgresql(postgres_url: str) -> None:
         dev_answers(store, right=60, wrong=0)
         compiled = compile_examples(store, allow_gold=False)
     assert compiled.admission["s"]["measured"] == 60 and len(compiled.examples) == 3
+
+
+def test_a_few_votes_never_refuse_self_consistency_fourteen_wrong_ones_do(store: Store) -> None:
+    """The upper bound carries how few votes there are; a floor of 10 keeps one or two from
+    deciding. 0 right of 14 (what a user's suite measured on night 2 of a nights run, the
+    customer's name in the item field every time; 7 of that night's 9 rows were wrong) is
+    clear: upper bound 0.22."""
+    prompt = "Name in: person 0 is Ada."
+    id = episode(store, prompt, [attempt("{}", False)], checks=FORM, scoring=GOLD)
+    store.add_correction(id, prompt=prompt, chosen='{"name": "Ada"}', source="sampled",
+                         verified=True, justification="consistency")  # fmt: skip
+    consistent_dev(store, right=0, wrong=9)
+    few = compile_examples(store, allow_gold=False)
+    assert len(few.examples) == 1 and few.consistency["s"]["admitted"] is True
+    consistent_dev(store, right=0, wrong=5)
+    refused = compile_examples(store, allow_gold=False)
+    assert refused.examples == [] and refused.consistency["s"]["measured"] == 14
