@@ -17,22 +17,22 @@ enough data), failed (an error; the message says which stage).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from reflexa.evals.contamination import Guard
 from reflexa.evals.held_out import held_out_guard
-from reflexa.trainers.config import TrainConfig, train_config
+from reflexa.trainers.blend import forgot
+from reflexa.trainers.candidate import Gated, blended, candidate
+from reflexa.trainers.config import train_config
 from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.examples import Example
-from reflexa.trainers.gate import GateResult, GateSuite, Measured, holm, measure
+from reflexa.trainers.gate import holm
 from reflexa.trainers.history import method_order, nothing_new
 from reflexa.trainers.methods import default_methods, distinct, holds_gold, parse_method
 from reflexa.trainers.ports import TrainerStore
@@ -47,9 +47,8 @@ from reflexa.trainers.referee import (
 )
 from reflexa.trainers.registry import promote
 from reflexa.trainers.rehearsal import read_rehearsal, rehearsal_prompts, rehearse, write_rehearsal
-from reflexa.trainers.retire import retire_passed
 from reflexa.trainers.sampling import COVERING, sample_corrections, sampling_targets
-from reflexa.trainers.stages import Skip, Stages, compile_and_train, cycle_lock, trained_before
+from reflexa.trainers.stages import Skip, Stages, cycle_lock
 from reflexa.trainers.workspace import Workspace
 
 
@@ -122,32 +121,6 @@ def round_settings(ws: Workspace, round_no: int) -> Workspace:
     return ws.with_cycle(allow_gold=False)
 
 
-@dataclass
-class _Candidate:
-    method: str
-    adapter: dict[str, Any]
-    name: str  # as the server knows it
-    gate: GateResult
-    compiled: dict[str, Any]
-    measured: Measured | None = None
-    gates: list[GateSuite] = dataclasses.field(default_factory=list)
-
-    @property
-    def gain(self) -> float:
-        """What the gate saw it gain over the current side: the dev pass fraction's rise plus
-        the frozen suite's, so of two that pass, the one that forgets less can win (measured:
-        with rehearsal, dev +6.3 and frozen +5.3 points; without, +8.3 and -1.3)."""
-        frozen = sum(v["difference"] for v in self.gate.suites.values() if v.get("frozen"))
-        return (self.gate.dev or {}).get("difference", 0.0) + frozen
-
-    def summary(self) -> dict[str, Any]:
-        return {"adapter": self.adapter["version"], "decision": self.gate.decision,
-                "gate_split": (self.gate.dev or {}).get("b"),
-                "suites": {k: v["difference"] for k, v in self.gate.suites.items()},
-                "examples": self.compiled.get("examples"),
-                "train_s": self.adapter["metrics"]["train"]["train_s"]}  # fmt: skip
-
-
 def _run(
     ws: Workspace,
     store: TrainerStore,
@@ -187,7 +160,7 @@ def _run(
     if any(m.rehearsal(ws.cycle.rehearsal) > 0 for m in sft):
         stage.rehearsal = _rehearsal(ws, store, referee, stage, protected, on_progress)
 
-    tried: list[_Candidate] = []
+    tried: list[Gated] = []
     skipped: dict[str, str] = {}
     order_why = None
     if len(methods) > 1:
@@ -204,7 +177,7 @@ def _run(
             continue
         args = (method, config, len(methods) > 1, protected, current, mixed, on_progress)
         try:
-            tried.append(_candidate(ws, store, stage, referee, *args))
+            tried.append(candidate(ws, store, stage, referee, *args))
         except Skip as e:
             if len(methods) == 1:
                 raise
@@ -213,16 +186,30 @@ def _run(
         raise Skip(
             "no method had enough data: " + "; ".join(f"{m}: {r}" for m, r in skipped.items())
         )
-    for c, decided in zip(tried, holm([c.gate for c in tried], ws.cycle.alpha), strict=True):
-        c.gate = decided
-        store.update_adapter(c.adapter["version"], metrics={"gate": decided.to_dict()})
+    decided = holm([c.gate for c in tried], ws.cycle.alpha)
+    forgetful = [c for c, d in zip(tried, decided, strict=True) if forgot(d, ws.cycle)]
+    blend: dict[str, Any] = {}
+    if ws.cycle.blend > 0 and forgetful and not any(d.promotes for d in decided):
+        spent = time.perf_counter() - stage.started
+        try:
+            if spent > budget:
+                raise Skip(f"the night's budget was spent ({spent / 60:.0f} minutes)")
+            tried.append(blended(ws, store, stage, referee, max(forgetful, key=lambda c: c.gain),
+                                 on_progress))  # fmt: skip
+            blend = tried[-1].summary()
+        except (Skip, TrainerError) as e:  # the night is decided without it
+            blend = {"skipped": str(e)}
+        decided = holm([c.gate for c in tried], ws.cycle.alpha)
+    for c, d in zip(tried, decided, strict=True):
+        c.gate = d
+        store.update_adapter(c.adapter["version"], metrics={"gate": d.to_dict()})
     promotable = [c for c in tried if c.gate.promotes]
     best = max(promotable, key=lambda c: c.gain, default=None)
     shown = best or max(tried, key=lambda c: c.gain)
 
     with stage("promote" if best else "reject") as detail:
-        gated = [(c.name, c.measured, c.gates) for c in tried]
-        settle_memory(store, referee, gated, best.name if best else None)
+        sides = [(c.name, c.measured, c.gates) for c in tried]
+        settle_memory(store, referee, sides, best.name if best else None)
         for c in tried:
             if c is best:
                 promote(ws, store, connect(), c.adapter["version"], c.gate.reason)
@@ -252,6 +239,8 @@ def _run(
             m: {"skipped": reason} for m, reason in skipped.items()
         }
         out["method_order"] = order_why
+    if blend:  # what pulling the forgetful candidate back toward the current adapter did
+        out["blend"] = blend
     return out
 
 
@@ -290,74 +279,6 @@ def _settling(ws: Workspace, methods: Sequence[str]) -> list[str]:
     gold = ws.cycle.allow_gold and not own
     allowed = ws.cycle.justifications
     return [j for j in COVERING if j in allowed and (j != "gold" or gold)]
-
-
-def _candidate(
-    ws: Workspace,
-    store: TrainerStore,
-    stage: Stages,
-    referee: Referee[Server],
-    method: str,
-    config: TrainConfig,
-    named: bool,
-    protected: Guard,
-    current: dict[str, Any] | None,
-    mixed: set[str] | None,
-    on_progress: Progress | None,
-) -> _Candidate:
-    """Compile, train and gate one method's candidate (stages named after the method when
-    several are tried). `mixed`: the sampled prompts whose answers disagreed, where GRPO
-    trains (a group whose answers all earn the same reward has no advantage to learn)."""
-    recipe = parse_method(method)
-    allow_gold = ws.cycle.allow_gold and recipe.recipe != "sft-label-free"
-    config = config.replace(**recipe.training())  # the method's own settings
-    suffix = f" {method}" if named else ""
-    kept = trained_before(store, stage, suffix)
-    if kept is not None:
-        summary, suites, continued, row = kept
-        stage.log(f"cycle: {row['version']} ({method}) was trained before the stop: gated as it is")
-    else:
-        summary, suites, continued, row = compile_and_train(
-            ws, store, stage, recipe, config, suffix, protected, current, mixed, allow_gold
-        )
-    with stage("gate" + suffix) as detail:
-        gates, notes = referee.gates(store, stage.cycle_id, suites)
-        # The current side first, all of it (once a night; its frozen suite once per adapter,
-        # reused on later nights), then the candidate's server for every measurement of the
-        # candidate: each side's server starts once.
-        if gates:
-            referee(gates, allow_gold)
-        client, candidate_name = referee.serve(row)
-        assert candidate_name is not None
-        if ws.memory:  # what the candidate passes unaided: retired for it
-            detail["retired"] = asyncio.run(
-                retire_passed(
-                    ws, store, client, candidate_name,
-                    on_progress and functools.partial(on_progress, "retire memories"),
-                )
-            )  # fmt: skip
-
-        def candidate_on(on: list[GateSuite], recall: dict[str, bool]) -> Measured:
-            client, name = referee.serve(row)  # a side's server: started again if switched
-            return asyncio.run(
-                measure(ws.cycle, referee.evaluator(client, stage.cycle_id), on, name,
-                        "candidate", memory=ws.memory, gold=allow_gold, recall=recall,
-                        on_progress=on_progress)
-            )  # fmt: skip
-
-        verdict, measured, gates = referee.judge(gates, allow_gold, candidate_on)
-        current_version = current["version"] if current else None
-        gate = dataclasses.replace(verdict, current=current_version, notes=[*notes, *verdict.notes])
-        store.update_adapter(
-            row["version"],
-            metrics={"gate": gate.to_dict(),
-                     "cycle": {"id": stage.cycle_id, "round": stage.round_no, "method": method,
-                               "gold": allow_gold, "data": summary, "continued": continued,
-                               "holds_gold": continued and holds_gold(current)}},
-        )  # fmt: skip
-        detail |= {"decision": gate.decision, "suites": len(gate.suites)}
-    adapter = store.adapter(row["version"]) or row
-    return _Candidate(method, adapter, candidate_name, gate, summary, measured, gates)
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,12 @@ class CycleConfig(BaseModel):
         "does not unlearn what it was not taught (trainers/rehearsal.py); nothing without "
         "chat in the store. 0: none.",
     )  # fmt: skip
+    blend: float = Field(
+        default=0.5, ge=0, lt=1,
+        description="A candidate the dev splits would promote but the frozen suite rejects is "
+        "pulled back toward the current adapter and gated once more: this share of its weight "
+        "update, the rest the current one's (trainers/blend.py). 0: never.",
+    )  # fmt: skip
     rehearsal_limit: int = Field(
         default=200, ge=0, description="Chat prompts the current model answers for rehearsal."
     )

@@ -306,11 +306,11 @@ def decide(
             pooled_a |= {f"{gate.label}/{k}": v for k, v in a.items()}
             pooled_b |= {f"{gate.label}/{k}": v for k, v in b.items()}
     dev = _compared(pooled_a, pooled_b) if pooled_a else None
-    dropped = _dropped({k: v for k, v in suites.items() if not v["frozen"]}, cycle)
+    regressed = dropped({k: v for k, v in suites.items() if not v["frozen"]}, cycle)
     problems = [
         f"{k} dropped {-v['difference']:.1%} (p = {v['p_value']:.3g}; Holm over "
         f"{len(suites) - sum(v['frozen'] for v in suites.values())} dev suites)"
-        for k, v in suites.items() if k in dropped
+        for k, v in suites.items() if k in regressed
     ] + [
         f"{k} may be worse by more than {cycle.frozen_margin:.0%} ({v['difference']:+.1%}, "
         f"lower bound {v['lower_95']:+.1%})"
@@ -330,7 +330,7 @@ def decide(
     return GateResult(decision, reason, dev, suites, memory)
 
 
-def _dropped(suites: dict[str, dict[str, Any]], cycle: CycleConfig) -> set[str]:
+def dropped(suites: dict[str, dict[str, Any]], cycle: CycleConfig) -> set[str]:
     """The dev suites that regressed: a drop of more than `max_drop` that is significant
     (one-sided, Holm's step-down over the dev suites at `alpha`). A point estimate would not
     do: chance alone drops a suite the candidate left as it was by more than 2 points in up

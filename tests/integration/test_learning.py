@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psutil
 import pytest
 from safetensors.numpy import load_file
@@ -522,6 +523,52 @@ def test_sft_can_go_on_from_its_parent_as_a_later_round_does(trained: dict, tmp_
     after = load_file(str(Path(built["path"]) / "adapter_model.safetensors"))
     assert before.keys() == after.keys()
     assert any(abs(after[k] - before[k]).max() > 0 for k in after if "lora_" in k)
+
+
+def test_a_blend_is_the_weighted_sum_of_the_updates_at_their_rank_and_the_server_loads_it(
+    trained: dict,
+) -> None:
+    """What a night gates when its candidate only forgot (trainers/blend.py, PEFT in a child
+    process): half of one adapter's weight update plus half of the other's, registered with
+    the other as its parent, at their rank; every module's update is that sum (to within
+    what the SVD cuts), and the real server loads it and answers. Blended with the base
+    model, it is half the update exactly."""
+    from reflexa.trainers.blend import blend_adapter
+    from reflexa.trainers.registry import load
+
+    settings = load_settings_from(trained["env"])
+    ws = settings.workspace()
+    with Store.open(settings.database) as store:
+        current, candidate = (store.adapter(r["version"]) for r in trained["rows"])
+        assert current and candidate
+        both = blend_adapter(ws, store, candidate, current, 0.5)
+        alone = blend_adapter(ws, store, candidate, None, 0.5)
+        assert both["parent"] == current["version"] and alone["parent"] is None
+        assert store.adapter(both["version"])["metrics"]["blend"] == {  # type: ignore[index]
+            "of": candidate["version"], "weight": 0.5, "with": current["version"]}  # fmt: skip
+
+    def updates(row: dict) -> dict:
+        path = Path(row["path"])
+        config = json.loads((path / "adapter_config.json").read_text())
+        weights = load_file(str(path / "adapter_model.safetensors"))
+        assert config["r"] == 16
+        scale = config["lora_alpha"] / config["r"]
+        return {k: scale * weights[k.replace("lora_A", "lora_B")] @ weights[k]
+                for k in weights if "lora_A" in k}  # fmt: skip
+
+    a, b, ab, b_alone = map(updates, (current, candidate, both, alone))
+    assert a.keys() == b.keys() == ab.keys() == b_alone.keys()
+    for k in a:
+        want = 0.5 * a[k] + 0.5 * b[k]
+        assert np.linalg.norm(ab[k] - want) <= 0.05 * np.linalg.norm(want), k  # the SVD's cut
+        assert np.linalg.norm(b_alone[k] - 0.5 * b[k]) <= 1e-4 * np.linalg.norm(b[k]), k
+    client = ModelClient(trained["env"]["REFLEXA_VLLM_URL"], "smollm2-135m-instruct")
+    name = load(ws, client, both)
+    try:
+        chat = client.chat_model(name, temperature=0, max_tokens=8)
+        assert chat.invoke("What is 2 + 3? Reply with only the number.").content
+    finally:
+        client.unload_adapter(name)
 
 
 def test_rehearsal_rows_are_the_served_model_s_own_greedy_answers(

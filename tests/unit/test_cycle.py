@@ -10,6 +10,7 @@ import pytest
 
 from reflexa.agent.settings import Settings
 from reflexa.agent.store import Store, open_store
+from reflexa.trainers import candidate as candidate_module
 from reflexa.trainers.cycle import cycle_lock, run_cycle
 from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.gate import GateResult
@@ -185,7 +186,7 @@ def test_with_a_side_server_the_current_adapter_samples_there_and_training_gets_
     settings = Settings(memory={"enabled": False})
     monkeypatch.setattr(cycle_module, "sampling_targets", lambda *_: ["a prompt"])
     monkeypatch.setattr(cycle_module, "sample_corrections", sampled)
-    monkeypatch.setattr(cycle_module, "compile_and_train", compiled)
+    monkeypatch.setattr(candidate_module, "compile_and_train", compiled)
     monkeypatch.setattr(referee_module, "check_adapter", lambda row, ws: Path(row["path"]))
     monkeypatch.setattr(referee_module, "load", lambda ws, client, row: f"loaded:{row['name']}")
     with open_store(settings) as store:
@@ -267,8 +268,8 @@ def test_each_side_is_measured_on_the_server_that_serves_it_each_server_started_
 
     settings = Settings(cycle=Settings().cycle.model_copy(
         update={"methods": ["sft"], "sample_n": 0}))  # fmt: skip
-    monkeypatch.setattr(cycle_module, "compile_and_train", trained)
-    monkeypatch.setattr(cycle_module, "retire_passed", retired)
+    monkeypatch.setattr(candidate_module, "compile_and_train", trained)
+    monkeypatch.setattr(candidate_module, "retire_passed", retired)
     monkeypatch.setattr(
         cycle_module, "promote", lambda ws, st, c, v, r: calls.append(("promote", v))
     )
@@ -412,11 +413,11 @@ def test_of_several_methods_the_gate_s_best_promotable_candidate_is_promoted(
                         "greedy": {"a": 0.5, "b": dev}}  # fmt: skip
             suites = {"capabilities": {"frozen": True, "difference": frozen[method]}}
             gate = GateResult(decision, f"{method} {dev}", measured, suites)
-            return cycle_module._Candidate(
+            return cycle_module.Gated(
                 method, store_.adapter(version), version, gate, {"examples": 20}
             )
 
-        monkeypatch.setattr(cycle_module, "_candidate", fake_candidate)
+        monkeypatch.setattr(cycle_module, "candidate", fake_candidate)
         monkeypatch.setattr(cycle_module, "promote", lambda s, st, c, v, r: promoted.append(v))
         result = run_cycle(settings.workspace(), store, Client, no_server)  # type: ignore[arg-type]
         rows = {a["version"]: a for a in store.adapters()}
@@ -439,6 +440,69 @@ def test_of_several_methods_the_gate_s_best_promotable_candidate_is_promoted(
     with open_store(settings) as store:
         result = run_cycle(settings.workspace(), store, Client, no_server)  # type: ignore[arg-type]
     assert result["status"] == "rejected" and promoted == []
+
+
+def test_a_candidate_only_the_frozen_suite_rejects_is_blended_back_and_gated_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Training and gates faked: a candidate the dev splits would promote but the frozen
+    suite rejects is pulled back toward the current adapter and gated as one more candidate,
+    Holm over both; its blend is promoted where that gate passes. One rejected on dev, or
+    one that regressed a dev suite, is not blended; nor is any with `blend` 0."""
+    from reflexa.trainers import cycle as cycle_module
+
+    def gate(decision: str, p: float, frozen_lower: float, dev_drop: float = 0.0) -> GateResult:
+        dev = {"a": 0.3, "b": 0.34, "difference": 0.04, "p_value": p, "answers": 5,
+               "greedy": {"a": 0.3, "b": 0.33}}  # fmt: skip
+        suites = {
+            "sums:dev": {"frozen": False, "difference": 0.04 - dev_drop, "p_value": p},
+            "capabilities": {"frozen": True, "difference": -0.02, "lower_95": frozen_lower},
+        }
+        return GateResult(decision, f"{decision} {p}", dev, suites)  # type: ignore[arg-type]
+
+    promoted: list[str] = []
+    blends: list[str] = []
+    night = {"gate": gate("reject", 0.008, -0.053)}  # night 2 of the nights run begun 12-07
+
+    def adapter(store, version):  # type: ignore[no-untyped-def]
+        store.add_adapter(version=version, name=version, path="/nowhere", parent=None,
+                          base_model="m", method="sft", dataset_hash="h", examples=20,
+                          metrics={"train": {"train_s": 1.0}})  # fmt: skip
+        return store.adapter(version)
+
+    def fake_candidate(ws, store, stage, referee, method, *rest):  # type: ignore[no-untyped-def]
+        version = f"v{len(store.adapters()) + 1}"
+        return cycle_module.Gated(method, adapter(store, version), version, night["gate"], {})
+
+    def fake_blended(ws, store, stage, referee, forgetful, on_progress):  # type: ignore[no-untyped-def]
+        blends.append(forgetful.adapter["version"])
+        version = f"v{len(store.adapters()) + 1}"
+        return cycle_module.Gated("sft blend", adapter(store, version), version,
+                                  gate("promote", 0.02, -0.03), {})  # fmt: skip
+
+    class Client:
+        def unload_adapter(self, name: str) -> None: ...
+
+    monkeypatch.setattr(cycle_module, "candidate", fake_candidate)
+    monkeypatch.setattr(cycle_module, "blended", fake_blended)
+    monkeypatch.setattr(cycle_module, "promote", lambda s, st, c, v, r: promoted.append(v))
+    settings = Settings(cycle=Settings().cycle.model_copy(update={"sample_n": 0}))
+    with open_store(settings) as store:
+        result = run_cycle(settings.workspace(), store, Client, no_server)  # type: ignore[arg-type]
+    assert blends == ["v1"] and promoted == ["v2"] and result["status"] == "promoted"
+    assert result["blend"]["adapter"] == "v2" and result["blend"]["decision"] == "promote"
+    assert "Holm-adjusted over 2 candidates 0.02" in result["reason"]
+
+    blended_once = len(blends)
+    for night["gate"] in (gate("reject", 0.3, 0.0), gate("reject", 0.008, -0.053, 0.08)):
+        with open_store(settings) as store:
+            result = run_cycle(settings.workspace(), store, Client, no_server)  # type: ignore[arg-type]
+        assert result["status"] == "rejected" and "blend" not in result
+    night["gate"] = gate("reject", 0.008, -0.053)
+    off = Settings(cycle=settings.cycle.model_copy(update={"blend": 0}))
+    with open_store(off) as store:
+        assert run_cycle(off.workspace(), store, Client, no_server)["status"] == "rejected"  # type: ignore[arg-type]
+    assert len(blends) == blended_once
 
 
 def test_methods_that_would_train_alike_are_tried_once() -> None:
@@ -523,7 +587,7 @@ def test_once_gold_is_off_sft_goes_on_from_the_adapter_gold_taught(
             seen.append((stage.round_no, ws.cycle.allow_gold, stage.continue_parent))
         raise cycle_module.Skip("faked")
 
-    monkeypatch.setattr(cycle_module, "_candidate", fake_candidate)
+    monkeypatch.setattr(cycle_module, "candidate", fake_candidate)
     gold = Settings(cycle=Settings().cycle.model_copy(update={"sample_n": 0}))
     never = Settings(cycle=gold.cycle.model_copy(update={"allow_gold": False}))
     with open_store(gold) as store:
@@ -766,7 +830,7 @@ def test_with_rehearsal_on_the_current_model_answers_the_chat_prompts_before_tra
         raise cycle_module.Skip("faked")
 
     monkeypatch.setattr(cycle_module, "rehearse", rehearsed)
-    monkeypatch.setattr(cycle_module, "compile_and_train", compiled)
+    monkeypatch.setattr(candidate_module, "compile_and_train", compiled)
     update = {"sample_n": 0, "methods": ["sft@rehearsal=0.2", "sft@epochs=1", "grpo"]}
     settings = Settings(memory={"enabled": False},
                         cycle=Settings().cycle.model_copy(update=update))  # fmt: skip

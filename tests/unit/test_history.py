@@ -81,7 +81,7 @@ def test_past_the_budget_no_further_method_starts(monkeypatch: pytest.MonkeyPatc
         started.append(method)
         raise cycle_module.Skip("too few rows")
 
-    monkeypatch.setattr(cycle_module, "_candidate", fake_candidate)
+    monkeypatch.setattr(cycle_module, "candidate", fake_candidate)
     with Store.open(settings.database) as store:
         result = run_cycle(settings.workspace(), store, lambda: None, lambda _: None)  # type: ignore[arg-type,return-value]
     assert started == ["sft"]  # nothing was tried yet when sft started; grpo never does
