@@ -188,6 +188,7 @@ def night_summary(result: dict[str, Any]) -> dict[str, Any]:
         "dev": result.get("dev"),
         "frozen": (result.get("suites") or {}).get("capabilities"),
         "notes": result.get("notes"),
+        "blend": result.get("blend"),  # a candidate only the frozen suite refused, blended back
         "rows": {j: p["examples"] for j, p in (compiled.get("precision") or {}).items()},
         "precision": compiled.get("precision"),  # by the store's scoring, where it has some
         "form_admission": compiled.get("form_admission"),
