@@ -96,12 +96,10 @@ def _blend(model_dir: Path, out: Path, weight: float, candidate: Path, *current:
     config = model.peft_config["candidate"]
     assert isinstance(config, LoraConfig)
     model.add_weighted_adapter(names, weights, BLENDED, combination_type="svd", svd_rank=config.r)
-    saved = out.with_name(out.name + ".peft")
-    model.save_pretrained(str(saved), selected_adapters=[BLENDED])
-    out.mkdir(parents=True)
+    model.save_pretrained(str(out), selected_adapters=[BLENDED])
     for name in ADAPTER_FILES:  # PEFT saves an adapter not named "default" in its own folder
-        shutil.move(saved / BLENDED / name, out / name)
-    shutil.rmtree(saved)
+        shutil.move(out / BLENDED / name, out / name)
+    shutil.rmtree(out / BLENDED)
 
 
 if __name__ == "__main__":
