@@ -23,11 +23,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from bench.nights_bench import WORK, Night, measure
+from bench.nights_bench import Night, from_source, measure
 from bench.record import write_result
 from reflexa.agent.settings import Settings, load_settings
 from reflexa.agent.store import Store
@@ -104,15 +103,9 @@ def main() -> None:
     if args.resume:
         run = Night(args.resume)
     elif args.source:
-        if not (args.source / "state.json").exists():
-            sys.exit(f"blend_again: {args.source} is not a nights_bench run")
         if not all(0 < w < 1 for w in args.weights):
             sys.exit("blend_again: each weight is a share of the update, between 0 and 1")
-        folder = WORK / f"blend-{time.strftime('%Y%m%d-%H%M%S')}"
-        folder.mkdir(parents=True)
-        print(f"blend_again: run folder {folder} (--resume it after a kill)", file=sys.stderr)
-        settings = vars(args) | {"source": str(args.source.resolve())}
-        run = Night(folder, {k: v for k, v in settings.items() if k != "resume"})
+        run = from_source("blend_again", "blend", args)
     else:
         sys.exit("blend_again: name --source, or --resume a run")
     try:

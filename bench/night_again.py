@@ -26,11 +26,10 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from bench.nights_bench import WORK, Night, day_of_chat, gate_runs, measure, night_summary
+from bench.nights_bench import Night, day_of_chat, from_source, gate_runs, measure, night_summary
 from bench.record import write_result
 
 
@@ -85,13 +84,7 @@ def main() -> None:
     if args.resume:
         run = Night(args.resume)
     elif args.source and args.methods:
-        if not (args.source / "state.json").exists():
-            sys.exit(f"night_again: {args.source} is not a nights_bench run")
-        folder = WORK / f"again-{time.strftime('%Y%m%d-%H%M%S')}"
-        folder.mkdir(parents=True)
-        print(f"night_again: run folder {folder} (--resume it after a kill)", file=sys.stderr)
-        settings = vars(args) | {"source": str(args.source.resolve())}
-        run = Night(folder, {k: v for k, v in settings.items() if k != "resume"})
+        run = from_source("night_again", "again", args)
     else:
         sys.exit("night_again: name --source and --methods, or --resume a run")
     try:

@@ -363,6 +363,18 @@ each night the scheduled job, then every suite's test split (never a decision).<
     return page
 
 
+def from_source(tool: str, prefix: str, args: argparse.Namespace) -> Night:
+    """A new run folder of `tool` (night_again, blend_again) on the nights run `args.source`,
+    its arguments recorded; or exit saying why not."""
+    if not (args.source / "state.json").exists():
+        sys.exit(f"{tool}: {args.source} is not a nights_bench run")
+    folder = WORK / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder.mkdir(parents=True)
+    print(f"{tool}: run folder {folder} (--resume it after a kill)", file=sys.stderr)
+    settings = vars(args) | {"source": str(args.source.resolve())}
+    return Night(folder, {k: v for k, v in settings.items() if k != "resume"})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nights", type=int, default=4)
