@@ -61,6 +61,12 @@ class CycleConfig(BaseModel):
     rehearsal_limit: int = Field(
         default=200, ge=0, description="Chat prompts the current model answers for rehearsal."
     )
+    replay: float = Field(
+        default=1.0, ge=0,
+        description="SFT or DPO that goes on from the current adapter learns every row logged "
+        "since the last night that trained, and of the earlier rows at most this many times as "
+        "many, drawn at random (trainers/replay.py); a new adapter learns all. Large: all.",
+    )  # fmt: skip
     rounds: int = Field(
         default=1, ge=1, le=10,
         description="Cycles in a row per `reflexa cycle` (and per scheduled run); each samples "

@@ -26,6 +26,8 @@ imprecise. Learning is weighted to the frontier: an example whose answer the mod
 give by itself (a repair, a sample that won over the greedy answer, gold, a user's) is
 repeated `frontier_weight` times in SFT, and the trainer scales its epochs down to match,
 so a night costs the same and the rows the model already answers (`self`) weigh less.
+A night that goes on from the current adapter replays a capped share of the rows logged
+before the last night that trained (`trainers.replay`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,9 @@ from reflexa.trainers.admission import consistency_admission, form_admission
 from reflexa.trainers.errors import TrainerError
 from reflexa.trainers.examples import SOURCES, Compiled, Example, Format
 from reflexa.trainers.ports import CorrectionSource
+from reflexa.trainers.ratings import rating_records
 from reflexa.trainers.rehearsal import with_rehearsal
+from reflexa.trainers.replay import with_replay
 
 
 def compile_examples(
@@ -98,6 +103,7 @@ def compile_examples(
         winner.episode_ids = sorted(set(winner.episode_ids) | set(other.episode_ids))
         winner.suites = sorted(set(winner.suites) | set(other.suites))
         winner.rejected = winner.rejected or other.rejected
+        winner.logged_at = max(filter(None, (winner.logged_at, other.logged_at)), default=None)
         kept[row.prompt_hash] = winner
     examples = sorted(kept.values(), key=lambda e: (_rank(e), e.prompt_hash))
     sharing = shared_entities(protected.items, [e.prompt for e in examples])
@@ -142,7 +148,7 @@ def _rows(
             Example(
                 c.prompt_hash, c.prompt, c.chosen, c.source, c.rejected,
                 [c.episode_id] if c.episode_id else [], suites, justification, c.correct,
-                asked,
+                asked, c.created_at,
             )
         )  # fmt: skip
         if c.correct is not False:  # right, or no scoring to say: gold not needed
@@ -159,11 +165,12 @@ def _rows(
             justification = by_checks(e.checks, e.prompt, first.answer)
             rows.append(
                 Example(key, e.prompt, first.answer, "self", None, [e.id], suites, justification,
-                        e.first_correct)
+                        e.first_correct, logged_at=e.created_at)
             )  # fmt: skip
         uncorrected = gold_ok and e.id not in corrected and e.first_correct is False
         if uncorrected and (gold := gold_answer(e.scoring)) is not None:
-            row = Example(key, e.prompt, gold, "gold", first.answer, [e.id], suites, "gold", True)
+            row = Example(key, e.prompt, gold, "gold", first.answer, [e.id], suites, "gold", True,
+                          logged_at=e.created_at)  # fmt: skip
             golds.append((row, [*e.checks, *e.scoring]))
 
     async def verify() -> list[bool]:
@@ -261,40 +268,6 @@ def prompt_records(
     return list(rows.values()), compiled
 
 
-def rating_records(
-    store: CorrectionSource, protected: Guard | None = None
-) -> tuple[list[dict[str, Any]], Compiled]:
-    """KTO rows: each answer people rated (thumbs up: desirable, down: not) and each user
-    correction (its answer desirable, the one it replaced not), as prompt, completion and
-    label; one row per prompt and answer: the last rating of it, and a user's correction
-    over any rating (a right answer given outranks a thumb). Never a protected (held-out or
-    gate) prompt. The rows, and what was skipped, in a Compiled."""
-    protected = held_out_guard(store.held_out_prompts()) if protected is None else protected
-    said: dict[tuple[str, str], tuple[bool, str, list[str]]] = {}  # (hash, answer) → label
-    for r in store.ratings():
-        if r["answer"]:
-            said[(prompt_hash(r["prompt"]), r["answer"])] = (r["rating"] == "good", r["prompt"],
-                                                             [r["episode_id"]])  # fmt: skip
-    for c in store.corrections():
-        if c.source == "user" and c.verified and c.chosen:
-            ids = [c.episode_id] if c.episode_id else []
-            said[(c.prompt_hash, c.chosen)] = (True, c.prompt, ids)
-            if c.rejected and c.rejected.strip() != c.chosen.strip():
-                said[(c.prompt_hash, c.rejected)] = (False, c.prompt, ids)
-    rows, skipped = [], 0
-    for (key, answer), (label, prompt, ids) in said.items():
-        if protected.protects(prompt):
-            skipped += 1
-            continue
-        rows.append({
-            "prompt": [{"role": "user", "content": prompt}],
-            "completion": [{"role": "assistant", "content": answer}],
-            "label": label, "source": "rating", "justification": "user",
-            "prompt_hash": key, "episode_ids": ids,
-        })  # fmt: skip
-    return rows, Compiled([], skipped, 0)
-
-
 def dataset_hash(records: Sequence[dict[str, Any]]) -> str:
     """Hash of the training content (not the provenance): same data, same hash."""
     provenance = ("episode_ids", "source", "justification")  # weighting repeats rows: kept
@@ -351,12 +324,14 @@ def build_dataset(
     frontier_weight: int = 1,
     rehearsal: Sequence[Example] = (),
     rehearsal_share: float = 0.0,
+    replay: tuple[datetime, float] | None = None,
     **manifest: Any,
 ) -> tuple[Compiled, int]:
     """Compile the store's corrections into `fmt` rows and write them to `out`; the
     compilation and the number of rows. Fewer than `min_examples`: TooFewExamples.
     `mixed`: GRPO's prompts, where sampling found some. `rehearsal`: SFT only, added as
-    `rehearsal_share` of the examples once they are enough by themselves."""
+    `rehearsal_share` of the examples once they are enough by themselves. `replay` (since,
+    share): SFT and DPO rows logged before `since`, at most `share` of those since."""
     if fmt == "grpo":  # prompts and their verifiers, not answers
         records, compiled = prompt_records(
             store, allow_gold=allow_gold, protected=protected, justifications=justifications,
@@ -389,6 +364,10 @@ def build_dataset(
             f"(min_examples): {more}{why}",
             compiled.summary(unique),
         )
+    if replay is not None and fmt in ("sft", "dpo"):
+        compiled = with_replay(compiled, *replay)
+        records = to_records(compiled.examples, fmt, repair_turns)
+        unique = len(records)
     if fmt == "sft" and rehearsal and rehearsal_share > 0:
         compiled = with_rehearsal(compiled, rehearsal, rehearsal_share)
         records = to_records(compiled.examples, fmt, repair_turns)

@@ -4,6 +4,7 @@ justification) and the account of what was left out, and why."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from reflexa.evals.signal import JUSTIFICATIONS
@@ -24,6 +25,7 @@ class Example:
     justification: str = "checks"
     correct: bool | None = None  # scoring's view, where the item has scoring
     repair_request: str | None = None  # a repair's: the feedback turn its first answer got
+    logged_at: datetime | None = None  # when its newest evidence was logged (trainers/replay.py)
 
     @property
     def frontier(self) -> bool:
@@ -45,6 +47,7 @@ class Compiled:
     gold_replaced: int = 0  # with gold: rows scoring found wrong, dropped (gold added instead)
     admission: dict[str, dict[str, Any]] = field(default_factory=dict)  # form, per suite
     consistency: dict[str, dict[str, Any]] = field(default_factory=dict)  # its vote, per suite
+    replay: dict[str, Any] = field(default_factory=dict)  # rows from before the last night
 
     def by_source(self) -> dict[str, int]:
         counts = {s: 0 for s in SOURCES}
@@ -71,6 +74,7 @@ class Compiled:
             | ({"alike_skipped": self.alike} if self.alike else {})
             | ({"form_admission": self.admission} if self.admission else {})
             | ({"consistency_admission": self.consistency} if self.consistency else {})
+            | ({"replay": self.replay} if self.replay else {})
         )
 
     def suites(self) -> list[str]:

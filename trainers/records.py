@@ -4,6 +4,7 @@ what they are. The store builds them; the trainers never see its tables."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from reflexa.evals.verdict import VerdictRecord
@@ -45,6 +46,7 @@ class EpisodeRecord:
     scoring: list[dict[str, Any]] = field(default_factory=list)  # gold: only scores
     gold_allowed: bool = False  # its scoring may become a training row, where a compile allows
     first_correct: bool | None = None  # by scoring (None: no scoring)
+    created_at: datetime | None = None  # when it was logged
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class CorrectionRecord:
     verified: bool
     justification: str
     correct: bool | None = None
+    created_at: datetime | None = None  # when it was logged
 
 
 @dataclass(frozen=True)

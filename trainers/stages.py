@@ -23,6 +23,7 @@ from reflexa.trainers.history import grpo_steps
 from reflexa.trainers.methods import Method, continues
 from reflexa.trainers.ports import TrainerStore
 from reflexa.trainers.registry import parent_folder, register
+from reflexa.trainers.replay import last_trained
 from reflexa.trainers.workspace import Workspace
 
 
@@ -110,6 +111,9 @@ def compile_and_train(
     its rows came from, whether training went on from the current adapter, and the
     registered adapter."""
     fmt = recipe.format
+    parent = current["version"] if current else None
+    start = parent_folder(store, parent, continues(recipe, stage.continue_parent))
+    since = last_trained(stage.history) if start else None
     with stage("compile" + suffix) as detail:
         dataset_dir = ws.home / "datasets" / dataset_name(stage.cycle_id, suffix)
         try:
@@ -123,6 +127,7 @@ def compile_and_train(
                 consistency_precision=ws.cycle.consistency_precision,
                 agree=(ws.cycle.agree_greedy, ws.cycle.agree_majority),
                 rehearsal=stage.rehearsal, rehearsal_share=recipe.rehearsal(ws.cycle.rehearsal),
+                replay=(since, ws.cycle.replay) if since else None,
             )  # fmt: skip
         except TooFewExamples as e:
             detail |= e.summary
@@ -140,8 +145,6 @@ def compile_and_train(
             )  # fmt: skip
             if steps is None:
                 raise Skip(detail["steps"])
-        parent = current["version"] if current else None
-        start = parent_folder(store, parent, continues(recipe, stage.continue_parent))
         built = train_in_child(ws, dataset_dir, fmt, start, parent, steps, recipe.training())
         row = register(ws, store, built)
         detail |= {

@@ -261,7 +261,7 @@ def test_gold_and_first_answers_never_become_repair_turns(store: Store) -> None:
 def test_kto_rows_are_what_people_said_the_last_word_winning(store: Store) -> None:
     """Thumbs and user corrections as KTO rows (prompt, completion, label); a held-out
     prompt never; an answer rated twice counts once, as it was rated last."""
-    from reflexa.trainers.dataset import rating_records
+    from reflexa.trainers.ratings import rating_records
 
     liked = episode(store, "Name a colour.", [attempt("blue", True)], split=None)
     store.add_rating(liked, "good", by="ana")
