@@ -190,6 +190,8 @@ def night_summary(result: dict[str, Any]) -> dict[str, Any]:
         "notes": result.get("notes"),
         "blend": result.get("blend"),  # a candidate only the frozen suite refused, blended back
         "rows": {j: p["examples"] for j, p in (compiled.get("precision") or {}).items()},
+        "examples": compiled.get("examples"),  # unique rows trained on
+        "replay": compiled.get("replay"),  # earlier nights' rows: how many there were and kept
         "precision": compiled.get("precision"),  # by the store's scoring, where it has some
         "form_admission": compiled.get("form_admission"),
         "consistency_admission": compiled.get("consistency_admission"),
