@@ -48,9 +48,8 @@ def run_again(run: Night) -> dict[str, Any]:
            "REFLEXA_CYCLE__METHODS": json.dumps(args["methods"]),
            "REFLEXA_CYCLE__BUDGET_MINUTES": str(args["budget_minutes"])}  # fmt: skip
     result = run.step("night", lambda: run.reflexa("cycle", env=env))
-    tried = {m: s["adapter"] for m, s in (result.get("methods") or {}).items() if "adapter" in s}
-    if not tried and (result.get("adapter") or {}).get("version"):
-        tried = {result["method"]: result["adapter"]["version"]}
+    tried = {_named(a): a["version"] for a in run.reflexa("adapters", "list")
+             if (a["metrics"].get("cycle") or {}).get("id") == result.get("cycle_id")}  # fmt: skip
     night = before[f"night {last}"]["result"]  # its own candidate, if it was not served
     if night.get("status") != "promoted" and (night.get("adapter") or {}).get("version"):
         tried[f"night {last}'s own ({night['adapter'].get('method')})"] = night["adapter"][
@@ -67,6 +66,13 @@ def run_again(run: Night) -> dict[str, Any]:
             m: run.step(f"measure {v}", lambda v=v: measure(run, v)) for m, v in tried.items()
         },
     }
+
+
+def _named(adapter: dict[str, Any]) -> str:
+    """A night's candidate by its method, or what it blends."""
+    if blend := adapter["metrics"].get("blend"):
+        return f"blend of {blend['of']} ({blend['weight']:g}) with {blend['with'] or 'the base'}"
+    return str((adapter["metrics"].get("cycle") or {}).get("method") or adapter["method"])
 
 
 def main() -> None:

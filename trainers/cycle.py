@@ -191,14 +191,15 @@ def _run(
     blend: dict[str, Any] = {}
     if ws.cycle.blend > 0 and forgetful and not any(d.promotes for d in decided):
         spent = time.perf_counter() - stage.started
+        source = max(forgetful, key=lambda c: c.gain)
+        blend = {"of": source.adapter["version"]}
         try:
             if spent > budget:
                 raise Skip(f"the night's budget was spent ({spent / 60:.0f} minutes)")
-            tried.append(blended(ws, store, stage, referee, max(forgetful, key=lambda c: c.gain),
-                                 on_progress))  # fmt: skip
-            blend = tried[-1].summary()
+            tried.append(blended(ws, store, stage, referee, source, on_progress))
+            blend |= tried[-1].summary()
         except (Skip, TrainerError) as e:  # the night is decided without it
-            blend = {"skipped": str(e)}
+            blend["skipped"] = str(e)
         decided = holm([c.gate for c in tried], ws.cycle.alpha)
     for c, d in zip(tried, decided, strict=True):
         c.gate = d

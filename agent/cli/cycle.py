@@ -114,7 +114,10 @@ def _cycle_summary(result: dict[str, Any]) -> dict[str, Any]:
     compiled = compile_stage(result["stages"])
     keep = ("cycle_id", "round", "gold", "status", "decision", "reason", "stages")
     return {k: result[k] for k in keep} | {
+        "method": result.get("method"),
         "methods": result.get("methods"),
+        "method_order": result.get("method_order"),
+        "blend": result.get("blend"),  # a candidate only the frozen suite refused, blended back
         "adapter": result["adapter"],
         "dev": dev_result(gate),
         "suites": suites,
@@ -146,6 +149,10 @@ def _print_cycle(result: dict[str, Any], numbered: bool = False) -> None:
             f"  method {method:15s} {m['adapter']} {m['decision']}, gate split {split}, "
             f"{m['examples']} rows, trained in {m['train_s']:.0f} s"
         )
+    if blend := result.get("blend"):
+        click.echo(f"  blend of {blend['of']} back toward the current adapter: "
+                   + (f"{blend['adapter']} {blend['decision']}" if "adapter" in blend
+                      else f"skipped: {blend.get('skipped')}"))  # fmt: skip
     if result["gate"]:
         click.echo("  gate suite (pass fraction)       current  candidate  p       lower bound")
         for name, s in result["gate"]["suites"].items():

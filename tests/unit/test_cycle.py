@@ -443,12 +443,14 @@ def test_of_several_methods_the_gate_s_best_promotable_candidate_is_promoted(
 
 
 def test_a_candidate_only_the_frozen_suite_rejects_is_blended_back_and_gated_again(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Training and gates faked: a candidate the dev splits would promote but the frozen
     suite rejects is pulled back toward the current adapter and gated as one more candidate,
-    Holm over both; its blend is promoted where that gate passes. One rejected on dev, or
-    one that regressed a dev suite, is not blended; nor is any with `blend` 0."""
+    Holm over both; its blend is promoted where that gate passes, and the cycle's printout
+    and JSON say so. One rejected on dev, or one that regressed a dev suite, is not blended;
+    nor is any with `blend` 0."""
+    from reflexa.agent.cli import cycle as cycle_cli
     from reflexa.trainers import cycle as cycle_module
 
     def gate(decision: str, p: float, frozen_lower: float, dev_drop: float = 0.0) -> GateResult:
@@ -491,6 +493,11 @@ def test_a_candidate_only_the_frozen_suite_rejects_is_blended_back_and_gated_aga
         result = run_cycle(settings.workspace(), store, Client, no_server)  # type: ignore[arg-type]
     assert blends == ["v1"] and promoted == ["v2"] and result["status"] == "promoted"
     assert result["blend"]["adapter"] == "v2" and result["blend"]["decision"] == "promote"
+    assert result["blend"]["of"] == "v1"
+    cycle_cli._print_cycle(result | {"seconds": 1, "gate": None})  # the faked gate: no suites
+    printed = capsys.readouterr().out
+    assert "blend of v1 back toward the current adapter: v2 promote" in printed
+    assert cycle_cli._cycle_summary(result)["blend"] == result["blend"]  # --json says it too
     assert "Holm-adjusted over 2 candidates 0.02" in result["reason"]
 
     blended_once = len(blends)
