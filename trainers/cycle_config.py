@@ -62,7 +62,7 @@ class CycleConfig(BaseModel):
         default=200, ge=0, description="Chat prompts the current model answers for rehearsal."
     )
     replay: float = Field(
-        default=1.0, ge=0,
+        default=0.5, ge=0,
         description="SFT or DPO that goes on from the current adapter learns every row logged "
         "since the last night that trained, and of the earlier rows at most this many times as "
         "many, drawn at random (trainers/replay.py); a new adapter learns all. Large: all.",
