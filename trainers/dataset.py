@@ -331,7 +331,8 @@ def build_dataset(
     compilation and the number of rows. Fewer than `min_examples`: TooFewExamples.
     `mixed`: GRPO's prompts, where sampling found some. `rehearsal`: SFT only, added as
     `rehearsal_share` of the examples once they are enough by themselves. `replay` (since,
-    share): SFT and DPO rows logged before `since`, at most `share` of those since."""
+    share): SFT and DPO rows logged before `since`, at most `share` times those since, the
+    rows that count towards `min_examples`."""
     if fmt == "grpo":  # prompts and their verifiers, not answers
         records, compiled = prompt_records(
             store, allow_gold=allow_gold, protected=protected, justifications=justifications,
@@ -345,6 +346,8 @@ def build_dataset(
             allow_unconfined=allow_unconfined, form_precision=form_precision,
             consistency_precision=consistency_precision, agree=agree,
         )  # fmt: skip
+        if replay is not None:  # enough is what tonight would train on
+            compiled = with_replay(compiled, *replay)
         records = to_records(compiled.examples, fmt, repair_turns)
     unique = len(records)
     if unique < max(min_examples, 1):
@@ -364,10 +367,6 @@ def build_dataset(
             f"(min_examples): {more}{why}",
             compiled.summary(unique),
         )
-    if replay is not None and fmt in ("sft", "dpo"):
-        compiled = with_replay(compiled, *replay)
-        records = to_records(compiled.examples, fmt, repair_turns)
-        unique = len(records)
     if fmt == "sft" and rehearsal and rehearsal_share > 0:
         compiled = with_rehearsal(compiled, rehearsal, rehearsal_share)
         records = to_records(compiled.examples, fmt, repair_turns)

@@ -62,9 +62,12 @@ def test_rows_from_before_the_last_night_are_a_capped_random_share_of_the_new_on
         assert built(1.0, "b")[1] == kept  # every candidate of a night draws the same rows
         assert built(0.0, "c")[1] == sorted(new)
         assert len(built(100.0, "d")[1]) == len(built(None, "e")[1]) == 9
-        with pytest.raises(TooFewExamples):  # enough is counted before replay, as before it
+        with pytest.raises(TooFewExamples, match="6 sft examples, fewer than the 7"):
             build_dataset(store, tmp_path / "f", "sft", allow_gold=False, protected=Guard(),
-                          min_examples=10, replay=(since, 1.0))  # fmt: skip
+                          min_examples=7, replay=(since, 1.0))  # fmt: skip
+        # enough counts the rows tonight trains on: all 9 are enough
+        build_dataset(store, tmp_path / "f", "sft", allow_gold=False, protected=Guard(),
+                      min_examples=7)  # fmt: skip
 
 
 def test_the_last_night_that_trained_is_the_newest_cycle_with_a_finished_train_stage(
