@@ -6,6 +6,8 @@ and the test split of every suite is measured after it (never used for a decisio
     .venv/bin/python -m bench.nights_bench --report              # redraw nights.html
     .venv/bin/python -m bench.nights_bench --resume .bench-work/nights-XXXX --so-far
                                                # the nights measured so far, as a results file
+    .venv/bin/python -m bench.nights_bench --fork .bench-work/nights-XXXX --night 1 --nights 4
+                                               # a new run that goes on from that run's night 1
 
 Day n: a fresh batch of training traffic per suite, as a user would send it: `reflexa eval
 run FILE --split train` (reflection on, memory on) on a file of new prompts drawn from a
@@ -29,7 +31,10 @@ gate's share) and bench/results/nights.html (a learning curve per suite) are wri
 Answers are capped at 128 tokens, as in the demo. Each step records the commit checked out
 where it runs when it starts (its processes load that code; a run resumed on newer code says
 so), and the one at its end too where they differ. The gate's false-promotion rate from the
-nights' real per-item answers: bench/gate_null.py on the run's folder.
+nights' real per-item answers: bench/gate_null.py on the run's folder. After each night the
+store and adapters are kept (`snapshots/night-N`, about 50 MB): `--fork` starts a run from
+one, its earlier nights' steps as that run recorded them, so code changed since can be
+measured on the later nights alone.
 """
 
 from __future__ import annotations
@@ -299,8 +304,40 @@ def _night(
     if result.get("status") == "promoted":
         served = summary["adapter"]
     curve.append(run.step(f"measure {n}", lambda: measure(run, served)))
+    run.step(f"snapshot {n}", lambda: snapshot(run.folder, n))
     nights.append(summary | {"served": served})
     return served
+
+
+def snapshot(folder: Path, n: int) -> str:
+    """The store and the adapters as night `n` left them, for `--fork`."""
+    out = folder / "snapshots" / f"night-{n}"
+    shutil.copytree(folder / "home" / "adapters", out / "adapters", dirs_exist_ok=True)
+    with contextlib.closing(sqlite3.connect(folder / "home" / "reflexa.db")) as db, \
+            contextlib.closing(sqlite3.connect(out / "reflexa.db")) as copy:  # fmt: skip
+        db.backup(copy)  # consistent, whatever the journal holds
+    return str(out)
+
+
+def fork(source: Path, night: int, nights: int) -> Night:
+    """A new run that goes on from `source`'s night `night`: its home is that night's
+    snapshot, its steps up to that night are the source's."""
+    snap = source / "snapshots" / f"night-{night}"
+    if not snap.is_dir():
+        sys.exit(f"nights_bench: {source} has no snapshot of night {night} to fork from")
+    state = json.loads((source / "state.json").read_text())
+    folder = WORK / f"nights-{time.strftime('%Y%m%d-%H%M%S')}"
+    shutil.copytree(snap, folder / "home")
+    shutil.copytree(source / "traffic", folder / "traffic")
+    with contextlib.closing(sqlite3.connect(folder / "home" / "reflexa.db")) as db, db:
+        db.execute("update adapters set path = replace(path, ?, ?)",  # its own copies
+                   (str(source / "home"), str(folder / "home")))  # fmt: skip
+    args = state["args"] | {"nights": nights, "forked_from": {"run": str(source), "night": night}}
+    run = Night(folder, args)
+    run.state["done"] = {k: v for k, v in state["done"].items() if int(k.split()[1]) <= night}
+    run.file.write_text(json.dumps(run.state, indent=1, default=str))
+    print(f"nights_bench: run folder {folder}, from {source} night {night}", file=sys.stderr)
+    return run
 
 
 def day_of_chat(run: Night, count: int, seed: int) -> dict[str, Any]:
@@ -385,6 +422,8 @@ def main() -> None:
     parser.add_argument("--chat", type=int, default=0, help="Chat exchanges a day (rehearsal).")
     parser.add_argument("--port", type=int, default=8016, help="The bench's own vLLM port.")
     parser.add_argument("--resume", type=Path, help="A run's folder, to continue it.")
+    parser.add_argument("--fork", type=Path, help="A run's folder, to go on from --night.")
+    parser.add_argument("--night", type=int, help="With --fork: the night to go on from.")
     parser.add_argument("--report", action="store_true", help="Only redraw nights.html.")
     parser.add_argument("--so-far", action="store_true",
                         help="With --resume: write the results of the nights measured so far "
@@ -398,6 +437,10 @@ def main() -> None:
     if args.resume:
         run = Night(args.resume)
         run.so_far = args.so_far
+    elif args.fork:
+        if args.night is None or not 1 <= args.night < args.nights:
+            sys.exit("nights_bench: --fork needs --night, from 1 to fewer than --nights")
+        run = fork(args.fork, args.night, args.nights)
     else:
         folder = WORK / f"nights-{time.strftime('%Y%m%d-%H%M%S')}"
         folder.mkdir(parents=True)
