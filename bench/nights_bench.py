@@ -379,14 +379,16 @@ def write_page(results: Path) -> Path:
             cells = [file.name, doc["commit"]["sha"][:7], str(night["night"]), str(night["gold"]),
                      str(night["status"]), str(night["served"]),
                      ", ".join(f"{j} {k}" for j, k in (night["rows"] or {}).items()),
-                     f"{night['seconds'] / 60:.1f}", f"{night['gate_share'] or 0:.0%}",
+                     f"{night['seconds'] / 60:.1f}",
+                     f"{sum(v for k, v in night['stages'].items() if k.startswith('train')):.0f}",
+                     f"{night['gate_share'] or 0:.0%}",
                      " / ".join(f"{r:.1%}" for r in
                                 (night.get("false_promotion") or {}).get("smoothed", [])),
-                     str(night["reason"])]  # fmt: skip
+                     _blend_cell(night.get("blend")), str(night["reason"])]  # fmt: skip
             rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     head = ["result", "commit", "night", "gold", "outcome", "served after", "rows", "minutes",
-            "gate share", "false promotion, 1 / 2 candidates (simulated)",
-            "the gate's reason"]  # fmt: skip
+            "training s", "gate share", "false promotion, 1 / 2 candidates (simulated)",
+            "blend", "the gate's reason"]  # fmt: skip
     page = results / "nights.html"
     page.write_text(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Reflexa: nights</title><style>body{{font-family:system-ui,sans-serif;max-width:1200px;
@@ -400,6 +402,15 @@ each night the scheduled job, then every suite's test split (never a decision).<
 </body></html>
 """)
     return page
+
+
+def _blend_cell(blend: dict[str, Any] | None) -> str:
+    """What a night's blend did: none tried, skipped and why, or its adapter's decision."""
+    if not blend:
+        return ""
+    if "adapter" not in blend:
+        return f"skipped: {blend.get('skipped')}"
+    return f"{blend['adapter']} (of {blend.get('of', '?')}): {blend['decision']}"
 
 
 def from_source(tool: str, prefix: str, args: argparse.Namespace) -> Night:
