@@ -22,10 +22,11 @@ from bench.record import write_result
 
 
 def readings(db: Path, cycle_id: str) -> list[dict[str, Any]]:
-    """Each of the cycle's finished eval runs: suite, the adapter it served (None: the
-    model, or merged weights), items, greedy pass rate and mean pass fraction."""
+    """Each of the cycle's finished eval runs: suite, the adapter it served (its version; the
+    model's name where none), items, greedy pass rate and mean pass fraction."""
     out = []
     with contextlib.closing(sqlite3.connect(db)) as conn:
+        versions = dict(conn.execute("select name, version from adapters").fetchall())
         runs = conn.execute("select id, suite, config from eval_runs where status = 'done' "
                             "order by created_at").fetchall()  # fmt: skip
         for run_id, suite, config in runs:
@@ -40,12 +41,13 @@ def readings(db: Path, cycle_id: str) -> list[dict[str, Any]]:
                 first = bool(passed if correct is None else correct)
                 answers = [first] + [
                     bool(d["checks_passed"] if d.get("correct") is None else d["correct"])
-                    for d in json.loads(draws or "[]")
+                    for d in json.loads(draws or "null") or []
                 ]
                 greedy.append(first)
                 fractions.append(sum(answers) / len(answers))
             if rows:
-                out.append({"suite": suite, "served": rows[0][3],
+                served = versions.get(rows[0][3], rows[0][3])  # merged weights: the same name
+                out.append({"suite": suite, "served": served,
                             "items": len(rows), "answers": len(answers),
                             "greedy": round(sum(greedy) / len(rows), 4),
                             "pass_fraction": round(sum(fractions) / len(rows), 4)})  # fmt: skip
