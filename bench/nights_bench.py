@@ -32,7 +32,7 @@ Answers are capped at 128 tokens, as in the demo. Each step records the commit c
 where it runs when it starts (its processes load that code; a run resumed on newer code says
 so), and the one at its end too where they differ. The gate's false-promotion rate from the
 nights' real per-item answers: bench/gate_null.py on the run's folder. After each night the
-store and adapters are kept (`snapshots/night-N`, about 50 MB): `--fork` starts a run from
+store and adapters are kept (`snapshots/night-N`, about 20 MB): `--fork` starts a run from
 one, its earlier nights' steps as that run recorded them, so code changed since can be
 measured on the later nights alone.
 """
