@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,7 @@ def compile_and_train(
     start = parent_folder(store, parent, continues(recipe, stage.continue_parent))
     since = last_trained(stage.history) if start else None
     with stage("compile" + suffix) as detail:
+        detail["began_at"] = datetime.now(UTC).isoformat()  # rows logged after: a later night's
         dataset_dir = ws.home / "datasets" / dataset_name(stage.cycle_id, suffix)
         try:
             compiled, examples = build_dataset(

@@ -87,6 +87,16 @@ def test_the_last_night_that_trained_is_the_newest_cycle_with_a_finished_train_s
     assert since is not None and since.tzinfo is not None
     assert last_trained(history) == since and since <= datetime.now(UTC)
 
+    # its own sampling's rows it could learn: the mark is when it began compiling them
+    compiled = [{"stage": "sample", "ok": True, "seconds": 90.0},
+                {"stage": "compile sft", "ok": True, "seconds": 1.0,
+                 "began_at": "2026-12-08T01:00:00+00:00"},
+                {"stage": "train sft", "ok": True, "seconds": 600.0}]  # fmt: skip
+    night = {"started_at": "2026-12-08T00:58:00", "stages": compiled}
+    assert last_trained([night]) == datetime(2026, 12, 8, 1, 0, tzinfo=UTC)
+    del compiled[1]["began_at"]  # recorded before compiles kept their time: start + 90 s
+    assert last_trained([night]) == datetime(2026, 12, 8, 0, 59, 30, tzinfo=UTC)
+
 
 @pytest.mark.parametrize(
     ("method", "replayed"), [("sft", False), ("sft-continue", True), ("dpo", False)]
