@@ -18,6 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from bench.nights_bench import cycle_runs
 from bench.record import write_result
 
 
@@ -27,11 +28,7 @@ def readings(db: Path, cycle_id: str) -> list[dict[str, Any]]:
     out = []
     with contextlib.closing(sqlite3.connect(db)) as conn:
         versions = dict(conn.execute("select name, version from adapters").fetchall())
-        runs = conn.execute("select id, suite, config from eval_runs where status = 'done' "
-                            "order by created_at").fetchall()  # fmt: skip
-        for run_id, suite, config in runs:
-            if json.loads(config).get("cycle") != cycle_id:
-                continue
+        for run_id, suite, _, _ in cycle_runs(conn, cycle_id):
             rows = conn.execute(
                 "select first_correct, first_passed, draws, coalesce(adapter, model) from episodes "
                 "where eval_run_id = ? and status != 'error'", (run_id,)

@@ -220,12 +220,7 @@ def gate_runs(folder: Path, cycle_id: str | None) -> list[dict[str, Any]]:
         return []
     out = []
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        runs = conn.execute("select id, suite, config, created_at from eval_runs "
-                            "where status = 'done' order by created_at").fetchall()  # fmt: skip
-        for run_id, suite, config, created in runs:
-            c = json.loads(config)
-            if c.get("cycle") != cycle_id:
-                continue
+        for run_id, suite, c, created in cycle_runs(conn, cycle_id):
             times = conn.execute(
                 "select created_at, finished_at from episodes "
                 "where eval_run_id = ? and status != 'error'", (run_id,)
@@ -236,6 +231,14 @@ def gate_runs(folder: Path, cycle_id: str | None) -> list[dict[str, Any]]:
                         "items": len(times), "reused": len(times) - len(asked),
                         "seconds": busy(asked)})  # fmt: skip
     return out
+
+
+def cycle_runs(conn: sqlite3.Connection, cycle_id: str) -> list[tuple[str, str, dict, str]]:
+    """The cycle's finished eval runs, oldest first: id, suite, config, when it began."""
+    runs = conn.execute("select id, suite, config, created_at from eval_runs "
+                        "where status = 'done' order by created_at").fetchall()  # fmt: skip
+    configs = [(r, json.loads(r[2])) for r in runs]
+    return [(r[0], r[1], c, r[3]) for r, c in configs if c.get("cycle") == cycle_id]
 
 
 def busy(spans: list[tuple[str, str]]) -> float:
@@ -333,7 +336,7 @@ def fork(source: Path, night: int, nights: int) -> Night:
     if not snap.is_dir():
         sys.exit(f"nights_bench: {source} has no snapshot of night {night} to fork from")
     state = json.loads((source / "state.json").read_text())
-    folder = WORK / f"nights-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = WORK / f"nights-{time.strftime('%Y%m%d-%H%M%S')}"  # made by the copy
     shutil.copytree(snap, folder / "home")
     shutil.copytree(source / "traffic", folder / "traffic")
     with contextlib.closing(sqlite3.connect(folder / "home" / "reflexa.db")) as db, db:
@@ -425,11 +428,16 @@ def from_source(tool: str, prefix: str, args: argparse.Namespace) -> Night:
     its arguments recorded; or exit saying why not."""
     if not (args.source / "state.json").exists():
         sys.exit(f"{tool}: {args.source} is not a nights_bench run")
+    settings = vars(args) | {"source": str(args.source.resolve())}
+    return Night(new_folder(tool, prefix), {k: v for k, v in settings.items() if k != "resume"})
+
+
+def new_folder(tool: str, prefix: str) -> Path:
+    """A new run folder in .bench-work, named by the time, said on stderr."""
     folder = WORK / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True)
     print(f"{tool}: run folder {folder} (--resume it after a kill)", file=sys.stderr)
-    settings = vars(args) | {"source": str(args.source.resolve())}
-    return Night(folder, {k: v for k, v in settings.items() if k != "resume"})
+    return folder
 
 
 def main() -> None:
@@ -460,10 +468,8 @@ def main() -> None:
             sys.exit("nights_bench: --fork needs --night, from 1 to fewer than --nights")
         run = fork(args.fork, args.night, args.nights)
     else:
-        folder = WORK / f"nights-{time.strftime('%Y%m%d-%H%M%S')}"
-        folder.mkdir(parents=True)
-        print(f"nights_bench: run folder {folder} (--resume it after a kill)", file=sys.stderr)
-        run = Night(folder, {k: v for k, v in vars(args).items() if k not in ("resume", "report")})
+        settings = {k: v for k, v in vars(args).items() if k not in ("resume", "report")}
+        run = Night(new_folder("nights_bench", "nights"), settings)
     try:
         doc = run_nights(run)
     finally:

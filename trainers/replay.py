@@ -1,11 +1,11 @@
 """Replay: a night that goes on from the current adapter learns every row logged since the
 last night that trained compiled its own, and of the rows from before a capped share
 (`[cycle] replay` times as many as the new ones, drawn at random), replayed against
-forgetting. The adapter it
-goes on from learnt most of them already; the rest a refused night taught and could not
-keep. Teaching all of them again made training grow with the store, night by night: 592 s
-on night 1, 1,380 s on night 4, of which 129-153 rows a night were new
-(bench/results/nights-2026-12-07-4.json). A night that starts a new adapter learns all rows.
+forgetting. The adapter it goes on from learnt most of them already; the rest a refused
+night taught and could not keep. Teaching all of them again made training grow with the
+store, night by night: 592 s on night 1, 1,380 s on night 4, of which 129-153 rows a night
+were new (bench/results/nights-2026-12-07-4.json). A night that starts a new adapter learns
+all rows.
 """
 
 from __future__ import annotations
